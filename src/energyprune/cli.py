@@ -1,0 +1,131 @@
+"""Command line: parse → call the library → render. Errors a user can fix exit 2 in one line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import torch
+from rich.console import Console
+
+from energyprune.energy.hardware import BUILTIN_PROFILES
+from energyprune.energy.model import DTYPES, EnergyProfile, profile
+from energyprune.errors import ConfigError, EnergyPruneError
+from energyprune.files import atomic_write_text
+from energyprune.pipeline.models import build_model, load_weights, parse_input_shape
+from energyprune.pipeline.report import layer_table, summary_line
+
+__all__ = ["main"]
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors in one line (exit 2) instead of usage + message."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"energyprune: error: {message} (see '{self.prog} --help')\n")
+
+
+def _add_profile(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "profile",
+        help="estimate per-layer energy of a model",
+        description="Estimate per-layer inference energy (compute + data movement) of a model "
+        "under a hardware profile. Figures are estimates, never measurements.",
+        epilog="examples:\n  energyprune profile resnet56 --weights cifar10_resnet56.safetensors\n"
+        "  energyprune profile resnet50 --hardware eyeriss-65nm --json r.json --plot r.png\n"
+        "  energyprune profile mypkg.models:build --input-shape 1,3,64,64",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", help="resnet20 | resnet56 | vgg16_bn | a torchvision name | module:fn")
+    p.add_argument("--weights", help="safetensors file, shard index JSON, or weights-only .pt")
+    p.add_argument(
+        "--input-shape",
+        help="e.g. 1,3,224,224 (default: 1,3,32,32 for CIFAR built-ins, else 1,3,224,224)",
+    )
+    p.add_argument(
+        "--hardware",
+        default="horowitz-45nm",
+        help=f"built-in ({', '.join(BUILTIN_PROFILES)}) or a YAML file",
+    )
+    p.add_argument("--dtype", choices=DTYPES, help="price tensors as this dtype (default: as run)")
+    p.add_argument("--json", metavar="PATH", help="write the profile as JSON")
+    p.add_argument("--plot", metavar="PATH", help="write a PNG of the costliest layers")
+    p.add_argument(
+        "--top",
+        type=int,
+        default=15,
+        metavar="N",
+        help="show the N costliest layers (0 = all, in execution order)",
+    )
+    p.set_defaults(run=_run_profile)
+
+
+def _run_profile(args: argparse.Namespace, console: Console) -> int:
+    if args.top < 0:
+        raise ConfigError(f"--top must be >= 0, got {args.top}")
+    built = build_model(args.model)
+    if args.weights:
+        load_weights(built.model, args.weights)
+    shape = parse_input_shape(args.input_shape) if args.input_shape else built.input_shape
+    example = torch.randn(*shape)
+    try:
+        with torch.no_grad():
+            prof: EnergyProfile = profile(
+                built.model, example, args.hardware, args.dtype, name=built.name
+            )
+    except (RuntimeError, ValueError, IndexError) as e:
+        if isinstance(e, EnergyPruneError):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(
+            f"model '{built.name}' failed on an input of shape {','.join(map(str, shape))} "
+            f"({first}); pass the shape it expects with --input-shape"
+        ) from e
+    console.print(layer_table(prof, top=args.top))
+    console.print(summary_line(prof))
+    if prof.uncosted_ops:
+        ops = ", ".join(f"{op} ×{n}" for op, n in sorted(prof.uncosted_ops.items()))
+        console.print(
+            f"[yellow]warning:[/] no cost formula for {ops}: their arithmetic is "
+            "missing from the estimate (their bytes are counted)"
+        )
+    if args.json:
+        atomic_write_text(args.json, prof.to_json() + "\n")
+        console.print(f"wrote {args.json}")
+    if args.plot:
+        prof.plot(args.plot, top=max(args.top, 30) if args.top else 30)
+        console.print(f"wrote {args.plot}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``energyprune`` argument parser (one sub-command per pipeline stage)."""
+    parser = _Parser(prog="energyprune", description="Prune PyTorch models to an energy budget.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_profile(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``energyprune`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    console = Console(width=max(Console().width, 120) if sys.stdout.isatty() else 140)
+    try:
+        code = args.run(args, console)
+    except EnergyPruneError as e:
+        if args.debug:
+            raise
+        print(f"energyprune: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("energyprune: interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,397 @@
+"""Cost formulas per aten operator: MACs, other arithmetic, and which operands are read.
+
+One small pure function per operator family, registered with :func:`register_formula`
+(the pattern of ``torch.utils.flop_counter``). MAC counts for convolution and matrix products
+equal ``torch.utils.flop_counter`` FLOPs / 2. Fused kernels that ``flop_counter`` does not know
+(``_native_multi_head_attention``, ``_transformer_encoder_layer_fwd``, the CPU flash-attention
+kernel) have formulas of their own, because a fused op the tracer cannot cost would otherwise
+vanish from the estimate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from energyprune.errors import UnsupportedOpError
+
+__all__ = ["FORMULAS", "Cost", "Formula", "generic_cost", "has_rule", "register_formula"]
+
+aten = torch.ops.aten
+
+#: Arithmetic operations per element for fused ops (each charged at the profile's add energy).
+SOFTMAX_OPS = 4  # max, subtract + exp, sum, divide
+NORM_EVAL_OPS = 2  # inference batch norm folds to one multiply-add per element
+NORM_TRAIN_OPS = 4  # batch statistics, then normalise + affine
+LAYER_NORM_OPS = 5  # mean, variance, subtract, scale, affine
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What one executed op costs, before a hardware profile prices it.
+
+    Attributes:
+        kind: category shown in profiles (conv, matmul, attention, norm, pool, elementwise,
+            reduction, embedding, data, view).
+        macs: dense multiply-accumulates.
+        ops: other arithmetic operations, each charged as one add.
+        mac_operands: tensors the MACs are performed against; zero-skipping hardware skips the
+            MACs against zero *parameter* elements among them.
+        reads: tensors read, each whole or as ``(tensor, elements_read)``; ``None`` = every
+            tensor argument is read whole.
+        writes_output: False for ops that only alias their input (views move no bytes).
+    """
+
+    kind: str
+    macs: int = 0
+    ops: int = 0
+    mac_operands: tuple[torch.Tensor, ...] = ()
+    reads: tuple[torch.Tensor | tuple[torch.Tensor, int], ...] | None = None
+    writes_output: bool = True
+
+
+Formula = Callable[[Sequence[object], dict[str, object], object], Cost]
+FORMULAS: dict[torch._ops.OpOverloadPacket, Formula] = {}
+
+
+def register_formula(*packets: torch._ops.OpOverloadPacket) -> Callable[[Formula], Formula]:
+    """Register ``fn`` as the cost formula of each aten op packet (e.g. ``aten.mm``)."""
+
+    def decorator(fn: Formula) -> Formula:
+        for packet in packets:
+            if not isinstance(packet, torch._ops.OpOverloadPacket):
+                raise UnsupportedOpError(
+                    f"register_formula expects aten op packets such as aten.mm, got {packet!r}"
+                )
+            if packet in FORMULAS:
+                raise UnsupportedOpError(f"duplicate cost formula for {packet}")
+            FORMULAS[packet] = fn
+        return fn
+
+    return decorator
+
+
+def _aten(*names: str) -> list[torch._ops.OpOverloadPacket]:
+    """The aten packets among ``names`` that this PyTorch build has (newer ops are skipped)."""
+    return [getattr(aten, n) for n in names if hasattr(aten, n)]
+
+
+def _numel(t: object) -> int:
+    return t.numel() if isinstance(t, torch.Tensor) else 0
+
+
+def _first_tensor(out: object) -> torch.Tensor:
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)):
+        for item in out:
+            if isinstance(item, torch.Tensor):
+                return item
+    raise UnsupportedOpError(f"expected a tensor output, got {type(out).__name__}")
+
+
+# --- convolution and matrix products --------------------------------------------------------
+
+
+def conv_macs(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor, transposed: bool) -> int:
+    """MACs of a (grouped, depthwise, transposed) convolution: flop_counter's conv FLOPs / 2.
+
+    Every output element (input element, when transposed) meets ``prod(w.shape[1:])`` weights.
+    """
+    per_element = math.prod(w.shape[1:])
+    return (x.numel() if transposed else out.numel()) * per_element
+
+
+@register_formula(*_aten("convolution", "_convolution", "convolution_overrideable"))
+def _conv(args, kwargs, out) -> Cost:
+    x, w, bias = args[0], args[1], args[2]
+    transposed = bool(args[6]) if len(args) > 6 else bool(kwargs.get("transposed", False))
+    y = _first_tensor(out)
+    return Cost("conv", conv_macs(x, w, y, transposed), _numel(bias) and y.numel(), (w,))
+
+
+@register_formula(*_aten("cudnn_convolution", "mkldnn_convolution", "_slow_conv2d_forward"))
+def _backend_conv(args, kwargs, out) -> Cost:
+    x, w = args[0], args[1]
+    bias = args[2] if isinstance(args[2], torch.Tensor) else None
+    y = _first_tensor(out)
+    return Cost("conv", conv_macs(x, w, y, False), _numel(bias) and y.numel(), (w,))
+
+
+@register_formula(*_aten("mm", "_int_mm"))
+def _mm(args, kwargs, out) -> Cost:
+    a, b = args[0], args[1]
+    return Cost("matmul", a.shape[0] * a.shape[1] * b.shape[1], 0, (a, b))
+
+
+@register_formula(*_aten("addmm", "_addmm_activation"))
+def _addmm(args, kwargs, out) -> Cost:
+    a, b = args[1], args[2]
+    m, k, n = a.shape[0], a.shape[1], b.shape[1]
+    return Cost("matmul", m * k * n, m * n, (a, b))
+
+
+@register_formula(*_aten("bmm"))
+def _bmm(args, kwargs, out) -> Cost:
+    a, b = args[0], args[1]
+    return Cost("matmul", a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2], 0, (a, b))
+
+
+@register_formula(*_aten("baddbmm"))
+def _baddbmm(args, kwargs, out) -> Cost:
+    a, b = args[1], args[2]
+    bsz, m, k, n = a.shape[0], a.shape[1], a.shape[2], b.shape[2]
+    return Cost("matmul", bsz * m * k * n, bsz * m * n, (a, b))
+
+
+@register_formula(*_aten("mv", "addmv"))
+def _mv(args, kwargs, out) -> Cost:
+    offset = 1 if len(args) > 2 else 0
+    a = args[offset]
+    adds = a.shape[0] if offset else 0
+    return Cost("matmul", a.numel(), adds, (a, args[offset + 1]))
+
+
+@register_formula(*_aten("linear"))
+def _linear(args, kwargs, out) -> Cost:
+    x, w = args[0], args[1]
+    bias = args[2] if len(args) > 2 else None
+    y = _first_tensor(out)
+    return Cost("matmul", x.numel() // x.shape[-1] * w.numel(), _numel(bias) and y.numel(), (w,))
+
+
+@register_formula(*_aten("matmul"))
+def _matmul(args, kwargs, out) -> Cost:
+    a, b = args[0], args[1]
+    y = _first_tensor(out)
+    return Cost("matmul", y.numel() * a.shape[-1], 0, (a, b))
+
+
+# --- attention --------------------------------------------------------------------------------
+
+
+def sdpa_macs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[int, int]:
+    """MACs of softmax(Q Kᵀ) V for (..., L, E) queries and (..., S, E/Ev) keys/values, and the
+    element count of the score matrix (for the softmax's arithmetic)."""
+    batch_heads = math.prod(q.shape[:-2])
+    length, emb = q.shape[-2], q.shape[-1]
+    source, emb_v = k.shape[-2], v.shape[-1]
+    scores = batch_heads * length * source
+    return scores * emb + scores * emb_v, scores
+
+
+@register_formula(
+    *_aten(
+        "_scaled_dot_product_flash_attention_for_cpu",
+        "_scaled_dot_product_flash_attention",
+        "_scaled_dot_product_efficient_attention",
+        "_scaled_dot_product_cudnn_attention",
+        "_scaled_dot_product_fused_attention_overrideable",
+        "_flash_attention_forward",
+        "_efficient_attention_forward",
+    )
+)
+def _sdpa(args, kwargs, out) -> Cost:
+    q, k, v = args[0], args[1], args[2]
+    macs, scores = sdpa_macs(q, k, v)
+    return Cost("attention", macs, SOFTMAX_OPS * scores, (q, k, v))
+
+
+def _mha_macs(batch: int, length: int, source: int, embed: int, self_attention: bool) -> int:
+    projections = batch * length * embed * embed * 2  # query and output projections
+    projections += batch * source * embed * embed * 2  # key and value projections
+    del self_attention  # packed or separate, the in-projection MACs are the same
+    return projections + 2 * batch * length * source * embed
+
+
+@register_formula(*_aten("_native_multi_head_attention"))
+def _native_mha(args, kwargs, out) -> Cost:
+    """Fused ``nn.MultiheadAttention`` fast path (torchvision ViT in no-grad eval).
+
+    Args: (query, key, value, embed_dim, num_head, qkv_weight, qkv_bias, proj_weight, proj_bias,
+    mask, need_weights, average_attn_weights, mask_type); query (B, L, E), key (B, S, E).
+    """
+    q, k = args[0], args[1]
+    embed, heads = int(args[3]), int(args[4])
+    qkv_w, proj_w = args[5], args[7]
+    batch, length, source = q.shape[0], q.shape[1], k.shape[1]
+    macs = _mha_macs(batch, length, source, embed, q is k)
+    scores = batch * heads * length * source
+    adds = batch * length * 4 * embed  # qkv and output-projection biases
+    return Cost("attention", macs, SOFTMAX_OPS * scores + adds, (qkv_w, proj_w))
+
+
+@register_formula(*_aten("_transformer_encoder_layer_fwd"))
+def _encoder_layer(args, kwargs, out) -> Cost:
+    """Fused ``nn.TransformerEncoderLayer`` fast path: attention + 2-layer MLP + 2 layer norms.
+
+    Args: (src, embed_dim, num_heads, qkv_weight, qkv_bias, proj_weight, proj_bias, use_gelu,
+    norm_first, eps, norm_weight_1, norm_bias_1, norm_weight_2, norm_bias_2, ffn_weight_1,
+    ffn_bias_1, ffn_weight_2, ffn_bias_2, mask, mask_type); src (B, L, E).
+    """
+    src, embed, heads = args[0], int(args[1]), int(args[2])
+    ffn_w1, ffn_w2 = args[14], args[16]
+    batch, length = src.shape[0], src.shape[1]
+    hidden = ffn_w1.shape[0]
+    macs = _mha_macs(batch, length, length, embed, True) + 2 * batch * length * embed * hidden
+    tokens = batch * length
+    ops = SOFTMAX_OPS * batch * heads * length * length + tokens * (4 * embed + hidden + embed)
+    ops += (
+        2 * LAYER_NORM_OPS * tokens * embed + 2 * tokens * embed + tokens * hidden
+    )  # residual, act
+    return Cost("attention", macs, ops, (args[3], args[5], ffn_w1, ffn_w2))
+
+
+@register_formula(*_aten("_softmax", "_log_softmax", "_safe_softmax"))
+def _softmax(args, kwargs, out) -> Cost:
+    return Cost("elementwise", 0, SOFTMAX_OPS * args[0].numel())
+
+
+# --- normalisation and pooling --------------------------------------------------------------
+
+
+@register_formula(*_aten("_native_batch_norm_legit_no_training"))
+def _bn_eval(args, kwargs, out) -> Cost:
+    return Cost("norm", 0, NORM_EVAL_OPS * args[0].numel())
+
+
+@register_formula(
+    *_aten(
+        "native_batch_norm",
+        "_native_batch_norm_legit",
+        "_batch_norm_with_update",
+        "cudnn_batch_norm",
+        "miopen_batch_norm",
+    )
+)
+def _bn(args, kwargs, out) -> Cost:
+    training = next((a for a in args[5:6] if isinstance(a, bool)), False)
+    per_element = NORM_TRAIN_OPS if training else NORM_EVAL_OPS
+    return Cost("norm", 0, per_element * args[0].numel())
+
+
+@register_formula(*_aten("native_layer_norm", "native_group_norm", "_fused_rms_norm"))
+def _layer_norm(args, kwargs, out) -> Cost:
+    return Cost("norm", 0, LAYER_NORM_OPS * args[0].numel())
+
+
+def _window(kernel: object, dims: int) -> int:
+    sizes = list(kernel) if isinstance(kernel, (list, tuple)) else [int(kernel)]
+    if len(sizes) == 1:
+        sizes = sizes * dims
+    return math.prod(int(s) for s in sizes)
+
+
+@register_formula(
+    *_aten(
+        "max_pool1d",
+        "max_pool2d",
+        "max_pool3d",
+        "max_pool2d_with_indices",
+        "max_pool3d_with_indices",
+        "avg_pool1d",
+        "avg_pool2d",
+        "avg_pool3d",
+        "mkldnn_max_pool2d",
+    )
+)
+def _pool(args, kwargs, out) -> Cost:
+    x, y = args[0], _first_tensor(out)
+    dims = max(1, x.dim() - 2)
+    return Cost("pool", 0, y.numel() * _window(args[1], dims))
+
+
+@register_formula(
+    *_aten(
+        "_adaptive_avg_pool2d",
+        "_adaptive_avg_pool3d",
+        "adaptive_avg_pool1d",
+        "adaptive_max_pool1d",
+        "adaptive_max_pool2d",
+        "adaptive_max_pool3d",
+    )
+)
+def _adaptive_pool(args, kwargs, out) -> Cost:
+    return Cost("pool", 0, args[0].numel())
+
+
+# --- data movement ----------------------------------------------------------------------------
+
+
+@register_formula(*_aten("embedding", "_embedding_bag"))
+def _embedding(args, kwargs, out) -> Cost:
+    """Only the gathered rows of the table are read, not the whole table."""
+    weight, indices, y = args[0], args[1], _first_tensor(out)
+    return Cost("embedding", reads=((weight, y.numel()), indices))
+
+
+@register_formula(
+    *_aten(
+        "cat",
+        "stack",
+        "clone",
+        "copy_",
+        "_to_copy",
+        "_unsafe_view",
+        "index_select",
+        "gather",
+        "index",
+        "constant_pad_nd",
+        "repeat",
+        "flip",
+        "roll",
+        "slice_scatter",
+        "select_scatter",
+        "fill_",
+        "zero_",
+        "zeros",
+        "ones",
+        "full",
+        "arange",
+        "scalar_tensor",
+        "zeros_like",
+        "ones_like",
+        "full_like",
+        "new_zeros",
+        "new_ones",
+        "new_full",
+        "_local_scalar_dense",
+        "native_dropout",
+        "bernoulli_",
+        "randn",
+        "rand",
+    )
+)
+def _data(args, kwargs, out) -> Cost:
+    """Zero-arithmetic ops whose bytes still move: concatenation, copies, padding, fills."""
+    return Cost("data")
+
+
+@register_formula(*_aten("empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided"))
+def _empty(args, kwargs, out) -> Cost:
+    """Allocation only: nothing is read or written."""
+    return Cost("data", reads=(), writes_output=False)
+
+
+def has_rule(func: torch._ops.OpOverload) -> bool:
+    """True when :func:`generic_cost` prices ``func`` (views, pointwise ops, reductions)."""
+    return func.is_view or bool({torch.Tag.pointwise, torch.Tag.reduction} & set(func.tags))
+
+
+def generic_cost(func: torch._ops.OpOverload, args: Sequence[object], out: object) -> Cost | None:
+    """Cost of ops covered by a rule rather than a formula: views, pointwise ops, reductions.
+
+    Returns None when no rule applies (the op is then reported as uncosted).
+    """
+    if func.is_view:
+        return Cost("view", reads=(), writes_output=False)
+    tags = func.tags
+    if torch.Tag.pointwise in tags:
+        return Cost("elementwise", 0, _first_tensor(out).numel())
+    if torch.Tag.reduction in tags:
+        source = next((a for a in args if isinstance(a, torch.Tensor)), None)
+        return Cost("reduction", 0, _numel(source))
+    return None

@@ -1,0 +1,154 @@
+"""Hardware profiles: energy coefficients as data (YAML), shipped built-ins or a user's file."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from energyprune.errors import ConfigError
+
+__all__ = ["BUILTIN_PROFILES", "HardwareProfile", "load_hardware"]
+
+_PROFILE_DIR = resources.files("energyprune.energy") / "profiles"
+BUILTIN_PROFILES: tuple[str, ...] = tuple(
+    sorted(p.name.removesuffix(".yaml") for p in _PROFILE_DIR.iterdir() if p.name.endswith(".yaml"))
+)
+_REQUIRED = ("name", "sources", "compute_pj", "memory_pj_per_byte", "buffer_bytes")
+_LEVELS = ("register_file", "array", "buffer", "dram")
+#: Which compute-cost row prices a dtype the profile does not list.
+_COMPUTE_FALLBACK = {"fp64": "fp32", "int64": "int32", "int16": "int32", "bool": "int32"}
+
+
+@dataclass(frozen=True)
+class HardwareProfile:
+    """Energy coefficients of one target.
+
+    Attributes:
+        name: profile id.
+        compute_pj: per dtype, ``{"mac": pJ per multiply-accumulate, "add": pJ per other op}``.
+        memory_pj_per_byte: pJ per byte at each memory level (register_file, array, buffer, dram).
+        buffer_bytes: on-chip buffer size; activation tensors up to it are served on chip.
+        accesses_per_mac: operand accesses per MAC at inner levels (e.g. register_file: 2).
+        zero_skipping: MACs against zero weights are skipped and zero weights are not fetched.
+        channel_multiple: channel counts the hardware prefers (pruning rounds widths to it).
+        sources / assumptions: citations and modelling assumptions, from the file.
+        path: file it was loaded from.
+    """
+
+    name: str
+    compute_pj: dict[str, dict[str, float]]
+    memory_pj_per_byte: dict[str, float]
+    buffer_bytes: int
+    accesses_per_mac: dict[str, float] = field(default_factory=dict)
+    zero_skipping: bool = False
+    channel_multiple: int = 1
+    sources: tuple[str, ...] = ()
+    assumptions: tuple[str, ...] = ()
+    description: str = ""
+    path: str = ""
+
+    def compute_costs(self, dtype: str) -> dict[str, float]:
+        """``{"mac", "add"}`` pJ for ``dtype`` (fp64 priced as fp32, wide ints as int32)."""
+        row = self.compute_pj.get(dtype) or self.compute_pj.get(_COMPUTE_FALLBACK.get(dtype, ""))
+        if row is None:
+            raise ConfigError(
+                f"hardware profile '{self.name}' has no compute cost for dtype {dtype}; "
+                f"it prices {sorted(self.compute_pj)}: add a '{dtype}' row under compute_pj"
+            )
+        return row
+
+    def level_cost(self, level: str) -> float:
+        """pJ per byte at ``level``."""
+        try:
+            return self.memory_pj_per_byte[level]
+        except KeyError:
+            raise ConfigError(
+                f"hardware profile '{self.name}' has no memory level '{level}'; it has "
+                f"{sorted(self.memory_pj_per_byte)}: add it under memory_pj_per_byte"
+            ) from None
+
+
+def _check(data: Any, origin: str) -> HardwareProfile:
+    if not isinstance(data, dict):
+        raise ConfigError(f"hardware profile {origin} must be a YAML mapping of fields")
+    missing = [k for k in _REQUIRED if k not in data]
+    if missing:
+        raise ConfigError(f"hardware profile {origin} lacks {', '.join(missing)}: add them")
+    if not data["sources"]:
+        raise ConfigError(f"hardware profile {origin} must cite its sources under 'sources'")
+    compute = data["compute_pj"]
+    if not isinstance(compute, dict) or not compute:
+        raise ConfigError(f"hardware profile {origin}: compute_pj must map dtypes to mac/add pJ")
+    for dtype, row in compute.items():
+        if not isinstance(row, dict) or set(row) != {"mac", "add"}:
+            raise ConfigError(
+                f"hardware profile {origin}: compute_pj.{dtype} must be {{mac: pJ, add: pJ}}"
+            )
+    memory = data["memory_pj_per_byte"]
+    unknown = set(memory) - set(_LEVELS) if isinstance(memory, dict) else {"?"}
+    if unknown or "dram" not in memory or "buffer" not in memory:
+        raise ConfigError(
+            f"hardware profile {origin}: memory_pj_per_byte needs 'buffer' and 'dram' and may "
+            f"only name levels {list(_LEVELS)}"
+        )
+    accesses = data.get("accesses_per_mac") or {}
+    for level in accesses:
+        if level not in memory:
+            raise ConfigError(
+                f"hardware profile {origin}: accesses_per_mac names '{level}', which has no cost "
+                "in memory_pj_per_byte"
+            )
+    numbers = [
+        *(v for row in compute.values() for v in row.values()),
+        *memory.values(),
+        *accesses.values(),
+        data["buffer_bytes"],
+    ]
+    if any(not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 for v in numbers):
+        raise ConfigError(f"hardware profile {origin}: every cost must be a number >= 0")
+    multiple = data.get("channel_multiple", 1)
+    if not isinstance(multiple, int) or multiple < 1:
+        raise ConfigError(f"hardware profile {origin}: channel_multiple must be an integer >= 1")
+    return HardwareProfile(
+        name=str(data["name"]),
+        compute_pj={str(k): {n: float(x) for n, x in v.items()} for k, v in compute.items()},
+        memory_pj_per_byte={str(k): float(v) for k, v in memory.items()},
+        buffer_bytes=int(data["buffer_bytes"]),
+        accesses_per_mac={str(k): float(v) for k, v in accesses.items()},
+        zero_skipping=bool(data.get("zero_skipping", False)),
+        channel_multiple=multiple,
+        sources=tuple(str(s) for s in data["sources"]),
+        assumptions=tuple(str(s) for s in data.get("assumptions") or ()),
+        description=str(data.get("description", "")),
+        path=origin,
+    )
+
+
+def load_hardware(spec: str | os.PathLike[str] | HardwareProfile) -> HardwareProfile:
+    """Load a built-in profile by name (``"horowitz-45nm"``) or a user's YAML file by path."""
+    if isinstance(spec, HardwareProfile):
+        return spec
+    text_spec = str(spec)
+    if text_spec in BUILTIN_PROFILES:
+        text = (_PROFILE_DIR / f"{text_spec}.yaml").read_text(encoding="utf-8")
+        origin = f"{text_spec} (built-in)"
+    else:
+        path = Path(text_spec)
+        if not path.is_file():
+            raise ConfigError(
+                f"hardware profile '{text_spec}' is neither a built-in "
+                f"({', '.join(BUILTIN_PROFILES)}) nor an existing YAML file: check the name or path"
+            )
+        text, origin = path.read_text(encoding="utf-8"), str(path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(
+            f"hardware profile {origin} is not valid YAML: {e}".splitlines()[0]
+        ) from e
+    return _check(data, origin)

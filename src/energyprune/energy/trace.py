@@ -1,0 +1,285 @@
+"""Dispatch-level tracer: every aten op of one forward pass, with shapes, dtypes and owner module.
+
+It runs the model for real under a ``TorchDispatchMode`` (the mechanism behind
+``torch.utils.flop_counter``), so functional calls, fused kernels and data-dependent control flow
+are seen exactly as executed. Module attribution comes from a stack kept by forward pre/post
+hooks. Nothing is priced here: :mod:`energyprune.energy.model` applies a hardware profile.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from energyprune.energy.formulas import FORMULAS, Cost, generic_cost, has_rule
+from energyprune.errors import ConfigError
+
+__all__ = ["ModuleInfo", "OpRecord", "Operand", "Trace", "dtype_name", "trace"]
+
+_DTYPE_NAMES = {
+    torch.float32: "fp32",
+    torch.float16: "fp16",
+    torch.bfloat16: "bf16",
+    torch.float64: "fp64",
+    torch.int8: "int8",
+    torch.uint8: "int8",
+    torch.int16: "int16",
+    torch.int32: "int32",
+    torch.int64: "int64",
+    torch.bool: "bool",
+}
+
+#: Ops that carry no data or arithmetic and are not worth a record.
+_SKIP = {"prim.device", "aten.sym_size", "aten.sym_stride", "aten.sym_numel", "aten.is_same_size"}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """Short name of a torch dtype (``torch.float16`` → ``"fp16"``)."""
+    return _DTYPE_NAMES.get(dtype, str(dtype).removeprefix("torch."))
+
+
+@dataclass(frozen=True)
+class Operand:
+    """One tensor an op reads or writes.
+
+    Attributes:
+        role: ``"param"`` (a parameter or buffer of the model), ``"input"`` or ``"output"``.
+        numel: elements moved.
+        dtype: short dtype name as traced (``"fp32"``).
+        density: fraction of non-zero elements (parameters only; 1.0 otherwise).
+        name: parameter or buffer name for ``role="param"``.
+    """
+
+    role: str
+    numel: int
+    dtype: str
+    density: float = 1.0
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class OpRecord:
+    """One executed aten op and its hardware-independent cost.
+
+    Attributes:
+        op: aten overload name, e.g. ``"aten.convolution.default"``.
+        kind: category from the formula (conv, matmul, attention, norm, pool, elementwise,
+            reduction, embedding, data, view) or ``"uncosted"`` when no formula applies.
+        module: innermost module path that executed it (``""`` = the root module).
+        macs: dense multiply-accumulates.
+        ops: other arithmetic operations (charged as adds).
+        mac_density: fraction of the MACs against non-zero parameter elements.
+        operands: tensors read and written.
+        input_shapes / output_shapes: shapes of tensor arguments and results.
+    """
+
+    op: str
+    kind: str
+    module: str
+    macs: int
+    ops: int
+    mac_density: float
+    operands: tuple[Operand, ...]
+    input_shapes: tuple[tuple[int, ...], ...]
+    output_shapes: tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True)
+class ModuleInfo:
+    """A module of the traced model: its class name and the parameters it owns directly."""
+
+    type: str
+    params: int
+
+
+@dataclass(frozen=True)
+class Trace:
+    """Result of :func:`trace`: op records in execution order plus module metadata."""
+
+    records: tuple[OpRecord, ...]
+    modules: Mapping[str, ModuleInfo]
+    input_shapes: tuple[tuple[int, ...], ...]
+    params: int
+    uncosted_ops: Mapping[str, int] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+
+class _ModuleStack:
+    """Forward pre/post hooks that keep the path of the innermost running module."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.stack: list[str] = [""]
+        self._handles = []
+        for name, module in model.named_modules():
+            if not name:
+                continue
+            self._handles.append(module.register_forward_pre_hook(self._enter(name)))
+            self._handles.append(module.register_forward_hook(self._exit(name), always_call=True))
+
+    def _enter(self, name: str):
+        def hook(module, args):
+            self.stack.append(name)
+
+        return hook
+
+    def _exit(self, name: str):
+        def hook(module, args, output):
+            if self.stack and self.stack[-1] == name:
+                self.stack.pop()
+
+        return hook
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+class _TraceMode(TorchDispatchMode):
+    def __init__(self, param_names: dict[int, str], modules: _ModuleStack) -> None:
+        super().__init__()
+        self.param_names = param_names
+        self.modules = modules
+        self.records: list[OpRecord] = []
+        self.uncosted: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = str(func.overloadpacket)
+        if name in _SKIP:
+            return func(*args, **kwargs)
+        formula = FORMULAS.get(func.overloadpacket)
+        if formula is None and not has_rule(func):
+            # Composite ops that reach us (no formula, no rule) are costed by their parts.
+            with self:
+                result = func.decompose(*args, **kwargs)
+            if result is not NotImplemented:
+                return result
+        out = func(*args, **kwargs)
+        cost = formula(args, kwargs, out) if formula else generic_cost(func, args, out)
+        if cost is None:
+            self.uncosted[str(func)] += 1
+            cost = Cost("uncosted")
+        self.records.append(self._record(str(func), cost, args, kwargs, out))
+        return out
+
+    def _param_name(self, t: torch.Tensor) -> str | None:
+        try:
+            return self.param_names.get(t.untyped_storage().data_ptr())
+        except (RuntimeError, NotImplementedError):
+            return None
+
+    def _operand(self, t: torch.Tensor, role: str, numel: int | None = None) -> Operand:
+        pname = self._param_name(t) if role == "input" else None
+        density = 1.0
+        if pname is not None and t.numel():
+            density = float(torch.count_nonzero(t)) / t.numel()
+        return Operand(
+            role="param" if pname is not None else role,
+            numel=t.numel() if numel is None else int(numel),
+            dtype=dtype_name(t.dtype),
+            density=density,
+            name=pname,
+        )
+
+    def _record(self, op: str, cost: Cost, args, kwargs, out) -> OpRecord:
+        in_tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        out_tensors = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+        if cost.reads is None:
+            operands = [self._operand(t, "input") for t in in_tensors]
+        else:
+            operands = [
+                self._operand(r[0], "input", r[1])
+                if isinstance(r, tuple)
+                else self._operand(r, "input")
+                for r in cost.reads
+            ]
+        if cost.writes_output:
+            operands += [Operand("output", t.numel(), dtype_name(t.dtype)) for t in out_tensors]
+        mac_density = 1.0
+        for t in cost.mac_operands:
+            if self._param_name(t) is not None and t.numel():
+                mac_density *= float(torch.count_nonzero(t)) / t.numel()
+        return OpRecord(
+            op=op,
+            kind=cost.kind,
+            module=self.modules.stack[-1],
+            macs=int(cost.macs),
+            ops=int(cost.ops),
+            mac_density=mac_density,
+            operands=tuple(operands),
+            input_shapes=tuple(tuple(t.shape) for t in in_tensors),
+            output_shapes=tuple(tuple(t.shape) for t in out_tensors),
+        )
+
+
+def _as_call(example_inputs: Any) -> tuple[tuple, dict]:
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,), {}
+    if isinstance(example_inputs, Mapping):
+        return (), dict(example_inputs)
+    if isinstance(example_inputs, Sequence) and not isinstance(example_inputs, str):
+        return tuple(example_inputs), {}
+    raise ConfigError(
+        "example_inputs must be a tensor, a tuple of positional inputs or a dict of keyword "
+        f"inputs, got {type(example_inputs).__name__}"
+    )
+
+
+def trace(model: nn.Module, example_inputs: Any, *, eval_mode: bool = True) -> Trace:
+    """Run one forward pass of ``model`` and record every executed aten op.
+
+    Args:
+        model: any ``nn.Module``.
+        example_inputs: a tensor, a tuple of positional inputs, or a dict of keyword inputs.
+        eval_mode: run in ``eval()`` (inference costs; restored afterwards).
+
+    Returns:
+        A :class:`Trace`. The caller's grad mode is respected, so fused inference kernels appear
+        under ``torch.no_grad()`` exactly as they would in deployment.
+    """
+    args, kwargs = _as_call(example_inputs)
+    param_names: dict[int, str] = {}
+    for pname, tensor in [*model.named_buffers(), *model.named_parameters()]:
+        if tensor.numel():
+            param_names.setdefault(tensor.untyped_storage().data_ptr(), pname)
+    modules: dict[str, ModuleInfo] = {}
+    seen: set[int] = set()
+    total_params = 0
+    for mname, module in model.named_modules():
+        own = [p for p in module.parameters(recurse=False) if id(p) not in seen]
+        seen.update(id(p) for p in own)
+        count = sum(p.numel() for p in own)
+        total_params += count
+        modules[mname] = ModuleInfo(type(module).__name__, count)
+
+    was_training = model.training
+    if eval_mode:
+        model.eval()
+    stack = _ModuleStack(model)
+    mode = _TraceMode(param_names, stack)
+    start = time.perf_counter()
+    try:
+        with mode:
+            model(*args, **kwargs)
+    finally:
+        stack.remove()
+        model.train(was_training)
+    input_shapes = tuple(
+        tuple(t.shape) for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)
+    )
+    return Trace(
+        records=tuple(mode.records),
+        modules=modules,
+        input_shapes=input_shapes,
+        params=total_params,
+        uncosted_ops=dict(mode.uncosted),
+        wall_s=time.perf_counter() - start,
+    )

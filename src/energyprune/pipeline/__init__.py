@@ -1,0 +1,1 @@
+"""Pipeline: data, models, fine-tuning, evaluation and reports."""

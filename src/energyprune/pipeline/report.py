@@ -1,0 +1,102 @@
+"""Render profiles for people: rich tables, summary lines and matplotlib plots."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from rich.table import Table
+
+from energyprune.files import atomic_path
+
+if TYPE_CHECKING:
+    from energyprune.energy.model import EnergyProfile
+
+__all__ = ["fmt_count", "fmt_joules", "layer_table", "plot_layer_energy", "summary_line"]
+
+
+def fmt_count(n: float, unit: str = "") -> str:
+    """1234567 → '1.23 M' (SI prefixes, base 1000)."""
+    for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= factor:
+            return f"{n / factor:.2f} {prefix}{unit}"
+    return f"{n:.0f} {unit}".rstrip() if float(n).is_integer() else f"{n:.2f} {unit}".rstrip()
+
+
+def fmt_joules(j: float) -> str:
+    """Joules with an SI prefix: 0.00123 → '1.23 mJ'."""
+    for factor, prefix in ((1.0, ""), (1e-3, "m"), (1e-6, "µ"), (1e-9, "n")):
+        if abs(j) >= factor:
+            return f"{j / factor:.3g} {prefix}J"
+    return f"{j / 1e-12:.3g} pJ"
+
+
+def layer_table(prof: EnergyProfile, top: int = 15) -> Table:
+    """Per-layer table; ``top`` > 0 shows the costliest layers first, 0 shows all in order."""
+    layers = list(prof.layers)
+    if top > 0:
+        layers = sorted(layers, key=lambda layer: layer.energy_j, reverse=True)[:top]
+    shown = f"top {len(layers)} of {len(prof.layers)} layers" if top > 0 else "all layers"
+    table = Table(
+        title=f"Estimated energy per layer — {prof.model} on {prof.hardware}, {prof.dtype} "
+        f"({shown})",
+        title_justify="left",
+    )
+    for column in ("layer", "type"):
+        table.add_column(column, overflow="fold")
+    for column in ("MACs", "params", "bytes", "compute J", "memory J", "% of total"):
+        table.add_column(column, justify="right")
+    total = prof.total.energy_j or 1.0
+    for layer in layers:
+        table.add_row(
+            layer.name,
+            layer.type,
+            fmt_count(layer.macs),
+            fmt_count(layer.params),
+            fmt_count(layer.bytes, "B"),
+            fmt_joules(layer.compute_j),
+            fmt_joules(layer.memory_j),
+            f"{100 * layer.energy_j / total:.1f}",
+        )
+    t = prof.total
+    table.add_section()
+    table.add_row(
+        "total", "", fmt_count(t.macs), fmt_count(t.params), fmt_count(t.bytes, "B"),
+        fmt_joules(t.compute_j), fmt_joules(t.memory_j), "100.0",
+    )  # fmt: skip
+    return table
+
+
+def summary_line(prof: EnergyProfile) -> str:
+    """One line with the totals, labelled as an estimate, and the profile's wall time."""
+    t = prof.total
+    return (
+        f"estimated energy {fmt_joules(t.energy_j)} per forward pass "
+        f"(compute {fmt_joules(t.compute_j)}, memory {fmt_joules(t.memory_j)}) · "
+        f"{fmt_count(t.macs)} MACs · {fmt_count(t.params)} params · {fmt_count(t.bytes, 'B')} moved"
+        f" · profile {prof.hardware}, {prof.dtype}, input {'x'.join(map(str, prof.input_shape))}"
+        f" · profiled in {prof.wall_s:.2f} s"
+    )
+
+
+def plot_layer_energy(prof: EnergyProfile, path: str | os.PathLike[str], top: int = 30) -> None:
+    """Horizontal stacked bars (compute, memory) of the ``top`` costliest layers, as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = sorted(prof.layers, key=lambda layer: layer.energy_j, reverse=True)[:top][::-1]
+    names = [layer.name for layer in layers]
+    compute = [layer.compute_j * 1e3 for layer in layers]
+    memory = [layer.memory_j * 1e3 for layer in layers]
+    fig, ax = plt.subplots(figsize=(9, 0.28 * len(layers) + 1.6))
+    ax.barh(names, compute, label="compute")
+    ax.barh(names, memory, left=compute, label="memory")
+    ax.set_xlabel("estimated energy per forward pass (mJ)")
+    ax.set_title(f"{prof.model}: estimated energy per layer ({prof.hardware}, {prof.dtype})")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)

@@ -1,0 +1,1 @@
+"""Pruning: groups, importance, allocation under an energy budget, apply, plans."""
