@@ -20,12 +20,12 @@ demo: $(STAMP)
 	$(BIN)/energyprune profile resnet56 --top 10 --plot demo-output/resnet56_energy.png --json demo-output/resnet56_profile.json
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check .
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .pytest_cache demo-output

@@ -85,7 +85,7 @@ def _run_profile(args: argparse.Namespace, console: Console) -> int:
             f"({first}); pass the shape it expects with --input-shape"
         ) from e
     console.print(layer_table(prof, top=args.top))
-    console.print(summary_line(prof))
+    console.print(summary_line(prof), soft_wrap=True)
     if prof.uncosted_ops:
         ops = ", ".join(f"{op} ×{n}" for op, n in sorted(prof.uncosted_ops.items()))
         console.print(

@@ -250,6 +250,11 @@ def _softmax(args, kwargs, out) -> Cost:
     return Cost("elementwise", 0, SOFTMAX_OPS * args[0].numel())
 
 
+@register_formula(*_aten("cumsum", "cumprod", "logcumsumexp"))
+def _scan(args, kwargs, out) -> Cost:
+    return Cost("elementwise", 0, args[0].numel())
+
+
 # --- normalisation and pooling --------------------------------------------------------------
 
 

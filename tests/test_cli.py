@@ -1,0 +1,70 @@
+"""The CLI: tables, JSON, plots, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from energyprune.cli import main
+
+
+def test_profile_builtin_with_json_and_plot(tmp_path, capsys):
+    out_json, out_png = tmp_path / "r.json", tmp_path / "r.png"
+    code = main(["profile", "resnet20", "--top", "5", "--json", str(out_json),
+                 "--plot", str(out_png)])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert (
+        "estimated energy" in printed and "profiled in" in printed and "layer3.2.conv2" in printed
+    )
+    data = json.loads(out_json.read_text())
+    assert data["model"] == "resnet20" and data["estimated"] is True
+    assert data["total"]["macs"] == 40_813_184 and data["input_shape"] == [1, 3, 32, 32]
+    assert out_png.stat().st_size > 1000
+
+
+def test_profile_fixture_weights_and_options(fixtures_dir, capsys):
+    code = main(["profile", "resnet56", "--weights",
+                 str(fixtures_dir / "cifar10_resnet56.safetensors"),
+                 "--hardware", "eyeriss-65nm", "--dtype", "int8", "--top", "0"])  # fmt: skip
+    assert code == 0
+    assert "eyeriss-65nm, int8" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["profile", "resnet57"], "unknown model 'resnet57'"),
+        (["profile", "resnet20", "--input-shape", "1,3,x"], "malformed input shape"),
+        (["profile", "resnet20", "--input-shape", "1,1,32,32"], "failed on an input of shape"),
+        (["profile", "resnet20", "--hardware", "missing.yaml"], "hardware profile 'missing.yaml'"),
+        (["profile", "resnet20", "--weights", "missing.safetensors"], "does not exist"),
+        (["profile", "resnet20", "--top", "-1"], "--top"),
+        (["profile", "resnet20", "--dtype", "fp8"], "invalid choice"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:  # argparse errors exit; library errors return
+        raise SystemExit(main(argv))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_wrong_architecture_weights_in_a_real_process(fixtures_dir):
+    proc = subprocess.run(
+        [sys.executable, "-m", "energyprune.cli", "profile", "resnet20", "--weights",
+         str(fixtures_dir / "cifar10_resnet56.safetensors")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "do not fit this architecture" in lines[0]
+
+
+def test_debug_shows_the_traceback():
+    with pytest.raises(Exception, match="unknown model"):
+        main(["--debug", "profile", "resnet57"])
