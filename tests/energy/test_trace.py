@@ -180,3 +180,20 @@ def test_registry_rejects_duplicates_and_non_packets():
         register_formula(torch.ops.aten.mm)(lambda a, k, o: None)
     with pytest.raises(UnsupportedOpError, match="op packets"):
         register_formula(torch.ops.aten.mm.default)(lambda a, k, o: None)
+
+
+@pytest.mark.parametrize(
+    ("layer", "shape", "kind", "ops_per_element"),
+    [
+        (nn.BatchNorm2d(4), (2, 4, 5, 5), "norm", 2),
+        (nn.GroupNorm(2, 4), (2, 4, 5, 5), "norm", 5),
+        (nn.LayerNorm(5), (2, 4, 5), "norm", 5),
+        (nn.ReLU(), (2, 4, 5), "elementwise", 1),
+        (nn.MaxPool2d(2), (1, 2, 4, 4), "pool", 4 / 4),  # 2x2 window per output element
+        (nn.AvgPool2d(2), (1, 2, 4, 4), "pool", 4 / 4),
+    ],
+)
+def test_norm_pool_and_elementwise_ops_are_costed(layer, shape, kind, ops_per_element):
+    x = torch.randn(*shape)
+    records = [r for r in trace(layer, x).records if r.kind == kind]
+    assert records and sum(r.ops for r in records) == ops_per_element * x.numel()

@@ -73,11 +73,9 @@ class OpEnergy:
 
 
 @dataclass(frozen=True)
-class LayerEnergy:
-    """Estimated energy of one module (the ops it executed itself, not its children's)."""
+class Totals:
+    """Sums over ops: dense MACs, parameters, bytes moved and estimated joules."""
 
-    name: str
-    type: str
     macs: int
     params: int
     bytes: int
@@ -87,15 +85,14 @@ class LayerEnergy:
 
 
 @dataclass(frozen=True)
-class Totals:
-    """Whole-model sums: dense MACs, parameters, bytes moved and estimated joules."""
+class LayerEnergy(Totals):
+    """Estimated energy of one module: the ops it executed itself, not its children's."""
 
-    macs: int
-    params: int
-    bytes: int
-    energy_j: float
-    compute_j: float
-    memory_j: float
+    name: str = ""
+    type: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type, **asdict(self)}
 
 
 @dataclass(frozen=True)
@@ -133,7 +130,7 @@ class EnergyProfile:
             "input_shape": list(self.input_shape),
             "estimated": self.estimated,
             "total": asdict(self.total),
-            "layers": [asdict(layer) for layer in self.layers],
+            "layers": [layer.to_dict() for layer in self.layers],
             "uncosted_ops": dict(self.uncosted_ops),
             "wall_s": self.wall_s,
         }
