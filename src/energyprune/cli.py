@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 
@@ -10,11 +11,12 @@ import torch
 from rich.console import Console
 
 from energyprune.energy.hardware import BUILTIN_PROFILES
+from energyprune.energy.measure import Protocol, measure
 from energyprune.energy.model import DTYPES, EnergyProfile, profile
 from energyprune.errors import ConfigError, EnergyPruneError
 from energyprune.files import atomic_write_text
-from energyprune.pipeline.models import build_model, load_weights, parse_input_shape
-from energyprune.pipeline.report import layer_table, summary_line
+from energyprune.pipeline.models import BuiltModel, build_model, load_weights, parse_input_shape
+from energyprune.pipeline.report import layer_table, measurement_table, summary_line
 
 __all__ = ["main"]
 
@@ -28,6 +30,29 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"energyprune: error: {message} (see '{self.prog} --help')\n")
 
 
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="resnet20 | resnet56 | vgg16_bn | a torchvision name | module:fn")
+    p.add_argument("--weights", help="safetensors file, shard index JSON, or weights-only .pt")
+    p.add_argument("--input-shape", help="e.g. 1,3,224,224 (default: 1,3,32,32 for CIFAR "
+                   "built-ins, else 1,3,224,224)")  # fmt: skip
+
+
+def _load_model(args: argparse.Namespace) -> tuple[BuiltModel, tuple[int, ...]]:
+    built = build_model(args.model)
+    if args.weights:
+        load_weights(built.model, args.weights)
+    shape = parse_input_shape(args.input_shape) if args.input_shape else built.input_shape
+    return built, shape
+
+
+def _shape_error(name: str, shape: tuple[int, ...], e: Exception) -> ConfigError:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return ConfigError(
+        f"model '{name}' failed on an input of shape {','.join(map(str, shape))} "
+        f"({first}); pass the shape it expects with --input-shape"
+    )
+
+
 def _add_profile(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "profile",
@@ -39,12 +64,7 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
         "  energyprune profile mypkg.models:build --input-shape 1,3,64,64",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", help="resnet20 | resnet56 | vgg16_bn | a torchvision name | module:fn")
-    p.add_argument("--weights", help="safetensors file, shard index JSON, or weights-only .pt")
-    p.add_argument(
-        "--input-shape",
-        help="e.g. 1,3,224,224 (default: 1,3,32,32 for CIFAR built-ins, else 1,3,224,224)",
-    )
+    _add_model_args(p)
     p.add_argument(
         "--hardware",
         default="horowitz-45nm",
@@ -66,24 +86,15 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
 def _run_profile(args: argparse.Namespace, console: Console) -> int:
     if args.top < 0:
         raise ConfigError(f"--top must be >= 0, got {args.top}")
-    built = build_model(args.model)
-    if args.weights:
-        load_weights(built.model, args.weights)
-    shape = parse_input_shape(args.input_shape) if args.input_shape else built.input_shape
-    example = torch.randn(*shape)
+    built, shape = _load_model(args)
     try:
         with torch.no_grad():
-            prof: EnergyProfile = profile(
-                built.model, example, args.hardware, args.dtype, name=built.name
-            )
+            prof: EnergyProfile = profile(built.model, torch.randn(*shape), args.hardware,
+                                          args.dtype, name=built.name)  # fmt: skip
     except (RuntimeError, ValueError, IndexError) as e:
         if isinstance(e, EnergyPruneError):
             raise
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(
-            f"model '{built.name}' failed on an input of shape {','.join(map(str, shape))} "
-            f"({first}); pass the shape it expects with --input-shape"
-        ) from e
+        raise _shape_error(built.name, shape, e) from e
     console.print(layer_table(prof, top=args.top))
     console.print(summary_line(prof), soft_wrap=True)
     if prof.uncosted_ops:
@@ -101,12 +112,72 @@ def _run_profile(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _add_measure(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "measure",
+        help="measure energy per sample and latency with a real meter",
+        description="Measure joules per sample (NVML / RAPL through Zeus) and latency, following "
+        "docs/measurement.md. Without a meter the result says measured: false and carries the "
+        "labelled estimate; latency is always measured.",
+        epilog="examples:\n  energyprune measure resnet56 --device cuda --batch-size 1024 "
+        "--dtype fp16 --channels-last\n  energyprune measure resnet20 --device cpu --json m.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_model_args(p)
+    p.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cpu, cuda or cuda:N (default: cuda when available)",
+    )
+    p.add_argument("--batch-size", type=int, help="batch size (default: the input shape's)")
+    p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="cast model and input")
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+    p.add_argument("--cuda-graph", action="store_true", help="replay a captured CUDA graph")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--seconds", type=float, default=1.0, help="minimum window length (s)")
+    p.add_argument("--windows", type=int, default=5, help="number of energy windows")
+    p.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds")
+    p.add_argument("--idle", type=float, default=2.0, help="idle-power window (s)")
+    p.add_argument("--no-meter", action="store_true", help="latency only; energy is estimated")
+    p.add_argument("--json", metavar="PATH", help="write the measurement as JSON")
+    p.set_defaults(run=_run_measure)
+
+
+def _run_measure(args: argparse.Namespace, console: Console) -> int:
+    built, shape = _load_model(args)
+    if args.batch_size is not None:
+        if args.batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+        shape = (args.batch_size, *shape[1:])
+    protocol = Protocol(min_window_s=args.seconds, windows=args.windows, warmup_s=args.warmup,
+                        idle_s=args.idle)  # fmt: skip
+    with console.status("measuring") as status:
+        try:
+            result = measure(
+                built.model, torch.randn(*shape), device=args.device,
+                meter=None if args.no_meter else "auto", dtype=args.dtype,
+                channels_last=args.channels_last, cuda_graph=args.cuda_graph,
+                compile=args.compile, protocol=protocol,
+                progress=lambda stage: status.update(f"measuring {built.name}: {stage}"),
+            )  # fmt: skip
+        except (RuntimeError, ValueError, IndexError) as e:
+            if isinstance(e, EnergyPruneError):
+                raise
+            raise _shape_error(built.name, shape, e) from e
+    console.print(measurement_table(result, built.name))
+    if args.json:
+        atomic_write_text(args.json, json.dumps(result.to_dict(), indent=2) + "\n")
+        console.print(f"wrote {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``energyprune`` argument parser (one sub-command per pipeline stage)."""
     parser = _Parser(prog="energyprune", description="Prune PyTorch models to an energy budget.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_profile(sub)
+    _add_measure(sub)
     return parser
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "EnergyPruneError",
+    "MeterError",
+    "MeterUnavailableError",
     "UnsupportedOpError",
     "WeightsError",
 ]
@@ -24,3 +26,11 @@ class WeightsError(EnergyPruneError):
 
 class UnsupportedOpError(EnergyPruneError):
     """An operator formula registration is malformed or duplicated."""
+
+
+class MeterUnavailableError(EnergyPruneError):
+    """No energy meter can be read on this device (absent, unsupported, or no permission)."""
+
+
+class MeterError(EnergyPruneError):
+    """A meter failed or returned an impossible reading (0 J window, counter went backwards)."""

@@ -10,9 +10,17 @@ from rich.table import Table
 from energyprune.files import atomic_path
 
 if TYPE_CHECKING:
+    from energyprune.energy.measure import Measurement
     from energyprune.energy.model import EnergyProfile
 
-__all__ = ["fmt_count", "fmt_joules", "layer_table", "plot_layer_energy", "summary_line"]
+__all__ = [
+    "fmt_count",
+    "fmt_joules",
+    "layer_table",
+    "measurement_table",
+    "plot_layer_energy",
+    "summary_line",
+]
 
 
 def fmt_count(n: float, unit: str = "") -> str:
@@ -100,3 +108,34 @@ def plot_layer_energy(prof: EnergyProfile, path: str | os.PathLike[str], top: in
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
+
+
+def measurement_table(m: Measurement, model: str) -> Table:
+    """Key/value table of a measurement; an unmetered result shows the labelled estimate."""
+    kind = f"measured ({m.backend})" if m.measured else "NOT measured — no meter"
+    table = Table(title=f"{model} on {m.device}: {kind}", title_justify="left", show_header=False)
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_row("batch size / dtype", f"{m.batch_size} / {m.dtype}")
+    if m.measured and m.joules_per_sample is not None:
+        windows = m.windows
+        table.add_row(
+            "energy per sample (gross, median)", fmt_joules(m.joules_per_sample["median"])
+        )
+        table.add_row("  IQR over windows", fmt_joules(m.joules_per_sample["iqr"]))
+        if m.active_joules_per_sample is not None:
+            table.add_row("energy per sample (idle-subtracted)",
+                          fmt_joules(m.active_joules_per_sample))  # fmt: skip
+        table.add_row("power (median) / idle power",
+                      f"{m.power_w:.1f} W / {m.idle_power_w or 0:.1f} W")  # fmt: skip
+        table.add_row("windows", f"{len(windows)} × {windows[0].seconds:.2f} s, "
+                      f"{windows[0].iterations} iterations each")  # fmt: skip
+    else:
+        table.add_row("meter", m.unavailable_reason or "none")
+        if m.estimate:
+            table.add_row(f"ESTIMATED energy per sample ({m.estimate['hardware']})",
+                          fmt_joules(m.estimate["joules_per_sample"]))  # fmt: skip
+    table.add_row("latency p50 / p95 (measured)",
+                  f"{m.latency_ms['p50']:.3f} / {m.latency_ms['p95']:.3f} ms")  # fmt: skip
+    table.add_row("throughput (measured)", f"{m.throughput_sps:,.1f} samples/s")
+    return table

@@ -1,0 +1,369 @@
+"""Measured energy and latency of a model's forward pass, with a written-down protocol.
+
+Protocol (docs/measurement.md): idle power first; warm-up; iterations per window chosen so a
+window lasts >= ``min_window_s`` and >= 10x the counter's update period; >= 5 windows, the device
+synchronised around each; median and IQR of joules per sample; gross and idle-subtracted
+("active") energy; per-iteration latency p50/p95 in a separate, synchronised pass. Where no meter
+exists the result is ``measured: false`` and carries the model's *estimate*, labelled as such.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from energyprune.energy.meter import Meter, cpu_name, open_meter
+from energyprune.energy.trace import dtype_name
+from energyprune.errors import ConfigError, MeterError, MeterUnavailableError
+
+__all__ = ["Measurement", "Protocol", "Window", "measure", "run_protocol"]
+
+_TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Measurement protocol settings (seconds).
+
+    Attributes:
+        min_window_s: shortest energy window (also >= 10x the meter's update period).
+        windows: number of energy windows (>= 5 for a median and IQR worth reporting).
+        warmup_s: warm-up time before anything is measured (>= 3 iterations).
+        idle_s: length of the idle-power window, measured before the warm-up.
+        max_latency_iters: cap on the synchronised per-iteration latency pass.
+    """
+
+    min_window_s: float = 1.0
+    windows: int = 5
+    warmup_s: float = 1.0
+    idle_s: float = 2.0
+    max_latency_iters: int = 200
+
+    def __post_init__(self) -> None:
+        if self.windows < 1 or self.min_window_s <= 0 or self.warmup_s < 0 or self.idle_s < 0:
+            raise ConfigError(
+                "protocol needs windows >= 1, min_window_s > 0, warmup_s >= 0 and idle_s >= 0; "
+                f"got {self}"
+            )
+
+
+@dataclass(frozen=True)
+class Window:
+    """One metered window: joules over seconds for ``iterations`` forward passes."""
+
+    joules: float
+    seconds: float
+    iterations: int
+    samples: int
+
+    @property
+    def joules_per_sample(self) -> float:
+        return self.joules / self.samples
+
+    @property
+    def power_w(self) -> float:
+        return self.joules / self.seconds
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Energy and latency of one configuration. ``measured`` says whether a meter was read.
+
+    When ``measured`` is False, every joule field is None and ``estimate`` holds the energy
+    model's figure, labelled with its hardware profile; latency is always measured.
+    """
+
+    measured: bool
+    backend: str
+    device: str
+    batch_size: int
+    dtype: str
+    joules_per_sample: dict[str, float] | None
+    active_joules_per_sample: float | None
+    latency_ms: dict[str, float]
+    throughput_sps: float
+    power_w: float | None
+    idle_power_w: float | None
+    windows: tuple[Window, ...]
+    settings: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
+    unavailable_reason: str | None = None
+    estimate: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["windows"] = [
+            {**asdict(w), "joules_per_sample": w.joules_per_sample, "power_w": w.power_w}
+            for w in self.windows
+        ]
+        return data
+
+
+@dataclass(frozen=True)
+class _Run:
+    windows: tuple[Window, ...]
+    idle_power_w: float | None
+    latencies_s: tuple[float, ...]
+    iterations: int
+
+
+def _timed(step: Callable[[], object], n: int, sync: Callable[[], None], clock) -> float:
+    sync()
+    start = clock()
+    for _ in range(n):
+        step()
+    sync()
+    return clock() - start
+
+
+def _iterations(step, sync, clock, target_s: float) -> int:
+    """Double the iteration count until a run lasts >= 20 % of the target, then extrapolate."""
+    n = 1
+    while True:
+        elapsed = _timed(step, n, sync, clock)
+        if elapsed >= 0.2 * target_s or n >= 1 << 20:
+            return max(1, math.ceil(target_s / max(elapsed / n, 1e-9)))
+        n *= 2
+
+
+def _window(meter: Meter, index: int, total: int, run: Callable[[], float]) -> tuple[float, float]:
+    try:
+        meter.begin()
+        seconds = run()
+        joules = meter.end()
+    except MeterError as e:
+        raise MeterError(f"window {index + 1} of {total}: {e}") from e
+    except Exception as e:
+        raise MeterError(
+            f"meter {meter.backend} failed during window {index + 1} of {total} "
+            f"({type(e).__name__}: {e}); nothing was recorded — check the device and retry"
+        ) from e
+    if joules <= 0:
+        raise MeterError(
+            f"window {index + 1} of {total} ({seconds:.3f} s) read {joules} J from "
+            f"{meter.backend}: the counter did not advance; lengthen the window (>= 10x its "
+            f"{meter.update_period_s} s update period) or check the meter"
+        )
+    return joules, seconds
+
+
+def run_protocol(
+    step: Callable[[], object],
+    *,
+    samples_per_step: int,
+    meter: Meter | None,
+    protocol: Protocol = Protocol(),
+    sync: Callable[[], None] = lambda: None,
+    clock: Callable[[], float] = time.perf_counter,
+    sleep: Callable[[float], None] = time.sleep,
+    progress: Callable[[str], None] = lambda message: None,
+) -> _Run:
+    """Run the protocol on ``step`` (one synchronisable forward pass). Returns raw windows."""
+    idle_w = None
+    if meter is not None and protocol.idle_s > 0:
+        progress("idle power")
+        sync()
+        joules, seconds = _window(meter, 0, 1, lambda: (sleep(protocol.idle_s), protocol.idle_s)[1])
+        idle_w = joules / seconds
+    progress("warm-up")
+    start, done = clock(), 0
+    while done < 3 or clock() - start < protocol.warmup_s:
+        step()
+        done += 1
+    sync()
+    period = meter.update_period_s if meter is not None else 0.0
+    target = max(protocol.min_window_s, 10 * period)
+    iterations = _iterations(step, sync, clock, target)
+    windows = []
+    for i in range(protocol.windows):
+        progress(f"window {i + 1}/{protocol.windows}")
+        if meter is None:
+            seconds, joules = _timed(step, iterations, sync, clock), math.nan
+        else:
+            joules, seconds = _window(
+                meter, i, protocol.windows, lambda: _timed(step, iterations, sync, clock)
+            )
+        windows.append(Window(joules, seconds, iterations, iterations * samples_per_step))
+    progress("latency")
+    n_lat = min(protocol.max_latency_iters, max(5, iterations))
+    latencies = tuple(_timed(step, 1, sync, clock) for _ in range(n_lat))
+    return _Run(tuple(windows), idle_w, latencies, iterations)
+
+
+def _prepare(
+    model: nn.Module,
+    example: torch.Tensor,
+    device: str,
+    dtype: str | None,
+    channels_last: bool,
+    cuda_graph: bool,
+    compile_model: bool,
+) -> tuple[Callable[[], object], Callable[[], None]]:
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: CUDA is not available here; use --device cpu")
+    if cuda_graph and not device.startswith("cuda"):
+        raise ConfigError("--cuda-graph captures CUDA kernels: it needs --device cuda")
+    if dtype is not None and dtype not in _TORCH_DTYPES:
+        raise ConfigError(f"measure --dtype must be one of {', '.join(_TORCH_DTYPES)}, got {dtype}")
+    model = model.eval().to(device)
+    x = example.to(device)
+    if dtype is not None:
+        model = model.to(_TORCH_DTYPES[dtype])
+        x = x.to(_TORCH_DTYPES[dtype]) if x.is_floating_point() else x
+    if channels_last and x.dim() == 4:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    if compile_model:
+        model = torch.compile(model)
+
+    def sync() -> None:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize(device)
+
+    @torch.no_grad()
+    def step() -> object:
+        return model(x)
+
+    if not cuda_graph:
+        return step, sync
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.no_grad(), torch.cuda.graph(graph):
+        model(x)
+    return graph.replay, sync
+
+
+def _environment(device: str, meter: Meter | None) -> dict[str, Any]:
+    env: dict[str, Any] = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "host": platform.node(),
+        "cpu_threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        env["device_name"] = torch.cuda.get_device_name(device)
+    else:
+        env["device_name"] = cpu_name()
+    if meter is not None:
+        env.update(meter.info())
+    env["cuda_device_order"] = os.environ.get("CUDA_DEVICE_ORDER")
+    return env
+
+
+def measure(
+    model: nn.Module,
+    example_inputs: torch.Tensor,
+    *,
+    device: str = "cpu",
+    meter: Meter | str | None = "auto",
+    dtype: str | None = None,
+    channels_last: bool = False,
+    cuda_graph: bool = False,
+    compile: bool = False,
+    protocol: Protocol = Protocol(),
+    hardware: str = "horowitz-45nm",
+    clock: Callable[[], float] = time.perf_counter,
+    sleep: Callable[[float], None] = time.sleep,
+    progress: Callable[[str], None] = lambda message: None,
+) -> Measurement:
+    """Measure joules per sample and latency of ``model(example_inputs)`` on ``device``.
+
+    Args:
+        model: the model (moved to ``device``; cast to ``dtype`` when given).
+        example_inputs: one batch; its first dimension is the batch size.
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        meter: ``"auto"`` (Zeus for the device, falling back to no meter), a :class:`Meter`, or
+            None (latency only; energy is the estimate).
+        dtype / channels_last / cuda_graph / compile: deployment levers, measured not assumed.
+        protocol: window, warm-up and idle settings.
+        hardware: profile for the labelled estimate when no meter is read.
+
+    Returns:
+        A :class:`Measurement`.
+
+    Raises:
+        MeterError: the meter failed mid-run or read a 0 J window.
+    """
+    if not isinstance(example_inputs, torch.Tensor):
+        raise ConfigError("measure takes one input tensor whose first dimension is the batch")
+    reason = None
+    if meter == "auto":
+        try:
+            meter = open_meter(device)
+        except MeterUnavailableError as e:
+            meter, reason = None, str(e)
+    elif meter is None:
+        reason = "meter disabled"
+    estimate = None
+    if meter is None:
+        from energyprune.energy.model import profile
+
+        with torch.no_grad():
+            prof = profile(model, example_inputs, hardware, dtype)
+        estimate = {
+            "estimated": True,
+            "hardware": prof.hardware,
+            "joules_per_sample": prof.total.energy_j / example_inputs.shape[0],
+        }
+    step, sync = _prepare(model, example_inputs, device, dtype, channels_last, cuda_graph, compile)
+    run = run_protocol(
+        step, samples_per_step=example_inputs.shape[0], meter=meter, protocol=protocol, sync=sync,
+        clock=clock, sleep=sleep, progress=progress,
+    )  # fmt: skip
+    return _summarise(run, meter, device, example_inputs, dtype, reason, estimate, {
+        "channels_last": channels_last, "cuda_graph": cuda_graph, "compile": compile,
+        **asdict(protocol), "iterations_per_window": run.iterations,
+    })  # fmt: skip
+
+
+def _summarise(run: _Run, meter, device, example, dtype, reason, estimate, settings) -> Measurement:
+    latencies_ms = np.array(run.latencies_s) * 1e3
+    samples = sum(w.samples for w in run.windows)
+    seconds = sum(w.seconds for w in run.windows)
+    jps = np.array([w.joules_per_sample for w in run.windows])
+    measured = meter is not None
+    active = None
+    if measured and run.idle_power_w is not None:
+        active = float(
+            np.median([(w.joules - run.idle_power_w * w.seconds) / w.samples for w in run.windows])
+        )
+    spread = None
+    if measured:
+        quartiles = np.percentile(jps, [25, 75])
+        spread = {"median": float(np.median(jps)), "iqr": float(quartiles[1] - quartiles[0])}
+    return Measurement(
+        measured=measured,
+        backend=meter.backend if measured else "estimate",
+        device=meter.device if measured else _environment(device, None)["device_name"],
+        batch_size=int(example.shape[0]),
+        dtype=dtype or dtype_name(example.dtype),
+        joules_per_sample=spread,
+        active_joules_per_sample=active,
+        latency_ms={
+            "p50": float(np.percentile(latencies_ms, 50)),
+            "p95": float(np.percentile(latencies_ms, 95)),
+        },
+        throughput_sps=samples / seconds,
+        power_w=float(np.median([w.power_w for w in run.windows])) if measured else None,
+        idle_power_w=run.idle_power_w,
+        windows=run.windows if measured else (),
+        settings=settings,
+        environment=_environment(device, meter),
+        unavailable_reason=reason,
+        estimate=estimate,
+    )
