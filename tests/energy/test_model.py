@@ -103,9 +103,9 @@ def test_json_schema_and_plot(tmp_path):
         data
     )
     assert data["estimated"] is True and data["model"] == "tiny"
-    assert set(data["total"]) == {"macs", "params", "bytes", "energy_j", "compute_j", "memory_j"}
-    keys = {"name", "type", "macs", "params", "bytes", "energy_j", "compute_j", "memory_j"}
-    assert all(set(layer) == keys for layer in data["layers"])
+    keys = {"macs", "params", "bytes", "energy_j", "compute_j", "memory_j", "overhead_j"}
+    assert set(data["total"]) == keys and data["total"]["overhead_j"] == 0.0
+    assert all(set(layer) == keys | {"name", "type"} for layer in data["layers"])
     prof.plot(tmp_path / "p.png")
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -43,6 +43,8 @@ class Cost:
         reads: tensors read, each whole or as ``(tensor, elements_read)``; ``None`` = every
             tensor argument is read whole.
         writes_output: False for ops that only alias their input (views move no bytes).
+        channels: the reduction/output widths of a MAC op (conv: C_out, C_in/groups; matmul:
+            k, n); hardware with a preferred ``channel_multiple`` runs others less efficiently.
     """
 
     kind: str
@@ -51,6 +53,7 @@ class Cost:
     mac_operands: tuple[torch.Tensor, ...] = ()
     reads: tuple[torch.Tensor | tuple[torch.Tensor, int], ...] | None = None
     writes_output: bool = True
+    channels: tuple[int, ...] = ()
 
 
 Formula = Callable[[Sequence[object], dict[str, object], object], Cost]
@@ -96,6 +99,15 @@ def _first_tensor(out: object) -> torch.Tensor:
 # --- convolution and matrix products --------------------------------------------------------
 
 
+def _conv_channels(w: torch.Tensor) -> tuple[int, int]:
+    return int(w.shape[0]), int(w.shape[1])
+
+
+def _widths(a: torch.Tensor, b: torch.Tensor) -> tuple[int, int]:
+    """Reduction and output widths of ``a @ b``."""
+    return int(a.shape[-1]), int(b.shape[-1])
+
+
 def conv_macs(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor, transposed: bool) -> int:
     """MACs of a (grouped, depthwise, transposed) convolution: flop_counter's conv FLOPs / 2.
 
@@ -110,7 +122,8 @@ def _conv(args, kwargs, out) -> Cost:
     x, w, bias = args[0], args[1], args[2]
     transposed = bool(args[6]) if len(args) > 6 else bool(kwargs.get("transposed", False))
     y = _first_tensor(out)
-    return Cost("conv", conv_macs(x, w, y, transposed), _numel(bias) and y.numel(), (w,))
+    adds = _numel(bias) and y.numel()
+    return Cost("conv", conv_macs(x, w, y, transposed), adds, (w,), channels=_conv_channels(w))
 
 
 @register_formula(*_aten("cudnn_convolution", "mkldnn_convolution", "_slow_conv2d_forward"))
@@ -118,33 +131,35 @@ def _backend_conv(args, kwargs, out) -> Cost:
     x, w = args[0], args[1]
     bias = args[2] if isinstance(args[2], torch.Tensor) else None
     y = _first_tensor(out)
-    return Cost("conv", conv_macs(x, w, y, False), _numel(bias) and y.numel(), (w,))
+    adds = _numel(bias) and y.numel()
+    return Cost("conv", conv_macs(x, w, y, False), adds, (w,), channels=_conv_channels(w))
 
 
 @register_formula(*_aten("mm", "_int_mm"))
 def _mm(args, kwargs, out) -> Cost:
     a, b = args[0], args[1]
-    return Cost("matmul", a.shape[0] * a.shape[1] * b.shape[1], 0, (a, b))
+    return Cost("matmul", a.shape[0] * a.shape[1] * b.shape[1], 0, (a, b), channels=_widths(a, b))
 
 
 @register_formula(*_aten("addmm", "_addmm_activation"))
 def _addmm(args, kwargs, out) -> Cost:
     a, b = args[1], args[2]
     m, k, n = a.shape[0], a.shape[1], b.shape[1]
-    return Cost("matmul", m * k * n, m * n, (a, b))
+    return Cost("matmul", m * k * n, m * n, (a, b), channels=(k, n))
 
 
 @register_formula(*_aten("bmm"))
 def _bmm(args, kwargs, out) -> Cost:
     a, b = args[0], args[1]
-    return Cost("matmul", a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2], 0, (a, b))
+    macs = a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
+    return Cost("matmul", macs, 0, (a, b), channels=_widths(a, b))
 
 
 @register_formula(*_aten("baddbmm"))
 def _baddbmm(args, kwargs, out) -> Cost:
     a, b = args[1], args[2]
     bsz, m, k, n = a.shape[0], a.shape[1], a.shape[2], b.shape[2]
-    return Cost("matmul", bsz * m * k * n, bsz * m * n, (a, b))
+    return Cost("matmul", bsz * m * k * n, bsz * m * n, (a, b), channels=(k, n))
 
 
 @register_formula(*_aten("mv", "addmv"))
@@ -152,7 +167,7 @@ def _mv(args, kwargs, out) -> Cost:
     offset = 1 if len(args) > 2 else 0
     a = args[offset]
     adds = a.shape[0] if offset else 0
-    return Cost("matmul", a.numel(), adds, (a, args[offset + 1]))
+    return Cost("matmul", a.numel(), adds, (a, args[offset + 1]), channels=(a.shape[-1],))
 
 
 @register_formula(*_aten("linear"))
@@ -160,14 +175,15 @@ def _linear(args, kwargs, out) -> Cost:
     x, w = args[0], args[1]
     bias = args[2] if len(args) > 2 else None
     y = _first_tensor(out)
-    return Cost("matmul", x.numel() // x.shape[-1] * w.numel(), _numel(bias) and y.numel(), (w,))
+    macs = x.numel() // x.shape[-1] * w.numel()
+    return Cost("matmul", macs, _numel(bias) and y.numel(), (w,), channels=tuple(w.shape[:2]))
 
 
 @register_formula(*_aten("matmul"))
 def _matmul(args, kwargs, out) -> Cost:
     a, b = args[0], args[1]
     y = _first_tensor(out)
-    return Cost("matmul", y.numel() * a.shape[-1], 0, (a, b))
+    return Cost("matmul", y.numel() * a.shape[-1], 0, (a, b), channels=_widths(a, b))
 
 
 # --- attention --------------------------------------------------------------------------------
@@ -197,7 +213,7 @@ def sdpa_macs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[int, i
 def _sdpa(args, kwargs, out) -> Cost:
     q, k, v = args[0], args[1], args[2]
     macs, scores = sdpa_macs(q, k, v)
-    return Cost("attention", macs, SOFTMAX_OPS * scores, (q, k, v))
+    return Cost("attention", macs, SOFTMAX_OPS * scores, (q, k, v), channels=_widths(q, v))
 
 
 def _mha_macs(batch: int, length: int, source: int, embed: int, self_attention: bool) -> int:
@@ -221,7 +237,8 @@ def _native_mha(args, kwargs, out) -> Cost:
     macs = _mha_macs(batch, length, source, embed, q is k)
     scores = batch * heads * length * source
     adds = batch * length * 4 * embed  # qkv and output-projection biases
-    return Cost("attention", macs, SOFTMAX_OPS * scores + adds, (qkv_w, proj_w))
+    ops = SOFTMAX_OPS * scores + adds
+    return Cost("attention", macs, ops, (qkv_w, proj_w), channels=(embed // heads, embed))
 
 
 @register_formula(*_aten("_transformer_encoder_layer_fwd"))
@@ -242,7 +259,8 @@ def _encoder_layer(args, kwargs, out) -> Cost:
     ops += (
         2 * LAYER_NORM_OPS * tokens * embed + 2 * tokens * embed + tokens * hidden
     )  # residual, act
-    return Cost("attention", macs, ops, (args[3], args[5], ffn_w1, ffn_w2))
+    operands = (args[3], args[5], ffn_w1, ffn_w2)
+    return Cost("attention", macs, ops, operands, channels=(embed // heads, embed, hidden))
 
 
 @register_formula(*_aten("_softmax", "_log_softmax", "_safe_softmax"))

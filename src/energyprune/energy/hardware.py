@@ -36,6 +36,10 @@ class HardwareProfile:
         accesses_per_mac: operand accesses per MAC at inner levels (e.g. register_file: 2).
         zero_skipping: MACs against zero weights are skipped and zero weights are not fetched.
         channel_multiple: channel counts the hardware prefers (pruning rounds widths to it).
+        launch_pj: fixed energy per executed kernel (fitted by calibration; 0 for accelerators).
+        unaligned_mac_pj: extra energy per MAC of an op whose widths are not multiples of
+            ``channel_multiple`` (GPU tensor-core tiles; fitted by calibration).
+        calibration: fidelity report of a calibrated profile (None for hand-written ones).
         sources / assumptions: citations and modelling assumptions, from the file.
         path: file it was loaded from.
     """
@@ -47,20 +51,35 @@ class HardwareProfile:
     accesses_per_mac: dict[str, float] = field(default_factory=dict)
     zero_skipping: bool = False
     channel_multiple: int = 1
+    launch_pj: float = 0.0
+    unaligned_mac_pj: float = 0.0
+    calibration: dict[str, Any] | None = None
     sources: tuple[str, ...] = ()
     assumptions: tuple[str, ...] = ()
     description: str = ""
     path: str = ""
 
+    def compute_row(self, dtype: str) -> str:
+        """Which ``compute_pj`` row prices ``dtype`` (fp64 → fp32, wide ints → int32)."""
+        for row in (dtype, _COMPUTE_FALLBACK.get(dtype, "")):
+            if row in self.compute_pj:
+                return row
+        raise ConfigError(
+            f"hardware profile '{self.name}' has no compute cost for dtype {dtype}; "
+            f"it prices {sorted(self.compute_pj)}: add a '{dtype}' row under compute_pj"
+        )
+
     def compute_costs(self, dtype: str) -> dict[str, float]:
-        """``{"mac", "add"}`` pJ for ``dtype`` (fp64 priced as fp32, wide ints as int32)."""
-        row = self.compute_pj.get(dtype) or self.compute_pj.get(_COMPUTE_FALLBACK.get(dtype, ""))
-        if row is None:
-            raise ConfigError(
-                f"hardware profile '{self.name}' has no compute cost for dtype {dtype}; "
-                f"it prices {sorted(self.compute_pj)}: add a '{dtype}' row under compute_pj"
-            )
-        return row
+        """``{"mac", "add"}`` pJ for ``dtype``."""
+        return self.compute_pj[self.compute_row(dtype)]
+
+    def coefficients(self) -> dict[str, float]:
+        """pJ per unit of each energy feature (see :mod:`energyprune.energy.features`)."""
+        coef = {"launch": self.launch_pj, "mac:unaligned": self.unaligned_mac_pj}
+        for dtype, row in self.compute_pj.items():
+            coef[f"mac:{dtype}"], coef[f"add:{dtype}"] = row["mac"], row["add"]
+        coef.update({f"bytes:{level}": c for level, c in self.memory_pj_per_byte.items()})
+        return coef
 
     def level_cost(self, level: str) -> float:
         """pJ per byte at ``level``."""
@@ -108,6 +127,8 @@ def _check(data: Any, origin: str) -> HardwareProfile:
         *memory.values(),
         *accesses.values(),
         data["buffer_bytes"],
+        data.get("launch_pj", 0.0),
+        data.get("unaligned_mac_pj", 0.0),
     ]
     if any(not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 for v in numbers):
         raise ConfigError(f"hardware profile {origin}: every cost must be a number >= 0")
@@ -122,6 +143,9 @@ def _check(data: Any, origin: str) -> HardwareProfile:
         accesses_per_mac={str(k): float(v) for k, v in accesses.items()},
         zero_skipping=bool(data.get("zero_skipping", False)),
         channel_multiple=multiple,
+        launch_pj=float(data.get("launch_pj", 0.0)),
+        unaligned_mac_pj=float(data.get("unaligned_mac_pj", 0.0)),
+        calibration=data.get("calibration"),
         sources=tuple(str(s) for s in data["sources"]),
         assumptions=tuple(str(s) for s in data.get("assumptions") or ()),
         description=str(data.get("description", "")),

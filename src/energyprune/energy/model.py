@@ -26,8 +26,9 @@ from typing import Any
 
 from torch import nn
 
+from energyprune.energy.features import op_features, split_energy
 from energyprune.energy.hardware import HardwareProfile, load_hardware
-from energyprune.energy.trace import Operand, OpRecord, Trace, trace
+from energyprune.energy.trace import OpRecord, Trace, trace
 from energyprune.errors import ConfigError
 
 __all__ = [
@@ -42,18 +43,6 @@ __all__ = [
 
 PJ = 1e-12
 DTYPES = ("fp32", "fp16", "bf16", "int8")
-_ITEMSIZE = {
-    "fp64": 8,
-    "fp32": 4,
-    "fp16": 2,
-    "bf16": 2,
-    "int8": 1,
-    "int16": 2,
-    "int32": 4,
-    "int64": 8,
-    "bool": 1,
-}
-_FLOATING = {"fp64", "fp32", "fp16", "bf16"}
 
 
 @dataclass(frozen=True)
@@ -66,15 +55,20 @@ class OpEnergy:
     bytes: int
     compute_j: float
     memory_j: float
+    overhead_j: float = 0.0
 
     @property
     def energy_j(self) -> float:
-        return self.compute_j + self.memory_j
+        return self.compute_j + self.memory_j + self.overhead_j
 
 
 @dataclass(frozen=True)
 class Totals:
-    """Sums over ops: dense MACs, parameters, bytes moved and estimated joules."""
+    """Sums over ops: dense MACs, parameters, bytes moved and estimated joules.
+
+    ``energy_j = compute_j + memory_j + overhead_j``; overhead (per-kernel launch energy) is
+    zero except under calibrated profiles.
+    """
 
     macs: int
     params: int
@@ -82,6 +76,21 @@ class Totals:
     energy_j: float
     compute_j: float
     memory_j: float
+    overhead_j: float = 0.0
+
+    @classmethod
+    def of(cls, ops: Iterable[OpEnergy], params: int) -> Totals:
+        """Sum priced ops (dense MACs, bytes and energies)."""
+        macs = nbytes = 0
+        compute = memory = overhead = 0.0
+        for op in ops:
+            macs += op.record.macs
+            nbytes += op.bytes
+            compute += op.compute_j
+            memory += op.memory_j
+            overhead += op.overhead_j
+        energy = compute + memory + overhead
+        return cls(macs, params, nbytes, energy, compute, memory, overhead)
 
 
 @dataclass(frozen=True)
@@ -146,61 +155,29 @@ class EnergyProfile:
         plot_layer_energy(self, path, top=top)
 
 
-def _price_dtype(traced: str, override: str | None) -> str:
-    return override if override is not None and traced in _FLOATING else traced
-
-
-def _level(operand: Operand, nbytes: float, hw: HardwareProfile) -> str:
-    if operand.role == "param" or nbytes > hw.buffer_bytes:
-        return "dram"
-    return "buffer"
-
-
-def _price(record: OpRecord, hw: HardwareProfile, override: str | None) -> OpEnergy:
-    floating = [o.dtype for o in record.operands if o.dtype in _FLOATING]
-    traced = floating[0] if floating else (record.operands[0].dtype if record.operands else "fp32")
-    dtype = _price_dtype(traced, override)
-    costs = hw.compute_costs(dtype)
-    macs = record.macs * (record.mac_density if hw.zero_skipping else 1.0)
-    compute_pj = macs * costs["mac"] + record.ops * costs["add"]
-    memory_pj = 0.0
-    total_bytes = 0.0
-    for operand in record.operands:
-        nbytes = operand.numel * _ITEMSIZE.get(_price_dtype(operand.dtype, override), 4)
-        if operand.role == "param" and hw.zero_skipping:
-            nbytes *= operand.density
-        total_bytes += nbytes
-        memory_pj += nbytes * hw.level_cost(_level(operand, nbytes, hw))
-    if macs:
-        per_mac = sum(n * hw.level_cost(level) for level, n in hw.accesses_per_mac.items())
-        memory_pj += macs * _ITEMSIZE[dtype] * per_mac
-    return OpEnergy(record, dtype, macs, round(total_bytes), compute_pj * PJ, memory_pj * PJ)
+def _price(record: OpRecord, hw: HardwareProfile, coef: dict[str, float], override) -> OpEnergy:
+    feats = op_features(record, hw, override)
+    compute, memory, overhead = split_energy(feats.amounts, coef)
+    return OpEnergy(
+        record, feats.dtype, feats.macs_charged, round(feats.bytes_moved),
+        compute * PJ, memory * PJ, overhead * PJ,
+    )  # fmt: skip
 
 
 def _layers(tr: Trace, ops: Iterable[OpEnergy]) -> tuple[LayerEnergy, ...]:
-    acc: dict[str, list[float]] = {}
+    by_module: dict[str, list[OpEnergy]] = {}
     for op in ops:
-        row = acc.setdefault(op.record.module, [0, 0, 0.0, 0.0])
-        row[0] += op.record.macs
-        row[1] += op.bytes
-        row[2] += op.compute_j
-        row[3] += op.memory_j
+        by_module.setdefault(op.record.module, []).append(op)
     for name, info in tr.modules.items():  # parameter owners that ran no op of their own
-        if info.params and name not in acc:
-            acc[name] = [0, 0, 0.0, 0.0]
-    return tuple(
-        LayerEnergy(
-            name=name or "(root)",
-            type=tr.modules[name].type if name in tr.modules else "?",
-            macs=int(macs),
-            params=tr.modules[name].params if name in tr.modules else 0,
-            bytes=int(nbytes),
-            energy_j=compute + memory,
-            compute_j=compute,
-            memory_j=memory,
-        )
-        for name, (macs, nbytes, compute, memory) in acc.items()
-    )
+        if info.params:
+            by_module.setdefault(name, [])
+    layers = []
+    for name, own in by_module.items():
+        info = tr.modules.get(name)
+        totals = Totals.of(own, info.params if info else 0)
+        layers.append(LayerEnergy(**asdict(totals), name=name or "(root)",
+                                  type=info.type if info else "?"))  # fmt: skip
+    return tuple(layers)
 
 
 def estimate(
@@ -214,18 +191,10 @@ def estimate(
         raise ConfigError(f"dtype must be one of {', '.join(DTYPES)} or None, got {dtype!r}")
     hw = load_hardware(hardware)
     start = time.perf_counter()
-    ops = tuple(_price(r, hw, dtype) for r in tr.records)
+    coef = hw.coefficients()
+    ops = tuple(_price(r, hw, coef, dtype) for r in tr.records)
     layers = _layers(tr, ops)
-    compute = sum(op.compute_j for op in ops)
-    memory = sum(op.memory_j for op in ops)
-    total = Totals(
-        macs=sum(op.record.macs for op in ops),
-        params=tr.params,
-        bytes=sum(op.bytes for op in ops),
-        energy_j=compute + memory,
-        compute_j=compute,
-        memory_j=memory,
-    )
+    total = Totals.of(ops, tr.params)
     priced = dtype or next((op.dtype for op in ops if op.record.macs), "fp32")
     return EnergyProfile(
         model=model_name,

@@ -79,6 +79,7 @@ class OpRecord:
         mac_density: fraction of the MACs against non-zero parameter elements.
         operands: tensors read and written.
         input_shapes / output_shapes: shapes of tensor arguments and results.
+        channels: widths of a MAC op that hardware tiles (see ``Cost.channels``).
     """
 
     op: str
@@ -90,6 +91,7 @@ class OpRecord:
     operands: tuple[Operand, ...]
     input_shapes: tuple[tuple[int, ...], ...]
     output_shapes: tuple[tuple[int, ...], ...]
+    channels: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -217,6 +219,7 @@ class _TraceMode(TorchDispatchMode):
             operands=tuple(operands),
             input_shapes=tuple(tuple(t.shape) for t in in_tensors),
             output_shapes=tuple(tuple(t.shape) for t in out_tensors),
+            channels=tuple(int(c) for c in cost.channels),
         )
 
 

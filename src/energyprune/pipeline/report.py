@@ -52,26 +52,23 @@ def layer_table(prof: EnergyProfile, top: int = 15) -> Table:
     )
     for column in ("layer", "type"):
         table.add_column(column, overflow="fold")
-    for column in ("MACs", "params", "bytes", "compute J", "memory J", "% of total"):
+    overhead = prof.total.overhead_j > 0  # only calibrated profiles charge launches
+    columns = ["MACs", "params", "bytes", "compute J", "memory J"]
+    columns += ["overhead J"] * overhead + ["% of total"]
+    for column in columns:
         table.add_column(column, justify="right")
     total = prof.total.energy_j or 1.0
+
+    def cells(row) -> list[str]:
+        values = [fmt_count(row.macs), fmt_count(row.params), fmt_count(row.bytes, "B"),
+                  fmt_joules(row.compute_j), fmt_joules(row.memory_j)]  # fmt: skip
+        values += [fmt_joules(row.overhead_j)] * overhead
+        return [*values, f"{100 * row.energy_j / total:.1f}"]
+
     for layer in layers:
-        table.add_row(
-            layer.name,
-            layer.type,
-            fmt_count(layer.macs),
-            fmt_count(layer.params),
-            fmt_count(layer.bytes, "B"),
-            fmt_joules(layer.compute_j),
-            fmt_joules(layer.memory_j),
-            f"{100 * layer.energy_j / total:.1f}",
-        )
-    t = prof.total
+        table.add_row(layer.name, layer.type, *cells(layer))
     table.add_section()
-    table.add_row(
-        "total", "", fmt_count(t.macs), fmt_count(t.params), fmt_count(t.bytes, "B"),
-        fmt_joules(t.compute_j), fmt_joules(t.memory_j), "100.0",
-    )  # fmt: skip
+    table.add_row("total", "", *cells(prof.total))
     return table
 
 
@@ -80,7 +77,9 @@ def summary_line(prof: EnergyProfile) -> str:
     t = prof.total
     return (
         f"estimated energy {fmt_joules(t.energy_j)} per forward pass "
-        f"(compute {fmt_joules(t.compute_j)}, memory {fmt_joules(t.memory_j)}) · "
+        f"(compute {fmt_joules(t.compute_j)}, memory {fmt_joules(t.memory_j)}"
+        + (f", overhead {fmt_joules(t.overhead_j)}" if t.overhead_j else "")
+        + ") · "
         f"{fmt_count(t.macs)} MACs · {fmt_count(t.params)} params · {fmt_count(t.bytes, 'B')} moved"
         f" · profile {prof.hardware}, {prof.dtype}, input {'x'.join(map(str, prof.input_shape))}"
         f" · profiled in {prof.wall_s:.2f} s"

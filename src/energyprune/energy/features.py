@@ -1,0 +1,90 @@
+"""Energy features of an op: the quantities a hardware profile prices, one pJ coefficient each.
+
+Pricing (:mod:`energyprune.energy.model`) and calibration (:mod:`energyprune.energy.calibrate`)
+share this one definition, so a fitted profile prices exactly what it was fitted on.
+
+Features: ``mac:<dtype>`` (charged MACs), ``add:<dtype>`` (other arithmetic), ``mac:unaligned``
+(MACs of ops whose widths miss the profile's ``channel_multiple``), ``bytes:<level>`` (bytes at
+each memory level, including per-MAC inner-level operand accesses) and ``launch`` (kernels run).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from energyprune.energy.hardware import HardwareProfile
+from energyprune.energy.trace import Operand, OpRecord
+
+__all__ = ["FLOATING", "ITEMSIZE", "OpFeatures", "op_features", "price_dtype", "split_energy"]
+
+ITEMSIZE = {"fp64": 8, "fp32": 4, "fp16": 2, "bf16": 2, "int8": 1, "int16": 2, "int32": 4,
+            "int64": 8, "bool": 1}  # fmt: skip
+FLOATING = frozenset({"fp64", "fp32", "fp16", "bf16"})
+COMPUTE_PREFIXES = ("mac:", "add:")
+
+
+def price_dtype(traced: str, override: str | None) -> str:
+    """The dtype a tensor is priced as: the override for floating tensors, else its own."""
+    return override if override is not None and traced in FLOATING else traced
+
+
+def _level(operand: Operand, nbytes: float, hw: HardwareProfile) -> str:
+    if operand.role == "param" or nbytes > hw.buffer_bytes:
+        return "dram"
+    return "buffer"
+
+
+@dataclass
+class OpFeatures:
+    """Feature name → amount for one op, plus what tables show beside energy."""
+
+    dtype: str
+    amounts: Counter[str] = field(default_factory=Counter)
+    macs_charged: float = 0.0
+    bytes_moved: float = 0.0
+
+
+def op_features(record: OpRecord, hw: HardwareProfile, override: str | None) -> OpFeatures:
+    """Energy features of one op under ``hw``, pricing floating tensors as ``override``."""
+    floating = [o.dtype for o in record.operands if o.dtype in FLOATING]
+    traced = floating[0] if floating else (record.operands[0].dtype if record.operands else "fp32")
+    dtype = price_dtype(traced, override)
+    row = hw.compute_row(dtype)
+    macs = record.macs * (record.mac_density if hw.zero_skipping else 1.0)
+    feats = OpFeatures(dtype, macs_charged=macs)
+    amounts = feats.amounts
+    if macs:
+        amounts[f"mac:{row}"] += macs
+        multiple = hw.channel_multiple
+        if multiple > 1 and any(c % multiple for c in record.channels):
+            amounts["mac:unaligned"] += macs
+        for level, accesses in hw.accesses_per_mac.items():
+            amounts[f"bytes:{level}"] += macs * ITEMSIZE.get(dtype, 4) * accesses
+    if record.ops:
+        amounts[f"add:{row}"] += record.ops
+    moved = 0.0
+    for operand in record.operands:
+        nbytes = operand.numel * ITEMSIZE.get(price_dtype(operand.dtype, override), 4)
+        if operand.role == "param" and hw.zero_skipping:
+            nbytes *= operand.density
+        moved += nbytes
+        amounts[f"bytes:{_level(operand, nbytes, hw)}"] += nbytes
+    feats.bytes_moved = moved
+    if record.kind != "view" and record.operands:
+        amounts["launch"] += 1
+    return feats
+
+
+def split_energy(amounts: Counter[str], coef: dict[str, float]) -> tuple[float, float, float]:
+    """(compute, memory, overhead) in pJ of feature ``amounts`` under coefficients ``coef``."""
+    compute = memory = overhead = 0.0
+    for name, amount in amounts.items():
+        pj = amount * coef[name]
+        if name.startswith(COMPUTE_PREFIXES):
+            compute += pj
+        elif name.startswith("bytes:"):
+            memory += pj
+        else:
+            overhead += pj
+    return compute, memory, overhead
