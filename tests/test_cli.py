@@ -13,8 +13,9 @@ from energyprune.cli import main
 
 def test_profile_builtin_with_json_and_plot(tmp_path, capsys):
     out_json, out_png = tmp_path / "r.json", tmp_path / "r.png"
-    code = main(["profile", "resnet20", "--top", "5", "--json", str(out_json),
-                 "--plot", str(out_png)])  # fmt: skip
+    code = main(
+        ["profile", "resnet20", "--top", "5", "--json", str(out_json), "--plot", str(out_png)]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert (
@@ -27,9 +28,20 @@ def test_profile_builtin_with_json_and_plot(tmp_path, capsys):
 
 
 def test_profile_fixture_weights_and_options(fixtures_dir, capsys):
-    code = main(["profile", "resnet56", "--weights",
-                 str(fixtures_dir / "cifar10_resnet56.safetensors"),
-                 "--hardware", "eyeriss-65nm", "--dtype", "int8", "--top", "0"])  # fmt: skip
+    code = main(
+        [
+            "profile",
+            "resnet56",
+            "--weights",
+            str(fixtures_dir / "cifar10_resnet56.safetensors"),
+            "--hardware",
+            "eyeriss-65nm",
+            "--dtype",
+            "int8",
+            "--top",
+            "0",
+        ]
+    )
     assert code == 0
     assert "eyeriss-65nm, int8" in capsys.readouterr().out
 
@@ -56,10 +68,19 @@ def test_bad_input_is_one_line_exit_2(argv, message, capsys):
 
 def test_wrong_architecture_weights_in_a_real_process(fixtures_dir):
     proc = subprocess.run(
-        [sys.executable, "-m", "energyprune.cli", "profile", "resnet20", "--weights",
-         str(fixtures_dir / "cifar10_resnet56.safetensors")],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "energyprune.cli",
+            "profile",
+            "resnet20",
+            "--weights",
+            str(fixtures_dir / "cifar10_resnet56.safetensors"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "do not fit this architecture" in lines[0]
@@ -68,3 +89,45 @@ def test_wrong_architecture_weights_in_a_real_process(fixtures_dir):
 def test_debug_shows_the_traceback():
     with pytest.raises(Exception, match="unknown model"):
         main(["--debug", "profile", "resnet57"])
+
+
+def test_measure_without_meter_says_so(tmp_path, capsys):
+    out = tmp_path / "m.json"
+    code = main(
+        [
+            "measure",
+            "resnet20",
+            "--device",
+            "cpu",
+            "--no-meter",
+            "--seconds",
+            "0.05",
+            "--windows",
+            "2",
+            "--warmup",
+            "0.01",
+            "--json",
+            str(out),
+        ]
+    )
+    assert code == 0
+    data = json.loads(out.read_text())
+    assert data["measured"] is False and data["backend"] == "estimate"
+    assert data["joules_per_sample"] is None and data["estimate"]["estimated"] is True
+    assert data["latency_ms"]["p50"] > 0
+    assert "NOT measured" in capsys.readouterr().out
+
+
+def test_calibrate_without_meter_fails_cleanly(tmp_path, capsys):
+    from energyprune.energy.meter import open_meter
+    from energyprune.errors import MeterUnavailableError
+
+    try:
+        open_meter("cpu")
+    except MeterUnavailableError:
+        pass
+    else:
+        pytest.skip("this machine has a readable CPU energy meter")
+    out = tmp_path / "p.yaml"
+    assert main(["calibrate", "--device", "cpu", "--out", str(out)]) == 2
+    assert "meter unavailable" in capsys.readouterr().err and not out.exists()

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from rich.console import Console
@@ -33,8 +34,10 @@ class _Parser(argparse.ArgumentParser):
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="resnet20 | resnet56 | vgg16_bn | a torchvision name | module:fn")
     p.add_argument("--weights", help="safetensors file, shard index JSON, or weights-only .pt")
-    p.add_argument("--input-shape", help="e.g. 1,3,224,224 (default: 1,3,32,32 for CIFAR "
-                   "built-ins, else 1,3,224,224)")  # fmt: skip
+    p.add_argument(
+        "--input-shape",
+        help="e.g. 1,3,224,224 (default: 1,3,32,32 for CIFAR built-ins, else 1,3,224,224)",
+    )
 
 
 def _load_model(args: argparse.Namespace) -> tuple[BuiltModel, tuple[int, ...]]:
@@ -89,8 +92,9 @@ def _run_profile(args: argparse.Namespace, console: Console) -> int:
     built, shape = _load_model(args)
     try:
         with torch.no_grad():
-            prof: EnergyProfile = profile(built.model, torch.randn(*shape), args.hardware,
-                                          args.dtype, name=built.name)  # fmt: skip
+            prof: EnergyProfile = profile(
+                built.model, torch.randn(*shape), args.hardware, args.dtype, name=built.name
+            )
     except (RuntimeError, ValueError, IndexError) as e:
         if isinstance(e, EnergyPruneError):
             raise
@@ -149,17 +153,23 @@ def _run_measure(args: argparse.Namespace, console: Console) -> int:
         if args.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
         shape = (args.batch_size, *shape[1:])
-    protocol = Protocol(min_window_s=args.seconds, windows=args.windows, warmup_s=args.warmup,
-                        idle_s=args.idle)  # fmt: skip
+    protocol = Protocol(
+        min_window_s=args.seconds, windows=args.windows, warmup_s=args.warmup, idle_s=args.idle
+    )
     with console.status("measuring") as status:
         try:
             result = measure(
-                built.model, torch.randn(*shape), device=args.device,
-                meter=None if args.no_meter else "auto", dtype=args.dtype,
-                channels_last=args.channels_last, cuda_graph=args.cuda_graph,
-                compile=args.compile, protocol=protocol,
+                built.model,
+                torch.randn(*shape),
+                device=args.device,
+                meter=None if args.no_meter else "auto",
+                dtype=args.dtype,
+                channels_last=args.channels_last,
+                cuda_graph=args.cuda_graph,
+                compile=args.compile,
+                protocol=protocol,
                 progress=lambda stage: status.update(f"measuring {built.name}: {stage}"),
-            )  # fmt: skip
+            )
         except (RuntimeError, ValueError, IndexError) as e:
             if isinstance(e, EnergyPruneError):
                 raise
@@ -171,6 +181,64 @@ def _run_measure(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "calibrate",
+        help="fit a hardware profile to measured energy on this device",
+        description="Measure a designed set of variants (conv/linear stacks over widths incl. "
+        "non-multiples of 8/16, batch sizes, dtypes, whole models) with the device's meter and "
+        "fit the profile's costs; reports held-out ordering agreement and MAPE vs plain MACs.",
+        epilog="example:\n  energyprune calibrate --device cuda --out h100.yaml "
+        "--report calibration_h100.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (needs a meter)")
+    p.add_argument("--out", required=True, metavar="PROFILE.yaml", help="profile to write")
+    p.add_argument("--report", metavar="PATH", help="fidelity report JSON (default: beside --out)")
+    p.add_argument("--base", default="gpu-generic", help="profile whose structure is refitted")
+    p.add_argument("--name", help="name of the fitted profile")
+    p.add_argument("--quick", action="store_true", help="a smaller variant grid")
+    p.add_argument("--seconds", type=float, default=0.5, help="minimum window per variant (s)")
+    p.add_argument("--windows", type=int, default=3, help="windows per variant")
+    p.set_defaults(run=_run_calibrate)
+
+
+def _run_calibrate(args: argparse.Namespace, console: Console) -> int:
+    from rich.progress import Progress
+
+    from energyprune.energy.calibrate import calibrate, write_calibration
+    from energyprune.energy.meter import open_meter
+
+    backend = open_meter(args.device).backend  # fail fast, before any work, if there is none
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("calibrating", total=None)
+
+        def progress(done: int, total: int, name: str) -> None:
+            bar.update(task, completed=done, total=total, description=f"measuring {name}")
+
+        result = calibrate(
+            args.device,
+            base=args.base,
+            name=args.name,
+            quick=args.quick,
+            seconds=args.seconds,
+            windows=args.windows,
+            progress=progress,
+        )
+    report_path = args.report or str(Path(args.out).with_suffix(".json"))
+    write_calibration(result, args.out, report_path, backend)
+    rep = result.report
+    console.print(
+        f"held-out pairwise agreement {rep['pairwise_agreement']:.3f} (plain MACs "
+        f"{rep['macs_pairwise_agreement']:.3f}) · MAPE {100 * rep['mape']:.1f} % (MACs "
+        f"{100 * rep['macs_mape']:.1f} %) · {rep['n_train']} train / {rep['n_heldout']} held out "
+        f"· {rep['device']}",
+        soft_wrap=True,
+    )
+    console.print(f"wrote {args.out} and {report_path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``energyprune`` argument parser (one sub-command per pipeline stage)."""
     parser = _Parser(prog="energyprune", description="Prune PyTorch models to an energy budget.")
@@ -178,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_profile(sub)
     _add_measure(sub)
+    _add_calibrate(sub)
     return parser
 
 

@@ -43,9 +43,13 @@ class FakeDevice:
 
 def run(dev: FakeDevice, meter, protocol: Protocol | None = None, batch: int = 4):
     return measure(
-        dev.model(), torch.randn(batch, 3), meter=meter, protocol=protocol or Protocol(),
-        clock=dev.clock, sleep=dev.sleep,
-    )  # fmt: skip
+        dev.model(),
+        torch.randn(batch, 3),
+        meter=meter,
+        protocol=protocol or Protocol(),
+        clock=dev.clock,
+        sleep=dev.sleep,
+    )
 
 
 def test_window_deltas_idle_subtraction_and_latency():
@@ -60,16 +64,30 @@ def test_window_deltas_idle_subtraction_and_latency():
     assert m.latency_ms["p50"] == pytest.approx(1.0) and m.throughput_sps == pytest.approx(4000)
     assert all(w.seconds >= 1.0 - 1e-9 for w in m.windows)
     data = m.to_dict()
-    assert {"measured", "backend", "device", "batch_size", "dtype", "joules_per_sample",
-            "active_joules_per_sample", "latency_ms", "throughput_sps", "power_w",
-            "idle_power_w", "windows"} <= set(data)  # fmt: skip
+    assert {
+        "measured",
+        "backend",
+        "device",
+        "batch_size",
+        "dtype",
+        "joules_per_sample",
+        "active_joules_per_sample",
+        "latency_ms",
+        "throughput_sps",
+        "power_w",
+        "idle_power_w",
+        "windows",
+    } <= set(data)
 
 
 @pytest.mark.parametrize(
     ("step_s", "min_window_s", "update_period_s", "expected"),
-    [(0.003, 1.0, 0.01, math.ceil(1.0 / 0.003)), (0.003, 1.0, 0.5, math.ceil(5.0 / 0.003)),
-     (0.5, 1.0, 0.01, 2)],
-)  # fmt: skip
+    [
+        (0.003, 1.0, 0.01, math.ceil(1.0 / 0.003)),
+        (0.003, 1.0, 0.5, math.ceil(5.0 / 0.003)),
+        (0.5, 1.0, 0.01, 2),
+    ],
+)
 def test_iterations_fill_the_window(step_s, min_window_s, update_period_s, expected):
     dev = FakeDevice(step_s=step_s)
     meter = CounterMeter(dev.counter, update_period_s=update_period_s)
@@ -102,8 +120,12 @@ def test_no_meter_gives_labelled_estimate_and_real_latency():
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(10))
     x = torch.randn(2, 3, 16, 16)
     model(x)
-    m = measure(model, x, meter=None, protocol=Protocol(min_window_s=0.02, windows=2,
-                                                        warmup_s=0.01, idle_s=0))  # fmt: skip
+    m = measure(
+        model,
+        x,
+        meter=None,
+        protocol=Protocol(min_window_s=0.02, windows=2, warmup_s=0.01, idle_s=0),
+    )
     assert not m.measured and m.backend == "estimate" and m.joules_per_sample is None
     assert m.estimate["estimated"] is True and m.estimate["joules_per_sample"] > 0
     assert m.latency_ms["p50"] > 0 and m.throughput_sps > 0 and m.windows == ()

@@ -38,9 +38,13 @@ def test_mobilenet_v2_depthwise():
 def test_huggingface_bert_from_config():
     transformers = pytest.importorskip("transformers")
     cfg = transformers.BertConfig(
-        vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=128, max_position_embeddings=32,
-    )  # fmt: skip
+        vocab_size=100,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=32,
+    )
     model = transformers.BertModel(cfg)
     ids = torch.randint(0, 100, (2, 16))
     b, length, h, inter = 2, 16, 64, 128

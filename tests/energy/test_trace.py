@@ -41,9 +41,13 @@ def test_conv_macs_equal_flop_counter(
     dims, groups, per_group_in, per_group_out, kernel, stride, size, batch, transposed
 ):
     conv_cls = {
-        (1, False): nn.Conv1d, (2, False): nn.Conv2d, (3, False): nn.Conv3d,
-        (1, True): nn.ConvTranspose1d, (2, True): nn.ConvTranspose2d, (3, True): nn.ConvTranspose3d,
-    }[(dims, transposed)]  # fmt: skip
+        (1, False): nn.Conv1d,
+        (2, False): nn.Conv2d,
+        (3, False): nn.Conv3d,
+        (1, True): nn.ConvTranspose1d,
+        (2, True): nn.ConvTranspose2d,
+        (3, True): nn.ConvTranspose3d,
+    }[(dims, transposed)]
     conv = conv_cls(groups * per_group_in, groups * per_group_out, kernel, stride, groups=groups)
     x = torch.randn(batch, groups * per_group_in, *([size] * dims))
     assert macs(conv, x) == flop_counter_macs(conv, x) > 0

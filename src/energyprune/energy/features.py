@@ -18,8 +18,17 @@ from energyprune.energy.trace import Operand, OpRecord
 
 __all__ = ["FLOATING", "ITEMSIZE", "OpFeatures", "op_features", "price_dtype", "split_energy"]
 
-ITEMSIZE = {"fp64": 8, "fp32": 4, "fp16": 2, "bf16": 2, "int8": 1, "int16": 2, "int32": 4,
-            "int64": 8, "bool": 1}  # fmt: skip
+ITEMSIZE = {
+    "fp64": 8,
+    "fp32": 4,
+    "fp16": 2,
+    "bf16": 2,
+    "int8": 1,
+    "int16": 2,
+    "int32": 4,
+    "int64": 8,
+    "bool": 1,
+}
 FLOATING = frozenset({"fp64", "fp32", "fp16", "bf16"})
 COMPUTE_PREFIXES = ("mac:", "add:")
 

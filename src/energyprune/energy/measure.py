@@ -322,13 +322,31 @@ def measure(
         }
     step, sync = _prepare(model, example_inputs, device, dtype, channels_last, cuda_graph, compile)
     run = run_protocol(
-        step, samples_per_step=example_inputs.shape[0], meter=meter, protocol=protocol, sync=sync,
-        clock=clock, sleep=sleep, progress=progress,
-    )  # fmt: skip
-    return _summarise(run, meter, device, example_inputs, dtype, reason, estimate, {
-        "channels_last": channels_last, "cuda_graph": cuda_graph, "compile": compile,
-        **asdict(protocol), "iterations_per_window": run.iterations,
-    })  # fmt: skip
+        step,
+        samples_per_step=example_inputs.shape[0],
+        meter=meter,
+        protocol=protocol,
+        sync=sync,
+        clock=clock,
+        sleep=sleep,
+        progress=progress,
+    )
+    return _summarise(
+        run,
+        meter,
+        device,
+        example_inputs,
+        dtype,
+        reason,
+        estimate,
+        {
+            "channels_last": channels_last,
+            "cuda_graph": cuda_graph,
+            "compile": compile,
+            **asdict(protocol),
+            "iterations_per_window": run.iterations,
+        },
+    )
 
 
 def _summarise(run: _Run, meter, device, example, dtype, reason, estimate, settings) -> Measurement:

@@ -159,9 +159,14 @@ def _price(record: OpRecord, hw: HardwareProfile, coef: dict[str, float], overri
     feats = op_features(record, hw, override)
     compute, memory, overhead = split_energy(feats.amounts, coef)
     return OpEnergy(
-        record, feats.dtype, feats.macs_charged, round(feats.bytes_moved),
-        compute * PJ, memory * PJ, overhead * PJ,
-    )  # fmt: skip
+        record,
+        feats.dtype,
+        feats.macs_charged,
+        round(feats.bytes_moved),
+        compute * PJ,
+        memory * PJ,
+        overhead * PJ,
+    )
 
 
 def _layers(tr: Trace, ops: Iterable[OpEnergy]) -> tuple[LayerEnergy, ...]:
@@ -175,8 +180,9 @@ def _layers(tr: Trace, ops: Iterable[OpEnergy]) -> tuple[LayerEnergy, ...]:
     for name, own in by_module.items():
         info = tr.modules.get(name)
         totals = Totals.of(own, info.params if info else 0)
-        layers.append(LayerEnergy(**asdict(totals), name=name or "(root)",
-                                  type=info.type if info else "?"))  # fmt: skip
+        layers.append(
+            LayerEnergy(**asdict(totals), name=name or "(root)", type=info.type if info else "?")
+        )
     return tuple(layers)
 
 

@@ -60,8 +60,13 @@ def layer_table(prof: EnergyProfile, top: int = 15) -> Table:
     total = prof.total.energy_j or 1.0
 
     def cells(row) -> list[str]:
-        values = [fmt_count(row.macs), fmt_count(row.params), fmt_count(row.bytes, "B"),
-                  fmt_joules(row.compute_j), fmt_joules(row.memory_j)]  # fmt: skip
+        values = [
+            fmt_count(row.macs),
+            fmt_count(row.params),
+            fmt_count(row.bytes, "B"),
+            fmt_joules(row.compute_j),
+            fmt_joules(row.memory_j),
+        ]
         values += [fmt_joules(row.overhead_j)] * overhead
         return [*values, f"{100 * row.energy_j / total:.1f}"]
 
@@ -123,18 +128,25 @@ def measurement_table(m: Measurement, model: str) -> Table:
         )
         table.add_row("  IQR over windows", fmt_joules(m.joules_per_sample["iqr"]))
         if m.active_joules_per_sample is not None:
-            table.add_row("energy per sample (idle-subtracted)",
-                          fmt_joules(m.active_joules_per_sample))  # fmt: skip
-        table.add_row("power (median) / idle power",
-                      f"{m.power_w:.1f} W / {m.idle_power_w or 0:.1f} W")  # fmt: skip
-        table.add_row("windows", f"{len(windows)} × {windows[0].seconds:.2f} s, "
-                      f"{windows[0].iterations} iterations each")  # fmt: skip
+            table.add_row(
+                "energy per sample (idle-subtracted)", fmt_joules(m.active_joules_per_sample)
+            )
+        table.add_row(
+            "power (median) / idle power", f"{m.power_w:.1f} W / {m.idle_power_w or 0:.1f} W"
+        )
+        table.add_row(
+            "windows",
+            f"{len(windows)} × {windows[0].seconds:.2f} s, {windows[0].iterations} iterations each",
+        )
     else:
         table.add_row("meter", m.unavailable_reason or "none")
         if m.estimate:
-            table.add_row(f"ESTIMATED energy per sample ({m.estimate['hardware']})",
-                          fmt_joules(m.estimate["joules_per_sample"]))  # fmt: skip
-    table.add_row("latency p50 / p95 (measured)",
-                  f"{m.latency_ms['p50']:.3f} / {m.latency_ms['p95']:.3f} ms")  # fmt: skip
+            table.add_row(
+                f"ESTIMATED energy per sample ({m.estimate['hardware']})",
+                fmt_joules(m.estimate["joules_per_sample"]),
+            )
+    table.add_row(
+        "latency p50 / p95 (measured)", f"{m.latency_ms['p50']:.3f} / {m.latency_ms['p95']:.3f} ms"
+    )
     table.add_row("throughput (measured)", f"{m.throughput_sps:,.1f} samples/s")
     return table
