@@ -1,9 +1,19 @@
 """energyprune: prune PyTorch models to an energy budget that holds on the target hardware."""
 
+from energyprune.energy.calibrate import calibrate
 from energyprune.energy.hardware import BUILTIN_PROFILES, HardwareProfile, load_hardware
+from energyprune.energy.measure import Measurement, Protocol, measure
+from energyprune.energy.meter import EnergyMeter, Meter
 from energyprune.energy.model import EnergyProfile, LayerEnergy, Totals, estimate, profile
 from energyprune.energy.trace import Trace, trace
-from energyprune.errors import ConfigError, EnergyPruneError, UnsupportedOpError, WeightsError
+from energyprune.errors import (
+    ConfigError,
+    EnergyPruneError,
+    MeterError,
+    MeterUnavailableError,
+    UnsupportedOpError,
+    WeightsError,
+)
 from energyprune.pipeline.models import build_model, load_weights
 
 __version__ = "0.1.0"
@@ -11,19 +21,27 @@ __version__ = "0.1.0"
 __all__ = [
     "BUILTIN_PROFILES",
     "ConfigError",
+    "EnergyMeter",
     "EnergyProfile",
     "EnergyPruneError",
     "HardwareProfile",
     "LayerEnergy",
+    "Measurement",
+    "Meter",
+    "MeterError",
+    "MeterUnavailableError",
+    "Protocol",
     "Totals",
     "Trace",
     "UnsupportedOpError",
     "WeightsError",
     "__version__",
     "build_model",
+    "calibrate",
     "estimate",
     "load_hardware",
     "load_weights",
+    "measure",
     "profile",
     "trace",
 ]
