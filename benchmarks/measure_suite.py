@@ -32,8 +32,13 @@ from energyprune.pipeline.models import build_model, load_weights
 FIXTURE = (
     Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "cifar10_resnet56.safetensors"
 )
-PRUNINGS = {"dense": None, "tp30": (0.3, None), "tp30_r8": (0.3, 8), "tp50": (0.5, None),
-            "tp50_r8": (0.5, 8)}  # fmt: skip
+PRUNINGS = {
+    "dense": None,
+    "tp30": (0.3, None),
+    "tp30_r8": (0.3, 8),
+    "tp50": (0.5, None),
+    "tp50_r8": (0.5, 8),
+}
 
 
 def build(name: str) -> tuple[nn.Module, tuple[int, ...]]:
@@ -91,14 +96,23 @@ def run_suite(models: dict[str, list[int]], device: str, protocol: Protocol) -> 
                     model, x, device=device, dtype=dtype, channels_last=True, protocol=protocol
                 )
                 macs = sum(r.macs for r in _trace(model, shape)) if bs == batches[0] else None
-                rows.append({
-                    "model": name, "variant": variant, "batch_size": bs, "measured": m.measured,
-                    "backend": m.backend, "device": m.device, "dtype": m.dtype,
-                    "j_per_sample": m.joules_per_sample["median"] if m.measured
-                    else m.estimate["joules_per_sample"],
-                    "iqr": m.joules_per_sample["iqr"] if m.measured else None,
-                    "latency_ms_p50": m.latency_ms["p50"], "macs": macs,
-                })  # fmt: skip
+                rows.append(
+                    {
+                        "model": name,
+                        "variant": variant,
+                        "batch_size": bs,
+                        "measured": m.measured,
+                        "backend": m.backend,
+                        "device": m.device,
+                        "dtype": m.dtype,
+                        "j_per_sample": m.joules_per_sample["median"]
+                        if m.measured
+                        else m.estimate["joules_per_sample"],
+                        "iqr": m.joules_per_sample["iqr"] if m.measured else None,
+                        "latency_ms_p50": m.latency_ms["p50"],
+                        "macs": macs,
+                    }
+                )
                 print(json.dumps(rows[-1]), file=sys.stderr)
             model.cpu()
     return rows
@@ -128,8 +142,12 @@ def main(argv: list[str] | None = None) -> int:
         abs(a["j_per_sample"] - b["j_per_sample"]) / min(a["j_per_sample"], b["j_per_sample"])
         for a, b in zip(runs[0], runs[-1], strict=True)
     ]
-    result = {"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"),
-              "max_repeat_difference": max(spread), "runs": runs}  # fmt: skip
+    result = {
+        "command": " ".join(sys.argv),
+        "date": time.strftime("%Y-%m-%d"),
+        "max_repeat_difference": max(spread),
+        "runs": runs,
+    }
     atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}; largest difference between repeats {100 * max(spread):.1f} %")
     return 0

@@ -1,0 +1,318 @@
+"""``energyprune.prune``: prune a model to an estimated-energy budget.
+
+Channel pruning runs in rounds: price the current model, allocate removals to cover the gap to
+the target (allocate.py), remove them physically (groups.py), re-trace; repeat until the
+estimate is within the target. Unstructured and N:M granularities live in sparse.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from energyprune.energy.hardware import HardwareProfile, load_hardware
+from energyprune.energy.model import EnergyProfile, profile
+from energyprune.errors import ConfigError
+from energyprune.pruning.allocate import STRATEGIES, Candidate, allocate, channel_savings
+from energyprune.pruning.groups import Structure
+from energyprune.pruning.importance import CRITERIA, make_importance, taylor_gradients
+from energyprune.pruning.plan import PruningPlan, layer_widths
+
+__all__ = ["GRANULARITIES", "PruneResult", "prune", "select_modules"]
+
+GRANULARITIES = ("channel", "nm", "unstructured")
+TOLERANCE = 0.01  # achieved estimate may exceed the target by at most 1 %
+MAX_ROUNDS = 8
+
+Selector = nn.Module | str | type
+
+
+@dataclass
+class PruneResult:
+    """A pruned model, its plan, and estimated energy profiles before and after."""
+
+    model: nn.Module
+    plan: PruningPlan
+    before: EnergyProfile
+    after: EnergyProfile
+
+    @property
+    def energy_ratio(self) -> float:
+        """Estimated energy after / before."""
+        return self.after.total.energy_j / self.before.total.energy_j
+
+
+def select_modules(model: nn.Module, selectors: Iterable[Selector]) -> list[nn.Module]:
+    """Modules matched by selectors: a module, a name, ``"re:<regex>"`` on names, or a type."""
+    named = list(model.named_modules())
+    chosen: list[nn.Module] = []
+    for sel in selectors:
+        if isinstance(sel, nn.Module):
+            hits = [m for _, m in named if m is sel]
+        elif isinstance(sel, type):
+            hits = [m for _, m in named if isinstance(m, sel)]
+        elif isinstance(sel, str) and sel.startswith("re:"):
+            pattern = re.compile(sel[3:])
+            hits = [m for n, m in named if n and pattern.fullmatch(n)]
+        else:
+            hits = [m for n, m in named if n == sel]
+        if not hits:
+            raise ConfigError(
+                f"selector {sel!r} matches no module; use a module name (e.g. "
+                f"{named[1][0] if len(named) > 1 else 'fc'}), 're:<regex>' or a module type"
+            )
+        chosen += [m for m in hits if all(m is not c for c in chosen)]
+        # a selected container also protects its children
+        for m in hits:
+            chosen += [c for c in m.modules() if all(c is not x for x in chosen)]
+    return chosen
+
+
+def _check(target_energy, max_joules, granularity, criterion, strategy, max_layer_ratio) -> None:
+    if (target_energy is None) == (max_joules is None):
+        raise ConfigError("give exactly one of target_energy (fraction of dense) or max_joules")
+    if target_energy is not None and not 0 < target_energy <= 1:
+        raise ConfigError(f"target_energy must be in (0, 1], got {target_energy}")
+    if max_joules is not None and max_joules <= 0:
+        raise ConfigError(f"max_joules must be > 0, got {max_joules}")
+    if granularity not in GRANULARITIES:
+        raise ConfigError(
+            f"granularity must be one of {', '.join(GRANULARITIES)}, got '{granularity}'"
+        )
+    if criterion not in CRITERIA:
+        raise ConfigError(f"criterion must be one of {', '.join(CRITERIA)}, got '{criterion}'")
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, got '{strategy}'")
+    if not 0 < max_layer_ratio <= 1:
+        raise ConfigError(f"max_layer_ratio must be in (0, 1], got {max_layer_ratio}")
+
+
+def _price(model: nn.Module, example: Any, hw: HardwareProfile, dtype, name: str) -> EnergyProfile:
+    with torch.no_grad():
+        return profile(model, example, hw, dtype, name=name)
+
+
+def _candidates(
+    structure: Structure,
+    prof: EnergyProfile,
+    criterion: str,
+    round_to: int,
+    max_layer_ratio: float,
+    dense_widths: dict[str, int],
+) -> list[Candidate]:
+    importance = make_importance(criterion)
+    groups = structure.groups
+    savings = channel_savings(prof, groups)
+    out = []
+    for group, saving in zip(groups, savings, strict=True):
+        original = dense_widths.get(group.root, group.channels)
+        floor = max(group.min_width, round(original * (1 - max_layer_ratio)), 1)
+        floor = -(-floor // group.unit) * group.unit
+        out.append(
+            Candidate(group, structure.importance(group, importance), saving, floor, round_to)
+        )
+    return out
+
+
+def _channel_rounds(
+    model,
+    example,
+    hw,
+    dtype,
+    name,
+    target_j,
+    criterion,
+    strategy,
+    round_to,
+    max_layer_ratio,
+    ignored,
+    prune_residual,
+    data,
+) -> list[list[dict]]:
+    dense_widths = {n: w[1] for n, w in layer_widths(model).items()}
+    rounds: list[list[dict]] = []
+    for _ in range(MAX_ROUNDS):
+        prof = _price(model, example, hw, dtype, name)
+        if prof.total.energy_j <= target_j:
+            break
+        if criterion == "taylor":
+            taylor_gradients(model, example, data)
+        structure = Structure(model, example, select_modules(model, ignored), prune_residual)
+        cands = _candidates(structure, prof, criterion, round_to, max_layer_ratio, dense_widths)
+        removal = allocate(cands, prof.total.energy_j - target_j, criterion, strategy)
+        if not removal:
+            break
+        entries = []
+        for root, idxs in removal.items():
+            entries.append(
+                {"root": root, "removed": sorted(idxs), "members": structure.remove(root, idxs)}
+            )
+        rounds.append(entries)
+        model.zero_grad(set_to_none=True)
+    return rounds
+
+
+def _reachable_minimum(
+    model, example, hw, dtype, name, ignored, prune_residual, max_layer_ratio, round_to
+) -> float:
+    """Estimated energy with every allowed group pruned as far as allowed."""
+    probe = copy.deepcopy(model)
+    _channel_rounds(
+        probe,
+        example,
+        hw,
+        dtype,
+        name,
+        0.0,
+        "l2",
+        "global",
+        round_to,
+        max_layer_ratio,
+        ignored,
+        prune_residual,
+        None,
+    )
+    return _price(probe, example, hw, dtype, name).total.energy_j
+
+
+def prune(
+    model: nn.Module,
+    example_inputs: Any,
+    target_energy: float | None = 0.5,
+    *,
+    max_joules: float | None = None,
+    granularity: str = "channel",
+    criterion: str = "energy",
+    strategy: str = "global",
+    hardware: str | os.PathLike[str] | HardwareProfile = "horowitz-45nm",
+    dtype: str | None = None,
+    round_to: int | None = None,
+    max_layer_ratio: float = 0.9,
+    ignored_layers: Sequence[Selector] = (),
+    prune_residual: bool = False,
+    nm: tuple[int, int] = (2, 4),
+    sparsity_scope: str = "global",
+    data: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    name: str | None = None,
+) -> PruneResult:
+    """Prune a copy of ``model`` so its estimated energy meets the target.
+
+    Args:
+        model: the dense model (left untouched; a pruned copy is returned).
+        example_inputs: a tensor, tuple or dict of inputs (as for :func:`energyprune.profile`).
+        target_energy: fraction of the dense estimate to reach (e.g. 0.5); or ``max_joules``.
+        granularity: ``channel`` (physical removal), ``nm`` (N:M masks) or ``unstructured``.
+        criterion: ``energy`` (importance per joule), ``l1``, ``l2``, ``taylor``, ``bn_scale``,
+            ``random``.
+        strategy: ``global`` (greedy across groups) or ``layerwise-energy`` (Yang et al.).
+        hardware: profile that prices energy; its ``channel_multiple`` is the default round_to.
+        round_to: keep widths multiples of this (channels).
+        max_layer_ratio: at most this fraction of any group's channels is removed.
+        ignored_layers: modules, names, ``"re:<regex>"`` or types never pruned.
+        prune_residual: also prune transformer residual width (changes LayerNorm statistics).
+        nm: (N, M) for ``granularity="nm"``: N kept in every M consecutive weights.
+        sparsity_scope: ``global`` (one threshold) or ``layer`` (same sparsity per layer) for
+            unstructured pruning.
+        data: labelled batches for ``taylor`` (without them a data-free proxy is used).
+
+    Raises:
+        ConfigError: bad settings, or a target below the reachable minimum (named in the message).
+    """
+    _check(target_energy, max_joules, granularity, criterion, strategy, max_layer_ratio)
+    hw = load_hardware(hardware)
+    name = name or type(model).__name__
+    round_to = hw.channel_multiple if round_to is None else round_to
+    if round_to < 1:
+        raise ConfigError(f"round_to must be >= 1, got {round_to}")
+    was_training = model.training
+    names = {m: n for n, m in model.named_modules()}
+    ignored_layers = [names.get(s, s) if isinstance(s, nn.Module) else s for s in ignored_layers]
+    work = copy.deepcopy(model).eval()
+    before = _price(work, example_inputs, hw, dtype, name)
+    target_j = target_energy * before.total.energy_j if target_energy else float(max_joules)
+    plan = PruningPlan(
+        granularity,
+        criterion,
+        strategy,
+        hw.name,
+        round_to,
+        target_energy,
+        before.total.energy_j,
+        target_j,
+    )
+    first = next(iter(_flat_tensors(example_inputs)), None)
+    if first is not None:
+        plan.input_shape, plan.input_dtype = list(first.shape), str(first.dtype).split(".")[-1]
+    if granularity == "channel":
+        plan.rounds = _channel_rounds(
+            work,
+            example_inputs,
+            hw,
+            dtype,
+            name,
+            target_j,
+            criterion,
+            strategy,
+            round_to,
+            max_layer_ratio,
+            ignored_layers,
+            prune_residual,
+            data,
+        )
+    else:
+        from energyprune.pruning.sparse import sparsify
+
+        plan.masks, plan.target_sparsity = sparsify(
+            work,
+            example_inputs,
+            hw,
+            dtype,
+            name,
+            target_j,
+            granularity,
+            nm,
+            select_modules(work, ignored_layers),
+            max_layer_ratio,
+            sparsity_scope,
+        )
+    after = _price(work, example_inputs, hw, dtype, name)
+    if after.total.energy_j > target_j * (1 + TOLERANCE):
+        reachable = (
+            _reachable_minimum(
+                model,
+                example_inputs,
+                hw,
+                dtype,
+                name,
+                ignored_layers,
+                prune_residual,
+                max_layer_ratio,
+                round_to,
+            )
+            if granularity == "channel"
+            else after.total.energy_j
+        )
+        ratio = reachable / before.total.energy_j
+        raise ConfigError(
+            f"target {target_j:.4g} J ({target_j / before.total.energy_j:.1%} of dense) is "
+            f"unreachable with {granularity} pruning under {hw.name}: the reachable minimum is "
+            f"about {reachable:.4g} J ({ratio:.1%} of dense) with max_layer_ratio "
+            f"{max_layer_ratio} and the ignored layers; raise the target or allow more pruning"
+        )
+    plan.achieved_j = after.total.energy_j
+    plan.widths = layer_widths(work)
+    work.train(was_training)
+    return PruneResult(work, plan, before, after)
+
+
+def _flat_tensors(example: Any) -> list[torch.Tensor]:
+    from torch.utils._pytree import tree_flatten
+
+    return [t for t in tree_flatten(example)[0] if isinstance(t, torch.Tensor)]

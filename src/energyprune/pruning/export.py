@@ -1,0 +1,100 @@
+"""Save, load and export pruned models without pickle.
+
+A saved directory holds ``plan.json`` (settings, removal rounds, widths, masks digests and the
+architecture recipe) and ``model.safetensors`` (the pruned state dict, masks folded in).
+Loading rebuilds the dense architecture from its recipe, replays the plan, then loads the
+weights strictly. No code or pickle is read from the directory.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from energyprune.errors import ConfigError
+from energyprune.files import atomic_path, atomic_write_text
+from energyprune.pipeline.models import build_model, load_weights
+from energyprune.pruning.plan import PruningPlan, replay
+from energyprune.pruning.sparse import make_permanent
+
+__all__ = ["export_onnx", "load", "save"]
+
+PLAN_FILE = "plan.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def save(result: Any, directory: str | os.PathLike[str], arch: str | None = None) -> Path:
+    """Write ``plan.json`` and ``model.safetensors`` for a :class:`PruneResult`.
+
+    Args:
+        result: the prune result.
+        directory: output folder (created; files written atomically).
+        arch: model spec to rebuild the dense architecture (built-in name, torchvision name or
+            ``module:factory``); defaults to the plan's recorded ``arch``.
+    """
+    plan: PruningPlan = copy.deepcopy(result.plan)
+    if arch is not None:
+        plan.arch = {"name": arch}
+    if not plan.arch:
+        raise ConfigError(
+            "save needs the architecture's recipe to rebuild it: pass arch='resnet56', a "
+            "torchvision name or 'package.module:factory'"
+        )
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    model = make_permanent(copy.deepcopy(result.model))
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(out / WEIGHTS_FILE) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt", "producer": "energyprune"})
+    atomic_write_text(out / PLAN_FILE, plan.to_json() + "\n")
+    return out
+
+
+def load(directory: str | os.PathLike[str]) -> tuple[nn.Module, PruningPlan]:
+    """Rebuild a saved pruned model: recipe → dense model → replay plan → load safetensors."""
+    folder = Path(directory)
+    plan_path, weights = folder / PLAN_FILE, folder / WEIGHTS_FILE
+    if not plan_path.is_file() or not weights.is_file():
+        raise ConfigError(
+            f"{folder} is not a saved pruned model: it needs {PLAN_FILE} and {WEIGHTS_FILE} "
+            "(written by `energyprune prune --out` or energyprune.save)"
+        )
+    try:
+        plan = PruningPlan.from_dict(json.loads(plan_path.read_text(encoding="utf-8")))
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{plan_path} is not a valid plan: {e}") from e
+    if not plan.arch or "name" not in plan.arch:
+        raise ConfigError(f"{plan_path} does not say which architecture to rebuild ('arch')")
+    model = build_model(plan.arch["name"]).model.eval()
+    replay(model, plan)
+    load_weights(model, weights)
+    return model, plan
+
+
+def export_onnx(
+    model: nn.Module, example_inputs: torch.Tensor, path: str | os.PathLike[str]
+) -> Path:
+    """Export to ONNX (masks folded in) with a dynamic batch dimension, atomically."""
+    model = make_permanent(copy.deepcopy(model)).eval()
+    target = Path(path)
+    try:
+        with atomic_path(target) as tmp:
+            torch.onnx.export(
+                model,
+                (example_inputs,),
+                str(tmp),
+                input_names=["input"],
+                output_names=["output"],
+                dynamic_axes={"input": {0: "batch"}},
+                dynamo=False,
+            )
+    except ImportError as e:
+        raise ConfigError(f"ONNX export needs the 'onnx' package ({e}): pip install onnx") from e
+    return target

@@ -1,0 +1,179 @@
+"""Prunable channel groups and their physical removal, through Torch-Pruning's DependencyGraph.
+
+Mechanism only (with ``apply.py``, the only Torch-Pruning importer): which channels must go
+together (residual adds, concatenation, depthwise convs, norms, attention projections) and how
+to remove them. What to remove is decided elsewhere (importance, allocation).
+
+Defaults for transformers: attention **heads** (Hugging Face style attention with
+``num_attention_heads`` / ``attention_head_size``, removed a whole head at a time) and MLP
+**hidden units**. Groups that touch a LayerNorm or an embedding are the residual width; pruning
+them changes LayerNorm statistics, so they are opt-in (``prune_residual=True``). Groups with no
+consumer inside the model are the model's outputs and are never pruned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from energyprune.errors import ConfigError
+
+__all__ = ["ChannelGroup", "Structure"]
+
+_RESIDUAL_TYPES = (nn.LayerNorm, nn.Embedding)
+
+
+@dataclass
+class ChannelGroup:
+    """Channels that are removed together, named by the root module whose outputs they are.
+
+    Attributes:
+        root: name of the module whose output channels define the group.
+        channels: current width.
+        unit: channels per removable unit (1, or the head size for attention heads).
+        kind: ``"channel"``, ``"head"`` or ``"residual"``.
+        members: names of the modules whose weights the group touches.
+        min_width: the narrowest width allowed (>= one unit).
+    """
+
+    root: str
+    channels: int
+    unit: int
+    kind: str
+    members: tuple[str, ...]
+    min_width: int = 1
+    tp_group: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def units(self) -> int:
+        return self.channels // self.unit
+
+
+def _heads(model: nn.Module) -> dict[str, nn.Module]:
+    """Projection name → its attention module, for Hugging Face style self-attention."""
+    found = {}
+    for name, module in model.named_modules():
+        if hasattr(module, "num_attention_heads") and hasattr(module, "attention_head_size"):
+            for child in ("query", "key", "value"):
+                if isinstance(getattr(module, child, None), nn.Linear):
+                    found[f"{name}.{child}" if name else child] = module
+    return found
+
+
+class Structure:
+    """A model's dependency graph and its prunable groups (rebuilt after every removal round)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        example_inputs: Any,
+        ignored: Iterable[nn.Module] = (),
+        prune_residual: bool = False,
+    ) -> None:
+        self.model = model
+        self.names = {m: n for n, m in model.named_modules()}
+        self.modules = dict(model.named_modules())
+        self.ignored = list(ignored)
+        self.prune_residual = prune_residual
+        self.attention = _heads(model)
+        try:
+            self.graph = tp.DependencyGraph().build_dependency(
+                model, example_inputs=example_inputs, verbose=False
+            )
+        except Exception as e:  # Torch-Pruning raises bare errors on untraceable models
+            raise ConfigError(
+                f"Torch-Pruning could not trace this model for structured pruning "
+                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); use "
+                "--granularity unstructured or nm, or mark the offending layers as ignored"
+            ) from e
+        self.groups = self._groups()
+
+    def _member_names(self, group) -> list[tuple[str, str]]:
+        out = []
+        for item in group:
+            module = item.dep.target.module
+            name = self.names.get(module)
+            if name is not None and any(True for _ in module.parameters(recurse=False)):
+                out.append((name, getattr(item.dep.handler, "__name__", str(item.dep.handler))))
+        return out
+
+    def _groups(self) -> list[ChannelGroup]:
+        groups = []
+        roots = (nn.modules.conv._ConvNd, nn.Linear)
+        for group in self.graph.get_all_groups(
+            ignored_layers=self.ignored, root_module_types=roots
+        ):
+            root_module = group[0].dep.target.module
+            root = self.names[root_module]
+            members = self._member_names(group)
+            if not any("in_channels" in handler for _, handler in members):
+                continue  # no consumer: these channels are the model's output
+            residual = any(isinstance(self.modules[n], _RESIDUAL_TYPES) for n, _ in members) or any(
+                isinstance(item.dep.target.module, nn.MultiheadAttention) for item in group
+            )
+            if residual and not self.prune_residual:
+                continue
+            heads = [n for n, h in members if n in self.attention and "out_channels" in h]
+            unit = self.attention[heads[0]].attention_head_size if heads else 1
+            kind = "residual" if residual else ("head" if heads else "channel")
+            channels = len(group[0].idxs)
+            groups.append(
+                ChannelGroup(
+                    root=root,
+                    channels=channels,
+                    unit=unit,
+                    kind=kind,
+                    members=tuple(dict.fromkeys(n for n, _ in members)),
+                    min_width=unit,
+                    tp_group=group,
+                )
+            )
+        return groups
+
+    def group_for(self, root: str, idxs: Sequence[int]):
+        """The Torch-Pruning group removing output channels ``idxs`` of module ``root``."""
+        module = self.modules[root]
+        pruner = self.graph.get_pruner_of_module(module)
+        return self.graph.get_pruning_group(module, pruner.prune_out_channels, list(idxs))
+
+    def remove(self, root: str, idxs: Sequence[int]) -> list[dict[str, Any]]:
+        """Physically remove output channels ``idxs`` of ``root`` and everything coupled to them.
+
+        Returns the touched members as ``{"module", "handler", "idxs"}`` (for plans and audits).
+        """
+        group = self.group_for(root, sorted(int(i) for i in idxs))
+        touched = []
+        for item in group:
+            name = self.names.get(item.dep.target.module)
+            if name is not None:
+                handler = getattr(item.dep.handler, "__name__", str(item.dep.handler))
+                touched.append(
+                    {"module": name, "handler": handler, "idxs": sorted(int(i) for i in item.idxs)}
+                )
+        group.prune()
+        self._update_heads(touched)
+        return touched
+
+    def _update_heads(self, touched: list[dict[str, Any]]) -> None:
+        for entry in touched:
+            attention = self.attention.get(entry["module"])
+            if attention is None or "out_channels" not in entry["handler"]:
+                continue
+            width = self.modules[entry["module"]].out_features
+            attention.num_attention_heads = width // attention.attention_head_size
+            attention.all_head_size = width
+            return
+
+    def importance(self, group: ChannelGroup, criterion) -> torch.Tensor:
+        """Per-channel importance of ``group`` at its current width (higher = keep)."""
+        tp_group = self.group_for(group.root, range(group.channels))
+        with torch.no_grad():
+            scores = criterion(tp_group)
+        if scores is None:
+            return torch.zeros(group.channels)
+        return scores.detach().float().cpu()

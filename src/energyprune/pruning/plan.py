@@ -1,0 +1,111 @@
+"""Pruning plans: what was removed, as JSON, and replay onto a freshly built model.
+
+A plan — not a pickle — is how a pruned model is saved: the original architecture's recipe
+(built-in name, torchvision name or ``module:factory``), the removal rounds (channel indices per
+group root, in the numbering of that round) and the final widths. Replaying the rounds on a
+fresh model reproduces the pruned shapes; the weights then load from safetensors.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from energyprune.errors import ConfigError
+
+__all__ = ["PLAN_VERSION", "PruningPlan", "layer_widths", "replay"]
+
+PLAN_VERSION = 1
+
+
+@dataclass
+class PruningPlan:
+    """What a prune did, and how to redo it.
+
+    Attributes:
+        granularity / criterion / strategy / hardware / round_to: the settings used.
+        target_energy: requested fraction of the dense estimate (None when ``max_joules``).
+        dense_j / target_j / achieved_j: estimated joules per forward pass (estimates).
+        rounds: channel removals, one list per round of ``{"root", "removed", "members"}``.
+        widths: final ``[in, out]`` channels of every conv / linear layer.
+        masks: unstructured / N:M masks per weight: ``{"sparsity", "pattern", "sha256"}``.
+        target_sparsity: the sparsity the unstructured threshold search settled on.
+        arch: ``{"name", "source"}`` to rebuild the dense model; None for an in-memory model.
+        input_shape / input_dtype: example input used to trace the model.
+    """
+
+    granularity: str
+    criterion: str
+    strategy: str
+    hardware: str
+    round_to: int
+    target_energy: float | None
+    dense_j: float
+    target_j: float
+    achieved_j: float = 0.0
+    rounds: list[list[dict[str, Any]]] = field(default_factory=list)
+    widths: dict[str, list[int]] = field(default_factory=dict)
+    masks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    target_sparsity: float | None = None
+    arch: dict[str, str] | None = None
+    input_shape: list[int] = field(default_factory=list)
+    input_dtype: str = "float32"
+    version: int = PLAN_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PruningPlan:
+        if data.get("version") != PLAN_VERSION:
+            raise ConfigError(
+                f"plan version {data.get('version')} is not supported (expected {PLAN_VERSION}); "
+                "re-run the prune with this energyprune version"
+            )
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def example_input(self) -> torch.Tensor:
+        """A random input of the traced shape and dtype (to rebuild the dependency graph)."""
+        if self.input_dtype.startswith("int"):
+            return torch.zeros(self.input_shape, dtype=getattr(torch, self.input_dtype))
+        return torch.randn(self.input_shape)
+
+
+def layer_widths(model: nn.Module) -> dict[str, list[int]]:
+    """``[in, out]`` channels of every conv and linear layer, by module name."""
+    widths = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.conv._ConvNd):
+            widths[name] = [module.in_channels, module.out_channels]
+        elif isinstance(module, nn.Linear):
+            widths[name] = [module.in_features, module.out_features]
+    return widths
+
+
+def replay(model: nn.Module, plan: PruningPlan, example_inputs: Any = None) -> nn.Module:
+    """Apply ``plan``'s channel removals to a freshly built dense ``model`` (in place)."""
+    from energyprune.pruning.groups import Structure
+
+    example = plan.example_input() if example_inputs is None else example_inputs
+    for entries in plan.rounds:
+        structure = Structure(model, example, prune_residual=True)
+        for entry in entries:
+            structure.remove(entry["root"], entry["removed"])
+    got = layer_widths(model)
+    wrong = {k: (got.get(k), v) for k, v in plan.widths.items() if got.get(k) != v}
+    if wrong:
+        name, (have, want) = next(iter(wrong.items()))
+        raise ConfigError(
+            f"replaying the plan gave {len(wrong)} layers of the wrong width (e.g. {name}: "
+            f"{have} vs {want} in the plan): the model is not the architecture the plan was "
+            "made for"
+        )
+    return model
