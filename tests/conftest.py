@@ -23,3 +23,30 @@ def fixtures_dir() -> Path:
     if not (path / "cifar10_resnet56.safetensors").is_file():
         pytest.skip(f"pretrained fixtures not found in {path} (set ENERGYPRUNE_SHARED)")
     return path
+
+
+@pytest.fixture
+def tiny_bert():
+    """A small Hugging Face BERT built from a config (no download) and token-id inputs."""
+    transformers = pytest.importorskip("transformers")
+
+    def make(
+        hidden: int = 64,
+        layers: int = 2,
+        heads: int = 4,
+        intermediate: int = 256,
+        tokens: int = 64,
+        pooler: bool = False,
+    ):
+        cfg = transformers.BertConfig(
+            vocab_size=50,
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            intermediate_size=intermediate,
+            max_position_embeddings=tokens,
+        )
+        model = transformers.BertModel(cfg, add_pooling_layer=pooler).eval()
+        return model, {"input_ids": torch.randint(0, 50, (2, tokens))}
+
+    return make

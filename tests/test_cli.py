@@ -131,3 +131,39 @@ def test_calibrate_without_meter_fails_cleanly(tmp_path, capsys):
     out = tmp_path / "p.yaml"
     assert main(["calibrate", "--device", "cpu", "--out", str(out)]) == 2
     assert "meter unavailable" in capsys.readouterr().err and not out.exists()
+
+
+def test_prune_writes_the_four_files_and_exports(tmp_path, capsys):
+    out = tmp_path / "pruned"
+    code = main(["profile", "resnet20"])  # warm imports
+    capsys.readouterr()
+    code = main(
+        ["prune", "resnet20", "--target-energy", "0.6", "--round-to", "4", "--out", str(out)]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "before vs after pruning" in printed and "estimated energy" in printed
+    assert {p.name for p in out.iterdir()} == {
+        "plan.json",
+        "model.safetensors",
+        "profile_before.json",
+        "profile_after.json",
+    }
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["arch"]["name"] == "resnet20" and plan["achieved_j"] <= plan["target_j"] * 1.01
+    before = json.loads((out / "profile_before.json").read_text())["total"]["energy_j"]
+    after = json.loads((out / "profile_after.json").read_text())["total"]["energy_j"]
+    assert after <= 0.6 * before * 1.01
+    assert main(["export", str(out), "--onnx", str(tmp_path / "m.onnx")]) == 0
+    assert (tmp_path / "m.onnx").stat().st_size > 10_000
+
+
+def test_unreachable_prune_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "pruned"
+    code = main(
+        ["prune", "resnet20", "--target-energy", "0.01", "--ignore", "layer3", "--out", str(out)]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "reachable minimum" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()

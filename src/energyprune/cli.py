@@ -239,6 +239,128 @@ def _run_calibrate(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _add_prune(sub: argparse._SubParsersAction) -> None:
+    from energyprune.pruning.allocate import STRATEGIES
+    from energyprune.pruning.apply import GRANULARITIES
+    from energyprune.pruning.importance import CRITERIA
+
+    p = sub.add_parser(
+        "prune",
+        help="prune a model to an estimated-energy budget",
+        description="Prune a model so its estimated energy meets a target (no fine-tuning). "
+        "Writes plan.json, model.safetensors, profile_before.json and profile_after.json.",
+        epilog="examples:\n  energyprune prune resnet56 --weights cifar10_resnet56.safetensors "
+        "--target-energy 0.5 --out pruned/\n  energyprune prune resnet50 --target-energy 0.6 "
+        "--criterion l2 --round-to 8 --ignore 're:layer4\\..*' --out r50/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_model_args(p)
+    budget = p.add_mutually_exclusive_group(required=True)
+    budget.add_argument(
+        "--target-energy",
+        type=float,
+        metavar="F",
+        help="fraction of the dense estimate to reach, e.g. 0.5",
+    )
+    budget.add_argument(
+        "--max-joules", type=float, metavar="J", help="absolute estimated joules per forward pass"
+    )
+    p.add_argument("--granularity", choices=GRANULARITIES, default="channel")
+    p.add_argument("--criterion", choices=tuple(CRITERIA), default="energy")
+    p.add_argument("--strategy", choices=STRATEGIES, default="global")
+    p.add_argument(
+        "--hardware",
+        default="horowitz-45nm",
+        help=f"built-in ({', '.join(BUILTIN_PROFILES)}) or a YAML file",
+    )
+    p.add_argument(
+        "--round-to",
+        type=int,
+        metavar="N",
+        help="keep widths multiples of N (default: the profile's channel_multiple)",
+    )
+    p.add_argument(
+        "--max-layer-ratio",
+        type=float,
+        default=0.9,
+        help="at most this fraction of any group's channels is removed",
+    )
+    p.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="SELECTOR",
+        help="module name or 're:<regex>' never pruned (repeatable)",
+    )
+    p.add_argument(
+        "--prune-residual",
+        action="store_true",
+        help="also prune transformer residual width (changes LayerNorm statistics)",
+    )
+    p.add_argument("--nm", default="2:4", help="N:M pattern for --granularity nm (N kept of M)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.set_defaults(run=_run_prune)
+
+
+def _run_prune(args: argparse.Namespace, console: Console) -> int:
+    from energyprune.pipeline.report import comparison_table
+    from energyprune.pruning.apply import prune
+    from energyprune.pruning.export import save
+
+    built, shape = _load_model(args)
+    try:
+        n, m = (int(v) for v in args.nm.split(":"))
+    except ValueError:
+        raise ConfigError(f"--nm must look like 2:4 (N kept of M), got '{args.nm}'") from None
+    with console.status(f"pruning {built.name}"):
+        result = prune(
+            built.model,
+            torch.randn(*shape),
+            args.target_energy,
+            max_joules=args.max_joules,
+            granularity=args.granularity,
+            criterion=args.criterion,
+            strategy=args.strategy,
+            hardware=args.hardware,
+            round_to=args.round_to,
+            max_layer_ratio=args.max_layer_ratio,
+            ignored_layers=args.ignore,
+            prune_residual=args.prune_residual,
+            nm=(n, m),
+            name=built.name,
+        )
+    result.plan.arch = {"name": built.name, "source": built.source}
+    console.print(comparison_table(result.before, result.after))
+    out = save(result, args.out)
+    atomic_write_text(out / "profile_before.json", result.before.to_json() + "\n")
+    atomic_write_text(out / "profile_after.json", result.after.to_json() + "\n")
+    console.print(
+        f"wrote {out}/plan.json, model.safetensors, profile_before.json, profile_after.json"
+    )
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a pruned model folder to ONNX",
+        description="Rebuild a pruned model from DIR (plan.json + model.safetensors) and export "
+        "it to ONNX with a dynamic batch dimension.",
+    )
+    p.add_argument("dir", help="folder written by `energyprune prune --out`")
+    p.add_argument("--onnx", required=True, metavar="PATH", help="ONNX file to write")
+    p.set_defaults(run=_run_export)
+
+
+def _run_export(args: argparse.Namespace, console: Console) -> int:
+    from energyprune.pruning.export import export_onnx, load
+
+    model, plan = load(args.dir)
+    export_onnx(model, plan.example_input(), args.onnx)
+    console.print(f"wrote {args.onnx}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``energyprune`` argument parser (one sub-command per pipeline stage)."""
     parser = _Parser(prog="energyprune", description="Prune PyTorch models to an energy budget.")
@@ -247,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_profile(sub)
     _add_measure(sub)
     _add_calibrate(sub)
+    _add_prune(sub)
+    _add_export(sub)
     return parser
 
 

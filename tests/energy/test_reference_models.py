@@ -35,24 +35,14 @@ def test_mobilenet_v2_depthwise():
     assert abs(prof.total.macs / 300_774_272 - 1) < 1e-9  # equals torch's flop counter / 2
 
 
-def test_huggingface_bert_from_config():
-    transformers = pytest.importorskip("transformers")
-    cfg = transformers.BertConfig(
-        vocab_size=100,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=128,
-        max_position_embeddings=32,
-    )
-    model = transformers.BertModel(cfg)
-    ids = torch.randint(0, 100, (2, 16))
+def test_huggingface_bert_from_config(tiny_bert):
+    model, ids = tiny_bert(hidden=64, layers=2, heads=4, intermediate=128, tokens=16, pooler=True)
     b, length, h, inter = 2, 16, 64, 128
     per_layer = 4 * b * length * h * h + 2 * b * length * length * h + 2 * b * length * h * inter
     expected = 2 * per_layer + b * h * h  # encoder layers + pooler
     for grad in (True, False):
         with torch.set_grad_enabled(grad):
-            tr = trace(model, {"input_ids": ids})
+            tr = trace(model, ids)
         assert sum(r.macs for r in tr.records) == expected
         assert not tr.uncosted_ops
     modules = {r.module for r in tr.records if r.macs}

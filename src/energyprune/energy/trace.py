@@ -115,16 +115,10 @@ class Trace:
 
 
 class _ModuleStack:
-    """Forward pre/post hooks that keep the path of the innermost running module.
+    """Forward pre/post hooks that keep the path of the innermost running module."""
 
-    Weights masked with ``torch.nn.utils.prune`` are recomputed (``weight_orig * weight_mask``)
-    by a pre-hook before each forward; they are registered as parameters here, so a masked
-    model is priced like one whose zeros are permanent.
-    """
-
-    def __init__(self, model: nn.Module, param_names: dict[int, str]) -> None:
+    def __init__(self, model: nn.Module) -> None:
         self.stack: list[str] = [""]
-        self.param_names = param_names
         self._handles = []
         for name, module in model.named_modules():
             if not name:
@@ -135,9 +129,6 @@ class _ModuleStack:
     def _enter(self, name: str):
         def hook(module, args):
             self.stack.append(name)
-            for attr, value in vars(module).items():
-                if isinstance(value, torch.Tensor) and hasattr(module, f"{attr}_orig"):
-                    self.param_names[value.untyped_storage().data_ptr()] = f"{name}.{attr}"
 
         return hook
 
@@ -275,7 +266,7 @@ def trace(model: nn.Module, example_inputs: Any, *, eval_mode: bool = True) -> T
     was_training = model.training
     if eval_mode:
         model.eval()
-    stack = _ModuleStack(model, param_names)
+    stack = _ModuleStack(model)
     mode = _TraceMode(param_names, stack)
     start = time.perf_counter()
     try:

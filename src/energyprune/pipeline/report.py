@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from energyprune.energy.model import EnergyProfile
 
 __all__ = [
+    "comparison_table",
     "fmt_count",
     "fmt_joules",
     "layer_table",
@@ -149,4 +150,27 @@ def measurement_table(m: Measurement, model: str) -> Table:
         "latency p50 / p95 (measured)", f"{m.latency_ms['p50']:.3f} / {m.latency_ms['p95']:.3f} ms"
     )
     table.add_row("throughput (measured)", f"{m.throughput_sps:,.1f} samples/s")
+    return table
+
+
+def comparison_table(before: EnergyProfile, after: EnergyProfile) -> Table:
+    """Before/after totals of a prune (estimates) with the after/before ratio."""
+    table = Table(
+        title=f"{before.model}: before vs after pruning — estimated on {before.hardware}, "
+        f"{before.dtype}",
+        title_justify="left",
+    )
+    for column in ("quantity", "before", "after", "after / before"):
+        table.add_column(column, justify="left" if column == "quantity" else "right")
+    b, a = before.total, after.total
+    rows = [
+        ("estimated energy", b.energy_j, a.energy_j, fmt_joules),
+        ("  compute", b.compute_j, a.compute_j, fmt_joules),
+        ("  memory", b.memory_j, a.memory_j, fmt_joules),
+        ("MACs", b.macs, a.macs, fmt_count),
+        ("params", b.params, a.params, fmt_count),
+        ("bytes moved", b.bytes, a.bytes, lambda v: fmt_count(v, "B")),
+    ]
+    for label, x, y, fmt in rows:
+        table.add_row(label, fmt(x), fmt(y), f"{y / x:.3f}" if x else "—")
     return table

@@ -65,13 +65,27 @@ def channel_savings(prof: EnergyProfile, groups: Iterable[ChannelGroup]) -> list
     """Estimated joules saved per removed channel of each group.
 
     A member module's own ops scale with the pruned dimension, so each channel saves
-    ``E(module) / width``; parameter-free neighbours (activations, adds) are not counted, which
-    under-estimates — the re-trace after each round corrects it.
+    ``E(module) / width``. Ops without parameters (activations, residual adds, pooling) are
+    charged to the last module with parameters that ran before them: they process its output
+    channels, so they count for groups that remove that module's outputs. The estimate is
+    linear; the caller re-traces after each round and corrects for the rest.
     """
-    energy: dict[str, float] = {}
+    own: dict[str, float] = {}
+    attached: dict[str, float] = {}
+    producer = ""
     for op in prof.ops:
-        energy[op.record.module] = energy.get(op.record.module, 0.0) + op.energy_j
-    return [sum(energy.get(m, 0.0) for m in g.members) / max(g.channels, 1) for g in groups]
+        module = op.record.module
+        if any(o.role == "param" for o in op.record.operands):
+            producer = module
+            own[module] = own.get(module, 0.0) + op.energy_j
+        else:
+            attached[producer] = attached.get(producer, 0.0) + op.energy_j
+    savings = []
+    for g in groups:
+        total = sum(own.get(m, 0.0) for m in g.members)
+        total += sum(attached.get(m, 0.0) for m in g.out_members)
+        savings.append(total / max(g.channels, 1))
+    return savings
 
 
 def _steps(c: Candidate):
@@ -89,8 +103,11 @@ def _steps(c: Candidate):
 
 def allocate(
     candidates: list[Candidate], need_j: float, criterion: str, strategy: str = "global"
-) -> dict[str, list[int]]:
-    """Channels to remove per group root so estimated savings reach ``need_j`` joules."""
+) -> tuple[dict[str, list[int]], float]:
+    """Channels to remove per group root so estimated savings reach ``need_j`` joules.
+
+    Returns the removal and its estimated saving (J).
+    """
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown strategy '{strategy}': choose one of {', '.join(STRATEGIES)}")
     removal: dict[str, list[int]] = {}
@@ -104,10 +121,10 @@ def allocate(
         for i in order:
             for _, channels, _, saving in steps[i]:
                 if saved >= need_j:
-                    return removal
+                    return removal, saved
                 removal.setdefault(candidates[i].group.root, []).extend(channels)
                 saved += saving
-        return removal
+        return removal, saved
     heap: list[tuple[float, int, list[int], float]] = []
 
     def push(i: int) -> None:
@@ -128,4 +145,4 @@ def allocate(
         removal.setdefault(candidates[i].group.root, []).extend(channels)
         saved += saving
         push(i)
-    return removal
+    return removal, saved

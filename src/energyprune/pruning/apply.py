@@ -18,18 +18,21 @@ import torch
 from torch import nn
 
 from energyprune.energy.hardware import HardwareProfile, load_hardware
-from energyprune.energy.model import EnergyProfile, profile
+from energyprune.energy.model import EnergyProfile
 from energyprune.errors import ConfigError
 from energyprune.pruning.allocate import STRATEGIES, Candidate, allocate, channel_savings
 from energyprune.pruning.groups import Structure
 from energyprune.pruning.importance import CRITERIA, make_importance, taylor_gradients
 from energyprune.pruning.plan import PruningPlan, layer_widths
+from energyprune.pruning.sparse import price as _price
 
 __all__ = ["GRANULARITIES", "PruneResult", "prune", "select_modules"]
 
 GRANULARITIES = ("channel", "nm", "unstructured")
 TOLERANCE = 0.01  # achieved estimate may exceed the target by at most 1 %
 MAX_ROUNDS = 8
+ROUND_SHARE = 0.6  # share of the remaining gap a round covers while the gap is large
+FINAL_GAP = 0.05  # below 5 % of the target, a round covers the whole remaining gap
 
 Selector = nn.Module | str | type
 
@@ -94,11 +97,6 @@ def _check(target_energy, max_joules, granularity, criterion, strategy, max_laye
         raise ConfigError(f"max_layer_ratio must be in (0, 1], got {max_layer_ratio}")
 
 
-def _price(model: nn.Module, example: Any, hw: HardwareProfile, dtype, name: str) -> EnergyProfile:
-    with torch.no_grad():
-        return profile(model, example, hw, dtype, name=name)
-
-
 def _candidates(
     structure: Structure,
     prof: EnergyProfile,
@@ -138,24 +136,35 @@ def _channel_rounds(
 ) -> list[list[dict]]:
     dense_widths = {n: w[1] for n, w in layer_widths(model).items()}
     rounds: list[list[dict]] = []
+    energy = _price(model, example, hw, dtype, name)
+    scale = 1.0  # actual / estimated saving, learnt from the previous round
     for _ in range(MAX_ROUNDS):
-        prof = _price(model, example, hw, dtype, name)
-        if prof.total.energy_j <= target_j:
+        gap = energy.total.energy_j - target_j
+        if gap <= 0:
             break
         if criterion == "taylor":
             taylor_gradients(model, example, data)
         structure = Structure(model, example, select_modules(model, ignored), prune_residual)
-        cands = _candidates(structure, prof, criterion, round_to, max_layer_ratio, dense_widths)
-        removal = allocate(cands, prof.total.energy_j - target_j, criterion, strategy)
+        cands = _candidates(structure, energy, criterion, round_to, max_layer_ratio, dense_widths)
+        # Savings are linear estimates but energy is not linear in width (tensors drop from
+        # DRAM into the on-chip buffer as they shrink): approach the target in shrinking steps,
+        # correcting the estimate by the ratio actual / estimated seen in the previous round.
+        share = ROUND_SHARE if gap > FINAL_GAP * target_j else 1.0
+        need = gap / scale * share
+        removal, estimated = allocate(cands, need, criterion, strategy)
         if not removal:
             break
-        entries = []
-        for root, idxs in removal.items():
-            entries.append(
+        rounds.append(
+            [
                 {"root": root, "removed": sorted(idxs), "members": structure.remove(root, idxs)}
-            )
-        rounds.append(entries)
+                for root, idxs in removal.items()
+            ]
+        )
         model.zero_grad(set_to_none=True)
+        after = _price(model, example, hw, dtype, name)
+        actual = energy.total.energy_j - after.total.energy_j
+        scale = max(actual / estimated, 0.05) if estimated > 0 else 1.0
+        energy = after
     return rounds
 
 

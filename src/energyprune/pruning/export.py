@@ -81,7 +81,8 @@ def load(directory: str | os.PathLike[str]) -> tuple[nn.Module, PruningPlan]:
 def export_onnx(
     model: nn.Module, example_inputs: torch.Tensor, path: str | os.PathLike[str]
 ) -> Path:
-    """Export to ONNX (masks folded in) with a dynamic batch dimension, atomically."""
+    """Export to ONNX with PyTorch's ``torch.export``-based exporter (masks folded in), with a
+    dynamic batch dimension, atomically."""
     model = make_permanent(copy.deepcopy(model)).eval()
     target = Path(path)
     try:

@@ -38,6 +38,7 @@ class ChannelGroup:
         unit: channels per removable unit (1, or the head size for attention heads).
         kind: ``"channel"``, ``"head"`` or ``"residual"``.
         members: names of the modules whose weights the group touches.
+        out_members: those among them whose *output* channels the group removes.
         min_width: the narrowest width allowed (>= one unit).
     """
 
@@ -47,6 +48,7 @@ class ChannelGroup:
     kind: str
     members: tuple[str, ...]
     min_width: int = 1
+    out_members: tuple[str, ...] = ()
     tp_group: Any = field(default=None, repr=False, compare=False)
 
     @property

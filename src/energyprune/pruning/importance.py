@@ -1,8 +1,9 @@
 """Importance criteria (policy): a score per channel of a group, higher = more worth keeping.
 
 The scores come from Torch-Pruning's maintained estimators (group magnitude, Taylor, BN scale,
-random); ``energy`` is handled by the allocator, which divides an ``l2`` score by the group's
-estimated energy saving (value per joule).
+random); for ``energy`` the allocator divides a member-summed L2 score
+(:class:`MemberSumImportance`) by the group's estimated energy saving per channel (value per
+joule).
 """
 
 from __future__ import annotations
@@ -18,11 +19,25 @@ from energyprune.errors import ConfigError
 
 __all__ = ["CRITERIA", "make_importance", "taylor_gradients"]
 
+
+class MemberSumImportance(tp.importance.GroupMagnitudeImportance):
+    """Group L2 magnitude where each member layer's scores are divided by their mean and then
+    *summed*: a channel feeding many layers (a residual stream) weighs once per layer it feeds,
+    just as its energy saving does — so importance per joule compares like with like."""
+
+    def __init__(self) -> None:
+        super().__init__(p=2, group_reduction="sum", normalizer=None)
+
+    def _reduce(self, group_imp, group_idxs):
+        normed = [imp / imp.float().mean().clamp_min(1e-12) for imp in group_imp]
+        return super()._reduce(normed, group_idxs)
+
+
 #: criterion → factory of a Torch-Pruning importance (called once per prune).
 CRITERIA: dict[str, Callable[[], Any]] = {
     "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
     "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
-    "energy": lambda: tp.importance.GroupMagnitudeImportance(p=2),
+    "energy": MemberSumImportance,
     "taylor": lambda: tp.importance.GroupTaylorImportance(),
     "bn_scale": lambda: tp.importance.BNScaleImportance(),
     "random": lambda: tp.importance.RandomImportance(),

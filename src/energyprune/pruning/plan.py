@@ -17,7 +17,7 @@ from torch import nn
 
 from energyprune.errors import ConfigError
 
-__all__ = ["PLAN_VERSION", "PruningPlan", "layer_widths", "replay"]
+__all__ = ["PLAN_VERSION", "PruningPlan", "layer_widths", "removed_input_channels", "replay"]
 
 PLAN_VERSION = 1
 
@@ -88,6 +88,26 @@ def layer_widths(model: nn.Module) -> dict[str, list[int]]:
         elif isinstance(module, nn.Linear):
             widths[name] = [module.in_features, module.out_features]
     return widths
+
+
+def removed_input_channels(plan: PruningPlan, dense: nn.Module) -> dict[str, list[int]]:
+    """Input channels each layer lost, in the *dense* model's numbering (composing rounds).
+
+    Zeroing exactly these input slices in the dense model reproduces the pruned model's
+    outputs: the basis of the structural-equivalence check.
+    """
+    current = {n: list(range(w[0])) for n, w in layer_widths(dense).items()}
+    removed: dict[str, list[int]] = {}
+    for entries in plan.rounds:
+        for entry in entries:
+            for member in entry["members"]:
+                name = member["module"]
+                if "in_channels" not in member["handler"] or name not in current:
+                    continue
+                gone = set(member["idxs"])
+                removed.setdefault(name, []).extend(current[name][i] for i in sorted(gone))
+                current[name] = [c for i, c in enumerate(current[name]) if i not in gone]
+    return {k: sorted(v) for k, v in removed.items()}
 
 
 def replay(model: nn.Module, plan: PruningPlan, example_inputs: Any = None) -> nn.Module:

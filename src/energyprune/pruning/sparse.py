@@ -9,6 +9,7 @@ on an H100 ViT ran 4.4x slower (shared/ANCHORS.md).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import time
 from typing import Any
@@ -18,10 +19,10 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from energyprune.energy.hardware import HardwareProfile
-from energyprune.energy.model import profile
+from energyprune.energy.model import EnergyProfile, profile
 from energyprune.errors import ConfigError
 
-__all__ = ["make_permanent", "nm_mask", "semi_structured_if_faster", "sparsify"]
+__all__ = ["make_permanent", "nm_mask", "price", "semi_structured_if_faster", "sparsify"]
 
 _SEARCH_STEPS = 24
 
@@ -52,10 +53,29 @@ def nm_mask(weight: torch.Tensor, n: int, m: int) -> torch.Tensor:
     return (keep.movedim(-1, 1) if w.dim() > 2 else keep).to(weight.dtype)
 
 
-def _apply(modules: list[tuple[str, nn.Module]], masks: dict[str, torch.Tensor]) -> None:
+def price(model: nn.Module, example: Any, hw: HardwareProfile, dtype, name: str) -> EnergyProfile:
+    """Estimate ``model`` as deployed: ``torch.nn.utils.prune`` masks folded into the weights
+    (a copy is priced; an eager masked forward would also pay for ``weight_orig * mask``)."""
+    masked = [m for m in model.modules() if hasattr(m, "weight_orig")]
+    if masked:
+        for m in masked:  # the recomputed weight is not a leaf; deepcopy needs one
+            m.weight = m.weight.detach()
+        model = make_permanent(copy.deepcopy(model))
+    with torch.no_grad():
+        return profile(model, example, hw, dtype, name=name)
+
+
+def _apply(
+    modules: list[tuple[str, nn.Module]],
+    masks: dict[str, torch.Tensor],
+    originals: dict[str, torch.Tensor],
+) -> None:
+    """Replace each module's mask by ``masks[name]`` (none if absent) over the original weights."""
     for name, module in modules:
         if hasattr(module, "weight_orig"):
-            torch_prune.remove(module, "weight")
+            torch_prune.remove(module, "weight")  # folds the old mask in: restore the weights
+            with torch.no_grad():
+                module.weight.copy_(originals[name])
         if name in masks:
             torch_prune.custom_from_mask(module, "weight", masks[name])
 
@@ -112,11 +132,11 @@ def sparsify(
             "--granularity channel"
         )
     modules = _prunable(model, ignored)
+    originals = {name: _weight(m).clone() for name, m in modules}
 
     def energy(masks: dict[str, torch.Tensor]) -> float:
-        _apply(modules, masks)
-        with torch.no_grad():
-            return profile(model, example, hw, dtype, name=name).total.energy_j
+        _apply(modules, masks, originals)
+        return price(model, example, hw, dtype, name).total.energy_j
 
     if granularity == "nm":
         n, m = nm

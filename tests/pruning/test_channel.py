@@ -1,0 +1,155 @@
+"""Channel pruning: structural equivalence, energy within target, allocation, errors."""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from energyprune.errors import ConfigError
+from energyprune.pipeline.models import build_model, load_weights
+from energyprune.pruning.apply import prune, select_modules
+from energyprune.pruning.plan import removed_input_channels
+
+
+def zeroed_dense(dense: nn.Module, plan) -> nn.Module:
+    """The dense model with every removed channel's contribution zeroed (no shape change)."""
+    model = copy.deepcopy(dense).eval()
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for name, idxs in removed_input_channels(plan, dense).items():
+            modules[name].weight[:, idxs] = 0
+    return model
+
+
+def assert_equivalent(dense: nn.Module, example, target: float = 0.5, **kwargs):
+    result = prune(dense, example, target, **kwargs)
+    assert result.plan.rounds, "nothing was pruned"
+    assert result.after.total.energy_j <= target * result.before.total.energy_j * 1.01
+    reference = zeroed_dense(dense, result.plan)
+    pruned = result.model.eval()
+    with torch.no_grad():
+        if isinstance(example, dict):
+            want, got = reference(**example), pruned(**example)
+            want, got = want.last_hidden_state, got.last_hidden_state
+        else:
+            want, got = reference(example), pruned(example)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    return result
+
+
+def test_resnet56_fixture(fixtures_dir):
+    model = build_model("resnet56").model
+    load_weights(model, fixtures_dir / "cifar10_resnet56.safetensors")
+    result = assert_equivalent(model.eval(), torch.randn(2, 3, 32, 32))
+    assert result.model.fc.out_features == 10  # outputs are never pruned
+
+
+def test_resnet20_random_weights_and_round_to():
+    model = build_model("resnet20").model.eval()
+    result = assert_equivalent(model, torch.randn(2, 3, 32, 32), round_to=8)
+    widths = [m.out_channels for m in result.model.modules() if isinstance(m, nn.Conv2d)]
+    assert all(w % 8 == 0 for w in widths)
+
+
+@pytest.mark.parametrize("name", ["resnet50", "mobilenet_v2"])
+def test_torchvision_cnns(name):
+    model = getattr(torchvision.models, name)().eval()
+    assert_equivalent(model, torch.randn(1, 3, 224, 224))
+
+
+def test_vit_b_16_prunes_mlp_hidden_units_not_the_residual():
+    model = torchvision.models.vit_b_16().eval()
+    result = assert_equivalent(model, torch.randn(1, 3, 224, 224))
+    assert result.model.conv_proj.out_channels == 768
+    hidden = {m.out_features for n, m in result.model.named_modules() if n.endswith("mlp.0")}
+    assert max(hidden) < 3072
+
+
+def test_bert_prunes_heads_and_mlp(tiny_bert):
+    model, ids = tiny_bert()
+    result = assert_equivalent(model, ids)
+    attn = [m for m in result.model.modules() if hasattr(m, "num_attention_heads")]
+    assert any(a.num_attention_heads < 4 for a in attn)  # whole heads removed
+    assert all(a.query.out_features == a.num_attention_heads * 16 for a in attn)
+    assert result.model.embeddings.word_embeddings.embedding_dim == 64  # residual kept
+
+
+def test_bert_residual_pruning_is_opt_in(tiny_bert):
+    model, ids = tiny_bert()
+    result = prune(model, ids, 0.5, prune_residual=True)
+    assert result.model.embeddings.word_embeddings.embedding_dim < 64
+    with torch.no_grad():
+        assert torch.isfinite(result.model(**ids).last_hidden_state).all()
+
+
+def test_resnet50_allocation_is_fast():
+    model = torchvision.models.resnet50().eval()
+    start = time.perf_counter()
+    prune(model, torch.randn(1, 3, 224, 224), 0.5)
+    assert time.perf_counter() - start < 10
+
+
+@pytest.mark.parametrize("criterion", ["l1", "l2", "taylor", "bn_scale", "random"])
+def test_every_criterion_meets_the_target(criterion):
+    model = build_model("resnet20").model.eval()
+    result = prune(model, torch.randn(2, 3, 32, 32), 0.6, criterion=criterion)
+    assert result.energy_ratio <= 0.6 * 1.01
+
+
+def test_layerwise_energy_prunes_the_costliest_group_first():
+    model = build_model("resnet20").model.eval()
+    result = prune(model, torch.randn(1, 3, 32, 32), 0.9, strategy="layerwise-energy")
+    touched = {entry["root"] for entries in result.plan.rounds for entry in entries}
+    assert len(touched) <= 2 and result.energy_ratio <= 0.9 * 1.01
+
+
+def test_ignored_layers_and_caps():
+    model = build_model("resnet20").model.eval()
+    result = prune(
+        model,
+        torch.randn(1, 3, 32, 32),
+        0.7,
+        ignored_layers=["re:layer3\\..*"],
+        max_layer_ratio=0.5,
+    )
+    for name, module in result.model.named_modules():
+        if name.startswith("layer3.") and isinstance(module, nn.Conv2d):
+            assert module.out_channels == 64
+    assert min(w[1] for w in result.plan.widths.values()) >= 8  # 16 * (1 - 0.5)
+    assert model.layer1[0].conv1.out_channels == 16  # the input model is untouched
+
+
+def test_selectors():
+    model = build_model("resnet20").model
+    assert len(select_modules(model, [nn.Linear])) == 1
+    assert len(select_modules(model, ["re:layer1\\.0\\.conv."])) == 2
+    with pytest.raises(ConfigError, match="matches no module"):
+        select_modules(model, ["nope"])
+
+
+def test_unreachable_target_names_the_minimum():
+    model = build_model("resnet20").model.eval()
+    with pytest.raises(ConfigError, match=r"reachable minimum is about .* \(\d+\.\d% of dense\)"):
+        prune(model, torch.randn(1, 3, 32, 32), 0.01, ignored_layers=["layer3"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"target_energy": 1.5}, "target_energy"),
+        ({"granularity": "block"}, "granularity"),
+        ({"criterion": "magic"}, "criterion"),
+        ({"strategy": "random"}, "strategy"),
+        ({"target_energy": None}, "exactly one"),
+    ],
+)
+def test_bad_settings(kwargs, message):
+    model = build_model("resnet20").model
+    args = {"target_energy": 0.5, **kwargs}
+    with pytest.raises(ConfigError, match=message):
+        prune(model, torch.randn(1, 3, 32, 32), **args)
