@@ -15,6 +15,9 @@ from energyprune.errors import (
     WeightsError,
 )
 from energyprune.pipeline.models import build_model, load_weights
+from energyprune.pruning.apply import PruneResult, prune
+from energyprune.pruning.export import export_onnx, load, save
+from energyprune.pruning.plan import PruningPlan
 
 __version__ = "0.1.0"
 
@@ -31,6 +34,8 @@ __all__ = [
     "MeterError",
     "MeterUnavailableError",
     "Protocol",
+    "PruneResult",
+    "PruningPlan",
     "Totals",
     "Trace",
     "UnsupportedOpError",
@@ -39,9 +44,13 @@ __all__ = [
     "build_model",
     "calibrate",
     "estimate",
+    "export_onnx",
+    "load",
     "load_hardware",
     "load_weights",
     "measure",
     "profile",
+    "prune",
+    "save",
     "trace",
 ]
