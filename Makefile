@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/energyprune profile resnet56 --top 10 --plot demo-output/resnet56_energy.png --json demo-output/resnet56_profile.json
+	$(BIN)/energyprune demo --out demo-output
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-__all__ = ["VGG", "BasicBlock", "CifarResNet", "resnet20", "resnet56", "vgg16_bn"]
+__all__ = [
+    "VGG",
+    "BasicBlock",
+    "CifarResNet",
+    "DigitsCNN",
+    "digits_cnn",
+    "resnet20",
+    "resnet56",
+    "vgg16_bn",
+]
 
 
 class BasicBlock(nn.Module):
@@ -97,3 +106,35 @@ def resnet56(num_classes: int = 10) -> CifarResNet:
 def vgg16_bn(num_classes: int = 10) -> VGG:
     """CIFAR-10 VGG-16 with batch norm (14,724,042 parameters)."""
     return VGG(_VGG16, num_classes)
+
+
+class DigitsCNN(nn.Module):
+    """Small CNN for scikit-learn's 8x8 digits (input 1x1x8x8): the demo's model."""
+
+    def __init__(self, num_classes: int = 10, width: int = 32) -> None:
+        super().__init__()
+
+        def block(c_in: int, c_out: int) -> list[nn.Module]:
+            return [
+                nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+            ]
+
+        self.features = nn.Sequential(
+            *block(1, width),
+            *block(width, 2 * width),
+            nn.MaxPool2d(2),
+            *block(2 * width, 2 * width),
+            *block(2 * width, 4 * width),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(4 * width, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.pool(self.features(x)).flatten(1))
+
+
+def digits_cnn(num_classes: int = 10) -> DigitsCNN:
+    """The demo's digits CNN (input 1x1x8x8)."""
+    return DigitsCNN(num_classes)

@@ -1,42 +1,84 @@
-"""Datasets: CIFAR-10 from the shared JPEG archive (decoded once, cached as uint8 tensors).
+"""Datasets for the prune → fine-tune → evaluate pipeline.
 
-The archive (or an extracted ImageFolder tree with ``train/<class>/*.jpg`` and
-``test/<class>/*.jpg``) is decoded with Pillow once and cached as safetensors under
-``$ENERGYPRUNE_CACHE`` (default ``~/.cache/energyprune``), keyed by the source's size and mtime.
+``--data`` specs: ``digits`` (scikit-learn's bundled 8x8 digits, the built-in default),
+``cifar10:PATH`` (the shared JPEG archive or its extracted folder), ``imagefolder:PATH``
+(``PATH/train/<class>/*`` and ``PATH/test/<class>/*``, images of one size) and
+``module:factory`` (returns train and validation DataLoaders, optionally a test one).
+
+Image folders are decoded with Pillow once and cached as uint8 safetensors under
+``$ENERGYPRUNE_CACHE`` (default ``~/.cache/energyprune``), keyed by the source's path, size and
+mtime. A validation split carved from train (seeded) drives every decision; the test split is
+used only for the final report.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import io
 import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader, Dataset
 
 from energyprune.errors import ConfigError
 from energyprune.files import atomic_path
 
-__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "ImageSplits", "batches", "load_cifar10", "normalize"]
+__all__ = [
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "Data",
+    "ImageSplits",
+    "batches",
+    "load_cifar10",
+    "load_data",
+    "load_image_folder",
+    "normalize",
+]
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR10_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 
 
 @dataclass(frozen=True)
 class ImageSplits:
-    """uint8 images (N, 3, H, W) and int64 labels for the train and test splits."""
+    """uint8 images (N, C, H, W) and int64 labels for the train and test splits."""
 
     train_x: torch.Tensor
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
+    classes: tuple[str, ...] = ()
+
+
+@dataclass
+class Data:
+    """Loaders and facts the pipeline needs."""
+
+    name: str
+    train: DataLoader
+    val: DataLoader
+    test: DataLoader | None
+    num_classes: int
+    input_shape: tuple[int, ...]  # one sample with a batch dimension of 1
 
 
 def _cache_dir() -> Path:
@@ -47,18 +89,20 @@ def _decode(blob: bytes) -> np.ndarray:
     from PIL import Image
 
     with Image.open(io.BytesIO(blob)) as img:
-        return np.asarray(img.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)
+        array = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return array.transpose(2, 0, 1)
 
 
 def _members(source: Path) -> Iterator[tuple[str, str, bytes]]:
-    """(split, class, jpeg bytes) from an archive or an extracted tree, in sorted order."""
+    """(split, class, image bytes) from an archive or an extracted tree, in sorted order."""
+    suffixes = (".jpg", ".jpeg", ".png")
     if source.is_dir():
-        for path in sorted(source.glob("*/*/*.jpg")):
+        for path in sorted(p for p in source.glob("*/*/*") if p.suffix.lower() in suffixes):
             yield path.parent.parent.name, path.parent.name, path.read_bytes()
         return
     with tarfile.open(source) as tar:
         entries = sorted(
-            (m for m in tar.getmembers() if m.isfile() and m.name.endswith(".jpg")),
+            (m for m in tar.getmembers() if m.isfile() and m.name.lower().endswith(suffixes)),
             key=lambda m: m.name,
         )
         for member in entries:
@@ -66,37 +110,56 @@ def _members(source: Path) -> Iterator[tuple[str, str, bytes]]:
             yield parts[-3], parts[-2], tar.extractfile(member).read()
 
 
-def load_cifar10(source: str | os.PathLike[str]) -> ImageSplits:
-    """Load CIFAR-10 from the shared JPEG archive or an extracted folder (cached after once)."""
+def load_image_folder(source: str | os.PathLike[str]) -> ImageSplits:
+    """Decode ``train/<class>/*`` and ``test/<class>/*`` (or ``val/``) images, cached once."""
     src = Path(source)
     if not src.exists():
-        raise ConfigError(f"CIFAR-10 source {src} does not exist: pass the .tar.xz or its folder")
+        raise ConfigError(f"data path {src} does not exist: pass an archive or a folder")
     stat = src.stat()
     key = hashlib.sha256(f"{src.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
-    cache = _cache_dir() / f"cifar10-{key[:16]}.safetensors"
+    cache = _cache_dir() / f"images-{key[:16]}.safetensors"
     if cache.is_file():
         t = load_file(str(cache))
-        return ImageSplits(t["train_x"], t["train_y"], t["test_x"], t["test_y"])
-    images: dict[str, list[np.ndarray]] = {"train": [], "test": []}
-    labels: dict[str, list[int]] = {"train": [], "test": []}
-    for split, cls, blob in _members(src):
-        if split in images and cls in CLASSES:
-            images[split].append(_decode(blob))
-            labels[split].append(CLASSES.index(cls))
-    if not images["train"] or not images["test"]:
-        raise ConfigError(f"{src} holds no train/<class>/*.jpg and test/<class>/*.jpg images")
-    tensors = {
-        f"{split}_x": torch.from_numpy(np.stack(images[split])).contiguous()
-        for split in ("train", "test")
-    } | {f"{split}_y": torch.tensor(labels[split]) for split in ("train", "test")}
+        classes = tuple(bytes(t.pop("classes").tolist()).decode().split("\n"))
+        return ImageSplits(**t, classes=classes)
+    found: dict[str, list[tuple[str, np.ndarray]]] = {"train": [], "test": []}
+    try:
+        for split, cls, blob in _members(src):
+            split = "test" if split == "val" else split
+            if split in found:
+                found[split].append((cls, _decode(blob)))
+    except (OSError, tarfile.TarError) as e:
+        raise ConfigError(f"cannot read images from {src}: {e}") from e
+    if not found["train"] or not found["test"]:
+        raise ConfigError(
+            f"{src} holds no train/<class>/ and test/<class>/ images: pass a folder or archive "
+            "in that layout"
+        )
+    classes = tuple(sorted({cls for cls, _ in found["train"]}))
+    shapes = {img.shape for items in found.values() for _, img in items}
+    if len(shapes) != 1:
+        raise ConfigError(f"images in {src} differ in size ({sorted(shapes)[:3]}): resize them")
+    tensors = {}
+    for split, items in found.items():
+        tensors[f"{split}_x"] = torch.from_numpy(np.stack([img for _, img in items])).contiguous()
+        tensors[f"{split}_y"] = torch.tensor([classes.index(c) for c, _ in items])
     cache.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(cache) as tmp:
-        save_file(tensors, str(tmp))
-    return ImageSplits(**tensors)
+        names = torch.tensor(list("\n".join(classes).encode()), dtype=torch.uint8)
+        save_file({**tensors, "classes": names}, str(tmp))
+    return ImageSplits(**tensors, classes=classes)
+
+
+def load_cifar10(source: str | os.PathLike[str]) -> ImageSplits:
+    """CIFAR-10 from the shared JPEG archive or its extracted folder (classes checked)."""
+    splits = load_image_folder(source)
+    if splits.classes != CIFAR10_CLASSES:
+        raise ConfigError(f"{source} is not CIFAR-10: found classes {splits.classes[:4]}…")
+    return splits
 
 
 def normalize(x: torch.Tensor, mean=CIFAR10_MEAN, std=CIFAR10_STD) -> torch.Tensor:
-    """uint8 (N, 3, H, W) → float normalised with the fixtures' mean and std."""
+    """uint8 (N, C, H, W) → float normalised with ``mean`` and ``std`` (per channel)."""
     m = torch.tensor(mean).view(1, -1, 1, 1)
     s = torch.tensor(std).view(1, -1, 1, 1)
     return (x.float() / 255.0 - m) / s
@@ -105,6 +168,118 @@ def normalize(x: torch.Tensor, mean=CIFAR10_MEAN, std=CIFAR10_STD) -> torch.Tens
 def batches(
     x: torch.Tensor, y: torch.Tensor, batch_size: int = 500
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Normalised evaluation batches in order."""
+    """Normalised CIFAR evaluation batches in order."""
     for i in range(0, len(x), batch_size):
         yield normalize(x[i : i + batch_size]), y[i : i + batch_size]
+
+
+class TensorImages(Dataset):
+    """Images held as one tensor, normalised per sample, with optional crop + flip."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, mean, std, augment: bool) -> None:
+        self.x, self.y, self.augment = x, y, augment
+        self.mean = torch.tensor(mean).view(-1, 1, 1)
+        self.std = torch.tensor(std).view(-1, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        img = self.x[i].float()
+        img = img / 255.0 if self.x.dtype == torch.uint8 else img
+        if self.augment:
+            h, w = img.shape[-2:]
+            padded = torch.nn.functional.pad(img, (4, 4, 4, 4))
+            top, left = torch.randint(0, 9, (2,)).tolist()
+            img = padded[:, top : top + h, left : left + w]
+            if torch.rand(()) < 0.5:
+                img = img.flip(-1)
+        return (img - self.mean) / self.std, self.y[i]
+
+
+def _loader(ds: Dataset, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=generator)
+
+
+def _split(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_val = max(1, round(val_fraction * n))
+    return order[n_val:], order[:n_val]
+
+
+def _from_arrays(name, splits: ImageSplits, mean, std, augment, batch_size, val_fraction, seed):
+    train_idx, val_idx = _split(len(splits.train_y), val_fraction, seed)
+    tx, ty = splits.train_x, splits.train_y
+    make = lambda x, y, aug: TensorImages(x, y, mean, std, aug)  # noqa: E731
+    return Data(
+        name=name,
+        train=_loader(make(tx[train_idx], ty[train_idx], augment), batch_size, True, seed),
+        val=_loader(make(tx[val_idx], ty[val_idx], False), 512, False, seed),
+        test=_loader(make(splits.test_x, splits.test_y, False), 512, False, seed),
+        num_classes=len(splits.classes) if splits.classes else int(ty.max()) + 1,
+        input_shape=(1, *tx.shape[1:]),
+    )
+
+
+def _digits(batch_size: int, val_fraction: float, seed: int) -> Data:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(digits.target, dtype=torch.int64)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(1234))
+    n_test = len(y) // 5  # a fixed 20 % test split, independent of the run's seed
+    test, train = order[:n_test], order[n_test:]
+    splits = ImageSplits(x[train], y[train], x[test], y[test], tuple(str(d) for d in range(10)))
+    return _from_arrays("digits", splits, (0.5,), (0.5,), False, batch_size, val_fraction, seed)
+
+
+def _factory(spec: str) -> Data:
+    module_name, _, attr = spec.partition(":")
+    try:
+        factory: Callable = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"cannot import data factory '{spec}' ({e})") from e
+    loaders = factory()
+    if not isinstance(loaders, (tuple, list)) or len(loaders) not in (2, 3):
+        raise ConfigError(f"data factory '{spec}' must return (train, val) or (train, val, test)")
+    train, val, *rest = loaders
+    x, y = next(iter(train))
+    labels = torch.cat([b[1] for b in val])
+    return Data(
+        spec,
+        train,
+        val,
+        rest[0] if rest else None,
+        int(max(labels.max(), y.max())) + 1,
+        (1, *x.shape[1:]),
+    )
+
+
+def load_data(
+    spec: str = "digits", *, batch_size: int = 128, val_fraction: float = 0.1, seed: int = 0
+) -> Data:
+    """Loaders for a ``--data`` spec (see the module docstring)."""
+    if spec == "digits":
+        return _digits(batch_size, val_fraction, seed)
+    kind, _, rest = spec.partition(":")
+    if kind == "cifar10" and rest:
+        splits = load_cifar10(rest)
+        return _from_arrays(
+            "cifar10", splits, CIFAR10_MEAN, CIFAR10_STD, True, batch_size, val_fraction, seed
+        )
+    if kind == "imagefolder" and rest:
+        splits = load_image_folder(rest)
+        sample = splits.train_x[:2048].float() / 255.0
+        mean = tuple(sample.mean(dim=(0, 2, 3)).tolist())
+        std = tuple(sample.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
+        return _from_arrays(
+            f"imagefolder:{rest}", splits, mean, std, True, batch_size, val_fraction, seed
+        )
+    if (rest and "." in kind) or (rest and kind.isidentifier()):
+        return _factory(spec)
+    raise ConfigError(
+        f"unknown data spec '{spec}': use digits, cifar10:PATH, imagefolder:PATH or "
+        "package.module:factory"
+    )

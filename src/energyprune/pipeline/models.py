@@ -37,6 +37,7 @@ BUILTIN_MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "resnet20": (architectures.resnet20, CIFAR_INPUT),
     "resnet56": (architectures.resnet56, CIFAR_INPUT),
     "vgg16_bn": (architectures.vgg16_bn, CIFAR_INPUT),
+    "digits_cnn": (architectures.digits_cnn, (1, 1, 8, 8)),
 }
 
 

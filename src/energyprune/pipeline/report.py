@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.table import Table
@@ -20,6 +21,9 @@ __all__ = [
     "layer_table",
     "measurement_table",
     "plot_layer_energy",
+    "plot_run",
+    "run_markdown",
+    "run_table",
     "summary_line",
 ]
 
@@ -174,3 +178,160 @@ def comparison_table(before: EnergyProfile, after: EnergyProfile) -> Table:
     for label, x, y, fmt in rows:
         table.add_row(label, fmt(x), fmt(y), f"{y / x:.3f}" if x else "—")
     return table
+
+
+def run_table(report: dict) -> Table:
+    """Before/after table of a pipeline run (test split; energy labelled by its basis)."""
+    b, a = report["before"], report["after"]
+    basis = report["energy_basis"]
+    table = Table(title=f"before vs after — test split; energy {basis}", title_justify="left")
+    for column in ("metric", "before", "after", "change"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    pct = lambda v: f"{100 * v:.2f} %"  # noqa: E731
+    rows = [
+        ("top-1", pct(b["top1"]), pct(a["top1"]), f"{-report['accuracy_drop']:+.2f} pt"),
+        ("macro F1", pct(b["f1"]), pct(a["f1"]), f"{100 * (a['f1'] - b['f1']):+.2f} pt"),
+        (
+            f"energy / inference ({basis})",
+            fmt_joules(b["energy_j"]),
+            fmt_joules(a["energy_j"]),
+            f"−{100 * report['energy_reduction']:.1f} %",
+        ),
+        (
+            "latency (measured, CPU median)",
+            f"{b['latency_ms']:.3f} ms",
+            f"{a['latency_ms']:.3f} ms",
+            f"{a['latency_ms'] / b['latency_ms']:.2f}×",
+        ),
+        ("MACs", fmt_count(b["macs"]), fmt_count(a["macs"]), f"{a['macs'] / b['macs']:.2f}×"),
+        (
+            "params",
+            fmt_count(b["params"]),
+            fmt_count(a["params"]),
+            f"{a['params'] / b['params']:.2f}×",
+        ),
+        (
+            "size on disk",
+            fmt_count(b["size_bytes"], "B"),
+            fmt_count(a["size_bytes"], "B"),
+            f"{a['size_bytes'] / b['size_bytes']:.2f}×",
+        ),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def run_markdown(report: dict, title: str) -> str:
+    """report.md: the before/after table and the energy reduction rate."""
+    b, a = report["before"], report["after"]
+    lines = [
+        f"# {title}",
+        "",
+        f"Energy reduction rate: **{100 * report['energy_reduction']:.1f} %** "
+        f"({report['energy_basis']}); test top-1 change: **{-report['accuracy_drop']:+.2f} pt**.",
+        "",
+        "| metric | before | after |",
+        "|---|---|---|",
+    ]
+    for key, label in (
+        ("top1", "top-1"),
+        ("precision", "macro precision"),
+        ("recall", "macro recall"),
+        ("f1", "macro F1"),
+    ):
+        lines.append(f"| {label} | {100 * b[key]:.2f} % | {100 * a[key]:.2f} % |")
+    lines += [
+        f"| energy per inference, {report['energy_basis']} | {fmt_joules(b['energy_j'])} | "
+        f"{fmt_joules(a['energy_j'])} |",
+        f"| latency (measured) | {b['latency_ms']:.3f} ms | {a['latency_ms']:.3f} ms |",
+        f"| MACs | {fmt_count(b['macs'])} | {fmt_count(a['macs'])} |",
+        f"| params | {fmt_count(b['params'])} | {fmt_count(a['params'])} |",
+        f"| size on disk | {fmt_count(b['size_bytes'], 'B')} | {fmt_count(a['size_bytes'], 'B')} |",
+        "",
+        "## Steps (validation split)",
+        "",
+        "| step | attempt | target | energy / dense | val top-1 | drop (pt) | accepted |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in report["steps"]:
+        lines.append(
+            f"| {s['step']} | {s['attempt']} | {s['target_fraction']:.3f} | "
+            f"{s['energy_fraction']:.3f} | {100 * s['val_top1']:.2f} % | {s['val_drop_pt']:+.2f} | "
+            f"{'yes' if s['accepted'] else 'no'} |"
+        )
+    if report.get("stability"):
+        st = report["stability"]
+        lines += [
+            "",
+            f"Stability over {len(st['top1'])} seeds: top-1 {100 * st['mean']:.2f} ± "
+            f"{100 * st['std']:.2f} %.",
+        ]
+    if report.get("stopped_early"):
+        lines += ["", f"Stopped early: {report['stopped_early']}"]
+    return "\n".join(lines) + "\n"
+
+
+def _save(figure, path) -> None:
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=110, format="png")
+
+
+def plot_run(report: dict, before: EnergyProfile, after: EnergyProfile, folder) -> None:
+    """Write energy_layers.png (per-layer estimate, before vs after) and accuracy_energy.png
+    (validation top-1 along the steps, rolled-back attempts, final test point)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    after_by_name = {layer.name: layer.energy_j for layer in after.layers}
+    layers = [layer for layer in before.layers if layer.energy_j > 0]
+    x = range(len(layers))
+    fig, ax = plt.subplots(figsize=(max(6, 0.25 * len(layers) + 2), 4))
+    ax.bar([i - 0.2 for i in x], [1e6 * la.energy_j for la in layers], 0.4, label="before")
+    ax.bar(
+        [i + 0.2 for i in x],
+        [1e6 * after_by_name.get(la.name, 0.0) for la in layers],
+        0.4,
+        label="after",
+    )
+    ax.set_xticks(list(x), [la.name for la in layers], rotation=90, fontsize=6)
+    ax.set_ylabel(f"estimated µJ per inference ({before.hardware})")
+    ax.set_title("Per-layer energy before vs after pruning (estimated)")
+    ax.legend()
+    fig.tight_layout()
+    _save(fig, Path(folder) / "energy_layers.png")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    accepted = [s for s in report["steps"] if s["accepted"]]
+    rejected = [s for s in report["steps"] if not s["accepted"]]
+    ax.plot(
+        [1.0] + [s["energy_fraction"] for s in accepted],
+        [100 * report["dense_val_top1"]] + [100 * s["val_top1"] for s in accepted],
+        marker="o",
+        label="validation, accepted steps",
+    )
+    ax.scatter(
+        [s["energy_fraction"] for s in rejected],
+        [100 * s["val_top1"] for s in rejected],
+        marker="x",
+        color="red",
+        label="rolled back",
+    )
+    ax.scatter(
+        [1 - report["energy_reduction"]],
+        [100 * report["after"]["top1"]],
+        marker="*",
+        s=120,
+        color="green",
+        label="final, test split",
+    )
+    ax.set_xlabel(f"energy / dense ({report['energy_basis']})")
+    ax.set_ylabel("top-1 (%)")
+    ax.invert_xaxis()
+    ax.legend()
+    fig.tight_layout()
+    _save(fig, Path(folder) / "accuracy_energy.png")
+    plt.close(fig)

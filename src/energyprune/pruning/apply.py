@@ -7,7 +7,6 @@ estimate is within the target. Unstructured and N:M granularities live in sparse
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -24,6 +23,7 @@ from energyprune.pruning.allocate import STRATEGIES, Candidate, allocate, channe
 from energyprune.pruning.groups import Structure
 from energyprune.pruning.importance import CRITERIA, make_importance, taylor_gradients
 from energyprune.pruning.plan import PruningPlan, layer_widths
+from energyprune.pruning.sparse import folded_copy
 from energyprune.pruning.sparse import price as _price
 
 __all__ = ["GRANULARITIES", "PruneResult", "prune", "select_modules"]
@@ -172,7 +172,7 @@ def _reachable_minimum(
     model, example, hw, dtype, name, ignored, prune_residual, max_layer_ratio, round_to
 ) -> float:
     """Estimated energy with every allowed group pruned as far as allowed."""
-    probe = copy.deepcopy(model)
+    probe = folded_copy(model)
     _channel_rounds(
         probe,
         example,
@@ -243,7 +243,7 @@ def prune(
     was_training = model.training
     names = {m: n for n, m in model.named_modules()}
     ignored_layers = [names.get(s, s) if isinstance(s, nn.Module) else s for s in ignored_layers]
-    work = copy.deepcopy(model).eval()
+    work = folded_copy(model).eval()
     before = _price(work, example_inputs, hw, dtype, name)
     target_j = target_energy * before.total.energy_j if target_energy else float(max_joules)
     plan = PruningPlan(

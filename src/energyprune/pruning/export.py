@@ -22,7 +22,7 @@ from energyprune.errors import ConfigError
 from energyprune.files import atomic_path, atomic_write_text
 from energyprune.pipeline.models import build_model, load_weights
 from energyprune.pruning.plan import PruningPlan, replay
-from energyprune.pruning.sparse import make_permanent
+from energyprune.pruning.sparse import folded_copy
 
 __all__ = ["export_onnx", "load", "save"]
 
@@ -49,7 +49,7 @@ def save(result: Any, directory: str | os.PathLike[str], arch: str | None = None
         )
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    model = make_permanent(copy.deepcopy(result.model))
+    model = folded_copy(result.model)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_path(out / WEIGHTS_FILE) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt", "producer": "energyprune"})
@@ -83,7 +83,7 @@ def export_onnx(
 ) -> Path:
     """Export to ONNX with PyTorch's ``torch.export``-based exporter (masks folded in), with a
     dynamic batch dimension, atomically."""
-    model = make_permanent(copy.deepcopy(model)).eval()
+    model = folded_copy(model).eval()
     target = Path(path)
     try:
         with atomic_path(target) as tmp:

@@ -22,7 +22,14 @@ from energyprune.energy.hardware import HardwareProfile
 from energyprune.energy.model import EnergyProfile, profile
 from energyprune.errors import ConfigError
 
-__all__ = ["make_permanent", "nm_mask", "price", "semi_structured_if_faster", "sparsify"]
+__all__ = [
+    "folded_copy",
+    "make_permanent",
+    "nm_mask",
+    "price",
+    "semi_structured_if_faster",
+    "sparsify",
+]
 
 _SEARCH_STEPS = 24
 
@@ -56,11 +63,8 @@ def nm_mask(weight: torch.Tensor, n: int, m: int) -> torch.Tensor:
 def price(model: nn.Module, example: Any, hw: HardwareProfile, dtype, name: str) -> EnergyProfile:
     """Estimate ``model`` as deployed: ``torch.nn.utils.prune`` masks folded into the weights
     (a copy is priced; an eager masked forward would also pay for ``weight_orig * mask``)."""
-    masked = [m for m in model.modules() if hasattr(m, "weight_orig")]
-    if masked:
-        for m in masked:  # the recomputed weight is not a leaf; deepcopy needs one
-            m.weight = m.weight.detach()
-        model = make_permanent(copy.deepcopy(model))
+    if any(hasattr(m, "weight_orig") for m in model.modules()):
+        model = folded_copy(model)
     with torch.no_grad():
         return profile(model, example, hw, dtype, name=name)
 
@@ -171,6 +175,24 @@ def sparsify(
     masks = _threshold_masks(modules, hi, scope)
     energy(masks)
     return _digest(masks, "unstructured"), hi
+
+
+def folded_copy(model: nn.Module) -> nn.Module:
+    """A deep copy with ``torch.nn.utils.prune`` masks folded into the weights."""
+    for m in model.modules():
+        if hasattr(m, "weight_orig"):  # the recomputed weight is not a leaf; deepcopy needs one
+            m.weight = m.weight.detach()
+    return make_permanent(copy.deepcopy(model))
+
+
+def remask(model: nn.Module, plan) -> nn.Module:
+    """Re-register masks (zeros stay zero in fine-tuning) for the weights a plan sparsified,
+    e.g. after loading a saved sparse model whose masks were folded in."""
+    for name in plan.masks:
+        module = model.get_submodule(name.removesuffix(".weight"))
+        if not hasattr(module, "weight_orig"):
+            torch_prune.custom_from_mask(module, "weight", (module.weight != 0).float())
+    return model
 
 
 def make_permanent(model: nn.Module) -> nn.Module:

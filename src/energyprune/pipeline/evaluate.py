@@ -1,0 +1,130 @@
+"""Classification metrics and cost facts of a model: top-1, macro precision/recall/F1,
+confusion matrix, estimated (and measured, where a meter exists) energy, latency, size."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from safetensors.torch import save as save_bytes
+from torch import nn
+
+__all__ = ["Metrics", "classification_metrics", "confusion_matrix", "evaluate", "predict"]
+
+
+def predict(model: nn.Module, loader: Iterable) -> tuple[torch.Tensor, torch.Tensor]:
+    """(predictions, labels) over a loader, in eval mode without gradients."""
+    was_training = model.training
+    model.eval()
+    preds, labels = [], []
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for x, y in loader:
+            preds.append(model(x.to(device)).argmax(1).cpu())
+            labels.append(y.cpu())
+    model.train(was_training)
+    return torch.cat(preds), torch.cat(labels)
+
+
+def confusion_matrix(pred: torch.Tensor, true: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``C[i, j]`` = samples of true class ``i`` predicted as ``j``."""
+    index = true.long() * num_classes + pred.long()
+    return torch.bincount(index, minlength=num_classes**2).view(num_classes, num_classes)
+
+
+def classification_metrics(pred: torch.Tensor, true: torch.Tensor, num_classes: int) -> dict:
+    """Top-1 and macro precision / recall / F1 (fractions in [0, 1]); an empty class counts 0,
+    as scikit-learn's ``zero_division=0``."""
+    cm = confusion_matrix(pred, true, num_classes).double()
+    tp = cm.diag()
+    predicted, actual = cm.sum(0), cm.sum(1)
+    precision = torch.where(predicted > 0, tp / predicted.clamp_min(1), 0.0)
+    recall = torch.where(actual > 0, tp / actual.clamp_min(1), 0.0)
+    denom = precision + recall
+    f1 = torch.where(denom > 0, 2 * precision * recall / denom.clamp_min(1e-12), 0.0)
+    present = (predicted + actual) > 0  # scikit-learn averages over labels that occur
+    return {
+        "top1": float(tp.sum() / cm.sum()),
+        "precision": float(precision[present].mean()),
+        "recall": float(recall[present].mean()),
+        "f1": float(f1[present].mean()),
+        "confusion_matrix": cm.long().tolist(),
+    }
+
+
+@dataclass
+class Metrics:
+    """What the report shows for one model."""
+
+    top1: float
+    precision: float
+    recall: float
+    f1: float
+    energy_j: float
+    energy_measured: bool
+    latency_ms: float
+    macs: int
+    params: int
+    size_bytes: int
+    confusion_matrix: list[list[int]]
+    energy_estimated_j: float = 0.0
+    hardware: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _latency_ms(model: nn.Module, example: torch.Tensor, repeats: int = 20) -> float:
+    model.eval()
+    with torch.no_grad():
+        for _ in range(3):
+            model(example)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(example)
+            times.append(time.perf_counter() - start)
+    return 1e3 * sorted(times)[len(times) // 2]
+
+
+def evaluate(
+    model: nn.Module,
+    loader: Iterable,
+    num_classes: int,
+    example: torch.Tensor,
+    hardware: str = "horowitz-45nm",
+    meter_device: str | None = None,
+) -> Metrics:
+    """Accuracy metrics on ``loader`` plus estimated energy (and measured energy when
+    ``meter_device`` has a readable meter), median latency, MACs, params and size on disk."""
+    from energyprune.pruning.sparse import folded_copy, price
+
+    pred, true = predict(model, loader)
+    metrics = classification_metrics(pred, true, num_classes)
+    prof = price(model, example, hardware, None, type(model).__name__)
+    energy, measured = prof.total.energy_j, False
+    if meter_device is not None:
+        from energyprune.energy.measure import Protocol, measure
+
+        m = measure(model, example, device=meter_device, protocol=Protocol(windows=5))
+        if m.measured:
+            energy, measured = m.joules_per_sample["median"] * example.shape[0], True
+    state = {k: v.contiguous() for k, v in folded_copy(model).state_dict().items()}
+    return Metrics(
+        top1=metrics["top1"],
+        precision=metrics["precision"],
+        recall=metrics["recall"],
+        f1=metrics["f1"],
+        energy_j=energy,
+        energy_measured=measured,
+        latency_ms=_latency_ms(model, example),
+        macs=prof.total.macs,
+        params=prof.total.params,
+        size_bytes=len(save_bytes(state)),
+        confusion_matrix=metrics["confusion_matrix"],
+        energy_estimated_j=prof.total.energy_j,
+        hardware=prof.hardware,
+    )

@@ -1,0 +1,278 @@
+"""The iterative loop: K pruning steps toward the energy target, each fine-tuned and validated
+against an accuracy guardrail (rolled back and retried smaller when it fails), then a final
+fine-tune and the test evaluation. Checkpointed after every step; ``resume`` continues.
+
+Decisions use the validation split only; the test split is evaluated for the report (dense and
+final model). Every energy figure is the estimate under the profile unless a meter was read
+(``energy_measured``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from energyprune.errors import ConfigError
+from energyprune.files import atomic_write_text
+from energyprune.pipeline.data import Data
+from energyprune.pipeline.evaluate import Metrics, classification_metrics, evaluate, predict
+from energyprune.pipeline.finetune import StopFlag, TrainConfig, finetune
+from energyprune.pruning.apply import prune
+from energyprune.pruning.export import save
+from energyprune.pruning.plan import PruningPlan
+from energyprune.pruning.sparse import price
+
+__all__ = ["RunConfig", "RunResult", "run", "schedule_targets"]
+
+SCHEDULES = ("linear", "cubic")
+STATE = "checkpoint.json"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Settings of one prune → fine-tune → evaluate run."""
+
+    target_energy: float = 0.5
+    steps: int = 3
+    schedule: str = "cubic"
+    max_acc_drop: float = 0.5  # percentage points of validation top-1
+    retries: int = 2
+    train: TrainConfig = field(default_factory=TrainConfig)
+    final_epochs: int | None = None  # default: train.epochs
+    granularity: str = "channel"
+    criterion: str = "energy"
+    strategy: str = "global"
+    hardware: str = "horowitz-45nm"
+    round_to: int | None = None
+    max_layer_ratio: float = 0.9
+    ignored_layers: tuple[str, ...] = ()
+    prune_residual: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}")
+        if self.steps < 1 or not 0 < self.target_energy <= 1 or self.max_acc_drop < 0:
+            raise ConfigError("need steps >= 1, 0 < target_energy <= 1 and max_acc_drop >= 0")
+
+
+def schedule_targets(cfg: RunConfig) -> list[float]:
+    """Energy fraction after each step: 1 → target, linearly or cubically (TF-MOT's
+    PolynomialDecay with power 3: big steps first, small ones near the end)."""
+    out = []
+    for k in range(1, cfg.steps + 1):
+        t = k / cfg.steps
+        progress = t if cfg.schedule == "linear" else 1 - (1 - t) ** 3
+        out.append(1 - (1 - cfg.target_energy) * progress)
+    return out
+
+
+@dataclass
+class RunResult:
+    """The final model, its accumulated plan and the report dict."""
+
+    model: nn.Module
+    plan: PruningPlan
+    report: dict[str, Any]
+
+
+def _val_top1(model: nn.Module, data: Data) -> float:
+    pred, true = predict(model, data.val)
+    return classification_metrics(pred, true, data.num_classes)["top1"]
+
+
+def _metrics(model: nn.Module, data: Data, cfg: RunConfig, meter: str | None) -> Metrics:
+    example = torch.randn(*data.input_shape)
+    loader = data.test if data.test is not None else data.val
+    return evaluate(model, loader, data.num_classes, example, cfg.hardware, meter)
+
+
+def _merge(plan: PruningPlan | None, step: PruningPlan) -> PruningPlan:
+    if plan is None:
+        return step
+    merged = replace(step, rounds=plan.rounds + step.rounds, dense_j=plan.dense_j)
+    merged.masks = {**plan.masks, **step.masks}
+    return merged
+
+
+def _checkpoint(out: Path, state: dict, model: nn.Module, plan: PruningPlan, arch: str) -> None:
+    """Weights and plan under step-numbered names first, then the state naming them."""
+    step = state["completed"]
+    save(RunResult(model, plan, {}), out / "checkpoint" / f"step-{step}", arch=arch)
+    atomic_write_text(out / STATE, json.dumps(state, indent=2) + "\n")
+
+
+def _restore(out: Path, arch: str) -> tuple[dict, nn.Module, PruningPlan]:
+    from energyprune.pruning.export import load
+    from energyprune.pruning.sparse import remask
+
+    state = json.loads((out / STATE).read_text(encoding="utf-8"))
+    model, plan = load(out / "checkpoint" / f"step-{state['completed']}")
+    remask(model, plan)
+    if plan.arch.get("name") != arch:
+        raise ConfigError(f"checkpoint in {out} is for '{plan.arch.get('name')}', not '{arch}'")
+    return state, model, plan
+
+
+def _try_step(model, data, cfg, target_j, seed, stop, on_batch) -> tuple[Any, float, bool]:
+    example = torch.randn(*data.input_shape)
+    result = prune(
+        model,
+        example,
+        None,
+        max_joules=target_j,
+        granularity=cfg.granularity,
+        criterion=cfg.criterion,
+        strategy=cfg.strategy,
+        hardware=cfg.hardware,
+        round_to=cfg.round_to,
+        max_layer_ratio=cfg.max_layer_ratio,
+        ignored_layers=cfg.ignored_layers,
+        prune_residual=cfg.prune_residual,
+    )
+    train = replace(cfg.train, seed=seed)
+    completed = finetune(result.model, data.train, train, stop=stop, on_batch=on_batch)
+    return result, _val_top1(result.model, data), completed
+
+
+def run(
+    model: nn.Module,
+    data: Data,
+    cfg: RunConfig,
+    out: str | Path,
+    *,
+    arch: str,
+    resume: bool = False,
+    meter_device: str | None = None,
+    log: Callable[[str], None] = print,
+    on_batch: Callable[[int, int, int, float], None] = lambda epoch, i, n, loss: None,
+) -> RunResult:
+    """Prune ``model`` toward ``cfg.target_energy`` in steps with fine-tuning and a guardrail.
+
+    Args:
+        model: the trained dense model (its architecture spec is ``arch``).
+        data: loaders (validation drives decisions; test is for the report).
+        out: run folder (checkpoint, report).
+        arch: model spec to rebuild the architecture on resume and load.
+        resume: continue after the last completed step recorded in ``out``.
+        meter_device: read a meter there for the before/after energy, if one exists.
+    """
+    out = Path(out)
+    stop = StopFlag()
+    dense_j = price(model, torch.randn(*data.input_shape), cfg.hardware, None, arch).total.energy_j
+    if resume and (out / STATE).is_file():
+        state, current, plan = _restore(out, arch)
+        log(f"resuming after step {state['completed']} of {cfg.steps}")
+    else:
+        if resume:
+            log(f"nothing to resume in {out}: starting from the dense model")
+        dense_val = _val_top1(model, data)
+        before = _metrics(model, data, cfg, meter_device)
+        state = {
+            "completed": 0,
+            "fraction": 1.0,
+            "dense_val_top1": dense_val,
+            "before": before.to_dict(),
+            "steps": [],
+            "stopped": None,
+            "config": json.loads(json.dumps(asdict(cfg), default=str)),
+        }
+        current, plan = model, None
+    targets = schedule_targets(cfg)
+    with stop.installed():
+        while state["completed"] < cfg.steps and state["stopped"] is None:
+            k = state["completed"] + 1
+            fraction, accepted = targets[k - 1], False
+            for attempt in range(cfg.retries + 1):
+                seed = cfg.seed * 100_003 + k * 101 + attempt
+                try:
+                    result, val, completed = _try_step(
+                        current, data, cfg, fraction * dense_j, seed, stop, on_batch
+                    )
+                except ConfigError as e:  # unreachable: keep the best model so far
+                    state["stopped"] = f"step {k}: {e}"
+                    break
+                if not completed:
+                    log("interrupted: the last completed step is checkpointed; use --resume")
+                    return RunResult(current, plan, {})
+                drop = 100 * (state["dense_val_top1"] - val)
+                record = {
+                    "step": k,
+                    "attempt": attempt,
+                    "target_fraction": fraction,
+                    "energy_fraction": result.after.total.energy_j / dense_j,
+                    "val_top1": val,
+                    "val_drop_pt": drop,
+                    "accepted": drop <= cfg.max_acc_drop,
+                }
+                state["steps"].append(record)
+                log(
+                    f"step {k}/{cfg.steps} attempt {attempt}: energy "
+                    f"{record['energy_fraction']:.3f} of dense (estimated), val top-1 "
+                    f"{100 * val:.2f} % (drop {drop:.2f} pt, guardrail {cfg.max_acc_drop} pt)"
+                )
+                if record["accepted"]:
+                    current, plan, accepted = result.model, _merge(plan, result.plan), True
+                    break
+                previous = state["fraction"]
+                fraction = previous - (previous - fraction) / 2  # backtrack: a smaller step
+            if state["stopped"] is not None:
+                break
+            if not accepted:
+                state["stopped"] = f"step {k}: guardrail failed after {cfg.retries + 1} attempts"
+                break
+            state["completed"], state["fraction"] = k, fraction
+            _checkpoint(out, state, current, plan, arch)
+        final_cfg = replace(
+            cfg.train,
+            epochs=cfg.final_epochs if cfg.final_epochs is not None else cfg.train.epochs,
+            seed=cfg.seed * 100_003 + 7,
+        )
+        if plan is not None and not finetune(
+            current, data.train, final_cfg, stop=stop, on_batch=on_batch
+        ):
+            log("interrupted during the final fine-tune; the last step is checkpointed")
+            return RunResult(current, plan, {})
+    after = _metrics(current, data, cfg, meter_device)
+    report = _report(state, after, cfg)
+    return RunResult(current, plan, report)
+
+
+def _report(state: dict, after: Metrics, cfg: RunConfig) -> dict[str, Any]:
+    before = state["before"]
+    keys = (
+        "top1",
+        "precision",
+        "recall",
+        "f1",
+        "energy_j",
+        "energy_measured",
+        "latency_ms",
+        "macs",
+        "params",
+        "size_bytes",
+        "energy_estimated_j",
+        "hardware",
+        "confusion_matrix",
+    )
+    b = {k: before[k] for k in keys}
+    a = {k: after.to_dict()[k] for k in keys}
+    return {
+        "before": b,
+        "after": a,
+        "steps": state["steps"],
+        "dense_val_top1": state["dense_val_top1"],
+        "energy_reduction": 1 - a["energy_j"] / b["energy_j"],
+        "accuracy_drop": 100 * (b["top1"] - a["top1"]),
+        "energy_basis": "measured"
+        if a["energy_measured"] and b["energy_measured"]
+        else f"estimated ({cfg.hardware})",
+        "stopped_early": state["stopped"],
+        "config": state["config"],
+    }
