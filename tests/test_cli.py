@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -167,3 +168,70 @@ def test_unreachable_prune_writes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "reachable minimum" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--data", "cifar10:/no/such/archive.tar.xz"], "does not exist"),
+        (["--data", "digits", "--weights", "MISSING"], "does not exist"),
+    ],
+)
+def test_pipeline_bad_input_writes_nothing(tmp_path, capsys, argv, message):
+    out = tmp_path / "run"
+    code = main(["prune", "digits_cnn", "--target-energy", "0.5", "--out", str(out), *argv])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_pipeline_class_count_and_architecture_mismatch(tmp_path, capsys, fixtures_dir):
+    out = tmp_path / "run"
+    code = main(
+        ["prune", "resnet20", "--data", "digits", "--target-energy", "0.5", "--out", str(out)]
+    )
+    assert code == 2 and "cannot take digits samples" in capsys.readouterr().err
+    code = main(
+        [
+            "prune",
+            "digits_cnn",
+            "--data",
+            "digits",
+            "--target-energy",
+            "0.5",
+            "--weights",
+            str(fixtures_dir / "cifar10_resnet20.safetensors"),
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 2 and "do not fit this architecture" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_pipeline_class_count_mismatch(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(
+        [
+            "prune",
+            "tests.pipeline.factories:five_class_cnn",
+            "--data",
+            "digits",
+            "--target-energy",
+            "0.5",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 2
+    assert "class-count mismatch" in capsys.readouterr().err and not out.exists()
+
+
+def test_demo_meets_its_promise(tmp_path):
+    start = time.perf_counter()
+    code = main(["demo", "--out", str(tmp_path)])
+    elapsed = time.perf_counter() - start
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert code == 0 and elapsed < 120
+    assert report["energy_reduction"] >= 0.40 and report["accuracy_drop"] <= 1.0

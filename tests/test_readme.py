@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import REPO
+from tests.conftest import REPO
 
 
 def test_readme_api_example_runs(tmp_path, monkeypatch, capsys):

@@ -192,7 +192,7 @@ def run_table(report: dict) -> Table:
         ("top-1", pct(b["top1"]), pct(a["top1"]), f"{-report['accuracy_drop']:+.2f} pt"),
         ("macro F1", pct(b["f1"]), pct(a["f1"]), f"{100 * (a['f1'] - b['f1']):+.2f} pt"),
         (
-            f"energy / inference ({basis})",
+            f"energy / inference, {basis}",
             fmt_joules(b["energy_j"]),
             fmt_joules(a["energy_j"]),
             f"−{100 * report['energy_reduction']:.1f} %",
@@ -228,8 +228,8 @@ def run_markdown(report: dict, title: str) -> str:
     lines = [
         f"# {title}",
         "",
-        f"Energy reduction rate: **{100 * report['energy_reduction']:.1f} %** "
-        f"({report['energy_basis']}); test top-1 change: **{-report['accuracy_drop']:+.2f} pt**.",
+        f"Energy reduction rate: **{100 * report['energy_reduction']:.1f} %**, "
+        f"{report['energy_basis']}; test top-1 change: **{-report['accuracy_drop']:+.2f} pt**.",
         "",
         "| metric | before | after |",
         "|---|---|---|",

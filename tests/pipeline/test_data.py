@@ -1,0 +1,64 @@
+"""Data specs: digits splits, image folders, CIFAR-10 archive, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from energyprune.errors import ConfigError
+from energyprune.pipeline.data import load_cifar10, load_data
+from tests.conftest import SHARED
+
+
+def test_digits_splits_are_disjoint_and_seeded():
+    a, b = load_data("digits", seed=0), load_data("digits", seed=0)
+    assert a.num_classes == 10 and a.input_shape == (1, 1, 8, 8)
+    sizes = [len(a.train.dataset), len(a.val.dataset), len(a.test.dataset)]
+    assert sum(sizes) == 1797 and sizes[2] == 359
+    assert torch.equal(a.val.dataset.x, b.val.dataset.x)
+    c = load_data("digits", seed=1)
+    assert not torch.equal(a.val.dataset.x, c.val.dataset.x)
+    assert torch.equal(a.test.dataset.x, c.test.dataset.x)  # the test split never moves
+
+
+def test_image_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("ENERGYPRUNE_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 6), ("test", 2)):
+        for cls in ("cat", "dog", "eel"):
+            folder = tmp_path / "imgs" / split / cls
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    data = load_data(f"imagefolder:{tmp_path / 'imgs'}", batch_size=4)
+    assert data.num_classes == 3 and data.input_shape == (1, 3, 12, 12)
+    x, _ = next(iter(data.train))
+    assert x.shape == (4, 3, 12, 12) and x.dtype == torch.float32
+    assert len(data.test.dataset) == 6
+    assert any((tmp_path / "cache").iterdir())  # decoded once, cached
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("cifar10:/no/such/path", "does not exist"),
+        ("nonsense", "unknown data spec"),
+        ("imagefolder:/no/where", "does not exist"),
+        ("nomod_xyz:make", "cannot import"),
+    ],
+)
+def test_bad_specs(spec, message):
+    with pytest.raises(ConfigError, match=message):
+        load_data(spec)
+
+
+def test_cifar10_archive():
+    archive = SHARED / "datasets" / "cifar10-jpeg.tar.xz"
+    if not archive.is_file():
+        pytest.skip(f"CIFAR-10 archive not found at {archive}")
+    splits = load_cifar10(archive)
+    assert splits.train_x.shape == (50_000, 3, 32, 32) and splits.test_x.shape[0] == 10_000
+    assert splits.classes[0] == "airplane" and int(splits.test_y.bincount().min()) == 1000

@@ -1,0 +1,153 @@
+"""The prune → fine-tune → evaluate loop: report schema, guardrail, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from energyprune.pipeline.architectures import digits_cnn
+from energyprune.pipeline.data import load_data
+from energyprune.pipeline.driver import run_and_write
+from energyprune.pipeline.finetune import TrainConfig, finetune
+from energyprune.pipeline.run import RunConfig, schedule_targets
+
+FAST = TrainConfig(epochs=1, lr=2e-3, optimizer="adamw", weight_decay=1e-4)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    torch.manual_seed(0)
+    data = load_data("digits", batch_size=64)
+    model = digits_cnn()
+    finetune(model, data.train, TrainConfig(epochs=8, lr=3e-3, optimizer="adamw"))
+    return model, data
+
+
+def test_schedules_end_at_the_target():
+    linear = schedule_targets(RunConfig(target_energy=0.4, steps=4, schedule="linear"))
+    cubic = schedule_targets(RunConfig(target_energy=0.4, steps=4, schedule="cubic"))
+    assert linear == pytest.approx([0.85, 0.7, 0.55, 0.4])
+    assert cubic[-1] == pytest.approx(0.4) and cubic[0] < linear[0]  # big steps first
+
+
+def test_report_schema(trained, tmp_path):
+    model, data = trained
+    cfg = RunConfig(target_energy=0.6, steps=2, train=FAST, max_acc_drop=100.0)
+    result = run_and_write(model, data, cfg, tmp_path, arch="digits_cnn", log=lambda m: None)
+    report = json.loads((tmp_path / "report.json").read_text())
+    for side in ("before", "after"):
+        entry = report[side]
+        for key in ("top1", "precision", "recall", "f1"):
+            assert 0.0 <= entry[key] <= 1.0
+        for key in ("energy_j", "latency_ms", "macs", "params"):
+            assert entry[key] > 0
+        assert entry["energy_measured"] is False
+    ratio = report["after"]["energy_j"] / report["before"]["energy_j"]
+    assert report["energy_reduction"] == pytest.approx(1 - ratio)
+    assert report["accuracy_drop"] == pytest.approx(
+        100 * (report["before"]["top1"] - report["after"]["top1"])
+    )
+    assert ratio <= 0.6 * 1.01 and len(report["steps"]) == 2
+    for name in (
+        "report.md",
+        "energy_layers.png",
+        "accuracy_energy.png",
+        "plan.json",
+        "model.safetensors",
+        "profile_before.json",
+        "profile_after.json",
+    ):
+        assert (tmp_path / name).is_file(), name
+    assert "Energy reduction rate" in (tmp_path / "report.md").read_text()
+    assert result.model is not model
+
+
+def test_guardrail_rolls_back_and_stops(trained, tmp_path):
+    model, data = trained
+    cfg = RunConfig(
+        target_energy=0.2, steps=1, train=TrainConfig(epochs=0), max_acc_drop=0.0, retries=1
+    )
+    result = run_and_write(model, data, cfg, tmp_path, arch="digits_cnn", log=lambda m: None)
+    steps = result.report["steps"]
+    assert [s["accepted"] for s in steps] == [False, False]
+    assert steps[1]["target_fraction"] > steps[0]["target_fraction"]  # retried smaller
+    assert "guardrail" in result.report["stopped_early"]
+    assert result.report["after"]["macs"] == result.report["before"]["macs"]  # dense kept
+
+
+def _cli(out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "energyprune.cli",
+        "prune",
+        "digits_cnn",
+        "--data",
+        "digits",
+        "--target-energy",
+        "0.5",
+        "--steps",
+        "3",
+        "--finetune-epochs",
+        "1",
+        "--max-acc-drop",
+        "100",
+        "--optimizer",
+        "adamw",
+        "--lr",
+        "0.002",
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # both runs start from the same trained weights
+    model, _ = _trained_weights(tmp_path)
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    subprocess.run(_cli(full, "--weights", str(model)), check=True, env=env, capture_output=True)
+    proc = subprocess.Popen(
+        _cli(killed, "--weights", str(model)),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    state = killed / "checkpoint.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if state.is_file() and json.loads(state.read_text())["completed"] >= 1:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (killed / "report.json").exists()
+    subprocess.run(
+        _cli(killed, "--weights", str(model), "--resume"), check=True, env=env, capture_output=True
+    )
+    a = json.loads((full / "report.json").read_text())
+    b = json.loads((killed / "report.json").read_text())
+    for key in ("top1", "precision", "recall", "f1", "energy_j", "macs", "params"):
+        assert a["after"][key] == b["after"][key], key
+    assert [s["val_top1"] for s in a["steps"]] == [s["val_top1"] for s in b["steps"]]
+
+
+def _trained_weights(tmp_path: Path) -> tuple[Path, None]:
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    data = load_data("digits", batch_size=64)
+    model = digits_cnn()
+    finetune(model, data.train, TrainConfig(epochs=5, lr=3e-3, optimizer="adamw"))
+    path = tmp_path / "dense.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path, None
