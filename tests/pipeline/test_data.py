@@ -62,3 +62,8 @@ def test_cifar10_archive():
     splits = load_cifar10(archive)
     assert splits.train_x.shape == (50_000, 3, 32, 32) and splits.test_x.shape[0] == 10_000
     assert splits.classes[0] == "airplane" and int(splits.test_y.bincount().min()) == 1000
+
+
+def test_module_factory_spec():
+    data = load_data("tests.pipeline.factories:digits_loaders")
+    assert data.num_classes == 10 and data.input_shape == (1, 1, 8, 8) and data.test is None

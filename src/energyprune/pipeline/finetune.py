@@ -35,6 +35,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     momentum: float = 0.9
     seed: int = 0
+    max_batches: int | None = None  # per epoch: a proxy budget for searches
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -112,7 +113,8 @@ def finetune(
     elif loader.generator is not None:
         loader.generator.manual_seed(cfg.seed)
     optimizer = _optimizer(model, cfg)
-    total = cfg.epochs * len(loader)
+    per_epoch = len(loader) if cfg.max_batches is None else min(cfg.max_batches, len(loader))
+    total = cfg.epochs * per_epoch
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total, 1))
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
@@ -124,6 +126,8 @@ def finetune(
         if sampler is not None:
             sampler.set_epoch(epoch)
         for i, (x, y) in enumerate(loader):
+            if i >= per_epoch:
+                break
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with autocast:
                 loss = nn.functional.cross_entropy(train_model(x), y)
@@ -131,7 +135,7 @@ def finetune(
             loss.backward()
             optimizer.step()
             schedule.step()
-            on_batch(epoch, i, len(loader), loss.item())
+            on_batch(epoch, i, per_epoch, loss.item())
             if stop is not None and stop.requested:
                 model.eval()
                 return False

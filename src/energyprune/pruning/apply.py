@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,12 +97,26 @@ def _check(target_energy, max_joules, granularity, criterion, strategy, max_laye
         raise ConfigError(f"max_layer_ratio must be in (0, 1], got {max_layer_ratio}")
 
 
+@dataclass(frozen=True)
+class Caps:
+    """Most of a group's channels that may go: per module-name prefix, else the default."""
+
+    default: float
+    by_prefix: tuple[tuple[str, float], ...] = ()
+
+    def for_root(self, root: str) -> float:
+        for prefix, cap in self.by_prefix:
+            if root == prefix or root.startswith(prefix + "."):
+                return cap
+        return self.default
+
+
 def _candidates(
     structure: Structure,
     prof: EnergyProfile,
     criterion: str,
     round_to: int,
-    max_layer_ratio: float,
+    caps: Caps,
     dense_widths: dict[str, int],
 ) -> list[Candidate]:
     importance = make_importance(criterion)
@@ -111,7 +125,7 @@ def _candidates(
     out = []
     for group, saving in zip(groups, savings, strict=True):
         original = dense_widths.get(group.root, group.channels)
-        floor = max(group.min_width, round(original * (1 - max_layer_ratio)), 1)
+        floor = max(group.min_width, round(original * (1 - caps.for_root(group.root))), 1)
         floor = -(-floor // group.unit) * group.unit
         out.append(
             Candidate(group, structure.importance(group, importance), saving, floor, round_to)
@@ -129,7 +143,7 @@ def _channel_rounds(
     criterion,
     strategy,
     round_to,
-    max_layer_ratio,
+    caps,
     ignored,
     prune_residual,
     data,
@@ -145,7 +159,7 @@ def _channel_rounds(
         if criterion == "taylor":
             taylor_gradients(model, example, data)
         structure = Structure(model, example, select_modules(model, ignored), prune_residual)
-        cands = _candidates(structure, energy, criterion, round_to, max_layer_ratio, dense_widths)
+        cands = _candidates(structure, energy, criterion, round_to, caps, dense_widths)
         # Savings are linear estimates but energy is not linear in width (tensors drop from
         # DRAM into the on-chip buffer as they shrink): approach the target in shrinking steps,
         # correcting the estimate by the ratio actual / estimated seen in the previous round.
@@ -169,7 +183,7 @@ def _channel_rounds(
 
 
 def _reachable_minimum(
-    model, example, hw, dtype, name, ignored, prune_residual, max_layer_ratio, round_to
+    model, example, hw, dtype, name, ignored, prune_residual, caps, round_to
 ) -> float:
     """Estimated energy with every allowed group pruned as far as allowed."""
     probe = folded_copy(model)
@@ -183,7 +197,7 @@ def _reachable_minimum(
         "l2",
         "global",
         round_to,
-        max_layer_ratio,
+        caps,
         ignored,
         prune_residual,
         None,
@@ -204,6 +218,7 @@ def prune(
     dtype: str | None = None,
     round_to: int | None = None,
     max_layer_ratio: float = 0.9,
+    layer_caps: Mapping[str, float] | None = None,
     ignored_layers: Sequence[Selector] = (),
     prune_residual: bool = False,
     nm: tuple[int, int] = (2, 4),
@@ -224,6 +239,8 @@ def prune(
         hardware: profile that prices energy; its ``channel_multiple`` is the default round_to.
         round_to: keep widths multiples of this (channels).
         max_layer_ratio: at most this fraction of any group's channels is removed.
+        layer_caps: per module-name prefix (e.g. ``{"layer1": 0.3}``), a cap overriding
+            ``max_layer_ratio`` for the groups rooted there.
         ignored_layers: modules, names, ``"re:<regex>"`` or types never pruned.
         prune_residual: also prune transformer residual width (changes LayerNorm statistics).
         nm: (N, M) for ``granularity="nm"``: N kept in every M consecutive weights.
@@ -235,6 +252,9 @@ def prune(
         ConfigError: bad settings, or a target below the reachable minimum (named in the message).
     """
     _check(target_energy, max_joules, granularity, criterion, strategy, max_layer_ratio)
+    caps = Caps(max_layer_ratio, tuple((layer_caps or {}).items()))
+    if any(not 0 <= c <= 1 for _, c in caps.by_prefix):
+        raise ConfigError(f"layer_caps values must be in [0, 1], got {dict(caps.by_prefix)}")
     hw = load_hardware(hardware)
     name = name or type(model).__name__
     round_to = hw.channel_multiple if round_to is None else round_to
@@ -270,7 +290,7 @@ def prune(
             criterion,
             strategy,
             round_to,
-            max_layer_ratio,
+            caps,
             ignored_layers,
             prune_residual,
             data,
@@ -302,7 +322,7 @@ def prune(
                 name,
                 ignored_layers,
                 prune_residual,
-                max_layer_ratio,
+                caps,
                 round_to,
             )
             if granularity == "channel"

@@ -1,0 +1,281 @@
+"""Multi-objective pruning search: an accuracy × energy × latency Pareto front with optuna.
+
+An NSGA-II study over the pruning configuration (energy target, criterion, strategy, width
+alignment, per-stage caps). Each trial prunes the dense model, fine-tunes it for a short proxy
+budget and scores *validation* accuracy; energy comes from the meter when the device has one,
+else from the (calibrated) estimate — ``energy_basis`` says which; latency is measured.
+
+The study lives in optuna storage (SQLite by default, ``DIR/study.db``): an interrupted search
+resumes and continues its trial count, and several worker processes (or machines, with a shared
+database URL) can work on one study — each stops when the study holds ``trials`` complete trials.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from torch import nn
+
+from energyprune.energy.hardware import load_hardware
+from energyprune.errors import ConfigError
+from energyprune.files import atomic_path, atomic_write_text
+from energyprune.pipeline.data import Data
+from energyprune.pipeline.evaluate import classification_metrics, predict
+from energyprune.pipeline.finetune import TrainConfig, finetune
+from energyprune.pruning.apply import prune
+
+__all__ = ["OBJECTIVES", "SearchResult", "knee", "pareto_front", "search"]
+
+#: objective → optimisation direction
+OBJECTIVES = {"accuracy": "maximize", "energy": "minimize", "latency": "minimize"}
+_VALUE_KEYS = {"accuracy": "accuracy", "energy": "energy_j", "latency": "latency_ms"}
+DEFAULT_PROXY = TrainConfig(epochs=1, lr=2e-3, optimizer="adamw")
+
+
+@dataclass
+class SearchResult:
+    """Every complete trial, which of them form the Pareto front, and its knee."""
+
+    objectives: list[str]
+    trials: list[dict[str, Any]]
+    knee: int | None
+    energy_basis: str
+    storage: str
+    study_name: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def front(self) -> list[dict[str, Any]]:
+        return [t for t in self.trials if t["pareto"]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"objectives": self.objectives, "trials": self.trials, "knee": self.knee,
+                "energy_basis": self.energy_basis, "storage": self.storage,
+                "study_name": self.study_name, **self.extra}  # fmt: skip
+
+
+def _stages(model: nn.Module) -> list[str]:
+    """Top-level children holding convolutions or linears: the 'stages' caps apply to."""
+    return [
+        name for name, child in model.named_children()
+        if any(isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) for m in child.modules())
+        and sum(1 for m in child.modules() if isinstance(m, (nn.modules.conv._ConvNd,))) > 1
+    ]  # fmt: skip
+
+
+def _latency_ms(model: nn.Module, example: torch.Tensor) -> float:
+    times = []
+    with torch.no_grad():
+        model(example)
+        for _ in range(15):
+            start = time.perf_counter()
+            model(example)
+            times.append(time.perf_counter() - start)
+    return 1e3 * sorted(times)[len(times) // 2]
+
+
+def _dominates(a: list[float], b: list[float], directions: list[str]) -> bool:
+    better = [
+        (x >= y) if d == "maximize" else (x <= y) for x, y, d in zip(a, b, directions, strict=True)
+    ]
+    strictly = [
+        (x > y) if d == "maximize" else (x < y) for x, y, d in zip(a, b, directions, strict=True)
+    ]
+    return all(better) and any(strictly)
+
+
+def pareto_front(values: list[list[float]], directions: list[str]) -> list[bool]:
+    """For each point, True when no other point dominates it."""
+    return [
+        not any(_dominates(other, v, directions) for j, other in enumerate(values) if j != i)
+        for i, v in enumerate(values)
+    ]
+
+
+def knee(values: list[list[float]], directions: list[str]) -> int | None:
+    """Index of the front point closest to the ideal point after min-max normalisation."""
+    if not values:
+        return None
+    lows = [min(col) for col in zip(*values, strict=True)]
+    highs = [max(col) for col in zip(*values, strict=True)]
+
+    def distance(v: list[float]) -> float:
+        total = 0.0
+        for x, lo, hi, d in zip(v, lows, highs, directions, strict=True):
+            span = (hi - lo) or 1.0
+            gap = (hi - x) / span if d == "maximize" else (x - lo) / span
+            total += gap * gap
+        return math.sqrt(total)
+
+    return min(range(len(values)), key=lambda i: distance(values[i]))
+
+
+def _objective(dense: nn.Module, data: Data, hardware: str, proxy: TrainConfig, stages: list[str],
+               target_range: tuple[float, float], objectives: list[str], meter_device: str | None,
+               log: Callable[[str], None]):  # fmt: skip
+    example = torch.randn(*data.input_shape)
+    alignments = [1, 4, 8] if load_hardware(hardware).channel_multiple <= 8 else [1, 8, 16]
+
+    def objective(trial: optuna.Trial) -> tuple[float, ...]:
+        params = {
+            "target_energy": trial.suggest_float("target_energy", *target_range),
+            "criterion": trial.suggest_categorical("criterion", ["energy", "l2", "l1"]),
+            "strategy": trial.suggest_categorical("strategy", ["global", "layerwise-energy"]),
+            "round_to": trial.suggest_categorical("round_to", alignments),
+        }
+        caps = {s: trial.suggest_float(f"cap_{s}", 0.3, 0.9) for s in stages}
+        try:
+            result = prune(
+                copy.deepcopy(dense),
+                example,
+                params["target_energy"],
+                criterion=params["criterion"],
+                strategy=params["strategy"],
+                hardware=hardware,
+                round_to=params["round_to"],
+                layer_caps=caps,
+            )
+        except ConfigError as e:
+            raise optuna.TrialPruned(str(e)) from e
+        finetune(result.model, data.train, TrainConfig(**{**proxy.__dict__,
+                                                          "seed": trial.number}))  # fmt: skip
+        pred, true = predict(result.model, data.val)
+        values = {"accuracy": classification_metrics(pred, true, data.num_classes)["top1"],
+                  "energy_j": result.after.total.energy_j,
+                  "latency_ms": _latency_ms(result.model.eval(), example)}  # fmt: skip
+        if meter_device is not None:
+            from energyprune.energy.measure import measure
+
+            m = measure(result.model, example, device=meter_device)
+            if m.measured:
+                values["energy_j"] = m.joules_per_sample["median"]
+        trial.set_user_attr("values", values)
+        trial.set_user_attr("macs", result.after.total.macs)
+        log(f"trial {trial.number}: val top-1 {100 * values['accuracy']:.2f} %, energy "
+            f"{values['energy_j']:.4g} J, latency {values['latency_ms']:.3f} ms")  # fmt: skip
+        return tuple(values[_VALUE_KEYS[o]] for o in objectives)
+
+    return objective
+
+
+def _collect(study: optuna.Study, objectives: list[str]) -> tuple[list[dict], int | None]:
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    directions = [OBJECTIVES[o] for o in objectives]
+    values = [list(t.values) for t in complete]
+    flags = pareto_front(values, directions)
+    trials = [{"number": t.number, "params": t.params, "values": t.user_attrs["values"],
+               "macs": t.user_attrs.get("macs"), "pareto": flag}
+              for t, flag in zip(complete, flags, strict=True)]  # fmt: skip
+    front = [i for i, f in enumerate(flags) if f]
+    k = knee([values[i] for i in front], directions)
+    return trials, (complete[front[k]].number if k is not None else None)
+
+
+def search(
+    dense: nn.Module,
+    data: Data,
+    out: str | Path,
+    *,
+    trials: int = 20,
+    objectives: tuple[str, ...] = ("accuracy", "energy", "latency"),
+    target_range: tuple[float, float] = (0.2, 0.9),
+    proxy: TrainConfig = DEFAULT_PROXY,
+    hardware: str = "horowitz-45nm",
+    storage: str | None = None,
+    study_name: str = "energyprune",
+    n_jobs: int = 1,
+    seed: int = 0,
+    meter_device: str | None = None,
+    log: Callable[[str], None] = lambda message: None,
+) -> SearchResult:
+    """Run (or continue) the study until it holds ``trials`` complete trials; write
+    ``pareto.json`` and ``pareto.png`` in ``out``.
+
+    Args:
+        dense: the trained dense model.
+        data: loaders; trials are scored on validation.
+        objectives: any of accuracy, energy, latency.
+        target_range: range of the energy target (fraction of the dense estimate).
+        proxy: the short fine-tune each trial gets.
+        storage: optuna storage URL (default ``sqlite:///DIR/study.db``); share it between
+            workers to search in parallel.
+    """
+    unknown = [o for o in objectives if o not in OBJECTIVES]
+    if unknown or len(objectives) < 2:
+        raise ConfigError(f"objectives must be two or more of {', '.join(OBJECTIVES)}, got "
+                          f"{','.join(objectives)}")  # fmt: skip
+    lo, hi = target_range
+    if not 0 < lo < hi <= 1:
+        raise ConfigError(f"target range must satisfy 0 < low < high <= 1, got {lo}:{hi}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    with warnings.catch_warnings():  # heartbeats are "experimental" in optuna, and what we need
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        rdb = optuna.storages.RDBStorage(url, heartbeat_interval=10, grace_period=30)
+    objectives = list(objectives)
+    study = optuna.create_study(
+        study_name=study_name, storage=rdb, load_if_exists=True,
+        directions=[OBJECTIVES[o] for o in objectives],
+        sampler=optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(20, trials))),
+    )  # fmt: skip
+    stored = study.user_attrs.get("objectives")
+    if stored is not None and stored != objectives:
+        raise ConfigError(f"study '{study_name}' optimises {stored}, not {objectives}: use "
+                          "another --out / --study-name")  # fmt: skip
+    study.set_user_attr("objectives", objectives)
+    stop = optuna.study.MaxTrialsCallback(trials, states=(optuna.trial.TrialState.COMPLETE,))
+    objective = _objective(dense.eval(), data, hardware, proxy, _stages(dense), target_range,
+                           objectives, meter_device, log)  # fmt: skip
+    done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    if done < trials:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        # pruned (unreachable) trials do not count: allow some, the callback stops the study
+        study.optimize(objective, n_trials=3 * (trials - done), n_jobs=n_jobs, callbacks=[stop],
+                       catch=(RuntimeError,))  # fmt: skip
+    rows, knee_number = _collect(study, objectives)
+    basis = "measured" if meter_device else f"estimated ({hardware})"
+    result = SearchResult(objectives, rows, knee_number, basis, url, study_name)
+    atomic_write_text(out / "pareto.json", json.dumps(result.to_dict(), indent=2) + "\n")
+    plot_front(result, out / "pareto.png")
+    return result
+
+
+def plot_front(result: SearchResult, path: Path) -> None:
+    """Pairwise projections of all trials with the front (and its knee) highlighted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [_VALUE_KEYS[o] for o in result.objectives]
+    pairs = [(a, b) for i, a in enumerate(keys) for b in keys[i + 1 :]]
+    fig, axes = plt.subplots(1, len(pairs), figsize=(4.5 * len(pairs), 4), squeeze=False)
+    for ax, (a, b) in zip(axes[0], pairs, strict=True):
+        for subset, style in (([t for t in result.trials if not t["pareto"]], "o"),
+                              (result.front, "s")):  # fmt: skip
+            ax.scatter([t["values"][a] for t in subset], [t["values"][b] for t in subset],
+                       marker=style, alpha=0.5 if style == "o" else 1.0,
+                       label="front" if style == "s" else "other trials")  # fmt: skip
+        knee_trial = [t for t in result.trials if t["number"] == result.knee]
+        if knee_trial:
+            ax.scatter([knee_trial[0]["values"][a]], [knee_trial[0]["values"][b]], marker="*",
+                       s=200, color="red", label="knee")  # fmt: skip
+        ax.set_xlabel(a + (f" ({result.energy_basis})" if a == "energy_j" else ""))
+        ax.set_ylabel(b + (f" ({result.energy_basis})" if b == "energy_j" else ""))
+        ax.legend(fontsize=7)
+    fig.suptitle("Pruning search: validation accuracy × energy × latency")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)

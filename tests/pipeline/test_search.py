@@ -1,0 +1,128 @@
+"""Pareto search: front correctness, plot, resume after a kill, two workers on one storage."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from energyprune.pipeline.search import knee, pareto_front
+
+DIRECTIONS = ["maximize", "minimize", "minimize"]
+
+
+def dominates(a, b) -> bool:
+    ge = a[0] >= b[0] and a[1] <= b[1] and a[2] <= b[2]
+    return ge and (a[0] > b[0] or a[1] < b[1] or a[2] < b[2])
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 5), st.integers(0, 5), st.integers(0, 5)), min_size=1, max_size=25
+    )
+)
+def test_front_is_non_dominated_and_complete(points):
+    values = [list(p) for p in points]
+    flags = pareto_front(values, DIRECTIONS)
+    front = [v for v, f in zip(values, flags, strict=True) if f]
+    for v in front:  # nothing dominates a front point
+        assert not any(dominates(o, v) for o in values)
+    for v, f in zip(values, flags, strict=True):  # every other point is dominated
+        if not f:
+            assert any(dominates(o, v) for o in front)
+    assert 0 <= knee(front, DIRECTIONS) < len(front)
+
+
+def _search(out: Path, trials: int, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "energyprune.cli",
+        "search",
+        "digits_cnn",
+        "--data",
+        "digits",
+        "--trials",
+        str(trials),
+        "--out",
+        str(out),
+        "--pretrain-epochs",
+        "3",
+        "--proxy-batches",
+        "4",
+        "--target-range",
+        "0.4:0.9",
+        *extra,
+    ]
+
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _complete(db: Path) -> list[int]:
+    storage = f"sqlite:///{db}"
+    try:
+        study = optuna.load_study(study_name="energyprune", storage=storage)
+    except KeyError:
+        return []
+    return [t.number for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+
+
+def test_search_writes_a_correct_front_and_plot(tmp_path):
+    subprocess.run(_search(tmp_path, 6), check=True, env=ENV, capture_output=True)
+    report = json.loads((tmp_path / "pareto.json").read_text())
+    assert report["objectives"] == ["accuracy", "energy", "latency"]
+    assert len(report["trials"]) == 6 and report["energy_basis"].startswith("estimated")
+    values = [
+        [t["values"]["accuracy"], t["values"]["energy_j"], t["values"]["latency_ms"]]
+        for t in report["trials"]
+    ]
+    assert [t["pareto"] for t in report["trials"]] == pareto_front(values, DIRECTIONS)
+    assert report["knee"] in {t["number"] for t in report["trials"] if t["pareto"]}
+    assert (tmp_path / "pareto.png").stat().st_size > 5000
+
+
+def test_killed_search_resumes_and_continues_its_count(tmp_path):
+    db = tmp_path / "study.db"
+    proc = subprocess.Popen(
+        _search(tmp_path, 8), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if db.is_file() and len(_complete(db)) >= 3:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.2)
+    assert proc.wait() == -signal.SIGKILL, "the search finished before it could be killed"
+    before = _complete(db)
+    assert 3 <= len(before) < 8
+    subprocess.run(_search(tmp_path, 8), check=True, env=ENV, capture_output=True)
+    after = _complete(db)
+    assert len(after) == 8 and set(before) < set(after)
+    assert min(set(after) - set(before)) > max(before)  # numbering continued
+
+
+def test_two_workers_share_one_study(tmp_path):
+    db = tmp_path / "study.db"
+    subprocess.run(_search(tmp_path, 1), check=True, env=ENV, capture_output=True)  # dense
+    workers = [
+        subprocess.Popen(
+            _search(tmp_path, 7), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        for _ in range(2)
+    ]
+    for w in workers:
+        assert w.wait(timeout=600) == 0, w.stderr.read()
+    study = optuna.load_study(study_name="energyprune", storage=f"sqlite:///{db}")
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers))
+    assert len(_complete(db)) >= 7
