@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--max-batches", type=int, help="cap batches per epoch (CPU budgets)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--hardware", default="horowitz-45nm")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -103,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     data = load_data(args.data, batch_size=args.batch_size)
     dense = build_model("resnet56").model
     load_weights(dense, args.weights)
-    train = TrainConfig(epochs=args.epochs, lr=args.lr, optimizer="sgd")
+    train = TrainConfig(
+        epochs=args.epochs, lr=args.lr, optimizer="sgd", max_batches=args.max_batches
+    )
     rows, start = [], time.perf_counter()
 
     control = copy.deepcopy(dense).to(args.device)
@@ -159,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.machine()} {platform.processor()}, {torch.get_num_threads()} "
         f"threads, torch {torch.__version__}, device {args.device}",
         "epochs": args.epochs,
+        "max_batches_per_epoch": args.max_batches,
+        "batch_size": args.batch_size,
         "hardware_profile": args.hardware,
         "wall_s": time.perf_counter() - start,
         "rows": rows,
