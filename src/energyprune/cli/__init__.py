@@ -1,0 +1,50 @@
+"""Command line: parse → call the library → render. Errors a user can fix exit 2 in one line.
+
+One module per command group; this file wires them (the whole surface in one place).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+
+from energyprune.cli import demo, measure, profile, prune
+from energyprune.cli.common import EXIT_USAGE, Parser
+from energyprune.errors import EnergyPruneError
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``energyprune`` argument parser (one sub-command per pipeline stage)."""
+    parser = Parser(prog="energyprune", description="Prune PyTorch models to an energy budget.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    profile.add_profile(sub)
+    measure.add_measure(sub)
+    measure.add_calibrate(sub)
+    prune.add_prune(sub)
+    prune.add_export(sub)
+    demo.add_demo(sub)
+    demo.add_search(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``energyprune`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    console = Console(width=max(Console().width, 120) if sys.stdout.isatty() else 140)
+    try:
+        code = args.run(args, console)
+    except EnergyPruneError as e:
+        if args.debug:
+            raise
+        print(f"energyprune: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("energyprune: interrupted", file=sys.stderr)
+        return 130
+    return code

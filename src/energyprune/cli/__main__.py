@@ -1,0 +1,5 @@
+"""`python -m energyprune.cli`."""
+
+from energyprune.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,64 @@
+"""Shared CLI pieces: model arguments, model loading, errors, progress callbacks."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+
+from energyprune.errors import ConfigError
+from energyprune.pipeline.models import BuiltModel, build_model, load_weights, parse_input_shape
+
+__all__ = [
+    "EXIT_USAGE",
+    "Parser",
+    "add_model_args",
+    "load_model",
+    "progress_callbacks",
+    "shape_error",
+]
+
+EXIT_USAGE = 2
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors in one line (exit 2) instead of usage + message."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"energyprune: error: {message} (see '{self.prog} --help')\n")
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="resnet20 | resnet56 | vgg16_bn | a torchvision name | module:fn")
+    p.add_argument("--weights", help="safetensors file, shard index JSON, or weights-only .pt")
+    p.add_argument(
+        "--input-shape",
+        help="e.g. 1,3,224,224 (default: 1,3,32,32 for CIFAR built-ins, else 1,3,224,224)",
+    )
+
+
+def load_model(args: argparse.Namespace) -> tuple[BuiltModel, tuple[int, ...]]:
+    built = build_model(args.model)
+    if args.weights:
+        load_weights(built.model, args.weights)
+    shape = parse_input_shape(args.input_shape) if args.input_shape else built.input_shape
+    return built, shape
+
+
+def shape_error(name: str, shape: tuple[int, ...], e: Exception) -> ConfigError:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return ConfigError(
+        f"model '{name}' failed on an input of shape {','.join(map(str, shape))} "
+        f"({first}); pass the shape it expects with --input-shape"
+    )
+
+
+def progress_callbacks(console: Console, bar) -> tuple:
+    epoch_task = bar.add_task("fine-tuning", total=None)
+
+    def on_batch(epoch: int, i: int, n: int, loss: float) -> None:
+        bar.update(
+            epoch_task, completed=i + 1, total=n, description=f"epoch {epoch + 1} · loss {loss:.3f}"
+        )
+
+    return bar.console.print, on_batch

@@ -1,0 +1,214 @@
+"""`energyprune demo` and `energyprune search`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from energyprune.cli.common import (
+    add_model_args,
+    load_model,
+    progress_callbacks,
+)
+from energyprune.errors import ConfigError
+from energyprune.pipeline.models import load_weights
+
+
+def add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="train a digits CNN, prune it to 50 %% energy with fine-tuning, write a report",
+        description="The main job on built-in data: trains digits_cnn on scikit-learn's digits, "
+        "prunes it to 50 %% of its estimated energy in 3 fine-tuned steps with a 1-point "
+        "accuracy guardrail, prints the before/after table and writes the report.",
+    )
+    p.add_argument("--out", default="demo-output", metavar="DIR")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace, console: Console) -> int:
+    from rich.progress import Progress
+
+    from energyprune.pipeline.demo import demo
+    from energyprune.pipeline.report import run_table
+
+    with Progress(console=console, transient=True) as bar:
+        log, on_batch = progress_callbacks(console, bar)
+        result = demo(args.out, args.seed, log=log, on_batch=on_batch)
+    if result is None:
+        return 130
+    console.print(run_table(result.report))
+    console.print(f"wrote {args.out}/report.json, report.md and plots")
+    return 0
+
+
+def add_search(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "search",
+        help="multi-objective search: accuracy × energy × latency Pareto front",
+        description="An optuna NSGA-II study over pruning configurations; each trial prunes, "
+        "fine-tunes for a short proxy budget and scores validation accuracy, energy (measured "
+        "with a meter, else estimated) and measured latency. Writes DIR/pareto.json and "
+        "DIR/pareto.png; the study (DIR/study.db) resumes when run again.",
+        epilog="examples:\n  energyprune search digits_cnn --data digits --trials 20 --out s/\n"
+        "  # two workers on one study:\n  energyprune search digits_cnn --data digits "
+        "--trials 40 --out s/ & energyprune search digits_cnn --data digits --trials 40 "
+        "--out s/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_model_args(p)
+    p.add_argument("--data", default="digits", help="digits | cifar10:PATH | ... (see prune)")
+    p.add_argument("--trials", type=int, default=20, help="complete trials the study should hold")
+    p.add_argument("--objectives", default="accuracy,energy,latency")
+    p.add_argument("--target-range", default="0.2:0.9", help="energy target range, LOW:HIGH")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--hardware", default="horowitz-45nm")
+    p.add_argument("--proxy-epochs", type=int, default=1, help="fine-tune epochs per trial")
+    p.add_argument("--proxy-batches", type=int, help="cap batches per proxy epoch")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), default="adamw")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument(
+        "--pretrain-epochs",
+        type=int,
+        default=30,
+        help="train the dense model first when no --weights are given",
+    )
+    p.add_argument("--storage", help="optuna storage URL shared by workers (default: DIR/study.db)")
+    p.add_argument("--study-name", default="energyprune")
+    p.add_argument("--n-jobs", type=int, default=1, help="parallel trials in this process")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--finalize",
+        action="store_true",
+        help="run the full prune → fine-tune pipeline on the knee point",
+    )
+    p.add_argument("--finetune-epochs", type=int, default=3, help="(--finalize) per step")
+    p.add_argument("--steps", type=int, default=3, help="(--finalize) pruning steps")
+    p.add_argument("--max-acc-drop", type=float, default=1.0, help="(--finalize) guardrail")
+    p.set_defaults(run=_run_search)
+
+
+def _dense_for_search(args, built, data, console: Console):
+    from safetensors.torch import save_file
+
+    from energyprune.files import atomic_path
+    from energyprune.pipeline.finetune import TrainConfig, finetune
+
+    cached = Path(args.out) / "dense.safetensors"
+    if args.weights:
+        return built.model
+    if cached.is_file():
+        load_weights(built.model, cached)
+        return built.model
+    console.print(f"no --weights: training {built.name} for {args.pretrain_epochs} epochs first")
+    torch.manual_seed(args.seed)
+    cfg = TrainConfig(epochs=args.pretrain_epochs, lr=3e-3, optimizer="adamw", seed=args.seed)
+    finetune(built.model, data.train, cfg)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(cached) as tmp:
+        save_file({k: v.contiguous() for k, v in built.model.state_dict().items()}, str(tmp))
+    return built.model
+
+
+def _run_search(args: argparse.Namespace, console: Console) -> int:
+    from rich.table import Table
+
+    from energyprune.pipeline.data import load_data
+    from energyprune.pipeline.driver import check_compatible, meter_device_for
+    from energyprune.pipeline.finetune import TrainConfig
+    from energyprune.pipeline.search import search
+
+    try:
+        lo, hi = (float(v) for v in args.target_range.split(":"))
+    except ValueError:
+        raise ConfigError(
+            f"--target-range must look like 0.2:0.9, got '{args.target_range}'"
+        ) from None
+    built, _ = load_model(args)
+    data = load_data(args.data, batch_size=args.batch_size, seed=args.seed)
+    check_compatible(built.model, data, built.name)
+    dense = _dense_for_search(args, built, data, console)
+    proxy = TrainConfig(
+        epochs=args.proxy_epochs,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        max_batches=args.proxy_batches,
+    )
+    with console.status("searching") as status:
+        result = search(
+            dense,
+            data,
+            args.out,
+            trials=args.trials,
+            objectives=tuple(o.strip() for o in args.objectives.split(",")),
+            target_range=(lo, hi),
+            proxy=proxy,
+            hardware=args.hardware,
+            storage=args.storage,
+            study_name=args.study_name,
+            n_jobs=args.n_jobs,
+            seed=args.seed,
+            meter_device=meter_device_for("cpu"),
+            log=lambda m: status.update(m),
+        )
+    table = Table(
+        title=f"Pareto front ({len(result.front)} of {len(result.trials)} trials; "
+        f"energy {result.energy_basis}; accuracy on validation)",
+        title_justify="left",
+    )
+    for column in (
+        "trial",
+        "target",
+        "criterion",
+        "round_to",
+        "val top-1",
+        "energy J",
+        "latency ms",
+    ):
+        table.add_column(column, justify="right")
+    for t in sorted(result.front, key=lambda t: t["values"]["energy_j"]):
+        mark = " ★" if t["number"] == result.knee else ""
+        table.add_row(
+            f"{t['number']}{mark}",
+            f"{t['params']['target_energy']:.2f}",
+            t["params"]["criterion"],
+            str(t["params"]["round_to"]),
+            f"{100 * t['values']['accuracy']:.2f} %",
+            f"{t['values']['energy_j']:.4g}",
+            f"{t['values']['latency_ms']:.3f}",
+        )
+    console.print(table)
+    console.print(f"knee: trial {result.knee} (★) · wrote {args.out}/pareto.json, pareto.png")
+    if args.finalize and result.knee is not None:
+        _finalize(args, built, dense, data, result, console)
+    return 0
+
+
+def _finalize(args, built, dense, data, result, console: Console) -> None:
+    from energyprune.pipeline.driver import run_and_write
+    from energyprune.pipeline.finetune import TrainConfig
+    from energyprune.pipeline.report import run_table
+    from energyprune.pipeline.run import RunConfig
+
+    params = next(t["params"] for t in result.trials if t["number"] == result.knee)
+    cfg = RunConfig(
+        target_energy=params["target_energy"],
+        steps=args.steps,
+        max_acc_drop=args.max_acc_drop,
+        train=TrainConfig(epochs=args.finetune_epochs, lr=args.lr, optimizer=args.optimizer),
+        criterion=params["criterion"],
+        strategy=params["strategy"],
+        hardware=args.hardware,
+        round_to=params["round_to"],
+        seed=args.seed,
+    )
+    final = run_and_write(
+        dense, data, cfg, Path(args.out) / "final", arch=built.name, log=console.print
+    )
+    if final is not None:
+        console.print(run_table(final.report))

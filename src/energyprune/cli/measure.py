@@ -1,0 +1,143 @@
+"""`energyprune measure` and `energyprune calibrate`: meters and fitted profiles."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from energyprune.cli.common import (
+    add_model_args,
+    load_model,
+    shape_error,
+)
+from energyprune.energy.measure import Protocol, measure
+from energyprune.errors import ConfigError, EnergyPruneError
+from energyprune.files import atomic_write_text
+from energyprune.pipeline.report import measurement_table
+
+
+def add_measure(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "measure",
+        help="measure energy per sample and latency with a real meter",
+        description="Measure joules per sample (NVML / RAPL through Zeus) and latency, following "
+        "docs/measurement.md. Without a meter the result says measured: false and carries the "
+        "labelled estimate; latency is always measured.",
+        epilog="examples:\n  energyprune measure resnet56 --device cuda --batch-size 1024 "
+        "--dtype fp16 --channels-last\n  energyprune measure resnet20 --device cpu --json m.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_model_args(p)
+    p.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cpu, cuda or cuda:N (default: cuda when available)",
+    )
+    p.add_argument("--batch-size", type=int, help="batch size (default: the input shape's)")
+    p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="cast model and input")
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+    p.add_argument("--cuda-graph", action="store_true", help="replay a captured CUDA graph")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--seconds", type=float, default=1.0, help="minimum window length (s)")
+    p.add_argument("--windows", type=int, default=5, help="number of energy windows")
+    p.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds")
+    p.add_argument("--idle", type=float, default=2.0, help="idle-power window (s)")
+    p.add_argument("--no-meter", action="store_true", help="latency only; energy is estimated")
+    p.add_argument("--json", metavar="PATH", help="write the measurement as JSON")
+    p.set_defaults(run=_run_measure)
+
+
+def _run_measure(args: argparse.Namespace, console: Console) -> int:
+    built, shape = load_model(args)
+    if args.batch_size is not None:
+        if args.batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+        shape = (args.batch_size, *shape[1:])
+    protocol = Protocol(
+        min_window_s=args.seconds, windows=args.windows, warmup_s=args.warmup, idle_s=args.idle
+    )
+    with console.status("measuring") as status:
+        try:
+            result = measure(
+                built.model,
+                torch.randn(*shape),
+                device=args.device,
+                meter=None if args.no_meter else "auto",
+                dtype=args.dtype,
+                channels_last=args.channels_last,
+                cuda_graph=args.cuda_graph,
+                compile=args.compile,
+                protocol=protocol,
+                progress=lambda stage: status.update(f"measuring {built.name}: {stage}"),
+            )
+        except (RuntimeError, ValueError, IndexError) as e:
+            if isinstance(e, EnergyPruneError):
+                raise
+            raise shape_error(built.name, shape, e) from e
+    console.print(measurement_table(result, built.name))
+    if args.json:
+        atomic_write_text(args.json, json.dumps(result.to_dict(), indent=2) + "\n")
+        console.print(f"wrote {args.json}")
+    return 0
+
+
+def add_calibrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "calibrate",
+        help="fit a hardware profile to measured energy on this device",
+        description="Measure a designed set of variants (conv/linear stacks over widths incl. "
+        "non-multiples of 8/16, batch sizes, dtypes, whole models) with the device's meter and "
+        "fit the profile's costs; reports held-out ordering agreement and MAPE vs plain MACs.",
+        epilog="example:\n  energyprune calibrate --device cuda --out h100.yaml "
+        "--report calibration_h100.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (needs a meter)")
+    p.add_argument("--out", required=True, metavar="PROFILE.yaml", help="profile to write")
+    p.add_argument("--report", metavar="PATH", help="fidelity report JSON (default: beside --out)")
+    p.add_argument("--base", default="gpu-generic", help="profile whose structure is refitted")
+    p.add_argument("--name", help="name of the fitted profile")
+    p.add_argument("--quick", action="store_true", help="a smaller variant grid")
+    p.add_argument("--seconds", type=float, default=0.5, help="minimum window per variant (s)")
+    p.add_argument("--windows", type=int, default=3, help="windows per variant")
+    p.set_defaults(run=_run_calibrate)
+
+
+def _run_calibrate(args: argparse.Namespace, console: Console) -> int:
+    from rich.progress import Progress
+
+    from energyprune.energy.calibrate import calibrate, write_calibration
+    from energyprune.energy.meter import open_meter
+
+    backend = open_meter(args.device).backend  # fail fast, before any work, if there is none
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("calibrating", total=None)
+
+        def progress(done: int, total: int, name: str) -> None:
+            bar.update(task, completed=done, total=total, description=f"measuring {name}")
+
+        result = calibrate(
+            args.device,
+            base=args.base,
+            name=args.name,
+            quick=args.quick,
+            seconds=args.seconds,
+            windows=args.windows,
+            progress=progress,
+        )
+    report_path = args.report or str(Path(args.out).with_suffix(".json"))
+    write_calibration(result, args.out, report_path, backend)
+    rep = result.report
+    console.print(
+        f"held-out pairwise agreement {rep['pairwise_agreement']:.3f} (plain MACs "
+        f"{rep['macs_pairwise_agreement']:.3f}) · MAPE {100 * rep['mape']:.1f} % (MACs "
+        f"{100 * rep['macs_mape']:.1f} %) · {rep['n_train']} train / {rep['n_heldout']} held out "
+        f"· {rep['device']}",
+        soft_wrap=True,
+    )
+    console.print(f"wrote {args.out} and {report_path}")
+    return 0

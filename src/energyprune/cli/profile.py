@@ -1,0 +1,79 @@
+"""`energyprune profile`: estimated per-layer energy."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from rich.console import Console
+
+from energyprune.cli.common import (
+    add_model_args,
+    load_model,
+    shape_error,
+)
+from energyprune.energy.hardware import BUILTIN_PROFILES
+from energyprune.energy.model import DTYPES, EnergyProfile, profile
+from energyprune.errors import ConfigError, EnergyPruneError
+from energyprune.files import atomic_write_text
+from energyprune.pipeline.report import layer_table, summary_line
+
+
+def add_profile(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "profile",
+        help="estimate per-layer energy of a model",
+        description="Estimate per-layer inference energy (compute + data movement) of a model "
+        "under a hardware profile. Figures are estimates, never measurements.",
+        epilog="examples:\n  energyprune profile resnet56 --weights cifar10_resnet56.safetensors\n"
+        "  energyprune profile resnet50 --hardware eyeriss-65nm --json r.json --plot r.png\n"
+        "  energyprune profile mypkg.models:build --input-shape 1,3,64,64",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_model_args(p)
+    p.add_argument(
+        "--hardware",
+        default="horowitz-45nm",
+        help=f"built-in ({', '.join(BUILTIN_PROFILES)}) or a YAML file",
+    )
+    p.add_argument("--dtype", choices=DTYPES, help="price tensors as this dtype (default: as run)")
+    p.add_argument("--json", metavar="PATH", help="write the profile as JSON")
+    p.add_argument("--plot", metavar="PATH", help="write a PNG of the costliest layers")
+    p.add_argument(
+        "--top",
+        type=int,
+        default=15,
+        metavar="N",
+        help="show the N costliest layers (0 = all, in execution order)",
+    )
+    p.set_defaults(run=_run_profile)
+
+
+def _run_profile(args: argparse.Namespace, console: Console) -> int:
+    if args.top < 0:
+        raise ConfigError(f"--top must be >= 0, got {args.top}")
+    built, shape = load_model(args)
+    try:
+        with torch.no_grad():
+            prof: EnergyProfile = profile(
+                built.model, torch.randn(*shape), args.hardware, args.dtype, name=built.name
+            )
+    except (RuntimeError, ValueError, IndexError) as e:
+        if isinstance(e, EnergyPruneError):
+            raise
+        raise shape_error(built.name, shape, e) from e
+    console.print(layer_table(prof, top=args.top))
+    console.print(summary_line(prof), soft_wrap=True)
+    if prof.uncosted_ops:
+        ops = ", ".join(f"{op} ×{n}" for op, n in sorted(prof.uncosted_ops.items()))
+        console.print(
+            f"[yellow]warning:[/] no cost formula for {ops}: their arithmetic is "
+            "missing from the estimate (their bytes are counted)"
+        )
+    if args.json:
+        atomic_write_text(args.json, prof.to_json() + "\n")
+        console.print(f"wrote {args.json}")
+    if args.plot:
+        prof.plot(args.plot, top=max(args.top, 30) if args.top else 30)
+        console.print(f"wrote {args.plot}")
+    return 0

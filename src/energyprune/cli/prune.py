@@ -1,0 +1,226 @@
+"""`energyprune prune` (one-shot, or the fine-tuning pipeline with --data) and `export`."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from rich.console import Console
+
+from energyprune.cli.common import (
+    add_model_args,
+    load_model,
+    progress_callbacks,
+)
+from energyprune.energy.hardware import BUILTIN_PROFILES
+from energyprune.errors import ConfigError
+from energyprune.files import atomic_write_text
+
+
+def add_prune(sub: argparse._SubParsersAction) -> None:
+    from energyprune.pruning.allocate import STRATEGIES
+    from energyprune.pruning.apply import GRANULARITIES
+    from energyprune.pruning.importance import CRITERIA
+
+    p = sub.add_parser(
+        "prune",
+        help="prune a model to an estimated-energy budget",
+        description="Prune a model so its estimated energy meets a target (no fine-tuning). "
+        "Writes plan.json, model.safetensors, profile_before.json and profile_after.json.",
+        epilog="examples:\n  energyprune prune resnet56 --weights cifar10_resnet56.safetensors "
+        "--target-energy 0.5 --out pruned/\n  energyprune prune resnet50 --target-energy 0.6 "
+        "--criterion l2 --round-to 8 --ignore 're:layer4\\..*' --out r50/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_model_args(p)
+    budget = p.add_mutually_exclusive_group(required=True)
+    budget.add_argument(
+        "--target-energy",
+        type=float,
+        metavar="F",
+        help="fraction of the dense estimate to reach, e.g. 0.5",
+    )
+    budget.add_argument(
+        "--max-joules", type=float, metavar="J", help="absolute estimated joules per forward pass"
+    )
+    p.add_argument("--granularity", choices=GRANULARITIES, default="channel")
+    p.add_argument("--criterion", choices=tuple(CRITERIA), default="energy")
+    p.add_argument("--strategy", choices=STRATEGIES, default="global")
+    p.add_argument(
+        "--hardware",
+        default="horowitz-45nm",
+        help=f"built-in ({', '.join(BUILTIN_PROFILES)}) or a YAML file",
+    )
+    p.add_argument(
+        "--round-to",
+        type=int,
+        metavar="N",
+        help="keep widths multiples of N (default: the profile's channel_multiple)",
+    )
+    p.add_argument(
+        "--max-layer-ratio",
+        type=float,
+        default=0.9,
+        help="at most this fraction of any group's channels is removed",
+    )
+    p.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="SELECTOR",
+        help="module name or 're:<regex>' never pruned (repeatable)",
+    )
+    p.add_argument(
+        "--prune-residual",
+        action="store_true",
+        help="also prune transformer residual width (changes LayerNorm statistics)",
+    )
+    p.add_argument("--nm", default="2:4", help="N:M pattern for --granularity nm (N kept of M)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    loop = p.add_argument_group("fine-tuning pipeline (with --data)")
+    loop.add_argument("--data", help="digits | cifar10:PATH | imagefolder:PATH | module:factory")
+    loop.add_argument("--steps", type=int, default=3, help="pruning steps toward the target")
+    loop.add_argument("--schedule", choices=("linear", "cubic"), default="cubic")
+    loop.add_argument("--finetune-epochs", type=int, default=1, help="epochs after each step")
+    loop.add_argument("--final-epochs", type=int, help="final fine-tune (default: same)")
+    loop.add_argument(
+        "--max-acc-drop",
+        type=float,
+        default=0.5,
+        help="guardrail: max validation top-1 drop in points",
+    )
+    loop.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
+    loop.add_argument("--lr", type=float, default=0.01, help="peak learning rate (cosine)")
+    loop.add_argument("--batch-size", type=int, default=128)
+    loop.add_argument("--seed", type=int, default=0)
+    loop.add_argument("--seeds", type=int, default=1, help="runs for stability (mean ± std)")
+    loop.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    loop.add_argument("--resume", action="store_true", help="continue after the last step")
+    loop.add_argument(
+        "--ddp",
+        action="store_true",
+        help="DistributedDataParallel fine-tuning (launch with torchrun)",
+    )
+    p.set_defaults(run=_run_prune)
+
+
+def _run_prune(args: argparse.Namespace, console: Console) -> int:
+    from energyprune.pipeline.report import comparison_table
+    from energyprune.pruning.apply import prune
+    from energyprune.pruning.export import save
+
+    built, shape = load_model(args)
+    try:
+        n, m = (int(v) for v in args.nm.split(":"))
+    except ValueError:
+        raise ConfigError(f"--nm must look like 2:4 (N kept of M), got '{args.nm}'") from None
+    if args.data:
+        return _run_pipeline(args, built, (n, m), console)
+    with console.status(f"pruning {built.name}"):
+        result = prune(
+            built.model,
+            torch.randn(*shape),
+            args.target_energy,
+            max_joules=args.max_joules,
+            granularity=args.granularity,
+            criterion=args.criterion,
+            strategy=args.strategy,
+            hardware=args.hardware,
+            round_to=args.round_to,
+            max_layer_ratio=args.max_layer_ratio,
+            ignored_layers=args.ignore,
+            prune_residual=args.prune_residual,
+            nm=(n, m),
+            name=built.name,
+        )
+    result.plan.arch = {"name": built.name, "source": built.source}
+    console.print(comparison_table(result.before, result.after))
+    out = save(result, args.out)
+    atomic_write_text(out / "profile_before.json", result.before.to_json() + "\n")
+    atomic_write_text(out / "profile_after.json", result.after.to_json() + "\n")
+    console.print(
+        f"wrote {out}/plan.json, model.safetensors, profile_before.json, profile_after.json"
+    )
+    return 0
+
+
+def _run_pipeline(args, built, nm, console: Console) -> int:
+    from rich.progress import Progress
+
+    from energyprune.pipeline.data import load_data
+    from energyprune.pipeline.driver import check_compatible, run_and_write
+    from energyprune.pipeline.finetune import TrainConfig, distributed
+    from energyprune.pipeline.report import run_table
+    from energyprune.pipeline.run import RunConfig
+
+    if args.ddp and not distributed():
+        raise ConfigError(
+            "--ddp needs torchrun (WORLD_SIZE > 1): torchrun --nproc-per-node N "
+            "-m energyprune.cli prune ..."
+        )
+    if args.target_energy is None:
+        raise ConfigError("the fine-tuning pipeline takes --target-energy (a fraction)")
+    data = load_data(args.data, batch_size=args.batch_size, seed=args.seed)
+    check_compatible(built.model, data, built.name)
+    cfg = RunConfig(
+        target_energy=args.target_energy,
+        steps=args.steps,
+        schedule=args.schedule,
+        max_acc_drop=args.max_acc_drop,
+        train=TrainConfig(epochs=args.finetune_epochs, lr=args.lr, optimizer=args.optimizer),
+        final_epochs=args.final_epochs,
+        granularity=args.granularity,
+        criterion=args.criterion,
+        strategy=args.strategy,
+        hardware=args.hardware,
+        round_to=args.round_to,
+        max_layer_ratio=args.max_layer_ratio,
+        ignored_layers=tuple(args.ignore),
+        prune_residual=args.prune_residual,
+        seed=args.seed,
+    )
+    del nm
+    with Progress(console=console, transient=True) as bar:
+        log, on_batch = progress_callbacks(console, bar)
+        result = run_and_write(
+            built.model.to(args.device),
+            data,
+            cfg,
+            args.out,
+            arch=built.name,
+            seeds=args.seeds,
+            resume=args.resume,
+            device=args.device,
+            log=log,
+            on_batch=on_batch,
+        )
+    if result is None:
+        console.print("stopped: the last completed step is checkpointed; rerun with --resume")
+        return 130
+    console.print(run_table(result.report))
+    console.print(
+        f"wrote {args.out}/report.json, report.md, energy_layers.png, "
+        "accuracy_energy.png, plan.json, model.safetensors"
+    )
+    return 0
+
+
+def add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a pruned model folder to ONNX",
+        description="Rebuild a pruned model from DIR (plan.json + model.safetensors) and export "
+        "it to ONNX with a dynamic batch dimension.",
+    )
+    p.add_argument("dir", help="folder written by `energyprune prune --out`")
+    p.add_argument("--onnx", required=True, metavar="PATH", help="ONNX file to write")
+    p.set_defaults(run=_run_export)
+
+
+def _run_export(args: argparse.Namespace, console: Console) -> int:
+    from energyprune.pruning.export import export_onnx, load
+
+    model, plan = load(args.dir)
+    export_onnx(model, plan.example_input(), args.onnx)
+    console.print(f"wrote {args.onnx}")
+    return 0
