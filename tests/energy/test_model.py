@@ -105,7 +105,7 @@ def test_json_schema_and_plot(tmp_path):
     assert data["estimated"] is True and data["model"] == "tiny"
     keys = {"macs", "params", "bytes", "energy_j", "compute_j", "memory_j", "overhead_j"}
     assert set(data["total"]) == keys and data["total"]["overhead_j"] == 0.0
-    assert all(set(layer) == keys | {"name", "type"} for layer in data["layers"])
+    assert all(set(layer) == keys | {"name", "type", "dtype"} for layer in data["layers"])
     prof.plot(tmp_path / "p.png")
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -113,3 +113,19 @@ def test_json_schema_and_plot(tmp_path):
 def test_bad_dtype():
     with pytest.raises(energyprune.ConfigError, match="dtype"):
         profile(nn.Linear(2, 2), torch.randn(1, 2), dtype="fp8")
+
+
+def test_int8_conv_by_hand_and_mixed_precision():
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.Conv2d(16, 8, 1))
+    x = torch.randn(1, 3, 32, 32)
+    prof = profile(model, x, layer_dtypes={"0": "int8"})
+    first, second = prof.layers[0], prof.layers[1]
+    macs = 32 * 32 * 16 * 27
+    weight_b, in_b, out_b = 16 * 27, 3 * 32 * 32, 16 * 32 * 32  # one byte per element
+    assert first.dtype == "int8" and second.dtype == "fp32"
+    assert close(first.compute_j, macs * (0.2 + 0.1) * 1e-12)
+    memory = weight_b * DRAM_PJ_B + (in_b + out_b) * BUF_PJ_B + macs * 1 * RF_PER_MAC * RF_PJ_B
+    assert close(first.memory_j, memory * 1e-12)
+    fp32_first = profile(model, x).layers[0]
+    assert close(fp32_first.compute_j / first.compute_j, 4.6 / 0.3)
+    assert close(second.energy_j, profile(model, x).layers[1].energy_j)

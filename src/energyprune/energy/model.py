@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -99,9 +99,10 @@ class LayerEnergy(Totals):
 
     name: str = ""
     type: str = ""
+    dtype: str = ""  # the dtype its costliest op was priced as
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "type": self.type, **asdict(self)}
+        return {"name": self.name, "type": self.type, "dtype": self.dtype, **asdict(self)}
 
 
 @dataclass(frozen=True)
@@ -180,8 +181,14 @@ def _layers(tr: Trace, ops: Iterable[OpEnergy]) -> tuple[LayerEnergy, ...]:
     for name, own in by_module.items():
         info = tr.modules.get(name)
         totals = Totals.of(own, info.params if info else 0)
+        dtype = max(own, key=lambda op: op.energy_j).dtype if own else ""
         layers.append(
-            LayerEnergy(**asdict(totals), name=name or "(root)", type=info.type if info else "?")
+            LayerEnergy(
+                **asdict(totals),
+                name=name or "(root)",
+                type=info.type if info else "?",
+                dtype=dtype,
+            )
         )
     return tuple(layers)
 
@@ -191,14 +198,22 @@ def estimate(
     hardware: str | os.PathLike[str] | HardwareProfile = "horowitz-45nm",
     dtype: str | None = None,
     model_name: str = "model",
+    *,
+    layer_dtypes: Mapping[str, str] | None = None,
 ) -> EnergyProfile:
-    """Price a :class:`Trace` under a hardware profile (no re-tracing)."""
-    if dtype is not None and dtype not in DTYPES:
-        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)} or None, got {dtype!r}")
+    """Price a :class:`Trace` under a hardware profile (no re-tracing).
+
+    ``layer_dtypes`` maps module names to the dtype their ops are priced as (a mixed-precision
+    plan, e.g. int8 everywhere but the first conv); other modules use ``dtype``.
+    """
+    layer_dtypes = dict(layer_dtypes or {})
+    for d in [dtype, *layer_dtypes.values()]:
+        if d is not None and d not in DTYPES:
+            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)} or None, got {d!r}")
     hw = load_hardware(hardware)
     start = time.perf_counter()
     coef = hw.coefficients()
-    ops = tuple(_price(r, hw, coef, dtype) for r in tr.records)
+    ops = tuple(_price(r, hw, coef, layer_dtypes.get(r.module, dtype)) for r in tr.records)
     layers = _layers(tr, ops)
     total = Totals.of(ops, tr.params)
     priced = dtype or next((op.dtype for op in ops if op.record.macs), "fp32")
@@ -223,6 +238,7 @@ def profile(
     dtype: str | None = None,
     *,
     name: str | None = None,
+    layer_dtypes: Mapping[str, str] | None = None,
 ) -> EnergyProfile:
     """Estimate per-layer inference energy of ``model`` on ``example_inputs``.
 
@@ -233,6 +249,7 @@ def profile(
             a YAML path, or a :class:`HardwareProfile`.
         dtype: price floating tensors as ``fp32``/``fp16``/``bf16``/``int8``; None = as traced.
         name: model name recorded in the profile (default: the class name).
+        layer_dtypes: per-module dtype overrides (mixed precision), module name → dtype.
 
     Returns:
         An :class:`EnergyProfile` (an estimate, labelled as such).
@@ -241,4 +258,6 @@ def profile(
     if dtype is not None and dtype not in DTYPES:
         raise ConfigError(f"dtype must be one of {', '.join(DTYPES)} or None, got {dtype!r}")
     tr = trace(model, example_inputs)
-    return estimate(tr, hw, dtype, model_name=name or type(model).__name__)
+    return estimate(
+        tr, hw, dtype, model_name=name or type(model).__name__, layer_dtypes=layer_dtypes
+    )

@@ -55,7 +55,7 @@ def layer_table(prof: EnergyProfile, top: int = 15) -> Table:
         f"({shown})",
         title_justify="left",
     )
-    for column in ("layer", "type"):
+    for column in ("layer", "type", "dtype"):
         table.add_column(column, overflow="fold")
     overhead = prof.total.overhead_j > 0  # only calibrated profiles charge launches
     columns = ["MACs", "params", "bytes", "compute J", "memory J"]
@@ -76,9 +76,9 @@ def layer_table(prof: EnergyProfile, top: int = 15) -> Table:
         return [*values, f"{100 * row.energy_j / total:.1f}"]
 
     for layer in layers:
-        table.add_row(layer.name, layer.type, *cells(layer))
+        table.add_row(layer.name, layer.type, layer.dtype, *cells(layer))
     table.add_section()
-    table.add_row("total", "", *cells(prof.total))
+    table.add_row("total", "", "", *cells(prof.total))
     return table
 
 
