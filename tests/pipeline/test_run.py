@@ -151,3 +151,19 @@ def _trained_weights(tmp_path: Path) -> tuple[Path, None]:
     path = tmp_path / "dense.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     return path, None
+
+
+def test_ddp_fine_tuning_under_torchrun(tmp_path):
+    torchrun = Path(sys.executable).parent / "torchrun"
+    args = [str(torchrun), "--nproc-per-node", "2", "-m", *_cli(tmp_path, "--ddp")[1:]]
+    args[args.index("--steps") + 1] = "1"
+    proc = subprocess.run(
+        args,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["energy_reduction"] > 0.4 and len(report["steps"]) == 1

@@ -20,6 +20,7 @@ from torch import nn
 from energyprune.errors import ConfigError, MeterUnavailableError
 from energyprune.files import atomic_write_text
 from energyprune.pipeline.data import Data
+from energyprune.pipeline.finetune import is_main_process
 from energyprune.pipeline.report import plot_run, run_markdown
 from energyprune.pipeline.run import RunConfig, RunResult, run
 from energyprune.pruning.export import save
@@ -58,6 +59,8 @@ def meter_device_for(device: str) -> str | None:
 
 def _write(result: RunResult, model_name: str, arch: str, cfg: RunConfig, data: Data, out: Path,
            dense: nn.Module) -> None:  # fmt: skip
+    if not is_main_process():
+        return
     example = torch.randn(*data.input_shape)
     before = price(dense, example, cfg.hardware, None, model_name)
     after = price(result.model, example, cfg.hardware, None, model_name)

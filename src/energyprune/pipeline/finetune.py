@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from energyprune.errors import ConfigError
 
-__all__ = ["StopFlag", "TrainConfig", "distributed", "finetune"]
+__all__ = ["StopFlag", "TrainConfig", "distributed", "finetune", "is_main_process"]
 
 OPTIMIZERS = ("sgd", "adamw")
 
@@ -76,6 +76,11 @@ def distributed() -> bool:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         torch.distributed.init_process_group(backend)
     return True
+
+
+def is_main_process() -> bool:
+    """True outside torchrun and on rank 0: the one process that writes files."""
+    return not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
 
 
 def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:

@@ -22,7 +22,7 @@ from energyprune.errors import ConfigError
 from energyprune.files import atomic_write_text
 from energyprune.pipeline.data import Data
 from energyprune.pipeline.evaluate import Metrics, classification_metrics, evaluate, predict
-from energyprune.pipeline.finetune import StopFlag, TrainConfig, finetune
+from energyprune.pipeline.finetune import StopFlag, TrainConfig, finetune, is_main_process
 from energyprune.pruning.apply import prune
 from energyprune.pruning.export import save
 from energyprune.pruning.plan import PruningPlan
@@ -103,6 +103,8 @@ def _merge(plan: PruningPlan | None, step: PruningPlan) -> PruningPlan:
 
 def _checkpoint(out: Path, state: dict, model: nn.Module, plan: PruningPlan, arch: str) -> None:
     """Weights and plan under step-numbered names first, then the state naming them."""
+    if not is_main_process():
+        return
     step = state["completed"]
     save(RunResult(model, plan, {}), out / "checkpoint" / f"step-{step}", arch=arch)
     atomic_write_text(out / STATE, json.dumps(state, indent=2) + "\n")
