@@ -22,7 +22,7 @@ from torch.utils._pytree import tree_flatten
 from energyprune.energy.formulas import FORMULAS, Cost, generic_cost, has_rule
 from energyprune.errors import ConfigError
 
-__all__ = ["ModuleInfo", "OpRecord", "Operand", "Trace", "dtype_name", "trace"]
+__all__ = ["ModuleInfo", "OpRecord", "Operand", "Trace", "as_call", "dtype_name", "trace"]
 
 _DTYPE_NAMES = {
     torch.float32: "fp32",
@@ -223,7 +223,8 @@ class _TraceMode(TorchDispatchMode):
         )
 
 
-def _as_call(example_inputs: Any) -> tuple[tuple, dict]:
+def as_call(example_inputs: Any) -> tuple[tuple, dict]:
+    """``(args, kwargs)`` to call a model with: a tensor, a tuple of inputs, or a dict."""
     if isinstance(example_inputs, torch.Tensor):
         return (example_inputs,), {}
     if isinstance(example_inputs, Mapping):
@@ -248,7 +249,7 @@ def trace(model: nn.Module, example_inputs: Any, *, eval_mode: bool = True) -> T
         A :class:`Trace`. The caller's grad mode is respected, so fused inference kernels appear
         under ``torch.no_grad()`` exactly as they would in deployment.
     """
-    args, kwargs = _as_call(example_inputs)
+    args, kwargs = as_call(example_inputs)
     param_names: dict[int, str] = {}
     for pname, tensor in [*model.named_buffers(), *model.named_parameters()]:
         if tensor.numel():

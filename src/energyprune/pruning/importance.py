@@ -15,6 +15,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from energyprune.energy.trace import as_call
 from energyprune.errors import ConfigError
 
 __all__ = ["CRITERIA", "make_importance", "taylor_gradients"]
@@ -66,11 +67,8 @@ def taylor_gradients(
     model.train(False)
     with torch.enable_grad():
         if batches is None:
-            out = (
-                model(*example_inputs)
-                if isinstance(example_inputs, tuple)
-                else model(example_inputs)
-            )
+            args, kwargs = as_call(example_inputs)
+            out = model(*args, **kwargs)
             out = out if isinstance(out, torch.Tensor) else out[0]
             (out.float() ** 2).mean().backward()
             return
