@@ -21,6 +21,7 @@ import torch
 
 from energyprune.files import atomic_write_text
 from energyprune.pipeline.data import batches, load_cifar10
+from energyprune.pipeline.evaluate import classification_metrics, predict
 from energyprune.pipeline.models import build_model, load_weights
 from energyprune.pruning.apply import prune
 
@@ -28,12 +29,8 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
 def top1(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for xb, yb in batches(x, y, 500):
-            correct += int((model(xb).argmax(1) == yb).sum())
-    return correct / len(y)
+    pred, true = predict(model, batches(x, y, 500))
+    return classification_metrics(pred, true, 10)["top1"]
 
 
 def main(argv: list[str] | None = None) -> int:

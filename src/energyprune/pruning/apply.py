@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -133,39 +133,44 @@ def _candidates(
     return out
 
 
-def _channel_rounds(
-    model,
-    example,
-    hw,
-    dtype,
-    name,
-    target_j,
-    criterion,
-    strategy,
-    round_to,
-    caps,
-    ignored,
-    prune_residual,
-    data,
-) -> list[list[dict]]:
+@dataclass(frozen=True)
+class _Job:
+    """The settings of one channel prune, shared by every round."""
+
+    hw: HardwareProfile
+    dtype: str | None
+    name: str
+    criterion: str
+    strategy: str
+    round_to: int
+    caps: Caps
+    ignored: tuple
+    prune_residual: bool
+    data: Any = None
+
+    def price(self, model: nn.Module, example: Any) -> EnergyProfile:
+        return _price(model, example, self.hw, self.dtype, self.name)
+
+
+def _channel_rounds(model: nn.Module, example: Any, target_j: float, job: _Job) -> list[list[dict]]:
     dense_widths = {n: w[1] for n, w in layer_widths(model).items()}
     rounds: list[list[dict]] = []
-    energy = _price(model, example, hw, dtype, name)
+    energy = job.price(model, example)
     scale = 1.0  # actual / estimated saving, learnt from the previous round
     for _ in range(MAX_ROUNDS):
         gap = energy.total.energy_j - target_j
         if gap <= 0:
             break
-        if criterion == "taylor":
-            taylor_gradients(model, example, data)
-        structure = Structure(model, example, select_modules(model, ignored), prune_residual)
-        cands = _candidates(structure, energy, criterion, round_to, caps, dense_widths)
+        if job.criterion == "taylor":
+            taylor_gradients(model, example, job.data)
+        ignored = select_modules(model, job.ignored)
+        structure = Structure(model, example, ignored, job.prune_residual)
+        cands = _candidates(structure, energy, job.criterion, job.round_to, job.caps, dense_widths)
         # Savings are linear estimates but energy is not linear in width (tensors drop from
         # DRAM into the on-chip buffer as they shrink): approach the target in shrinking steps,
         # correcting the estimate by the ratio actual / estimated seen in the previous round.
         share = ROUND_SHARE if gap > FINAL_GAP * target_j else 1.0
-        need = gap / scale * share
-        removal, estimated = allocate(cands, need, criterion, strategy)
+        removal, estimated = allocate(cands, gap / scale * share, job.criterion, job.strategy)
         if not removal:
             break
         rounds.append(
@@ -175,34 +180,18 @@ def _channel_rounds(
             ]
         )
         model.zero_grad(set_to_none=True)
-        after = _price(model, example, hw, dtype, name)
+        after = job.price(model, example)
         actual = energy.total.energy_j - after.total.energy_j
         scale = max(actual / estimated, 0.05) if estimated > 0 else 1.0
         energy = after
     return rounds
 
 
-def _reachable_minimum(
-    model, example, hw, dtype, name, ignored, prune_residual, caps, round_to
-) -> float:
+def _reachable_minimum(model: nn.Module, example: Any, job: _Job) -> float:
     """Estimated energy with every allowed group pruned as far as allowed."""
     probe = folded_copy(model)
-    _channel_rounds(
-        probe,
-        example,
-        hw,
-        dtype,
-        name,
-        0.0,
-        "l2",
-        "global",
-        round_to,
-        caps,
-        ignored,
-        prune_residual,
-        None,
-    )
-    return _price(probe, example, hw, dtype, name).total.energy_j
+    _channel_rounds(probe, example, 0.0, replace(job, criterion="l2", strategy="global"))
+    return job.price(probe, example).total.energy_j
 
 
 def prune(
@@ -279,22 +268,20 @@ def prune(
     first = next(iter(_flat_tensors(example_inputs)), None)
     if first is not None:
         plan.input_shape, plan.input_dtype = list(first.shape), str(first.dtype).split(".")[-1]
+    job = _Job(
+        hw,
+        dtype,
+        name,
+        criterion,
+        strategy,
+        round_to,
+        caps,
+        tuple(ignored_layers),
+        prune_residual,
+        data,
+    )
     if granularity == "channel":
-        plan.rounds = _channel_rounds(
-            work,
-            example_inputs,
-            hw,
-            dtype,
-            name,
-            target_j,
-            criterion,
-            strategy,
-            round_to,
-            caps,
-            ignored_layers,
-            prune_residual,
-            data,
-        )
+        plan.rounds = _channel_rounds(work, example_inputs, target_j, job)
     else:
         from energyprune.pruning.sparse import sparsify
 
@@ -314,17 +301,7 @@ def prune(
     after = _price(work, example_inputs, hw, dtype, name)
     if after.total.energy_j > target_j * (1 + TOLERANCE):
         reachable = (
-            _reachable_minimum(
-                model,
-                example_inputs,
-                hw,
-                dtype,
-                name,
-                ignored_layers,
-                prune_residual,
-                caps,
-                round_to,
-            )
+            _reachable_minimum(model, example_inputs, job)
             if granularity == "channel"
             else after.total.energy_j
         )
