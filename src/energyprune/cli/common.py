@@ -53,12 +53,17 @@ def shape_error(name: str, shape: tuple[int, ...], e: Exception) -> ConfigError:
     )
 
 
-def progress_callbacks(console: Console, bar) -> tuple:
+def progress_callbacks(console: Console, bar, steps: int | None = None) -> tuple:
+    """(log, on_batch, on_step) drawing a steps bar and an epoch bar on a rich Progress."""
+    step_task = bar.add_task("pruning steps", total=steps)
     epoch_task = bar.add_task("fine-tuning", total=None)
+
+    def on_step(done: int, total: int) -> None:
+        bar.update(step_task, completed=done, total=total, description=f"step {done}/{total}")
 
     def on_batch(epoch: int, i: int, n: int, loss: float) -> None:
         bar.update(
             epoch_task, completed=i + 1, total=n, description=f"epoch {epoch + 1} · loss {loss:.3f}"
         )
 
-    return bar.console.print, on_batch
+    return bar.console.print, on_batch, on_step

@@ -37,8 +37,8 @@ def _run_demo(args: argparse.Namespace, console: Console) -> int:
     from energyprune.pipeline.report import run_table
 
     with Progress(console=console, transient=True) as bar:
-        log, on_batch = progress_callbacks(console, bar)
-        result = demo(args.out, args.seed, log=log, on_batch=on_batch)
+        log, on_batch, on_step = progress_callbacks(console, bar)
+        result = demo(args.out, args.seed, log=log, on_batch=on_batch, on_step=on_step)
     if result is None:
         return 130
     console.print(run_table(result.report))

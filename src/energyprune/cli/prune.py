@@ -177,11 +177,11 @@ def _run_pipeline(args, built, nm, console: Console) -> int:
         max_layer_ratio=args.max_layer_ratio,
         ignored_layers=tuple(args.ignore),
         prune_residual=args.prune_residual,
+        nm=nm,
         seed=args.seed,
     )
-    del nm
     with Progress(console=console, transient=True) as bar:
-        log, on_batch = progress_callbacks(console, bar)
+        log, on_batch, on_step = progress_callbacks(console, bar, args.steps)
         result = run_and_write(
             built.model.to(args.device),
             data,
@@ -193,6 +193,7 @@ def _run_pipeline(args, built, nm, console: Console) -> int:
             device=args.device,
             log=log,
             on_batch=on_batch,
+            on_step=on_step,
         )
     if result is None:
         console.print("stopped: the last completed step is checkpointed; rerun with --resume")

@@ -32,6 +32,7 @@ def demo(
     seed: int = 0,
     log: Callable[[str], None] = print,
     on_batch: Callable[[int, int, int, float], None] = lambda *a: None,
+    on_step: Callable[[int, int], None] = lambda *a: None,
 ) -> RunResult | None:
     """Train ``digits_cnn`` on scikit-learn's digits, then prune → fine-tune → evaluate."""
     torch.manual_seed(seed)
@@ -41,4 +42,6 @@ def demo(
     train = TrainConfig(epochs=30, lr=3e-3, optimizer="adamw", weight_decay=1e-4, seed=seed)
     finetune(model, data.train, train, on_batch=on_batch)
     cfg = RunConfig(**{**DEMO_CONFIG.__dict__, "seed": seed})
-    return run_and_write(model, data, cfg, out, arch="digits_cnn", log=log, on_batch=on_batch)
+    return run_and_write(
+        model, data, cfg, out, arch="digits_cnn", log=log, on_batch=on_batch, on_step=on_step
+    )

@@ -57,8 +57,15 @@ def meter_device_for(device: str) -> str | None:
     return device
 
 
-def _write(result: RunResult, model_name: str, arch: str, cfg: RunConfig, data: Data, out: Path,
-           dense: nn.Module) -> None:  # fmt: skip
+def _write(
+    result: RunResult,
+    model_name: str,
+    arch: str,
+    cfg: RunConfig,
+    data: Data,
+    out: Path,
+    dense: nn.Module,
+) -> None:
     if not is_main_process():
         return
     example = torch.randn(*data.input_shape)
@@ -86,6 +93,7 @@ def run_and_write(
     device: str = "cpu",
     log: Callable[[str], None] = print,
     on_batch: Callable[[int, int, int, float], None] = lambda *a: None,
+    on_step: Callable[[int, int], None] = lambda *a: None,
 ) -> RunResult | None:
     """Run over ``seeds`` seeds (each in its own folder when > 1), write reports; the first
     seed's run is the reported model, the others give stability (mean ± std of test top-1)."""
@@ -97,8 +105,18 @@ def run_and_write(
     for i in range(seeds):
         folder = out if seeds == 1 else out / f"seed-{cfg.seed + i}"
         seeded = replace(cfg, seed=cfg.seed + i)
-        result = run(copy.deepcopy(dense), data, seeded, folder, arch=arch, resume=resume,
-                     meter_device=meter, log=log, on_batch=on_batch)  # fmt: skip
+        result = run(
+            copy.deepcopy(dense),
+            data,
+            seeded,
+            folder,
+            arch=arch,
+            resume=resume,
+            meter_device=meter,
+            log=log,
+            on_batch=on_batch,
+            on_step=on_step,
+        )
         if not result.report:  # interrupted: the checkpoint is what is left
             return None
         results.append(result)
@@ -106,8 +124,10 @@ def run_and_write(
     first = results[0]
     if seeds > 1:
         first.report["stability"] = {
-            "top1": top1, "mean": statistics.fmean(top1), "std": statistics.pstdev(top1),
+            "top1": top1,
+            "mean": statistics.fmean(top1),
+            "std": statistics.pstdev(top1),
             "seeds": [cfg.seed + i for i in range(seeds)],
-        }  # fmt: skip
+        }
     _write(first, arch, arch, cfg, data, out, dense)
     return first

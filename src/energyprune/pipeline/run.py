@@ -53,6 +53,7 @@ class RunConfig:
     max_layer_ratio: float = 0.9
     ignored_layers: tuple[str, ...] = ()
     prune_residual: bool = False
+    nm: tuple[int, int] = (2, 4)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -137,6 +138,7 @@ def _try_step(model, data, cfg, target_j, seed, stop, on_batch) -> tuple[Any, fl
         max_layer_ratio=cfg.max_layer_ratio,
         ignored_layers=cfg.ignored_layers,
         prune_residual=cfg.prune_residual,
+        nm=cfg.nm,
     )
     train = replace(cfg.train, seed=seed)
     completed = finetune(result.model, data.train, train, stop=stop, on_batch=on_batch)
@@ -154,6 +156,7 @@ def run(
     meter_device: str | None = None,
     log: Callable[[str], None] = print,
     on_batch: Callable[[int, int, int, float], None] = lambda epoch, i, n, loss: None,
+    on_step: Callable[[int, int], None] = lambda done, total: None,
 ) -> RunResult:
     """Prune ``model`` toward ``cfg.target_energy`` in steps with fine-tuning and a guardrail.
 
@@ -231,6 +234,7 @@ def run(
                 break
             state["completed"], state["fraction"] = k, fraction
             _checkpoint(out, state, current, plan, arch)
+            on_step(k, cfg.steps)
         final_cfg = replace(
             cfg.train,
             epochs=cfg.final_epochs if cfg.final_epochs is not None else cfg.train.epochs,
