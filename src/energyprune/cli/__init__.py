@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
-from energyprune.cli import demo, measure, profile, prune
+from energyprune.cli import demo, measure, profile, prune, quantize
 from energyprune.cli.common import EXIT_USAGE, Parser
 from energyprune.errors import EnergyPruneError
 
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_export(sub)
     demo.add_demo(sub)
     demo.add_search(sub)
+    quantize.add_quantize(sub)
     return parser
 
 
