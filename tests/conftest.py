@@ -50,3 +50,17 @@ def tiny_bert():
         return model, {"input_ids": torch.randint(0, 50, (2, tokens))}
 
     return make
+
+
+@pytest.fixture(scope="session")
+def trained_digits():
+    """digits_cnn trained for a few epochs on the digits splits (shared: it takes seconds)."""
+    from energyprune.pipeline.architectures import digits_cnn
+    from energyprune.pipeline.data import load_data
+    from energyprune.pipeline.finetune import TrainConfig, finetune
+
+    torch.manual_seed(0)
+    data = load_data("digits", batch_size=64)
+    model = digits_cnn()
+    finetune(model, data.train, TrainConfig(epochs=10, lr=3e-3, optimizer="adamw"))
+    return model.eval(), data

@@ -22,13 +22,9 @@ from energyprune.pipeline.run import RunConfig, schedule_targets
 FAST = TrainConfig(epochs=1, lr=2e-3, optimizer="adamw", weight_decay=1e-4)
 
 
-@pytest.fixture(scope="module")
-def trained():
-    torch.manual_seed(0)
-    data = load_data("digits", batch_size=64)
-    model = digits_cnn()
-    finetune(model, data.train, TrainConfig(epochs=8, lr=3e-3, optimizer="adamw"))
-    return model, data
+@pytest.fixture
+def trained(trained_digits):
+    return trained_digits
 
 
 def test_schedules_end_at_the_target():

@@ -6,10 +6,7 @@ import pytest
 import torch
 
 from energyprune.energy.model import profile
-from energyprune.pipeline.architectures import digits_cnn
-from energyprune.pipeline.data import load_data
 from energyprune.pipeline.evaluate import classification_metrics, predict
-from energyprune.pipeline.finetune import TrainConfig, finetune
 
 pytest.importorskip("torchao")
 
@@ -20,13 +17,9 @@ from energyprune.pruning.quantize import (
 )
 
 
-@pytest.fixture(scope="module")
-def trained():
-    torch.manual_seed(0)
-    data = load_data("digits", batch_size=64)
-    model = digits_cnn()
-    finetune(model, data.train, TrainConfig(epochs=10, lr=3e-3, optimizer="adamw"))
-    return model.eval(), data
+@pytest.fixture
+def trained(trained_digits):
+    return trained_digits
 
 
 def top1(model, loader) -> float:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
@@ -49,23 +48,11 @@ def _source(args: argparse.Namespace) -> tuple[torch.nn.Module, str]:
     return built.model, built.name
 
 
-def _latency_ms(model: torch.nn.Module, x: torch.Tensor) -> float:
-    times = []
-    with torch.no_grad():
-        for _ in range(3):
-            model(x)
-        for _ in range(20):
-            start = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - start)
-    return 1e3 * sorted(times)[len(times) // 2]
-
-
 def run_quantize(args: argparse.Namespace, console: Console) -> int:
     from energyprune.energy.model import profile
     from energyprune.pipeline.data import load_data
     from energyprune.pipeline.driver import check_compatible
-    from energyprune.pipeline.evaluate import classification_metrics, predict
+    from energyprune.pipeline.evaluate import classification_metrics, median_latency_ms, predict
     from energyprune.pruning.quantize import quantize_int8, save_quantized
 
     model, name = _source(args)
@@ -112,8 +99,8 @@ def run_quantize(args: argparse.Namespace, console: Console) -> int:
             "hardware": fp32.hardware,
         },
         "latency_ms_cpu_eager": {
-            "fp32": _latency_ms(model, x1),
-            "int8": _latency_ms(q.module, x1),
+            "fp32": median_latency_ms(model, x1),
+            "int8": median_latency_ms(q.module, x1),
             "note": "eager int8 runs reference (quantize/dequantize) "
             "kernels; int8 kernels need torch.compile",
         },

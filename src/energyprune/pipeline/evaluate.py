@@ -12,7 +12,14 @@ import torch
 from safetensors.torch import save as save_bytes
 from torch import nn
 
-__all__ = ["Metrics", "classification_metrics", "confusion_matrix", "evaluate", "predict"]
+__all__ = [
+    "Metrics",
+    "classification_metrics",
+    "confusion_matrix",
+    "evaluate",
+    "median_latency_ms",
+    "predict",
+]
 
 
 def predict(model: nn.Module, loader: Iterable) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,7 +84,9 @@ class Metrics:
         return asdict(self)
 
 
-def _latency_ms(model: nn.Module, example: torch.Tensor, repeats: int = 20) -> float:
+def median_latency_ms(model: nn.Module, example: torch.Tensor, repeats: int = 20) -> float:
+    """Median wall time of single forward passes (after 3 warm-up passes), in ms (CPU timing;
+    the measurement protocol in energy/measure.py is the synchronised, windowed one)."""
     model.eval()
     with torch.no_grad():
         for _ in range(3):
@@ -120,7 +129,7 @@ def evaluate(
         f1=metrics["f1"],
         energy_j=energy,
         energy_measured=measured,
-        latency_ms=_latency_ms(model, example),
+        latency_ms=median_latency_ms(model, example),
         macs=prof.total.macs,
         params=prof.total.params,
         size_bytes=len(save_bytes(state)),

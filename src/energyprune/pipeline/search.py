@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from energyprune.energy.hardware import load_hardware
 from energyprune.errors import ConfigError
 from energyprune.files import atomic_path, atomic_write_text
 from energyprune.pipeline.data import Data
-from energyprune.pipeline.evaluate import classification_metrics, predict
+from energyprune.pipeline.evaluate import classification_metrics, median_latency_ms, predict
 from energyprune.pipeline.finetune import TrainConfig, finetune
 from energyprune.pruning.apply import prune
 
@@ -71,17 +70,6 @@ def _stages(model: nn.Module) -> list[str]:
         if any(isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) for m in child.modules())
         and sum(1 for m in child.modules() if isinstance(m, (nn.modules.conv._ConvNd,))) > 1
     ]  # fmt: skip
-
-
-def _latency_ms(model: nn.Module, example: torch.Tensor) -> float:
-    times = []
-    with torch.no_grad():
-        model(example)
-        for _ in range(15):
-            start = time.perf_counter()
-            model(example)
-            times.append(time.perf_counter() - start)
-    return 1e3 * sorted(times)[len(times) // 2]
 
 
 def _dominates(a: list[float], b: list[float], directions: list[str]) -> bool:
@@ -152,7 +140,7 @@ def _objective(dense: nn.Module, data: Data, hardware: str, proxy: TrainConfig, 
         pred, true = predict(result.model, data.val)
         values = {"accuracy": classification_metrics(pred, true, data.num_classes)["top1"],
                   "energy_j": result.after.total.energy_j,
-                  "latency_ms": _latency_ms(result.model.eval(), example)}  # fmt: skip
+                  "latency_ms": median_latency_ms(result.model, example, 15)}  # fmt: skip
         if meter_device is not None:
             from energyprune.energy.measure import measure
 
