@@ -86,16 +86,19 @@ def export_onnx(
     model = folded_copy(model).eval()
     target = Path(path)
     try:
-        with atomic_path(target) as tmp:
-            torch.onnx.export(
-                model,
-                (example_inputs,),
-                str(tmp),
-                input_names=["input"],
-                output_names=["output"],
-                dynamic_axes={"input": {0: "batch"}},
-                dynamo=False,
-            )
+        program = torch.onnx.export(
+            model,
+            (example_inputs,),
+            dynamo=True,
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            input_names=["input"],
+            output_names=["output"],
+            verbose=False,
+        )
     except ImportError as e:
-        raise ConfigError(f"ONNX export needs the 'onnx' package ({e}): pip install onnx") from e
+        raise ConfigError(
+            f"ONNX export needs onnx and onnxscript ({e}): pip install 'energyprune[onnx]'"
+        ) from e
+    with atomic_path(target) as tmp:
+        program.save(str(tmp))
     return target
