@@ -80,3 +80,38 @@ def test_quantize_cli_on_a_pruned_folder(tmp_path, capsys):
     assert energy["int8"] < 0.5 * energy["fp32"]
     assert {"fp32", "int8"} <= set(report["latency_ms_cpu_eager"])
     assert (out / "model.pt2").is_file() and "fp32 vs int8" in capsys.readouterr().out
+
+
+def test_prune_pipeline_then_int8(tmp_path, capsys):
+    import json
+
+    from energyprune.cli import main
+
+    code = main(
+        [
+            "prune",
+            "digits_cnn",
+            "--data",
+            "digits",
+            "--target-energy",
+            "0.6",
+            "--steps",
+            "1",
+            "--finetune-epochs",
+            "1",
+            "--max-acc-drop",
+            "100",
+            "--optimizer",
+            "adamw",
+            "--lr",
+            "0.002",
+            "--quantize",
+            "int8",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert code == 0
+    report = json.loads((tmp_path / "int8" / "quant_report.json").read_text())
+    assert report["estimated_energy_j"]["int8"] < report["estimated_energy_j"]["fp32"]
+    assert (tmp_path / "int8" / "model.pt2").is_file() and (tmp_path / "report.json").is_file()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 from rich.console import Console
@@ -97,6 +98,11 @@ def add_prune(sub: argparse._SubParsersAction) -> None:
     loop.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     loop.add_argument("--resume", action="store_true", help="continue after the last step")
     loop.add_argument(
+        "--quantize",
+        choices=("int8",),
+        help="then quantise the pruned model (CPU, PT2E) into DIR/int8",
+    )
+    loop.add_argument(
         "--ddp",
         action="store_true",
         help="DistributedDataParallel fine-tuning (launch with torchrun)",
@@ -116,6 +122,10 @@ def _run_prune(args: argparse.Namespace, console: Console) -> int:
         raise ConfigError(f"--nm must look like 2:4 (N kept of M), got '{args.nm}'") from None
     if args.data:
         return _run_pipeline(args, built, (n, m), console)
+    if args.quantize:
+        raise ConfigError(
+            "--quantize needs --data: calibration batches come from its validation split"
+        )
     with console.status(f"pruning {built.name}"):
         result = prune(
             built.model,
@@ -199,6 +209,18 @@ def _run_pipeline(args, built, nm, console: Console) -> int:
         console.print("stopped: the last completed step is checkpointed; rerun with --resume")
         return 130
     console.print(run_table(result.report))
+    if args.quantize == "int8":
+        from energyprune.cli.quantize import write_int8
+
+        write_int8(
+            result.model.cpu(),
+            data,
+            built.name,
+            Path(args.out) / "int8",
+            console,
+            hardware=args.hardware,
+            max_acc_drop=args.max_acc_drop,
+        )
     console.print(
         f"wrote {args.out}/report.json, report.md, energy_layers.png, "
         "accuracy_energy.png, plan.json, model.safetensors"

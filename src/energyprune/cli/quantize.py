@@ -8,10 +8,8 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.table import Table
 
 from energyprune.cli.common import load_model
-from energyprune.errors import ConfigError
 from energyprune.files import atomic_write_text
 
 
@@ -49,101 +47,40 @@ def _source(args: argparse.Namespace) -> tuple[torch.nn.Module, str]:
 
 
 def run_quantize(args: argparse.Namespace, console: Console) -> int:
-    from energyprune.energy.model import profile
     from energyprune.pipeline.data import load_data
     from energyprune.pipeline.driver import check_compatible
-    from energyprune.pipeline.evaluate import classification_metrics, median_latency_ms, predict
-    from energyprune.pruning.quantize import quantize_int8, save_quantized
 
     model, name = _source(args)
     data = load_data(args.data, batch_size=args.batch_size)
     check_compatible(model, data, name)
-    model.eval()
+    write_int8(
+        model,
+        data,
+        name,
+        args.out,
+        console,
+        hardware=args.hardware,
+        max_acc_drop=args.max_acc_drop,
+        calibration_batches=args.calibration_batches,
+    )
+    return 0
 
-    def top1(m, loader) -> float:
-        pred, true = predict(m, loader)
-        return classification_metrics(pred, true, data.num_classes)["top1"]
 
-    example = torch.randn(4, *data.input_shape[1:])
-    float_val = top1(model, data.val)
-    skip: list[str] = []
-    with console.status("quantising"):
-        q = quantize_int8(model, example, data.val, max_batches=args.calibration_batches)
-        int8_val = top1(q.module, data.val)
-        while 100 * (float_val - int8_val) > args.max_acc_drop and len(skip) < len(q.int8_layers):
-            worst = _most_sensitive(model, example, data, q.int8_layers, skip, top1, args)
-            skip.append(worst)
-            q = quantize_int8(
-                model, example, data.val, skip=skip, max_batches=args.calibration_batches
-            )
-            int8_val = top1(q.module, data.val)
-    if 100 * (float_val - int8_val) > args.max_acc_drop:
-        raise ConfigError(
-            f"int8 loses {100 * (float_val - int8_val):.2f} pt of validation top-1 even with "
-            f"{len(skip)} layers in float (guardrail {args.max_acc_drop} pt): keep fp32"
-        )
-    x1 = torch.randn(*data.input_shape)
-    fp32 = profile(model, x1, args.hardware, name=name)
-    int8 = profile(model, x1, args.hardware, name=name, layer_dtypes=q.layer_dtypes)
-    report = {
-        "model": name,
-        "float_layers": skip,
-        "int8_layers": q.int8_layers,
-        "val_top1": {"fp32": float_val, "int8": int8_val},
-        "test_top1": {"fp32": top1(model, data.test), "int8": top1(q.module, data.test)}
-        if data.test is not None
-        else None,
-        "estimated_energy_j": {
-            "fp32": fp32.total.energy_j,
-            "int8": int8.total.energy_j,
-            "hardware": fp32.hardware,
-        },
-        "latency_ms_cpu_eager": {
-            "fp32": median_latency_ms(model, x1),
-            "int8": median_latency_ms(q.module, x1),
-            "note": "eager int8 runs reference (quantize/dequantize) "
-            "kernels; int8 kernels need torch.compile",
-        },
-    }
-    save_quantized(q, args.out)
-    atomic_write_text(Path(args.out) / "quant_report.json", json.dumps(report, indent=2) + "\n")
-    table = Table(
-        title=f"{name}: fp32 vs int8 ({len(skip)} layers kept in float)", title_justify="left"
-    )
-    for column in ("metric", "fp32", "int8"):
-        table.add_column(column, justify="left" if column == "metric" else "right")
-    table.add_row("validation top-1", f"{100 * float_val:.2f} %", f"{100 * int8_val:.2f} %")
-    if report["test_top1"]:
-        t = report["test_top1"]
-        table.add_row("test top-1", f"{100 * t['fp32']:.2f} %", f"{100 * t['int8']:.2f} %")
-    e = report["estimated_energy_j"]
-    table.add_row(
-        f"energy, estimated ({e['hardware']})", f"{e['fp32']:.4g} J", f"{e['int8']:.4g} J"
-    )
-    lat = report["latency_ms_cpu_eager"]
-    table.add_row(
-        "latency, measured (CPU, eager)", f"{lat['fp32']:.3f} ms", f"{lat['int8']:.3f} ms"
-    )
-    console.print(table)
-    if lat["int8"] >= lat["fp32"]:
+def write_int8(model, data, name: str, out, console: Console, **settings) -> dict:
+    """Quantise with the guardrail, save model.pt2 + quant.json + quant_report.json, print."""
+    from energyprune.pipeline.int8 import int8_with_guardrail
+    from energyprune.pipeline.report import int8_table
+    from energyprune.pruning.quantize import save_quantized
+
+    with console.status("quantising to int8"):
+        q, report = int8_with_guardrail(model, data, name, **settings)
+    save_quantized(q, out)
+    atomic_write_text(Path(out) / "quant_report.json", json.dumps(report, indent=2) + "\n")
+    console.print(int8_table(report))
+    if not report["recommended"]:
         console.print(
             "[yellow]int8 measured slower than fp32 here (eager reference kernels): "
             "not recommended for this deployment unless compiled[/]"
         )
-    console.print(f"wrote {args.out}/model.pt2, quant.json, quant_report.json")
-    return 0
-
-
-def _most_sensitive(model, example, data, layers, skip, top1, args) -> str:
-    """The layer whose int8 alone costs the most validation accuracy."""
-    from energyprune.pruning.quantize import quantize_int8
-
-    candidates = [name for name in layers if name not in skip]
-    drops = {}
-    for name in candidates:
-        others = [n for n in layers if n != name]
-        q = quantize_int8(
-            model, example, data.val, skip=others, max_batches=args.calibration_batches
-        )
-        drops[name] = -top1(q.module, data.val)
-    return max(drops, key=drops.get)
+    console.print(f"wrote {out}/model.pt2, quant.json, quant_report.json")
+    return report

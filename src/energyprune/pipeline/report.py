@@ -18,6 +18,7 @@ __all__ = [
     "comparison_table",
     "fmt_count",
     "fmt_joules",
+    "int8_table",
     "layer_table",
     "measurement_table",
     "plot_layer_energy",
@@ -335,3 +336,25 @@ def plot_run(report: dict, before: EnergyProfile, after: EnergyProfile, folder) 
     fig.tight_layout()
     _save(fig, Path(folder) / "accuracy_energy.png")
     plt.close(fig)
+
+
+def int8_table(report: dict) -> Table:
+    """fp32 vs int8: accuracy, estimated energy, measured latency."""
+    title = f"{report['model']}: fp32 vs int8 ({len(report['float_layers'])} layers kept in float)"
+    table = Table(title=title, title_justify="left")
+    for column in ("metric", "fp32", "int8"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    v = report["val_top1"]
+    table.add_row("validation top-1", f"{100 * v['fp32']:.2f} %", f"{100 * v['int8']:.2f} %")
+    if report["test_top1"]:
+        t = report["test_top1"]
+        table.add_row("test top-1", f"{100 * t['fp32']:.2f} %", f"{100 * t['int8']:.2f} %")
+    e = report["estimated_energy_j"]
+    table.add_row(
+        f"energy, estimated ({e['hardware']})", fmt_joules(e["fp32"]), fmt_joules(e["int8"])
+    )
+    lat = report["latency_ms_cpu_eager"]
+    table.add_row(
+        "latency, measured (CPU, eager)", f"{lat['fp32']:.3f} ms", f"{lat['int8']:.3f} ms"
+    )
+    return table
