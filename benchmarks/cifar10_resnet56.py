@@ -25,7 +25,7 @@ import torch_pruning as tp
 from energyprune.energy.measure import Protocol, measure
 from energyprune.files import atomic_write_text
 from energyprune.pipeline.data import load_data
-from energyprune.pipeline.evaluate import classification_metrics, predict
+from energyprune.pipeline.evaluate import top1
 from energyprune.pipeline.finetune import TrainConfig, finetune
 from energyprune.pipeline.models import build_model, load_weights
 from energyprune.pipeline.run import RunConfig, run
@@ -59,12 +59,11 @@ def tp_default(model: torch.nn.Module, macs_target: int) -> torch.nn.Module:
 
 
 def row(name: str, model, data, hardware: str, device: str) -> dict:
-    pred, true = predict(model, data.test)
     example = torch.randn(1, 3, 32, 32)
     prof = price(model, example, hardware, None, name)
     entry = {
         "row": name,
-        "top1": classification_metrics(pred, true, 10)["top1"],
+        "top1": top1(model, data.test, 10),
         "macs": prof.total.macs,
         "params": prof.total.params,
         "estimated_j_per_img": prof.total.energy_j,

@@ -21,16 +21,15 @@ import torch
 
 from energyprune.files import atomic_write_text
 from energyprune.pipeline.data import batches, load_cifar10
-from energyprune.pipeline.evaluate import classification_metrics, predict
+from energyprune.pipeline.evaluate import top1
 from energyprune.pipeline.models import build_model, load_weights
 from energyprune.pruning.apply import prune
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
-def top1(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    pred, true = predict(model, batches(x, y, 500))
-    return classification_metrics(pred, true, 10)["top1"]
+def test_top1(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    return top1(model, batches(x, y, 500), 10)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             "target": 1.0,
             "energy_ratio": 1.0,
             "macs": None,
-            "top1": top1(dense, data.test_x, data.test_y),
+            "top1": test_top1(dense, data.test_x, data.test_y),
         }
     ]
     for target in (float(t) for t in args.targets.split(",")):
@@ -70,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                     "macs": result.after.total.macs,
                     "params": result.after.total.params,
                     "prune_s": time.perf_counter() - start,
-                    "top1": top1(result.model, data.test_x, data.test_y),
+                    "top1": test_top1(result.model, data.test_x, data.test_y),
                 }
             )
             print(json.dumps(rows[-1]), file=sys.stderr)

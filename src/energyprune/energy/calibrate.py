@@ -27,7 +27,7 @@ from torch import nn
 
 from energyprune.energy.features import op_features
 from energyprune.energy.hardware import HardwareProfile, load_hardware
-from energyprune.energy.trace import trace
+from energyprune.energy.trace import TORCH_DTYPES, trace
 from energyprune.errors import ConfigError
 from energyprune.files import atomic_write_text
 
@@ -42,7 +42,6 @@ __all__ = [
     "write_calibration",
 ]
 
-_TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 MeasureFn = Callable[[nn.Module, torch.Tensor, "Variant"], float]
 
 
@@ -245,9 +244,9 @@ def calibrate(
     feats, macs, joules = [], [], []
     for i, variant in enumerate(variants):
         progress(i, len(variants), variant.name)
-        model = variant.factory().eval().to(device, _TORCH_DTYPES[variant.dtype])
+        model = variant.factory().eval().to(device, TORCH_DTYPES[variant.dtype])
         example = torch.randn(
-            *variant.input_shape, device=device, dtype=_TORCH_DTYPES[variant.dtype]
+            *variant.input_shape, device=device, dtype=TORCH_DTYPES[variant.dtype]
         )
         f, m = variant_features(model, example, hw)
         feats.append(f)

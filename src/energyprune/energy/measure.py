@@ -22,12 +22,10 @@ import torch
 from torch import nn
 
 from energyprune.energy.meter import Meter, cpu_name, open_meter
-from energyprune.energy.trace import dtype_name
+from energyprune.energy.trace import TORCH_DTYPES, dtype_name
 from energyprune.errors import ConfigError, MeterError, MeterUnavailableError
 
 __all__ = ["Measurement", "Protocol", "Window", "measure", "run_protocol"]
-
-_TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -212,13 +210,13 @@ def _prepare(
         raise ConfigError(f"--device {device}: CUDA is not available here; use --device cpu")
     if cuda_graph and not device.startswith("cuda"):
         raise ConfigError("--cuda-graph captures CUDA kernels: it needs --device cuda")
-    if dtype is not None and dtype not in _TORCH_DTYPES:
-        raise ConfigError(f"measure --dtype must be one of {', '.join(_TORCH_DTYPES)}, got {dtype}")
+    if dtype is not None and dtype not in TORCH_DTYPES:
+        raise ConfigError(f"measure --dtype must be one of {', '.join(TORCH_DTYPES)}, got {dtype}")
     model = model.eval().to(device)
     x = example.to(device)
     if dtype is not None:
-        model = model.to(_TORCH_DTYPES[dtype])
-        x = x.to(_TORCH_DTYPES[dtype]) if x.is_floating_point() else x
+        model = model.to(TORCH_DTYPES[dtype])
+        x = x.to(TORCH_DTYPES[dtype]) if x.is_floating_point() else x
     if channels_last and x.dim() == 4:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)

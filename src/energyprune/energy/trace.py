@@ -22,7 +22,16 @@ from torch.utils._pytree import tree_flatten
 from energyprune.energy.formulas import FORMULAS, Cost, generic_cost, has_rule
 from energyprune.errors import ConfigError
 
-__all__ = ["ModuleInfo", "OpRecord", "Operand", "Trace", "as_call", "dtype_name", "trace"]
+__all__ = [
+    "TORCH_DTYPES",
+    "ModuleInfo",
+    "OpRecord",
+    "Operand",
+    "Trace",
+    "as_call",
+    "dtype_name",
+    "trace",
+]
 
 _DTYPE_NAMES = {
     torch.float32: "fp32",
@@ -39,6 +48,10 @@ _DTYPE_NAMES = {
 
 #: Ops that carry no data or arithmetic and are not worth a record.
 _SKIP = {"prim.device", "aten.sym_size", "aten.sym_stride", "aten.sym_numel", "aten.is_same_size"}
+
+
+#: floating dtypes a model can be cast to, by short name
+TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def dtype_name(dtype: torch.dtype) -> str:

@@ -59,7 +59,6 @@ def meter_device_for(device: str) -> str | None:
 
 def _write(
     result: RunResult,
-    model_name: str,
     arch: str,
     cfg: RunConfig,
     data: Data,
@@ -69,14 +68,14 @@ def _write(
     if not is_main_process():
         return
     example = torch.randn(*data.input_shape)
-    before = price(dense, example, cfg.hardware, None, model_name)
-    after = price(result.model, example, cfg.hardware, None, model_name)
+    before = price(dense, example, cfg.hardware, None, arch)
+    after = price(result.model, example, cfg.hardware, None, arch)
     if result.plan is not None:
         save(result, out, arch=arch)
     atomic_write_text(out / "profile_before.json", before.to_json() + "\n")
     atomic_write_text(out / "profile_after.json", after.to_json() + "\n")
     atomic_write_text(out / "report.json", json.dumps(result.report, indent=2) + "\n")
-    title = f"{model_name} on {data.name}: prune to {cfg.target_energy:.0%} of dense energy"
+    title = f"{arch} on {data.name}: prune to {cfg.target_energy:.0%} of dense energy"
     atomic_write_text(out / "report.md", run_markdown(result.report, title))
     plot_run(result.report, before, after, out)
 
@@ -129,5 +128,5 @@ def run_and_write(
             "std": statistics.pstdev(top1),
             "seeds": [cfg.seed + i for i in range(seeds)],
         }
-    _write(first, arch, arch, cfg, data, out, dense)
+    _write(first, arch, cfg, data, out, dense)
     return first

@@ -19,6 +19,7 @@ __all__ = [
     "evaluate",
     "median_latency_ms",
     "predict",
+    "top1",
 ]
 
 
@@ -34,6 +35,12 @@ def predict(model: nn.Module, loader: Iterable) -> tuple[torch.Tensor, torch.Ten
             labels.append(y.cpu())
     model.train(was_training)
     return torch.cat(preds), torch.cat(labels)
+
+
+def top1(model: nn.Module, loader: Iterable, num_classes: int) -> float:
+    """Top-1 accuracy (fraction) of ``model`` over ``loader``."""
+    pred, true = predict(model, loader)
+    return classification_metrics(pred, true, num_classes)["top1"]
 
 
 def confusion_matrix(pred: torch.Tensor, true: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -11,15 +11,10 @@ from torch import nn
 from energyprune.energy.model import profile
 from energyprune.errors import ConfigError
 from energyprune.pipeline.data import Data
-from energyprune.pipeline.evaluate import classification_metrics, median_latency_ms, predict
+from energyprune.pipeline.evaluate import median_latency_ms, top1
 from energyprune.pruning.quantize import QuantizedModel, quantize_int8
 
 __all__ = ["int8_with_guardrail"]
-
-
-def _top1(model: nn.Module, loader, classes: int) -> float:
-    pred, true = predict(model, loader)
-    return classification_metrics(pred, true, classes)["top1"]
 
 
 def _most_sensitive(model, example, data: Data, layers, skip, batches: int) -> str:
@@ -29,7 +24,7 @@ def _most_sensitive(model, example, data: Data, layers, skip, batches: int) -> s
         alone = quantize_int8(
             model, example, data.val, skip=[n for n in layers if n != name], max_batches=batches
         )
-        drops[name] = -_top1(alone.module, data.val, data.num_classes)
+        drops[name] = -top1(alone.module, data.val, data.num_classes)
     return max(drops, key=drops.get)
 
 
@@ -51,16 +46,16 @@ def int8_with_guardrail(
     """
     model.eval()
     example = torch.randn(4, *data.input_shape[1:])
-    float_val = _top1(model, data.val, data.num_classes)
+    float_val = top1(model, data.val, data.num_classes)
     skip: list[str] = []
     q = quantize_int8(model, example, data.val, max_batches=calibration_batches)
-    int8_val = _top1(q.module, data.val, data.num_classes)
+    int8_val = top1(q.module, data.val, data.num_classes)
     while 100 * (float_val - int8_val) > max_acc_drop and len(q.int8_layers) > 1:
         skip.append(
             _most_sensitive(model, example, data, q.int8_layers + skip, skip, calibration_batches)
         )
         q = quantize_int8(model, example, data.val, skip=skip, max_batches=calibration_batches)
-        int8_val = _top1(q.module, data.val, data.num_classes)
+        int8_val = top1(q.module, data.val, data.num_classes)
     if 100 * (float_val - int8_val) > max_acc_drop:
         raise ConfigError(
             f"int8 loses {100 * (float_val - int8_val):.2f} pt of validation top-1 even with "
@@ -72,8 +67,8 @@ def int8_with_guardrail(
     test = None
     if data.test is not None:
         test = {
-            "fp32": _top1(model, data.test, data.num_classes),
-            "int8": _top1(q.module, data.test, data.num_classes),
+            "fp32": top1(model, data.test, data.num_classes),
+            "int8": top1(q.module, data.test, data.num_classes),
         }
     latency = {
         "fp32": median_latency_ms(model, x1),

@@ -21,7 +21,7 @@ from torch import nn
 from energyprune.errors import ConfigError
 from energyprune.files import atomic_write_text
 from energyprune.pipeline.data import Data
-from energyprune.pipeline.evaluate import Metrics, classification_metrics, evaluate, predict
+from energyprune.pipeline.evaluate import Metrics, evaluate, top1
 from energyprune.pipeline.finetune import StopFlag, TrainConfig, finetune, is_main_process
 from energyprune.pruning.apply import prune
 from energyprune.pruning.export import save
@@ -84,8 +84,7 @@ class RunResult:
 
 
 def _val_top1(model: nn.Module, data: Data) -> float:
-    pred, true = predict(model, data.val)
-    return classification_metrics(pred, true, data.num_classes)["top1"]
+    return top1(model, data.val, data.num_classes)
 
 
 def _metrics(model: nn.Module, data: Data, cfg: RunConfig, meter: str | None) -> Metrics:

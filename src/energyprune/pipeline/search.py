@@ -29,7 +29,7 @@ from energyprune.energy.hardware import load_hardware
 from energyprune.errors import ConfigError
 from energyprune.files import atomic_path, atomic_write_text
 from energyprune.pipeline.data import Data
-from energyprune.pipeline.evaluate import classification_metrics, median_latency_ms, predict
+from energyprune.pipeline.evaluate import median_latency_ms, top1
 from energyprune.pipeline.finetune import TrainConfig, finetune
 from energyprune.pruning.apply import prune
 
@@ -137,8 +137,7 @@ def _objective(dense: nn.Module, data: Data, hardware: str, proxy: TrainConfig, 
             raise optuna.TrialPruned(str(e)) from e
         finetune(result.model, data.train, TrainConfig(**{**proxy.__dict__,
                                                           "seed": trial.number}))  # fmt: skip
-        pred, true = predict(result.model, data.val)
-        values = {"accuracy": classification_metrics(pred, true, data.num_classes)["top1"],
+        values = {"accuracy": top1(result.model, data.val, data.num_classes),
                   "energy_j": result.after.total.energy_j,
                   "latency_ms": median_latency_ms(result.model, example, 15)}  # fmt: skip
         if meter_device is not None:
