@@ -72,14 +72,124 @@ def test_quantize_cli_on_a_pruned_folder(tmp_path, capsys):
             "100",
             "--calibration-batches",
             "2",
+            "--seconds",
+            "0.05",
+            "--windows",
+            "2",
         ]
     )
     assert code == 0
     report = json.loads((out / "quant_report.json").read_text())
     energy = report["estimated_energy_j"]
     assert energy["int8"] < 0.5 * energy["fp32"]
-    assert {"fp32", "int8"} <= set(report["latency_ms_cpu_eager"])
+    assert {"fp32", "int8"} <= set(report["measurement"]["latency_p50_ms"])
+    assert report["measurement"]["mode"] == "torch.compile (Inductor, freezing)"
     assert (out / "model.pt2").is_file() and "fp32 vs int8" in capsys.readouterr().out
+    # the folder carries the mixed-precision plan and the float twin
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["precision"] == dict.fromkeys(report["int8_layers"], "int8")
+    assert plan["rounds"] == json.loads((pruned / "plan.json").read_text())["rounds"]
+
+    # `measure` on the int8 folder: int8 vs its float twin, both measured the same way
+    args = ["--seconds", "0.05", "--windows", "2", "--idle", "0", "--warmup", "0.05"]
+    args += ["--batch-size", "16", "--json", str(tmp_path / "m.json")]
+    assert main(["measure", str(out), *args]) == 0
+    result = json.loads((tmp_path / "m.json").read_text())
+    assert result["int8"]["batch_size"] == result["fp32"]["batch_size"] == 16
+    assert result["mode"] == "eager" and result["verdict"] in capsys.readouterr().out.replace(
+        "\n", ""
+    )
+    est = {k: result[k]["estimate"]["joules_per_sample"] for k in ("fp32", "int8")}
+    assert est["int8"] < 0.5 * est["fp32"]
+    assert main(["measure", str(out), "--dtype", "fp16"]) == 2
+    assert "int8 (PT2E) model: --dtype" in capsys.readouterr().err
+
+
+def test_int8_loads_in_a_fresh_interpreter(trained, tmp_path):
+    """Loading must register the quantized ops itself (a new process has not quantised)."""
+    import subprocess
+    import sys
+
+    model, data = trained
+    q = quantize_int8(model, torch.randn(4, 1, 8, 8), data.val, max_batches=2)
+    save_quantized(q, tmp_path)
+    x = torch.randn(2, 1, 8, 8)
+    torch.save(x, tmp_path / "x.pt")
+    with torch.no_grad():
+        torch.save(q.module(x), tmp_path / "y.pt")
+    code = (
+        "import sys, torch\n"
+        "from energyprune.pruning.quantize import load_quantized\n"
+        "d = sys.argv[1]\n"
+        "m = load_quantized(d).module\n"
+        "x = torch.load(d + '/x.pt', weights_only=True)\n"
+        "y = torch.load(d + '/y.pt', weights_only=True)\n"
+        "assert torch.equal(m(x), y)\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True)
+
+
+def test_quantisation_aware_training_path(trained):
+    model, data = trained
+    calls = []
+
+    def train(fake_quantised):
+        calls.append(fake_quantised.training)
+        from energyprune.pipeline.finetune import TrainConfig, finetune
+
+        finetune(
+            fake_quantised,
+            data.train,
+            TrainConfig(epochs=1, lr=1e-4, optimizer="adamw", max_batches=3),
+        )
+
+    q = quantize_int8(model, torch.randn(4, 1, 8, 8), data.train, max_batches=2, train=train)
+    assert calls == [True] and not q.module.training
+    assert top1(q.module, data.test) >= top1(model, data.test) - 0.03
+
+
+def test_guardrail_tries_qat_then_mixed_precision_then_refuses(trained, monkeypatch):
+    """Order of the fallbacks (the int8 conversions are stubbed: this checks the decisions)."""
+    from energyprune.errors import ConfigError
+    from energyprune.pipeline import int8 as int8_step
+    from energyprune.pruning.quantize import QuantizedModel
+
+    model, data = trained
+    layers = ["features.0", "features.3", "features.7", "features.10", "classifier"]
+    calls = []
+
+    def fake_quantize(model, example, calibration, *, skip=(), max_batches=8, train=None):
+        if train is not None:
+            train(model)
+        calls.append(("qat" if train else "ptq", tuple(skip)))
+        return QuantizedModel(model, [n for n in layers if n not in skip], list(skip))
+
+    tuned = []
+    monkeypatch.setattr(int8_step, "quantize_int8", fake_quantize)
+    monkeypatch.setattr(int8_step, "finetune", lambda m, loader, cfg: tuned.append(cfg))
+    with pytest.raises(ConfigError, match="even with 4 layers in float"):
+        int8_step.int8_with_guardrail(model, data, "digits_cnn", max_acc_drop=-1.0)
+    assert tuned == [int8_step.QAT]
+    assert calls[:2] == [("ptq", ()), ("qat", ())]
+    kept = [skip for kind, skip in calls if kind == "ptq" and len(skip) > 0]
+    assert kept[-1] == tuple(layers[:4])  # one more float layer per round, never all five
+
+
+@pytest.mark.parametrize(
+    ("p50", "joules", "recommended", "word"),
+    [
+        ({"fp32": 2.0, "int8": 1.0}, None, True, "recommended"),
+        ({"fp32": 2.0, "int8": 1.0}, {"fp32": 1.0, "int8": 0.5}, True, "0.50×"),
+        ({"fp32": 2.0, "int8": 1.0}, {"fp32": 1.0, "int8": 1.2}, False, "costlier"),
+        ({"fp32": 1.0, "int8": 2.0}, None, False, "slower"),
+        ({"fp32": 1.0, "int8": 2.0}, {"fp32": 1.0, "int8": 3.0}, False, "slower and costlier"),
+    ],
+)
+def test_int8_verdict(p50, joules, recommended, word):
+    from energyprune.pipeline.int8 import int8_verdict
+
+    ok, text = int8_verdict(p50, joules, "eager, batch 1")
+    assert ok is recommended and word in text
 
 
 def test_prune_pipeline_then_int8(tmp_path, capsys):
@@ -107,6 +217,11 @@ def test_prune_pipeline_then_int8(tmp_path, capsys):
             "0.002",
             "--quantize",
             "int8",
+            "--eager",
+            "--seconds",
+            "0.05",
+            "--windows",
+            "2",
             "--out",
             str(tmp_path),
         ]

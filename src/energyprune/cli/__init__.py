@@ -6,7 +6,10 @@ One module per command group; this file wires them (the whole surface in one pla
 from __future__ import annotations
 
 import argparse
+import logging
+import re
 import sys
+import warnings
 from collections.abc import Sequence
 
 from rich.console import Console
@@ -34,10 +37,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_NOISY_LOGGERS = ("torch.utils._pytree", "torch.utils.cpp_extension", "torch.export")
+_NOISY_WARNINGS = ("torchao", "torch._inductor", "torch.export", "torch._export")
+
+
+def _quiet_library_chatter() -> None:
+    """Library warnings a user cannot act on (torchao's quantizer annotating, Inductor's
+    lowering, export deserialisation) stay out of the output; --debug shows them."""
+    for name in _NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for module in _NOISY_WARNINGS:
+        warnings.filterwarnings("ignore", module=rf"{re.escape(module)}(\..*)?$")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``energyprune`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     console = Console(width=max(Console().width, 120) if sys.stdout.isatty() else 140)
+    if not args.debug:
+        _quiet_library_chatter()
     try:
         code = args.run(args, console)
     except EnergyPruneError as e:

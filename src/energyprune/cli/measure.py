@@ -17,7 +17,8 @@ from energyprune.cli.common import (
 from energyprune.energy.measure import Protocol, measure
 from energyprune.errors import ConfigError, EnergyPruneError
 from energyprune.files import atomic_write_text
-from energyprune.pipeline.report import measurement_table
+from energyprune.pipeline.models import parse_input_shape
+from energyprune.pipeline.report import fmt_joules, measurement_table
 
 
 def add_measure(sub: argparse._SubParsersAction) -> None:
@@ -26,16 +27,17 @@ def add_measure(sub: argparse._SubParsersAction) -> None:
         help="measure energy per sample and latency with a real meter",
         description="Measure joules per sample (NVML / RAPL through Zeus) and latency, following "
         "docs/measurement.md. Without a meter the result says measured: false and carries the "
-        "labelled estimate; latency is always measured.",
+        "labelled estimate; latency is always measured. MODEL may be a folder written by "
+        "`prune --out` or `quantize --out`; an int8 folder is measured against its float twin.",
         epilog="examples:\n  energyprune measure resnet56 --device cuda --batch-size 1024 "
-        "--dtype fp16 --channels-last\n  energyprune measure resnet20 --device cpu --json m.json",
+        "--dtype fp16 --channels-last\n  energyprune measure resnet20 --device cpu --json m.json\n"
+        "  energyprune measure out/int8 --device cpu --compile --batch-size 64",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_args(p)
     p.add_argument(
         "--device",
-        default="cuda" if torch.cuda.is_available() else "cpu",
-        help="cpu, cuda or cuda:N (default: cuda when available)",
+        help="cpu, cuda or cuda:N (default: cuda when available; cpu for an int8 folder)",
     )
     p.add_argument("--batch-size", type=int, help="batch size (default: the input shape's)")
     p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="cast model and input")
@@ -51,8 +53,21 @@ def add_measure(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_measure)
 
 
+def _source(args: argparse.Namespace) -> tuple[torch.nn.Module, str, tuple[int, ...]]:
+    """A model spec, or a folder written by `prune --out` / `quantize --out` (its float twin)."""
+    folder = Path(args.model)
+    if not folder.is_dir():
+        built, shape = load_model(args)
+        return built.model, built.name, shape
+    from energyprune.pruning.export import load
+
+    model, plan = load(folder)
+    shape = parse_input_shape(args.input_shape) if args.input_shape else plan.input_shape
+    return model, f"{plan.arch['name']} ({folder.name})", tuple(shape)
+
+
 def _run_measure(args: argparse.Namespace, console: Console) -> int:
-    built, shape = load_model(args)
+    model, name, shape = _source(args)
     if args.batch_size is not None:
         if args.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -60,10 +75,14 @@ def _run_measure(args: argparse.Namespace, console: Console) -> int:
     protocol = Protocol(
         min_window_s=args.seconds, windows=args.windows, warmup_s=args.warmup, idle_s=args.idle
     )
+    if (Path(args.model) / "model.pt2").is_file():
+        args.device = args.device or "cpu"
+        return _measure_int8(args, console, model, name, shape, protocol)
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     with console.status("measuring") as status:
         try:
             result = measure(
-                built.model,
+                model,
                 torch.randn(*shape),
                 device=args.device,
                 meter=None if args.no_meter else "auto",
@@ -72,15 +91,73 @@ def _run_measure(args: argparse.Namespace, console: Console) -> int:
                 cuda_graph=args.cuda_graph,
                 compile=args.compile,
                 protocol=protocol,
-                progress=lambda stage: status.update(f"measuring {built.name}: {stage}"),
+                progress=lambda stage: status.update(f"measuring {name}: {stage}"),
             )
         except (RuntimeError, ValueError, IndexError) as e:
             if isinstance(e, EnergyPruneError):
                 raise
-            raise shape_error(built.name, shape, e) from e
-    console.print(measurement_table(result, built.name))
+            raise shape_error(name, shape, e) from e
+    console.print(measurement_table(result, name))
     if args.json:
         atomic_write_text(args.json, json.dumps(result.to_dict(), indent=2) + "\n")
+        console.print(f"wrote {args.json}")
+    return 0
+
+
+def _measure_int8(args, console: Console, model, name: str, shape, protocol: Protocol) -> int:
+    """An int8 folder: measure it against its float twin, same settings, and give the verdict."""
+    from rich.table import Table
+
+    from energyprune.pipeline.int8 import compare_int8
+    from energyprune.pipeline.report import int8_measurement_rows
+    from energyprune.pruning.quantize import load_quantized
+
+    unsupported = [
+        flag
+        for flag, on in (
+            ("--device " + args.device, args.device != "cpu"),
+            ("--dtype", args.dtype is not None),
+            ("--channels-last", args.channels_last),
+            ("--cuda-graph", args.cuda_graph),
+        )
+        if on
+    ]
+    if unsupported:
+        raise ConfigError(
+            f"{args.model} is an x86 int8 (PT2E) model: {unsupported[0]} does not apply; "
+            "measure it with --device cpu [--compile]"
+        )
+    q = load_quantized(args.model)
+    with console.status(f"measuring {name}: fp32 and int8"):
+        result = compare_int8(
+            model,
+            q,
+            torch.randn(*shape),
+            compile=args.compile,
+            protocol=protocol,
+            meter=None if args.no_meter else "auto",
+        )
+    table = Table(title=f"{name}: fp32 vs int8 on {result['int8']['device']}", title_justify="left")
+    for column in ("metric", "fp32", "int8"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for row in int8_measurement_rows(result):
+        table.add_row(*row)
+    if result["measured_joules_per_sample"] is None:
+        est = {k: result[k]["estimate"] for k in ("fp32", "int8")}
+        table.add_row(
+            f"energy per sample, ESTIMATED ({est['fp32']['hardware']})",
+            fmt_joules(est["fp32"]["joules_per_sample"]),
+            fmt_joules(est["int8"]["joules_per_sample"]),
+        )
+    console.print(table)
+    if result["measured_joules_per_sample"] is None:
+        console.print(f"energy not measured: {result['int8']['unavailable_reason']}")
+    colour = "green" if result["recommended"] else "yellow"
+    console.print(f"[{colour}]{result['verdict']}[/]")
+    if not args.compile:
+        console.print("eager int8 runs reference (quantize/dequantize) kernels: add --compile")
+    if args.json:
+        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
         console.print(f"wrote {args.json}")
     return 0
 

@@ -19,6 +19,7 @@ from energyprune.files import atomic_write_text
 
 
 def add_prune(sub: argparse._SubParsersAction) -> None:
+    from energyprune.cli.quantize import add_int8_args
     from energyprune.pruning.allocate import STRATEGIES
     from energyprune.pruning.apply import GRANULARITIES
     from energyprune.pruning.importance import CRITERIA
@@ -102,6 +103,7 @@ def add_prune(sub: argparse._SubParsersAction) -> None:
         choices=("int8",),
         help="then quantise the pruned model (CPU, PT2E) into DIR/int8",
     )
+    add_int8_args(p)
     loop.add_argument(
         "--ddp",
         action="store_true",
@@ -210,16 +212,20 @@ def _run_pipeline(args, built, nm, console: Console) -> int:
         return 130
     console.print(run_table(result.report))
     if args.quantize == "int8":
-        from energyprune.cli.quantize import write_int8
+        from energyprune.cli.quantize import int8_settings, write_int8
+        from energyprune.pruning.plan import PruningPlan
 
+        plan = result.plan or PruningPlan.unpruned(built.name, data.input_shape, args.hardware, 0)
+        plan.arch = {"name": built.name}
         write_int8(
             result.model.cpu(),
+            plan,
             data,
-            built.name,
             Path(args.out) / "int8",
             console,
             hardware=args.hardware,
             max_acc_drop=args.max_acc_drop,
+            **int8_settings(args),
         )
     console.print(
         f"wrote {args.out}/report.json, report.md, energy_layers.png, "

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from energyprune.cli.common import load_model
 from energyprune.files import atomic_write_text
+from energyprune.pruning.plan import PruningPlan
 
 
 def add_quantize(sub: argparse._SubParsersAction) -> None:
@@ -32,55 +33,89 @@ def add_quantize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-acc-drop", type=float, default=0.5, help="guardrail in points")
     p.add_argument("--hardware", default="horowitz-45nm")
     p.add_argument("--batch-size", type=int, default=128)
+    add_int8_args(p)
     p.set_defaults(run=run_quantize)
 
 
-def _source(args: argparse.Namespace) -> tuple[torch.nn.Module, str]:
+def add_int8_args(p: argparse.ArgumentParser) -> None:
+    """Options of the int8 step shared by `quantize` and `prune --quantize int8`."""
+    g = p.add_argument_group("int8 step")
+    g.add_argument(
+        "--no-qat",
+        action="store_true",
+        help="never try the short quantisation-aware fine-tune when post-training int8 fails",
+    )
+    g.add_argument(
+        "--eager",
+        action="store_true",
+        help="measure eager latency (default: torch.compile with freezing, which int8 needs)",
+    )
+    g.add_argument("--seconds", type=float, default=1.0, help="minimum measurement window (s)")
+    g.add_argument("--windows", type=int, default=5, help="measurement windows per model")
+
+
+def int8_settings(args: argparse.Namespace) -> dict:
+    from energyprune.energy.measure import Protocol
+    from energyprune.pipeline.int8 import QAT
+
+    return {
+        "qat": None if args.no_qat else QAT,
+        "compile": not args.eager,
+        "protocol": Protocol(
+            min_window_s=args.seconds,
+            windows=args.windows,
+            warmup_s=min(1.0, args.seconds),
+            idle_s=min(2.0, 2 * args.seconds),
+        ),
+    }
+
+
+def _source(args: argparse.Namespace) -> tuple[torch.nn.Module, PruningPlan]:
     folder = Path(args.model)
     if folder.is_dir():
         from energyprune.pruning.export import load
 
-        model, plan = load(folder)
-        return model, plan.arch["name"]
-    built, _ = load_model(args)
-    return built.model, built.name
+        return load(folder)
+    built, shape = load_model(args)
+    return built.model, PruningPlan.unpruned(built.name, shape, args.hardware, 0.0)
 
 
 def run_quantize(args: argparse.Namespace, console: Console) -> int:
     from energyprune.pipeline.data import load_data
     from energyprune.pipeline.driver import check_compatible
 
-    model, name = _source(args)
+    model, plan = _source(args)
     data = load_data(args.data, batch_size=args.batch_size)
-    check_compatible(model, data, name)
+    check_compatible(model, data, plan.arch["name"])
     write_int8(
         model,
+        plan,
         data,
-        name,
         args.out,
         console,
         hardware=args.hardware,
         max_acc_drop=args.max_acc_drop,
         calibration_batches=args.calibration_batches,
+        **int8_settings(args),
     )
     return 0
 
 
-def write_int8(model, data, name: str, out, console: Console, **settings) -> dict:
-    """Quantise with the guardrail, save model.pt2 + quant.json + quant_report.json, print."""
+def write_int8(model, plan: PruningPlan, data, out, console: Console, **settings) -> dict:
+    """Quantise with the guardrail; save model.pt2 + quant.json, the float twin (plan.json with
+    the mixed-precision plan + model.safetensors) and quant_report.json; print the verdict."""
     from energyprune.pipeline.int8 import int8_with_guardrail
     from energyprune.pipeline.report import int8_table
     from energyprune.pruning.quantize import save_quantized
 
-    with console.status("quantising to int8"):
-        q, report = int8_with_guardrail(model, data, name, **settings)
-    save_quantized(q, out)
+    with console.status("quantising to int8 and measuring fp32 vs int8"):
+        q, report = int8_with_guardrail(model, data, plan.arch["name"], **settings)
+    save_quantized(q, out, source=(model, plan))
     atomic_write_text(Path(out) / "quant_report.json", json.dumps(report, indent=2) + "\n")
     console.print(int8_table(report))
-    if not report["recommended"]:
-        console.print(
-            "[yellow]int8 measured slower than fp32 here (eager reference kernels): "
-            "not recommended for this deployment unless compiled[/]"
-        )
-    console.print(f"wrote {out}/model.pt2, quant.json, quant_report.json")
+    colour = "green" if report["recommended"] else "yellow"
+    console.print(f"[{colour}]{report['measurement']['verdict']}[/]")
+    console.print(
+        f"wrote {out}/model.pt2, quant.json, plan.json, model.safetensors, quant_report.json"
+    )
     return report

@@ -15,7 +15,7 @@ import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,7 +25,10 @@ from energyprune.energy.meter import Meter, cpu_name, open_meter
 from energyprune.energy.trace import TORCH_DTYPES, dtype_name
 from energyprune.errors import ConfigError, MeterError, MeterUnavailableError
 
-__all__ = ["Measurement", "Protocol", "Window", "measure", "run_protocol"]
+if TYPE_CHECKING:
+    from energyprune.energy.model import EnergyProfile
+
+__all__ = ["Measurement", "Protocol", "Window", "compile_for_inference", "measure", "run_protocol"]
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,27 @@ def run_protocol(
     return _Run(tuple(windows), idle_w, latencies, iterations)
 
 
+class _Frozen(nn.Module):
+    """Runs a compiled module under Inductor's ``freezing`` (weights folded as constants)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.compiled = torch.compile(module)
+
+    def forward(self, *args: Any) -> Any:
+        import torch._inductor.config as inductor
+
+        with inductor.patch(freezing=True):
+            return self.compiled(*args)
+
+
+def compile_for_inference(model: nn.Module) -> nn.Module:
+    """``torch.compile`` for inference with freezing: what the x86 int8 (PT2E) kernels need to
+    run as int8 at all, and the usual inference setting for float models, so comparisons between
+    the two are like for like. Call under ``torch.no_grad()``."""
+    return _Frozen(model.eval())
+
+
 def _prepare(
     model: nn.Module,
     example: torch.Tensor,
@@ -221,7 +245,7 @@ def _prepare(
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     if compile_model:
-        model = torch.compile(model)
+        model = compile_for_inference(model)
 
     def sync() -> None:
         if device.startswith("cuda"):
@@ -275,6 +299,7 @@ def measure(
     compile: bool = False,
     protocol: Protocol = Protocol(),
     hardware: str = "horowitz-45nm",
+    estimated: EnergyProfile | None = None,
     clock: Callable[[], float] = time.perf_counter,
     sleep: Callable[[float], None] = time.sleep,
     progress: Callable[[str], None] = lambda message: None,
@@ -290,6 +315,8 @@ def measure(
         dtype / channels_last / cuda_graph / compile: deployment levers, measured not assumed.
         protocol: window, warm-up and idle settings.
         hardware: profile for the labelled estimate when no meter is read.
+        estimated: that estimate, when the caller has it (an int8 model is priced from its
+            float twin with per-layer dtypes; tracing the converted graph would not see int8).
 
     Returns:
         A :class:`Measurement`.
@@ -311,8 +338,10 @@ def measure(
     if meter is None:
         from energyprune.energy.model import profile
 
-        with torch.no_grad():
-            prof = profile(model, example_inputs, hardware, dtype)
+        prof = estimated
+        if prof is None:
+            with torch.no_grad():
+                prof = profile(model, example_inputs, hardware, dtype)
         estimate = {
             "estimated": True,
             "hardware": prof.hardware,

@@ -1,5 +1,6 @@
 """int8 after pruning, with an accuracy guardrail: the shared step of `quantize` and
-`prune --quantize int8`. Decisions use the validation split; the test split is reported."""
+`prune --quantize int8`, and the fp32-vs-int8 measurement that decides whether int8 is worth
+deploying. Decisions use the validation split; the test split is reported."""
 
 from __future__ import annotations
 
@@ -8,13 +9,18 @@ from typing import Any
 import torch
 from torch import nn
 
+from energyprune.energy.measure import Protocol, measure
 from energyprune.energy.model import profile
 from energyprune.errors import ConfigError
 from energyprune.pipeline.data import Data
-from energyprune.pipeline.evaluate import median_latency_ms, top1
+from energyprune.pipeline.evaluate import top1
+from energyprune.pipeline.finetune import TrainConfig, finetune
 from energyprune.pruning.quantize import QuantizedModel, quantize_int8
 
-__all__ = ["int8_with_guardrail"]
+__all__ = ["QAT", "compare_int8", "int8_verdict", "int8_with_guardrail"]
+
+QAT = TrainConfig(epochs=1, lr=1e-4, optimizer="adamw", max_batches=100)
+"""The short quantisation-aware fine-tune tried when post-training int8 fails the guardrail."""
 
 
 def _most_sensitive(model, example, data: Data, layers, skip, batches: int) -> str:
@@ -28,6 +34,77 @@ def _most_sensitive(model, example, data: Data, layers, skip, batches: int) -> s
     return max(drops, key=drops.get)
 
 
+def compare_int8(
+    fp32: nn.Module,
+    int8: QuantizedModel,
+    example: torch.Tensor,
+    *,
+    hardware: str = "horowitz-45nm",
+    compile: bool = True,
+    protocol: Protocol = Protocol(),
+    meter: Any = "auto",
+) -> dict[str, Any]:
+    """Measure the float model and its int8 twin the same way on CPU (latency always; energy
+    where a meter exists, otherwise the labelled estimates) and say whether int8 is worth it:
+    it is recommended only when it measures neither slower nor costlier than float."""
+    estimates = {
+        "fp32": profile(fp32, example, hardware),
+        "int8": profile(fp32, example, hardware, layer_dtypes=int8.layer_dtypes),
+    }
+    runs = {
+        label: measure(
+            module,
+            example,
+            device="cpu",
+            meter=meter,
+            compile=compile,
+            protocol=protocol,
+            hardware=hardware,
+            estimated=estimates[label],
+        )
+        for label, module in (("fp32", fp32), ("int8", int8.module))
+    }
+    p50 = {k: m.latency_ms["p50"] for k, m in runs.items()}
+    energy = None
+    if all(m.measured for m in runs.values()):
+        energy = {k: m.joules_per_sample["median"] for k, m in runs.items()}
+    mode = "torch.compile (Inductor, freezing)" if compile else "eager"
+    recommended, verdict = int8_verdict(p50, energy, f"{mode}, batch {example.shape[0]}")
+    return {
+        "fp32": runs["fp32"].to_dict(),
+        "int8": runs["int8"].to_dict(),
+        "mode": mode,
+        "latency_p50_ms": p50,
+        "speedup": p50["fp32"] / p50["int8"],
+        "measured_joules_per_sample": energy,
+        "recommended": recommended,
+        "verdict": verdict,
+    }
+
+
+def int8_verdict(
+    p50_ms: dict[str, float], joules: dict[str, float] | None, setting: str
+) -> tuple[bool, str]:
+    """Recommend int8 only when it measures neither slower nor (where metered) costlier."""
+    speedup = p50_ms["fp32"] / p50_ms["int8"]
+    text = f"int8 runs at {speedup:.2f}× the speed of fp32 ({setting})"
+    if joules is not None:
+        text += f" and uses {joules['int8'] / joules['fp32']:.2f}× its measured energy per sample"
+    else:
+        text += "; energy not measured (no meter), only estimated"
+    problems = [
+        word
+        for word, bad in (
+            ("slower", speedup < 1.0),
+            ("costlier", joules is not None and joules["int8"] > joules["fp32"]),
+        )
+        if bad
+    ]
+    if problems:
+        return False, text + f" — int8 measures {' and '.join(problems)}: not recommended"
+    return True, text + " — int8 recommended"
+
+
 def int8_with_guardrail(
     model: nn.Module,
     data: Data,
@@ -36,49 +113,69 @@ def int8_with_guardrail(
     hardware: str = "horowitz-45nm",
     max_acc_drop: float = 0.5,
     calibration_batches: int = 8,
+    qat: TrainConfig | None = QAT,
+    compile: bool = True,
+    protocol: Protocol = Protocol(),
 ) -> tuple[QuantizedModel, dict[str, Any]]:
-    """Quantise to int8; while validation top-1 drops more than ``max_acc_drop`` points, keep
-    the most sensitive layer in float. Returns the model and a report (accuracy, estimated
-    energy with int8 layers priced as int8, measured CPU latency).
+    """Quantise to int8 and keep validation top-1 within ``max_acc_drop`` points.
+
+    Post-training int8 first; when that fails the guardrail, a short quantisation-aware
+    fine-tune (``qat``; None skips it); when that fails too, post-training int8 again with the
+    most sensitive layers kept in float, one at a time. Returns the model and a report:
+    accuracy, estimated energy (int8 layers priced as int8), measured CPU latency (and energy
+    where a meter exists) of both, and whether int8 is recommended.
 
     Raises:
-        ConfigError: the guardrail fails even with every layer but none quantised.
+        ConfigError: the guardrail fails even with only one layer left in int8.
     """
     model.eval()
     example = torch.randn(4, *data.input_shape[1:])
     float_val = top1(model, data.val, data.num_classes)
+
+    def passes(q: QuantizedModel) -> tuple[bool, float]:
+        acc = top1(q.module, data.val, data.num_classes)
+        return 100 * (float_val - acc) <= max_acc_drop, acc
+
     skip: list[str] = []
+    method = "post-training"
     q = quantize_int8(model, example, data.val, max_batches=calibration_batches)
-    int8_val = top1(q.module, data.val, data.num_classes)
-    while 100 * (float_val - int8_val) > max_acc_drop and len(q.int8_layers) > 1:
-        skip.append(
-            _most_sensitive(model, example, data, q.int8_layers + skip, skip, calibration_batches)
+    ok, int8_val = passes(q)
+    if not ok and qat is not None:
+        trial = quantize_int8(
+            model,
+            example,
+            data.train,
+            max_batches=calibration_batches,
+            train=lambda fq: finetune(fq, data.train, qat),
         )
+        trial_ok, trial_val = passes(trial)
+        if trial_ok or trial_val > int8_val:
+            q, ok, int8_val, method = trial, trial_ok, trial_val, "quantisation-aware"
+    while not ok and len(q.int8_layers) > 1:
+        layers = q.int8_layers + skip
+        skip.append(_most_sensitive(model, example, data, layers, skip, calibration_batches))
         q = quantize_int8(model, example, data.val, skip=skip, max_batches=calibration_batches)
-        int8_val = top1(q.module, data.val, data.num_classes)
-    if 100 * (float_val - int8_val) > max_acc_drop:
+        method = "post-training, mixed precision"
+        ok, int8_val = passes(q)
+    if not ok:
         raise ConfigError(
             f"int8 loses {100 * (float_val - int8_val):.2f} pt of validation top-1 even with "
             f"{len(skip)} layers in float (guardrail {max_acc_drop} pt): keep fp32"
         )
-    x1 = torch.randn(*data.input_shape)
-    fp32 = profile(model, x1, hardware, name=name)
-    int8 = profile(model, x1, hardware, name=name, layer_dtypes=q.layer_dtypes)
     test = None
     if data.test is not None:
         test = {
             "fp32": top1(model, data.test, data.num_classes),
             "int8": top1(q.module, data.test, data.num_classes),
         }
-    latency = {
-        "fp32": median_latency_ms(model, x1),
-        "int8": median_latency_ms(q.module, x1),
-        "note": "eager int8 runs reference (quantize/dequantize) kernels; int8 kernels "
-        "need torch.compile",
-    }
+    x = torch.randn(*data.input_shape)
+    measured = compare_int8(model, q, x, hardware=hardware, compile=compile, protocol=protocol)
+    fp32 = profile(model, x, hardware, name=name)
+    int8 = profile(model, x, hardware, name=name, layer_dtypes=q.layer_dtypes)
     report = {
         "model": name,
-        "float_layers": skip,
+        "method": method,
+        "float_layers": q.float_layers,
         "int8_layers": q.int8_layers,
         "val_top1": {"fp32": float_val, "int8": int8_val},
         "test_top1": test,
@@ -87,7 +184,7 @@ def int8_with_guardrail(
             "int8": int8.total.energy_j,
             "hardware": fp32.hardware,
         },
-        "latency_ms_cpu_eager": latency,
-        "recommended": latency["int8"] < latency["fp32"],
+        "measurement": measured,
+        "recommended": measured["recommended"],
     }
     return q, report

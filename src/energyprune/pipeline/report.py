@@ -18,6 +18,7 @@ __all__ = [
     "comparison_table",
     "fmt_count",
     "fmt_joules",
+    "int8_measurement_rows",
     "int8_table",
     "layer_table",
     "measurement_table",
@@ -339,8 +340,9 @@ def plot_run(report: dict, before: EnergyProfile, after: EnergyProfile, folder) 
 
 
 def int8_table(report: dict) -> Table:
-    """fp32 vs int8: accuracy, estimated energy, measured latency."""
-    title = f"{report['model']}: fp32 vs int8 ({len(report['float_layers'])} layers kept in float)"
+    """fp32 vs int8: accuracy, estimated energy, measured latency (and energy with a meter)."""
+    kept = len(report["float_layers"])
+    title = f"{report['model']}: fp32 vs int8 ({report['method']}, {kept} layers kept in float)"
     table = Table(title=title, title_justify="left")
     for column in ("metric", "fp32", "int8"):
         table.add_column(column, justify="left" if column == "metric" else "right")
@@ -353,8 +355,29 @@ def int8_table(report: dict) -> Table:
     table.add_row(
         f"energy, estimated ({e['hardware']})", fmt_joules(e["fp32"]), fmt_joules(e["int8"])
     )
-    lat = report["latency_ms_cpu_eager"]
-    table.add_row(
-        "latency, measured (CPU, eager)", f"{lat['fp32']:.3f} ms", f"{lat['int8']:.3f} ms"
-    )
+    for row in int8_measurement_rows(report["measurement"]):
+        table.add_row(*row)
     return table
+
+
+def int8_measurement_rows(m: dict) -> list[tuple[str, str, str]]:
+    """Rows of :func:`energyprune.pipeline.int8.compare_int8`: measured latency (and energy)."""
+    batch = m["fp32"]["batch_size"]
+    rows = [
+        (
+            f"latency p50, measured (CPU, {m['mode']}, batch {batch})",
+            f"{m['latency_p50_ms']['fp32']:.3f} ms",
+            f"{m['latency_p50_ms']['int8']:.3f} ms",
+        )
+    ]
+    energy = m["measured_joules_per_sample"]
+    if energy is not None:
+        backend = m["fp32"]["backend"]
+        rows.append(
+            (
+                f"energy per sample, measured ({backend}, gross)",
+                fmt_joules(energy["fp32"]),
+                fmt_joules(energy["int8"]),
+            )
+        )
+    return rows

@@ -24,7 +24,7 @@ from energyprune.pipeline.models import build_model, load_weights
 from energyprune.pruning.plan import PruningPlan, replay
 from energyprune.pruning.sparse import folded_copy
 
-__all__ = ["export_onnx", "load", "save"]
+__all__ = ["export_onnx", "load", "save", "save_model"]
 
 PLAN_FILE = "plan.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -42,6 +42,11 @@ def save(result: Any, directory: str | os.PathLike[str], arch: str | None = None
     plan: PruningPlan = copy.deepcopy(result.plan)
     if arch is not None:
         plan.arch = {"name": arch}
+    return save_model(result.model, plan, directory)
+
+
+def save_model(model: nn.Module, plan: PruningPlan, directory: str | os.PathLike[str]) -> Path:
+    """Write ``plan.json`` and ``model.safetensors`` (masks folded in) atomically."""
     if not plan.arch:
         raise ConfigError(
             "save needs the architecture's recipe to rebuild it: pass arch='resnet56', a "
@@ -49,7 +54,7 @@ def save(result: Any, directory: str | os.PathLike[str], arch: str | None = None
         )
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    model = folded_copy(result.model)
+    model = folded_copy(model)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_path(out / WEIGHTS_FILE) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt", "producer": "energyprune"})

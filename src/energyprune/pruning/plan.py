@@ -9,6 +9,7 @@ fresh model reproduces the pruned shapes; the weights then load from safetensors
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -36,6 +37,9 @@ class PruningPlan:
         target_sparsity: the sparsity the unstructured threshold search settled on.
         arch: ``{"name", "source"}`` to rebuild the dense model; None for an in-memory model.
         input_shape / input_dtype: example input used to trace the model.
+        precision: per-layer dtype of the deployed model where it differs from the input's
+            (``{"layer1.0.conv1": "int8"}``); layers not listed stay in floating point. This is
+            the mixed-precision plan of ``energyprune quantize``.
     """
 
     granularity: str
@@ -54,6 +58,7 @@ class PruningPlan:
     arch: dict[str, str] | None = None
     input_shape: list[int] = field(default_factory=list)
     input_dtype: str = "float32"
+    precision: dict[str, str] = field(default_factory=dict)
     version: int = PLAN_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -71,6 +76,23 @@ class PruningPlan:
             )
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def unpruned(cls, arch: str, input_shape: Sequence[int], hardware: str, dense_j: float):
+        """The plan of a model saved as it is (nothing removed), e.g. before int8."""
+        return cls(
+            granularity="none",
+            criterion="none",
+            strategy="none",
+            hardware=hardware,
+            round_to=1,
+            target_energy=1.0,
+            dense_j=dense_j,
+            target_j=dense_j,
+            achieved_j=dense_j,
+            arch={"name": arch},
+            input_shape=list(input_shape),
+        )
 
     def example_input(self) -> torch.Tensor:
         """A random input of the traced shape and dtype (to rebuild the dependency graph)."""

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+import types
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from torch import nn
 
 from energyprune.errors import ConfigError
 from energyprune.files import atomic_path, atomic_write_text
+from energyprune.pruning.plan import PruningPlan
 from energyprune.pruning.sparse import folded_copy
 
 __all__ = ["QuantizedModel", "load_quantized", "quantize_int8", "save_quantized"]
@@ -48,10 +50,19 @@ def _unshare_activations(model: nn.Module) -> nn.Module:
 
 
 def _allow_eval(module: nn.Module) -> nn.Module:
-    """Exported modules refuse ``.eval()``; the rest of the pipeline calls it everywhere."""
-    from torchao.quantization.pt2e import allow_exported_model_train_eval
+    """Exported modules refuse ``.train()``/``.eval()``; the pipeline calls them everywhere
+    (and chains them, so they return the module, unlike torchao's helper). Only dropout and
+    batch norm change behaviour, which is all an exported graph can switch."""
+    from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
 
-    return allow_exported_model_train_eval(module)
+    def train(self, mode: bool = True):
+        (move_exported_model_to_train if mode else move_exported_model_to_eval)(self)
+        object.__setattr__(self, "training", mode)
+        return self
+
+    module.train = types.MethodType(train, module)  # type: ignore[method-assign]
+    module.eval = types.MethodType(lambda self: self.train(False), module)  # type: ignore[method-assign]
+    return module
 
 
 @dataclass
@@ -68,13 +79,13 @@ class QuantizedModel:
         return dict.fromkeys(self.int8_layers, "int8")
 
 
-def _quantizer(skip: Sequence[str]):
+def _quantizer(skip: Sequence[str], qat: bool = False):
     try:
         import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
     except ImportError as e:
         raise ConfigError("int8 quantisation needs torchao: pip install torchao") from e
     quantizer = xiq.X86InductorQuantizer()
-    quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
+    quantizer.set_global(xiq.get_default_x86_inductor_quantization_config(is_qat=qat))
     for name in skip:
         quantizer.set_module_name_qconfig(name, None)
     return quantizer
@@ -87,6 +98,7 @@ def quantize_int8(
     *,
     skip: Sequence[str] = (),
     max_batches: int = 8,
+    train: Callable[[nn.Module], object] | None = None,
 ) -> QuantizedModel:
     """Quantise a copy of ``model`` to int8 (CPU, static, per-channel weights).
 
@@ -96,10 +108,16 @@ def quantize_int8(
         calibration: batches (tensors or ``(x, y)`` pairs) observed to set activation ranges.
         skip: names of conv/linear layers kept in floating point (mixed precision).
         max_batches: calibration batches used.
+        train: quantisation-aware training instead of post-training: called once on the
+            fake-quantised model (e.g. a short fine-tune) between calibration and conversion.
     """
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantize_pt2e import (
+        convert_pt2e,
+        prepare_pt2e,
+        prepare_qat_pt2e,
+    )
 
-    float_model = _unshare_activations(folded_copy(model)).eval()
+    float_model = _unshare_activations(folded_copy(model)).train(train is not None)
     weighted = [
         n
         for n, m in float_model.named_modules()
@@ -112,21 +130,42 @@ def quantize_int8(
         exported = torch.export.export(float_model, (example,), dynamic_shapes=_BATCH).module()
     except Exception as e:
         raise ConfigError(f"torch.export could not capture the model for int8 ({e})") from e
-    prepared = prepare_pt2e(exported, _quantizer(skip))
+    if train is None:
+        prepared = _allow_eval(prepare_pt2e(exported, _quantizer(skip)))
+    else:
+        prepared = _allow_eval(prepare_qat_pt2e(exported, _quantizer(skip, qat=True)))
     with torch.no_grad():
         for i, batch in enumerate(calibration):
             if i >= max_batches:
                 break
             prepared(batch[0] if isinstance(batch, (tuple, list)) else batch)
-    converted = _allow_eval(convert_pt2e(prepared))
+    if train is not None:
+        train(prepared.train())
+    converted = _allow_eval(convert_pt2e(prepared.eval())).eval()
     int8 = [n for n in weighted if n not in skip]
     return QuantizedModel(converted, int8, list(skip), list(example.shape))
 
 
-def save_quantized(q: QuantizedModel, directory: str | os.PathLike[str]) -> Path:
-    """Write ``model.pt2`` (exported program) and ``quant.json`` atomically."""
+def save_quantized(
+    q: QuantizedModel,
+    directory: str | os.PathLike[str],
+    *,
+    source: tuple[nn.Module, PruningPlan] | None = None,
+) -> Path:
+    """Write ``model.pt2`` (exported program) and ``quant.json`` atomically.
+
+    With ``source`` (the float model and its plan), also write its ``plan.json`` — carrying the
+    mixed-precision plan in ``precision`` — and ``model.safetensors``: the float twin that
+    prices the int8 model in the energy model and is its latency baseline in ``measure``.
+    """
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
+    if source is not None:
+        from energyprune.pruning.export import save_model
+
+        model, plan = source
+        plan = replace(plan, precision=q.layer_dtypes)
+        save_model(model, plan, out)
     example = torch.randn(*q.example_shape)
     program = torch.export.export(q.module, (example,), dynamic_shapes=_BATCH)
     with atomic_path(out / "model.pt2") as tmp:
@@ -147,6 +186,10 @@ def load_quantized(directory: str | os.PathLike[str]) -> QuantizedModel:
     if not (folder / "model.pt2").is_file() or not (folder / "quant.json").is_file():
         raise ConfigError(f"{folder} holds no quantised model (model.pt2 + quant.json)")
     meta = json.loads((folder / "quant.json").read_text(encoding="utf-8"))
+    try:
+        import torchao.quantization.pt2e  # noqa: F401  (registers the quantized_decomposed ops)
+    except ImportError as e:
+        raise ConfigError("loading an int8 model needs torchao: pip install torchao") from e
     program = torch.export.load(str(folder / "model.pt2"))
     return QuantizedModel(
         _allow_eval(program.module()),
