@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -126,3 +128,26 @@ def test_two_workers_share_one_study(tmp_path):
     numbers = [t.number for t in study.trials]
     assert len(numbers) == len(set(numbers))
     assert len(_complete(db)) >= 7
+
+
+def test_precision_dimension(trained_digits, tmp_path):
+    """fp32,int8: each trial picks a precision; int8 trials are priced as int8, scored as the
+    converted model, and timed compiled like the fp32 ones."""
+    pytest.importorskip("torchao")
+    from energyprune.energy.model import profile
+    from energyprune.errors import ConfigError
+    from energyprune.pipeline.finetune import TrainConfig
+    from energyprune.pipeline.search import _scored, search
+
+    model, data = trained_digits
+    example = torch.randn(*data.input_shape)
+    fp32_j = 1e-4
+    scored, energy, latency = _scored(model, fp32_j, "int8", data, example, "horowitz-45nm", True)
+    assert scored is not model and latency > 0
+    assert energy < 0.5 * profile(model, example).total.energy_j
+    proxy = TrainConfig(epochs=1, lr=1e-3, optimizer="adamw", max_batches=2)
+    result = search(model, data, tmp_path, trials=3, proxy=proxy, precisions=("fp32", "int8"))
+    assert all(t["precision"] in ("fp32", "int8") for t in result.trials)
+    assert all(t["params"]["precision"] == t["precision"] for t in result.trials)
+    with pytest.raises(ConfigError, match="cannot be compared"):
+        search(model, data, tmp_path / "x", precisions=("fp32", "int8"), meter_device="cuda")

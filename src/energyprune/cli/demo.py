@@ -64,6 +64,11 @@ def add_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default="digits", help="digits | cifar10:PATH | ... (see prune)")
     p.add_argument("--trials", type=int, default=20, help="complete trials the study should hold")
     p.add_argument("--objectives", default="accuracy,energy,latency")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        help="fp32, or fp32,int8 to search precision too (int8: CPU PT2E, latency compiled)",
+    )
     p.add_argument("--target-range", default="0.2:0.9", help="energy target range, LOW:HIGH")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--hardware", default="horowitz-45nm")
@@ -154,6 +159,7 @@ def _run_search(args: argparse.Namespace, console: Console) -> int:
             n_jobs=args.n_jobs,
             seed=args.seed,
             meter_device=meter_device_for("cpu"),
+            precisions=tuple(v.strip() for v in args.precision.split(",")),
             log=lambda m: status.update(m),
         )
     table = Table(
@@ -164,6 +170,7 @@ def _run_search(args: argparse.Namespace, console: Console) -> int:
     for column in (
         "trial",
         "target",
+        "precision",
         "criterion",
         "round_to",
         "val top-1",
@@ -176,6 +183,7 @@ def _run_search(args: argparse.Namespace, console: Console) -> int:
         table.add_row(
             f"{t['number']}{mark}",
             f"{t['params']['target_energy']:.2f}",
+            t["precision"],
             t["params"]["criterion"],
             str(t["params"]["round_to"]),
             f"{100 * t['values']['accuracy']:.2f} %",
@@ -195,7 +203,8 @@ def _finalize(args, built, dense, data, result, console: Console) -> None:
     from energyprune.pipeline.report import run_table
     from energyprune.pipeline.run import RunConfig
 
-    params = next(t["params"] for t in result.trials if t["number"] == result.knee)
+    knee = next(t for t in result.trials if t["number"] == result.knee)
+    params = knee["params"]
     cfg = RunConfig(
         target_energy=params["target_energy"],
         steps=args.steps,
@@ -210,5 +219,20 @@ def _finalize(args, built, dense, data, result, console: Console) -> None:
     final = run_and_write(
         dense, data, cfg, Path(args.out) / "final", arch=built.name, log=console.print
     )
-    if final is not None:
-        console.print(run_table(final.report))
+    if final is None:
+        return
+    console.print(run_table(final.report))
+    if knee["precision"] == "int8":
+        from energyprune.cli.quantize import write_int8
+
+        plan = final.plan
+        plan.arch = {"name": built.name}
+        write_int8(
+            final.model.cpu(),
+            plan,
+            data,
+            Path(args.out) / "final" / "int8",
+            console,
+            hardware=args.hardware,
+            max_acc_drop=args.max_acc_drop,
+        )

@@ -100,8 +100,10 @@ def add_prune(sub: argparse._SubParsersAction) -> None:
     loop.add_argument("--resume", action="store_true", help="continue after the last step")
     loop.add_argument(
         "--quantize",
-        choices=("int8",),
-        help="then quantise the pruned model (CPU, PT2E) into DIR/int8",
+        choices=("int8", "auto"),
+        help="int8: then quantise the pruned model (CPU, PT2E) into DIR/int8; auto: run "
+        "'prune more' (fp32) and 'prune less + int8' to the same target and choose "
+        "(DIR/prune, DIR/prune+int8, DIR/tradeoff.json)",
     )
     add_int8_args(p)
     loop.add_argument(
@@ -192,6 +194,8 @@ def _run_pipeline(args, built, nm, console: Console) -> int:
         nm=nm,
         seed=args.seed,
     )
+    if args.quantize == "auto":
+        return _run_tradeoff(args, built, data, cfg, console)
     with Progress(console=console, transient=True) as bar:
         log, on_batch, on_step = progress_callbacks(console, bar, args.steps)
         result = run_and_write(
@@ -231,6 +235,38 @@ def _run_pipeline(args, built, nm, console: Console) -> int:
         f"wrote {args.out}/report.json, report.md, energy_layers.png, "
         "accuracy_energy.png, plan.json, model.safetensors"
     )
+    return 0
+
+
+def _run_tradeoff(args, built, data, cfg, console: Console) -> int:
+    from rich.progress import Progress
+
+    from energyprune.cli.quantize import int8_settings
+    from energyprune.pipeline.codesign import prune_or_quantize
+    from energyprune.pipeline.report import tradeoff_table
+
+    with Progress(console=console, transient=True) as bar:
+        log, on_batch, on_step = progress_callbacks(console, bar, args.steps)
+        try:
+            report = prune_or_quantize(
+                built.model.to(args.device),
+                data,
+                cfg,
+                args.out,
+                arch=built.name,
+                int8=int8_settings(args),
+                log=log,
+                seeds=args.seeds,
+                resume=args.resume,
+                device=args.device,
+                on_batch=on_batch,
+                on_step=on_step,
+            )
+        except KeyboardInterrupt:
+            console.print("stopped: rerun with --resume to continue the pruning runs")
+            return 130
+    console.print(tradeoff_table(report))
+    console.print(f"wrote {args.out}/tradeoff.json, {args.out}/prune/, {args.out}/prune+int8/")
     return 0
 
 

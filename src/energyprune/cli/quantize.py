@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 from rich.console import Console
 
 from energyprune.cli.common import load_model
-from energyprune.files import atomic_write_text
 from energyprune.pruning.plan import PruningPlan
 
 
@@ -104,14 +102,12 @@ def run_quantize(args: argparse.Namespace, console: Console) -> int:
 def write_int8(model, plan: PruningPlan, data, out, console: Console, **settings) -> dict:
     """Quantise with the guardrail; save model.pt2 + quant.json, the float twin (plan.json with
     the mixed-precision plan + model.safetensors) and quant_report.json; print the verdict."""
-    from energyprune.pipeline.int8 import int8_with_guardrail
+    from energyprune.pipeline.int8 import int8_with_guardrail, save_int8
     from energyprune.pipeline.report import int8_table
-    from energyprune.pruning.quantize import save_quantized
 
     with console.status("quantising to int8 and measuring fp32 vs int8"):
         q, report = int8_with_guardrail(model, data, plan.arch["name"], **settings)
-    save_quantized(q, out, source=(model, plan))
-    atomic_write_text(Path(out) / "quant_report.json", json.dumps(report, indent=2) + "\n")
+    save_int8(q, report, model, plan, out)
     console.print(int8_table(report))
     colour = "green" if report["recommended"] else "yellow"
     console.print(f"[{colour}]{report['measurement']['verdict']}[/]")

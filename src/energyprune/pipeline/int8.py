@@ -4,6 +4,8 @@ deploying. Decisions use the validation split; the test split is reported."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,12 +14,14 @@ from torch import nn
 from energyprune.energy.measure import Protocol, measure
 from energyprune.energy.model import profile
 from energyprune.errors import ConfigError
+from energyprune.files import atomic_write_text
 from energyprune.pipeline.data import Data
 from energyprune.pipeline.evaluate import top1
 from energyprune.pipeline.finetune import TrainConfig, finetune
-from energyprune.pruning.quantize import QuantizedModel, quantize_int8
+from energyprune.pruning.plan import PruningPlan
+from energyprune.pruning.quantize import QuantizedModel, quantize_int8, save_quantized
 
-__all__ = ["QAT", "compare_int8", "int8_verdict", "int8_with_guardrail"]
+__all__ = ["QAT", "compare_int8", "int8_verdict", "int8_with_guardrail", "save_int8"]
 
 QAT = TrainConfig(epochs=1, lr=1e-4, optimizer="adamw", max_batches=100)
 """The short quantisation-aware fine-tune tried when post-training int8 fails the guardrail."""
@@ -188,3 +192,13 @@ def int8_with_guardrail(
         "recommended": measured["recommended"],
     }
     return q, report
+
+
+def save_int8(
+    q: QuantizedModel, report: dict[str, Any], model: nn.Module, plan: PruningPlan, out
+) -> Path:
+    """The int8 folder: model.pt2 + quant.json, the float twin (plan.json with the
+    mixed-precision plan, model.safetensors) and quant_report.json."""
+    save_quantized(q, out, source=(model, plan))
+    atomic_write_text(Path(out) / "quant_report.json", json.dumps(report, indent=2) + "\n")
+    return Path(out)

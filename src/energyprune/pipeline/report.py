@@ -27,6 +27,7 @@ __all__ = [
     "run_markdown",
     "run_table",
     "summary_line",
+    "tradeoff_table",
 ]
 
 
@@ -381,3 +382,34 @@ def int8_measurement_rows(m: dict) -> list[tuple[str, str, str]]:
             )
         )
     return rows
+
+
+def tradeoff_table(report: dict) -> Table:
+    """ "prune more" vs "prune less + int8" for one target, and the choice."""
+    table = Table(
+        title=f"target {report['target_energy']:.0%} of dense energy: prune more, or prune "
+        "less + int8?",
+        title_justify="left",
+    )
+    for column in ("option", "pruned to", "energy", "val top-1", "test top-1", "eligible"):
+        table.add_column(column, justify="left" if column == "option" else "right")
+
+    def pct(v: float | None) -> str:
+        return "—" if v is None else f"{100 * v:.2f} %"
+
+    for o in report["options"]:
+        mark = "→ " if o["option"] == report["choice"] else "  "
+        energy = "—" if o["energy_fraction"] is None else f"{o['energy_fraction']:.3f}"
+        table.add_row(
+            mark + o["option"],
+            f"{o['pruning_target']:.3f}",
+            energy,
+            pct(o["val_top1"]),
+            pct(o["test_top1"]),
+            "yes" if o["eligible"] else "no",
+        )
+    table.caption = (
+        f"energy: estimated fraction of dense ({report['hardware']}). chosen: "
+        f"{report['choice']} — {report['reason']}"
+    )
+    return table

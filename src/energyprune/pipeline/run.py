@@ -122,9 +122,9 @@ def _restore(out: Path, arch: str) -> tuple[dict, nn.Module, PruningPlan]:
     return state, model, plan
 
 
-def _try_step(model, data, cfg, target_j, seed, stop, on_batch) -> tuple[Any, float, bool]:
-    example = torch.randn(*data.input_shape)
-    result = prune(
+def prune_step(model: nn.Module, example: torch.Tensor, cfg: RunConfig, target_j: float):
+    """One-shot prune of ``model`` to ``target_j`` estimated joules with the run's settings."""
+    return prune(
         model,
         example,
         None,
@@ -139,6 +139,10 @@ def _try_step(model, data, cfg, target_j, seed, stop, on_batch) -> tuple[Any, fl
         prune_residual=cfg.prune_residual,
         nm=cfg.nm,
     )
+
+
+def _try_step(model, data, cfg, target_j, seed, stop, on_batch) -> tuple[Any, float, bool]:
+    result = prune_step(model, torch.randn(*data.input_shape), cfg, target_j)
     train = replace(cfg.train, seed=seed)
     completed = finetune(result.model, data.train, train, stop=stop, on_batch=on_batch)
     return result, _val_top1(result.model, data), completed

@@ -108,9 +108,27 @@ def knee(values: list[list[float]], directions: list[str]) -> int | None:
     return min(range(len(values)), key=lambda i: distance(values[i]))
 
 
+def _scored(model: nn.Module, fp32_j: float, precision: str, data: Data, example: torch.Tensor,
+            hardware: str, compiled: bool) -> tuple[nn.Module, float, float]:  # fmt: skip
+    """(module to score, estimated joules, latency ms) of a fine-tuned trial at ``precision``:
+    int8 is post-training PT2E, priced as int8 in the same energy model; latency is measured
+    compiled (with freezing) whenever int8 is in the search, so both precisions are timed alike."""
+    from energyprune.energy.measure import compile_for_inference
+    from energyprune.energy.model import profile
+    from energyprune.pruning.quantize import quantize_int8
+
+    energy = fp32_j
+    if precision == "int8":
+        q = quantize_int8(model, torch.randn(4, *example.shape[1:]), data.val, max_batches=4)
+        energy = profile(model, example, hardware, layer_dtypes=q.layer_dtypes).total.energy_j
+        model = q.module
+    timed = compile_for_inference(model) if compiled else model
+    return model, energy, median_latency_ms(timed, example, 15)
+
+
 def _objective(dense: nn.Module, data: Data, hardware: str, proxy: TrainConfig, stages: list[str],
                target_range: tuple[float, float], objectives: list[str], meter_device: str | None,
-               log: Callable[[str], None]):  # fmt: skip
+               log: Callable[[str], None], precisions: tuple[str, ...] = ("fp32",)):  # fmt: skip
     example = torch.randn(*data.input_shape)
     alignments = [1, 4, 8] if load_hardware(hardware).channel_multiple <= 8 else [1, 8, 16]
 
@@ -121,6 +139,9 @@ def _objective(dense: nn.Module, data: Data, hardware: str, proxy: TrainConfig, 
             "strategy": trial.suggest_categorical("strategy", ["global", "layerwise-energy"]),
             "round_to": trial.suggest_categorical("round_to", alignments),
         }
+        precision = precisions[0]
+        if len(precisions) > 1:
+            precision = trial.suggest_categorical("precision", list(precisions))
         caps = {s: trial.suggest_float(f"cap_{s}", 0.3, 0.9) for s in stages}
         try:
             result = prune(
@@ -137,19 +158,23 @@ def _objective(dense: nn.Module, data: Data, hardware: str, proxy: TrainConfig, 
             raise optuna.TrialPruned(str(e)) from e
         finetune(result.model, data.train, TrainConfig(**{**proxy.__dict__,
                                                           "seed": trial.number}))  # fmt: skip
-        values = {"accuracy": top1(result.model, data.val, data.num_classes),
-                  "energy_j": result.after.total.energy_j,
-                  "latency_ms": median_latency_ms(result.model, example, 15)}  # fmt: skip
+        scored, energy, latency = _scored(result.model, result.after.total.energy_j, precision,
+                                          data, example, hardware, len(precisions) > 1)  # fmt: skip
+        values = {"accuracy": top1(scored, data.val, data.num_classes), "energy_j": energy,
+                  "latency_ms": latency}  # fmt: skip
         if meter_device is not None:
             from energyprune.energy.measure import measure
 
-            m = measure(result.model, example, device=meter_device)
+            m = measure(scored, example, device=meter_device, compile=len(precisions) > 1)
             if m.measured:
                 values["energy_j"] = m.joules_per_sample["median"]
         trial.set_user_attr("values", values)
         trial.set_user_attr("macs", result.after.total.macs)
-        log(f"trial {trial.number}: val top-1 {100 * values['accuracy']:.2f} %, energy "
-            f"{values['energy_j']:.4g} J, latency {values['latency_ms']:.3f} ms")  # fmt: skip
+        trial.set_user_attr("precision", precision)
+        log(
+            f"trial {trial.number} ({precision}): val top-1 {100 * values['accuracy']:.2f} %, "
+            f"energy {values['energy_j']:.4g} J, latency {values['latency_ms']:.3f} ms"
+        )
         return tuple(values[_VALUE_KEYS[o]] for o in objectives)
 
     return objective
@@ -161,7 +186,8 @@ def _collect(study: optuna.Study, objectives: list[str]) -> tuple[list[dict], in
     values = [list(t.values) for t in complete]
     flags = pareto_front(values, directions)
     trials = [{"number": t.number, "params": t.params, "values": t.user_attrs["values"],
-               "macs": t.user_attrs.get("macs"), "pareto": flag}
+               "macs": t.user_attrs.get("macs"),
+               "precision": t.user_attrs.get("precision", "fp32"), "pareto": flag}
               for t, flag in zip(complete, flags, strict=True)]  # fmt: skip
     front = [i for i, f in enumerate(flags) if f]
     k = knee([values[i] for i in front], directions)
@@ -183,6 +209,7 @@ def search(
     n_jobs: int = 1,
     seed: int = 0,
     meter_device: str | None = None,
+    precisions: tuple[str, ...] = ("fp32",),
     log: Callable[[str], None] = lambda message: None,
 ) -> SearchResult:
     """Run (or continue) the study until it holds ``trials`` complete trials; write
@@ -196,11 +223,21 @@ def search(
         proxy: the short fine-tune each trial gets.
         storage: optuna storage URL (default ``sqlite:///DIR/study.db``); share it between
             workers to search in parallel.
+        precisions: ``("fp32",)`` or ``("fp32", "int8")``: int8 adds the precision dimension
+            (post-training x86 int8, CPU); latency is then measured compiled for every trial.
     """
     unknown = [o for o in objectives if o not in OBJECTIVES]
     if unknown or len(objectives) < 2:
         raise ConfigError(f"objectives must be two or more of {', '.join(OBJECTIVES)}, got "
                           f"{','.join(objectives)}")  # fmt: skip
+    bad = [p for p in precisions if p not in ("fp32", "int8")]
+    if bad or not precisions:
+        raise ConfigError(f"precisions are fp32 and/or int8, got {','.join(precisions) or 'none'}")
+    if "int8" in precisions and meter_device not in (None, "cpu"):
+        raise ConfigError(
+            f"int8 trials run on the CPU (x86 PT2E): their energy cannot be compared with energy "
+            f"metered on {meter_device}; search int8 on cpu"
+        )
     lo, hi = target_range
     if not 0 < lo < hi <= 1:
         raise ConfigError(f"target range must satisfy 0 < low < high <= 1, got {lo}:{hi}")
@@ -222,8 +259,13 @@ def search(
                           "another --out / --study-name")  # fmt: skip
     study.set_user_attr("objectives", objectives)
     stop = optuna.study.MaxTrialsCallback(trials, states=(optuna.trial.TrialState.COMPLETE,))
+    stored = study.user_attrs.get("precisions")
+    if stored is not None and stored != list(precisions):
+        raise ConfigError(f"study '{study_name}' searches precisions {stored}, not "
+                          f"{list(precisions)}: use another --out / --study-name")  # fmt: skip
+    study.set_user_attr("precisions", list(precisions))
     objective = _objective(dense.eval(), data, hardware, proxy, _stages(dense), target_range,
-                           objectives, meter_device, log)  # fmt: skip
+                           objectives, meter_device, log, tuple(precisions))  # fmt: skip
     done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     if done < trials:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
