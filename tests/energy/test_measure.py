@@ -131,6 +131,20 @@ def test_no_meter_gives_labelled_estimate_and_real_latency():
     assert m.latency_ms["p50"] > 0 and m.throughput_sps > 0 and m.windows == ()
 
 
+def test_int8_linear_path_is_measured_and_priced_as_int8():
+    """torchao's GPU int8 path (Linear layers) runs on CPU too: the model is quantised after
+    the cast, the caller's model is left alone, and the estimate prices those layers as int8."""
+    pytest.importorskip("torchao")
+    model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10)).eval()
+    x = torch.randn(8, 64)
+    protocol = Protocol(min_window_s=0.02, windows=2, warmup_s=0.01, idle_s=0)
+    fp32 = measure(model, x, meter=None, protocol=protocol)
+    int8 = measure(model, x, meter=None, protocol=protocol, int8_linear=True)
+    assert int8.settings["int8_layers"] == ["0", "2"]
+    assert int8.estimate["joules_per_sample"] < 0.5 * fp32.estimate["joules_per_sample"]
+    assert type(model[0].weight) is nn.Parameter  # the caller's model is not quantised
+
+
 def test_auto_meter_says_why_when_unavailable():
     m = measure(
         nn.Linear(4, 4),

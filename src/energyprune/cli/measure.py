@@ -44,6 +44,12 @@ def add_measure(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format")
     p.add_argument("--cuda-graph", action="store_true", help="replay a captured CUDA graph")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="torchao dynamic int8 for Linear layers (the GPU int8 path; convolutions stay in "
+        "--dtype: torchao has no int8 convolution)",
+    )
     p.add_argument("--seconds", type=float, default=1.0, help="minimum window length (s)")
     p.add_argument("--windows", type=int, default=5, help="number of energy windows")
     p.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds")
@@ -90,6 +96,7 @@ def _run_measure(args: argparse.Namespace, console: Console) -> int:
                 channels_last=args.channels_last,
                 cuda_graph=args.cuda_graph,
                 compile=args.compile,
+                int8_linear=args.int8,
                 protocol=protocol,
                 progress=lambda stage: status.update(f"measuring {name}: {stage}"),
             )
@@ -98,10 +105,24 @@ def _run_measure(args: argparse.Namespace, console: Console) -> int:
                 raise
             raise shape_error(name, shape, e) from e
     console.print(measurement_table(result, name))
+    if args.int8:
+        _int8_coverage(model, shape, result.settings["int8_layers"], args.dtype, console)
     if args.json:
         atomic_write_text(args.json, json.dumps(result.to_dict(), indent=2) + "\n")
         console.print(f"wrote {args.json}")
     return 0
+
+
+def _int8_coverage(model, shape, layers: list[str], dtype: str | None, console: Console) -> None:
+    """How much of the model the torchao int8 path covers: for a CNN, little."""
+    from energyprune.energy.model import profile
+
+    prof = profile(model.cpu(), torch.randn(*shape))
+    share = sum(layer.macs for layer in prof.layers if layer.name in layers) / prof.total.macs
+    console.print(
+        f"int8 (torchao, Linear layers only): {len(layers)} layer(s), {share:.2%} of the MACs; "
+        f"the rest runs in {dtype or 'fp32'}"
+    )
 
 
 def _measure_int8(args, console: Console, model, name: str, shape, protocol: Protocol) -> int:
@@ -119,6 +140,7 @@ def _measure_int8(args, console: Console, model, name: str, shape, protocol: Pro
             ("--dtype", args.dtype is not None),
             ("--channels-last", args.channels_last),
             ("--cuda-graph", args.cuda_graph),
+            ("--int8", args.int8),
         )
         if on
     ]

@@ -229,6 +229,7 @@ def _prepare(
     channels_last: bool,
     cuda_graph: bool,
     compile_model: bool,
+    int8_linear: bool = False,
 ) -> tuple[Callable[[], object], Callable[[], None]]:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {device}: CUDA is not available here; use --device cpu")
@@ -244,6 +245,12 @@ def _prepare(
     if channels_last and x.dim() == 4:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
+    if int8_linear:
+        import copy
+
+        from energyprune.pruning.quantize import quantize_int8_linear
+
+        model = quantize_int8_linear(copy.deepcopy(model)).module
     if compile_model:
         model = compile_for_inference(model)
 
@@ -297,6 +304,7 @@ def measure(
     channels_last: bool = False,
     cuda_graph: bool = False,
     compile: bool = False,
+    int8_linear: bool = False,
     protocol: Protocol = Protocol(),
     hardware: str = "horowitz-45nm",
     estimated: EnergyProfile | None = None,
@@ -313,6 +321,9 @@ def measure(
         meter: ``"auto"`` (Zeus for the device, falling back to no meter), a :class:`Meter`, or
             None (latency only; energy is the estimate).
         dtype / channels_last / cuda_graph / compile: deployment levers, measured not assumed.
+        int8_linear: torchao dynamic int8 for ``nn.Linear`` layers (the maintained GPU int8
+            path; convolutions stay in ``dtype``), applied after the cast; the estimate prices
+            those layers as int8.
         protocol: window, warm-up and idle settings.
         hardware: profile for the labelled estimate when no meter is read.
         estimated: that estimate, when the caller has it (an int8 model is priced from its
@@ -335,19 +346,25 @@ def measure(
     elif meter is None:
         reason = "meter disabled"
     estimate = None
+    int8_layers: list[str] = []
+    if int8_linear:
+        int8_layers = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     if meter is None:
         from energyprune.energy.model import profile
 
         prof = estimated
         if prof is None:
             with torch.no_grad():
-                prof = profile(model, example_inputs, hardware, dtype)
+                dtypes = dict.fromkeys(int8_layers, "int8")
+                prof = profile(model, example_inputs, hardware, dtype, layer_dtypes=dtypes)
         estimate = {
             "estimated": True,
             "hardware": prof.hardware,
             "joules_per_sample": prof.total.energy_j / example_inputs.shape[0],
         }
-    step, sync = _prepare(model, example_inputs, device, dtype, channels_last, cuda_graph, compile)
+    step, sync = _prepare(
+        model, example_inputs, device, dtype, channels_last, cuda_graph, compile, int8_linear
+    )
     run = run_protocol(
         step,
         samples_per_step=example_inputs.shape[0],
@@ -370,6 +387,7 @@ def measure(
             "channels_last": channels_last,
             "cuda_graph": cuda_graph,
             "compile": compile,
+            "int8_layers": int8_layers,
             **asdict(protocol),
             "iterations_per_window": run.iterations,
         },

@@ -28,7 +28,13 @@ from energyprune.files import atomic_path, atomic_write_text
 from energyprune.pruning.plan import PruningPlan
 from energyprune.pruning.sparse import folded_copy
 
-__all__ = ["QuantizedModel", "load_quantized", "quantize_int8", "save_quantized"]
+__all__ = [
+    "QuantizedModel",
+    "load_quantized",
+    "quantize_int8",
+    "quantize_int8_linear",
+    "save_quantized",
+]
 
 _BATCH = ({0: torch.export.Dim("batch", min=1)},)  # any batch size
 
@@ -144,6 +150,31 @@ def quantize_int8(
     converted = _allow_eval(convert_pt2e(prepared.eval())).eval()
     int8 = [n for n in weighted if n not in skip]
     return QuantizedModel(converted, int8, list(skip), list(example.shape))
+
+
+def quantize_int8_linear(model: nn.Module, *, skip: Sequence[str] = ()) -> QuantizedModel:
+    """torchao's maintained int8 path for GPUs (also runs on CPU), in place: dynamic int8
+    activations × int8 per-channel weights for ``nn.Linear`` layers.
+
+    torchao has no int8 convolution, so convolutions stay in the model's float dtype and are
+    listed in ``float_layers`` — for a CNN this quantises little (say so before measuring).
+    Cast the model to its deployment dtype and device first. Not saved by
+    :func:`save_quantized`: apply it at deployment.
+    """
+    try:
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+    except ImportError as e:
+        raise ConfigError("int8 on CUDA needs torchao: pip install torchao") from e
+    linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n not in skip]
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    chosen = set(linear)
+    quantize_(
+        model,
+        Int8DynamicActivationInt8WeightConfig(),
+        filter_fn=lambda module, fqn: fqn in chosen,
+    )
+    float_layers = [*convs, *(n for n in skip if n not in convs)]
+    return QuantizedModel(model, linear, float_layers)
 
 
 def save_quantized(
