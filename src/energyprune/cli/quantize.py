@@ -9,6 +9,7 @@ import torch
 from rich.console import Console
 
 from energyprune.cli.common import load_model
+from energyprune.errors import ConfigError
 from energyprune.pruning.plan import PruningPlan
 
 
@@ -48,6 +49,13 @@ def add_int8_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="measure eager latency (default: torch.compile with freezing, which int8 needs)",
     )
+    g.add_argument(
+        "--measure-batch",
+        type=int,
+        default=1,
+        metavar="N",
+        help="batch size of the fp32-vs-int8 measurement (your deployment's; default 1)",
+    )
     g.add_argument("--seconds", type=float, default=1.0, help="minimum measurement window (s)")
     g.add_argument("--windows", type=int, default=5, help="measurement windows per model")
 
@@ -56,9 +64,12 @@ def int8_settings(args: argparse.Namespace) -> dict:
     from energyprune.energy.measure import Protocol
     from energyprune.pipeline.int8 import QAT
 
+    if args.measure_batch < 1:
+        raise ConfigError(f"--measure-batch must be >= 1, got {args.measure_batch}")
     return {
         "qat": None if args.no_qat else QAT,
         "compile": not args.eager,
+        "measure_batch": args.measure_batch,
         "protocol": Protocol(
             min_window_s=args.seconds,
             windows=args.windows,

@@ -87,20 +87,24 @@ def compare_int8(
 
 
 def int8_verdict(
-    p50_ms: dict[str, float], joules: dict[str, float] | None, setting: str
+    p50_ms: dict[str, float],
+    joules: dict[str, float] | None,
+    setting: str,
+    baseline: str = "fp32",
 ) -> tuple[bool, str]:
-    """Recommend int8 only when it measures neither slower nor (where metered) costlier."""
-    speedup = p50_ms["fp32"] / p50_ms["int8"]
-    text = f"int8 runs at {speedup:.2f}× the speed of fp32 ({setting})"
+    """Recommend int8 only when it measures neither slower nor (where metered) costlier than
+    the float ``baseline`` (the dicts' other key)."""
+    speedup = p50_ms[baseline] / p50_ms["int8"]
+    text = f"int8 runs at {speedup:.2f}× the speed of {baseline} ({setting})"
     if joules is not None:
-        text += f" and uses {joules['int8'] / joules['fp32']:.2f}× its measured energy per sample"
+        text += f" and uses {joules['int8'] / joules[baseline]:.2f}× its measured energy per sample"
     else:
         text += "; energy not measured (no meter), only estimated"
     problems = [
         word
         for word, bad in (
             ("slower", speedup < 1.0),
-            ("costlier", joules is not None and joules["int8"] > joules["fp32"]),
+            ("costlier", joules is not None and joules["int8"] > joules[baseline]),
         )
         if bad
     ]
@@ -120,6 +124,7 @@ def int8_with_guardrail(
     qat: TrainConfig | None = QAT,
     compile: bool = True,
     protocol: Protocol = Protocol(),
+    measure_batch: int = 1,
 ) -> tuple[QuantizedModel, dict[str, Any]]:
     """Quantise to int8 and keep validation top-1 within ``max_acc_drop`` points.
 
@@ -127,7 +132,7 @@ def int8_with_guardrail(
     fine-tune (``qat``; None skips it); when that fails too, post-training int8 again with the
     most sensitive layers kept in float, one at a time. Returns the model and a report:
     accuracy, estimated energy (int8 layers priced as int8), measured CPU latency (and energy
-    where a meter exists) of both, and whether int8 is recommended.
+    where a meter exists) of both at batch ``measure_batch``, and whether int8 is recommended.
 
     Raises:
         ConfigError: the guardrail fails even with only one layer left in int8.
@@ -172,7 +177,7 @@ def int8_with_guardrail(
             "fp32": top1(model, data.test, data.num_classes),
             "int8": top1(q.module, data.test, data.num_classes),
         }
-    x = torch.randn(*data.input_shape)
+    x = torch.randn(measure_batch, *data.input_shape[1:])
     measured = compare_int8(model, q, x, hardware=hardware, compile=compile, protocol=protocol)
     fp32 = profile(model, x, hardware, name=name)
     int8 = profile(model, x, hardware, name=name, layer_dtypes=q.layer_dtypes)
