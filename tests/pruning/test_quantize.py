@@ -230,3 +230,29 @@ def test_prune_pipeline_then_int8(tmp_path, capsys):
     report = json.loads((tmp_path / "int8" / "quant_report.json").read_text())
     assert report["estimated_energy_j"]["int8"] < report["estimated_energy_j"]["fp32"]
     assert (tmp_path / "int8" / "model.pt2").is_file() and (tmp_path / "report.json").is_file()
+
+
+def test_loading_an_int8_program_never_unpickles(tmp_path):
+    """torch.export.load would fall back to full unpickling; inside the loader it cannot."""
+    import io
+    import pickle
+
+    import torch.export.pt2_archive._package as package
+
+    from energyprune.errors import ConfigError
+    from energyprune.pruning.quantize import _weights_only
+
+    buffer = io.BytesIO()
+    torch.save({"obj": _Evil()}, buffer)
+    with _weights_only():
+        buffer.seek(0)
+        with pytest.raises(pickle.UnpicklingError):
+            torch.load(buffer, weights_only=False)
+        with pytest.raises(ConfigError, match="refusing to unpickle"):
+            package.pickle.loads(pickle.dumps(_Evil()))
+    buffer.seek(0)
+    assert isinstance(torch.load(buffer, weights_only=False)["obj"], _Evil)  # restored after
+
+
+class _Evil:
+    """Stands in for an object a tampered archive would ask to unpickle."""

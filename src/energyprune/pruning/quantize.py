@@ -12,10 +12,11 @@ format) plus ``quant.json``; loading uses ``torch.export.load``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import types
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -211,6 +212,38 @@ def save_quantized(
     return out
 
 
+@contextlib.contextmanager
+def _weights_only() -> Iterator[None]:
+    """``torch.export.load`` falls back to full unpickling for objects it cannot read as
+    weights; an int8 program holds plain tensors only, so inside this block every ``torch.load``
+    is ``weights_only=True`` and raw unpickling raises: a tampered file fails instead of running
+    code."""
+    import torch.export.pt2_archive._package as package
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise ConfigError("model.pt2 holds pickled objects; refusing to unpickle them")
+
+    real_load = torch.load
+
+    def load(*args: Any, **kwargs: Any) -> Any:
+        kwargs["weights_only"] = True
+        return real_load(*args, **kwargs)
+
+    saved = (torch.load, getattr(package, "pickle", None), torch._C._pickle_load_obj)
+    guarded_pickle = types.SimpleNamespace(loads=refuse, load=refuse)
+    torch.load = load
+    if saved[1] is not None:
+        package.pickle = guarded_pickle
+    torch._C._pickle_load_obj = refuse
+    try:
+        yield
+    finally:
+        torch.load = saved[0]
+        if saved[1] is not None:
+            package.pickle = saved[1]
+        torch._C._pickle_load_obj = saved[2]
+
+
 def load_quantized(directory: str | os.PathLike[str]) -> QuantizedModel:
     """Load what :func:`save_quantized` wrote."""
     folder = Path(directory)
@@ -221,7 +254,8 @@ def load_quantized(directory: str | os.PathLike[str]) -> QuantizedModel:
         import torchao.quantization.pt2e  # noqa: F401  (registers the quantized_decomposed ops)
     except ImportError as e:
         raise ConfigError("loading an int8 model needs torchao: pip install torchao") from e
-    program = torch.export.load(str(folder / "model.pt2"))
+    with _weights_only():
+        program = torch.export.load(str(folder / "model.pt2"))
     return QuantizedModel(
         _allow_eval(program.module()),
         meta["int8_layers"],
