@@ -125,6 +125,8 @@ def test_int8_loads_in_a_fresh_interpreter(trained, tmp_path):
         "x = torch.load(d + '/x.pt', weights_only=True)\n"
         "y = torch.load(d + '/y.pt', weights_only=True)\n"
         "assert torch.equal(m(x), y)\n"
+        "import torch._inductor.config as inductor\n"  # the x86 int8 fusion passes, or compiled
+        "assert inductor.pre_grad_custom_pass is not None\n"  # int8 runs dequantize + fp32
     )
     subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True)
 

@@ -251,7 +251,9 @@ def load_quantized(directory: str | os.PathLike[str]) -> QuantizedModel:
         raise ConfigError(f"{folder} holds no quantised model (model.pt2 + quant.json)")
     meta = json.loads((folder / "quant.json").read_text(encoding="utf-8"))
     try:
-        import torchao.quantization.pt2e  # noqa: F401  (registers the quantized_decomposed ops)
+        # registers the quantized_decomposed ops *and* Inductor's x86 int8 fusion passes: without
+        # the passes a compiled int8 program runs dequantize + fp32 kernels (3x slower here)
+        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # noqa: F401
     except ImportError as e:
         raise ConfigError("loading an int8 model needs torchao: pip install torchao") from e
     with _weights_only():
