@@ -5,7 +5,7 @@ guardrail — and judged on the same terms: estimated energy against the target 
 as int8 in the same energy model), validation top-1 against the dense model's, and for int8 the
 measured latency (and energy where a meter exists) against its float twin. The choice is the most
 accurate option that meets the target and the guardrail and is not measured slower or costlier;
-"prune more" when none is.
+none when neither holds (the report says why for each).
 """
 
 from __future__ import annotations
@@ -171,11 +171,7 @@ def prune_or_quantize(
             o["meets_target"] and o["within_guardrail"] and o.get("measured_recommended", True)
         )
     eligible = [o for o in options if o["eligible"]]
-    chosen = (
-        max(eligible, key=lambda o: (o["val_top1"], -o["energy_fraction"]))
-        if eligible
-        else options[0]
-    )
+    chosen = max(eligible, key=lambda o: (o["val_top1"], -o["energy_fraction"]), default=None)
     report = {
         "target_energy": cfg.target_energy,
         "hardware": cfg.hardware,
@@ -183,25 +179,31 @@ def prune_or_quantize(
         "dense_val_top1": dense_val,
         "int8_energy_ratio": ratio,
         "options": options,
-        "choice": chosen["option"],
-        "reason": _reason(chosen, options, bool(eligible)),
+        "choice": chosen["option"] if chosen else None,
+        "reason": _reason(chosen, options),
     }
     atomic_write_text(out / "tradeoff.json", json.dumps(report, indent=2) + "\n")
     return report
 
 
-def _reason(chosen: dict, options: list[dict], any_eligible: bool) -> str:
-    if not any_eligible:
-        return "no option met the target, the guardrail and the measurement: kept fp32 pruning"
+def _why_out(option: dict) -> str:
+    return (
+        option.get("failed")
+        or (not option["meets_target"] and "it misses the energy target")
+        or (not option["within_guardrail"] and "it breaks the accuracy guardrail")
+        or option.get("measured_verdict")
+        or "not eligible"
+    )
+
+
+def _reason(chosen: dict | None, options: list[dict]) -> str:
+    if chosen is None:
+        return "neither option holds: " + "; ".join(
+            f"'{o['option']}': {_why_out(o)}" for o in options
+        )
     other = next(o for o in options if o is not chosen)
     if not other["eligible"]:
-        why = (
-            other.get("failed")
-            or (not other["meets_target"] and "it misses the energy target")
-            or (not other["within_guardrail"] and "it breaks the accuracy guardrail")
-            or other.get("measured_verdict")
-        )
-        return f"'{other['option']}' is out: {why}"
+        return f"'{other['option']}' is out: {_why_out(other)}"
     if chosen["val_top1"] == other["val_top1"]:
         return "equal validation top-1; lower estimated energy"
     return (

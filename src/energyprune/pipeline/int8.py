@@ -179,8 +179,9 @@ def int8_with_guardrail(
         }
     x = torch.randn(measure_batch, *data.input_shape[1:])
     measured = compare_int8(model, q, x, hardware=hardware, compile=compile, protocol=protocol)
-    fp32 = profile(model, x, hardware, name=name)
-    int8 = profile(model, x, hardware, name=name, layer_dtypes=q.layer_dtypes)
+    one = torch.randn(*data.input_shape)  # energy per forward of one sample, as the pipeline's
+    fp32 = profile(model, one, hardware, name=name)
+    int8 = profile(model, one, hardware, name=name, layer_dtypes=q.layer_dtypes)
     report = {
         "model": name,
         "method": method,

@@ -410,6 +410,6 @@ def tradeoff_table(report: dict) -> Table:
         )
     table.caption = (
         f"energy: estimated fraction of dense ({report['hardware']}). chosen: "
-        f"{report['choice']} — {report['reason']}"
+        f"{report['choice'] or 'none'} — {report['reason']}"
     )
     return table
