@@ -18,6 +18,13 @@ from energyprune.pipeline.models import build_model, load_weights
 from energyprune.pruning.apply import PruneResult, prune
 from energyprune.pruning.export import export_onnx, load, save
 from energyprune.pruning.plan import PruningPlan
+from energyprune.pruning.quantize import (
+    QuantizedModel,
+    load_quantized,
+    quantize_int8,
+    quantize_int8_linear,
+    save_quantized,
+)
 
 __version__ = "0.1.0"
 
@@ -36,6 +43,7 @@ __all__ = [
     "Protocol",
     "PruneResult",
     "PruningPlan",
+    "QuantizedModel",
     "Totals",
     "Trace",
     "UnsupportedOpError",
@@ -47,10 +55,14 @@ __all__ = [
     "export_onnx",
     "load",
     "load_hardware",
+    "load_quantized",
     "load_weights",
     "measure",
     "profile",
     "prune",
+    "quantize_int8",
+    "quantize_int8_linear",
     "save",
+    "save_quantized",
     "trace",
 ]

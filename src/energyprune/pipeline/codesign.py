@@ -45,7 +45,9 @@ def int8_energy_ratio(model: nn.Module, example: torch.Tensor, hardware: str) ->
     return int8.total.energy_j / fp32
 
 
-def relaxed_target(dense: nn.Module, example: torch.Tensor, cfg: RunConfig, rounds: int = 4):
+def relaxed_target(
+    dense: nn.Module, example: torch.Tensor, cfg: RunConfig, rounds: int = 4
+) -> float:
     """The fp32 pruning target whose int8 version meets ``cfg.target_energy``.
 
     The int8 discount depends on what is left after pruning (pooling, element-wise work and

@@ -124,6 +124,8 @@ def quantize_int8(
         prepare_qat_pt2e,
     )
 
+    if example.shape[0] < 2:  # a batch of 1 would be specialised, not exported as dynamic
+        example = torch.cat([example, example])
     float_model = _unshare_activations(folded_copy(model)).train(train is not None)
     weighted = [
         n
