@@ -391,7 +391,7 @@ def tradeoff_table(report: dict) -> Table:
         "less + int8?",
         title_justify="left",
     )
-    for column in ("option", "pruned to", "energy", "val top-1", "test top-1", "eligible"):
+    for column in ("option", "pruning target", "energy", "val top-1", "test top-1", "eligible"):
         table.add_column(column, justify="left" if column == "option" else "right")
 
     def pct(v: float | None) -> str:
