@@ -57,6 +57,9 @@ def test_profile_fixture_weights_and_options(fixtures_dir, capsys):
         (["profile", "resnet20", "--weights", "missing.safetensors"], "does not exist"),
         (["profile", "resnet20", "--top", "-1"], "--top"),
         (["profile", "resnet20", "--dtype", "fp8"], "invalid choice"),
+        (["measure", "docs"], "is not a saved pruned model"),
+        (["quantize", "digits_cnn", "--out", "q", "--measure-batch", "0"], "--measure-batch"),
+        (["search", "digits_cnn", "--out", "s", "--precision", "int4"], "--precision takes"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(argv, message, capsys):

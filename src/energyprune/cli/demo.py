@@ -134,6 +134,9 @@ def _run_search(args: argparse.Namespace, console: Console) -> int:
         raise ConfigError(
             f"--target-range must look like 0.2:0.9, got '{args.target_range}'"
         ) from None
+    precisions = tuple(v.strip() for v in args.precision.split(","))
+    if not set(precisions) <= {"fp32", "int8"}:
+        raise ConfigError(f"--precision takes fp32 and/or int8, got '{args.precision}'")
     built, _ = load_model(args)
     data = load_data(args.data, batch_size=args.batch_size, seed=args.seed)
     check_compatible(built.model, data, built.name)
@@ -159,7 +162,7 @@ def _run_search(args: argparse.Namespace, console: Console) -> int:
             n_jobs=args.n_jobs,
             seed=args.seed,
             meter_device=meter_device_for("cpu"),
-            precisions=tuple(v.strip() for v in args.precision.split(",")),
+            precisions=precisions,
             log=lambda m: status.update(m),
         )
     table = Table(
