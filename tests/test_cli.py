@@ -178,6 +178,8 @@ def test_unreachable_prune_writes_nothing(tmp_path, capsys):
     [
         (["--data", "cifar10:/no/such/archive.tar.xz"], "does not exist"),
         (["--data", "digits", "--weights", "MISSING"], "does not exist"),
+        (["--data", "digits", "--ddp", "--quantize", "int8"], "drop it under --ddp"),
+        (["--quantize", "auto"], "--quantize needs --data"),
     ],
 )
 def test_pipeline_bad_input_writes_nothing(tmp_path, capsys, argv, message):

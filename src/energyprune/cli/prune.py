@@ -167,6 +167,11 @@ def _run_pipeline(args, built, nm, console: Console) -> int:
     from energyprune.pipeline.report import run_table
     from energyprune.pipeline.run import RunConfig
 
+    if args.ddp and args.quantize:
+        raise ConfigError(
+            "--quantize is a CPU step after training: drop it under --ddp and run "
+            "`energyprune quantize DIR --data ...` on the result"
+        )
     if args.ddp and not distributed():
         raise ConfigError(
             "--ddp needs torchrun (WORLD_SIZE > 1): torchrun --nproc-per-node N "
