@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from energyprune.errors import ConfigError
 from energyprune.pipeline.models import BuiltModel, build_model, load_weights, parse_input_shape
 
+if TYPE_CHECKING:
+    from torch import nn
+
+    from energyprune.pruning.plan import PruningPlan
+
 __all__ = [
     "EXIT_USAGE",
     "Parser",
     "add_model_args",
     "load_model",
+    "load_source",
     "progress_callbacks",
     "shape_error",
 ]
@@ -43,6 +51,22 @@ def load_model(args: argparse.Namespace) -> tuple[BuiltModel, tuple[int, ...]]:
         load_weights(built.model, args.weights)
     shape = parse_input_shape(args.input_shape) if args.input_shape else built.input_shape
     return built, shape
+
+
+def load_source(
+    args: argparse.Namespace,
+) -> tuple[nn.Module, str, tuple[int, ...], PruningPlan | None]:
+    """MODEL as a spec (with --weights) or a folder written by `prune --out` / `quantize --out`
+    (its float model): (model, architecture name, input shape, the folder's plan or None)."""
+    folder = Path(args.model)
+    if not folder.is_dir():
+        built, shape = load_model(args)
+        return built.model, built.name, shape, None
+    from energyprune.pruning.export import load
+
+    model, plan = load(folder)
+    shape = parse_input_shape(args.input_shape) if args.input_shape else tuple(plan.input_shape)
+    return model, plan.arch["name"], shape, plan
 
 
 def shape_error(name: str, shape: tuple[int, ...], e: Exception) -> ConfigError:

@@ -228,11 +228,9 @@ def _finalize(args, built, dense, data, result, console: Console) -> None:
     if knee["precision"] == "int8":
         from energyprune.cli.quantize import write_int8
 
-        plan = final.plan
-        plan.arch = {"name": built.name}
         write_int8(
             final.model.cpu(),
-            plan,
+            final.plan_for(built.name, args.hardware, data.input_shape),
             data,
             Path(args.out) / "final" / "int8",
             console,

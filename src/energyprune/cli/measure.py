@@ -9,15 +9,10 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from energyprune.cli.common import (
-    add_model_args,
-    load_model,
-    shape_error,
-)
+from energyprune.cli.common import add_model_args, load_source, shape_error
 from energyprune.energy.measure import Protocol, measure
 from energyprune.errors import ConfigError, EnergyPruneError
 from energyprune.files import atomic_write_text
-from energyprune.pipeline.models import parse_input_shape
 from energyprune.pipeline.report import fmt_joules, measurement_table
 
 
@@ -59,21 +54,10 @@ def add_measure(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_measure)
 
 
-def _source(args: argparse.Namespace) -> tuple[torch.nn.Module, str, tuple[int, ...]]:
-    """A model spec, or a folder written by `prune --out` / `quantize --out` (its float twin)."""
-    folder = Path(args.model)
-    if not folder.is_dir():
-        built, shape = load_model(args)
-        return built.model, built.name, shape
-    from energyprune.pruning.export import load
-
-    model, plan = load(folder)
-    shape = parse_input_shape(args.input_shape) if args.input_shape else plan.input_shape
-    return model, f"{plan.arch['name']} ({folder.name})", tuple(shape)
-
-
 def _run_measure(args: argparse.Namespace, console: Console) -> int:
-    model, name, shape = _source(args)
+    model, name, shape, plan = load_source(args)
+    if plan is not None:
+        name = f"{name} ({Path(args.model).name})"
     if args.batch_size is not None:
         if args.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")

@@ -222,13 +222,10 @@ def _run_pipeline(args, built, nm, console: Console) -> int:
     console.print(run_table(result.report))
     if args.quantize == "int8":
         from energyprune.cli.quantize import int8_settings, write_int8
-        from energyprune.pruning.plan import PruningPlan
 
-        plan = result.plan or PruningPlan.unpruned(built.name, data.input_shape, args.hardware, 0)
-        plan.arch = {"name": built.name}
         write_int8(
             result.model.cpu(),
-            plan,
+            result.plan_for(built.name, args.hardware, data.input_shape),
             data,
             Path(args.out) / "int8",
             console,

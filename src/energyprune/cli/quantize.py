@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-import torch
 from rich.console import Console
 
-from energyprune.cli.common import load_model
+from energyprune.cli.common import load_source
 from energyprune.errors import ConfigError
 from energyprune.pruning.plan import PruningPlan
 
@@ -79,23 +77,14 @@ def int8_settings(args: argparse.Namespace) -> dict:
     }
 
 
-def _source(args: argparse.Namespace) -> tuple[torch.nn.Module, PruningPlan]:
-    folder = Path(args.model)
-    if folder.is_dir():
-        from energyprune.pruning.export import load
-
-        return load(folder)
-    built, shape = load_model(args)
-    return built.model, PruningPlan.unpruned(built.name, shape, args.hardware, 0.0)
-
-
 def run_quantize(args: argparse.Namespace, console: Console) -> int:
     from energyprune.pipeline.data import load_data
     from energyprune.pipeline.driver import check_compatible
 
-    model, plan = _source(args)
+    model, name, shape, plan = load_source(args)
     data = load_data(args.data, batch_size=args.batch_size)
-    check_compatible(model, data, plan.arch["name"])
+    check_compatible(model, data, name)
+    plan = plan or PruningPlan.unpruned(model, name, shape, args.hardware)
     write_int8(
         model,
         plan,

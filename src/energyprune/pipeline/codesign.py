@@ -73,15 +73,13 @@ def relaxed_target(
 def _pruned(dense, data, cfg: RunConfig, target: float, out: Path, arch: str, **run_kw):
     """(model, plan) after the pipeline to ``target``; the dense model itself at 1.0."""
     if target >= 1.0:
-        dense_j = profile(dense, torch.randn(*data.input_shape), cfg.hardware).total.energy_j
-        plan = PruningPlan.unpruned(arch, data.input_shape, cfg.hardware, dense_j)
+        plan = PruningPlan.unpruned(dense, arch, data.input_shape, cfg.hardware)
         return copy.deepcopy(dense).eval(), plan
     cfg = replace(cfg, target_energy=target)
     result = run_and_write(dense, data, cfg, out, arch=arch, **run_kw)
     if result is None:
         raise KeyboardInterrupt
-    plan = result.plan or PruningPlan.unpruned(arch, data.input_shape, cfg.hardware, 0.0)
-    plan.arch = {"name": arch}
+    plan = result.plan_for(arch, cfg.hardware, data.input_shape)
     return result.model.cpu().eval(), plan
 
 

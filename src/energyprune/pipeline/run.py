@@ -79,8 +79,15 @@ class RunResult:
     """The final model, its accumulated plan and the report dict."""
 
     model: nn.Module
-    plan: PruningPlan
+    plan: PruningPlan | None
     report: dict[str, Any]
+
+    def plan_for(self, arch: str, hardware: str, input_shape: tuple[int, ...]) -> PruningPlan:
+        """The plan to save beside the model, naming ``arch`` — an unpruned plan when no step
+        was accepted."""
+        plan = self.plan or PruningPlan.unpruned(self.model, arch, input_shape, hardware)
+        plan.arch = {"name": arch}
+        return plan
 
 
 def _val_top1(model: nn.Module, data: Data) -> float:

@@ -78,8 +78,12 @@ class PruningPlan:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     @classmethod
-    def unpruned(cls, arch: str, input_shape: Sequence[int], hardware: str, dense_j: float):
-        """The plan of a model saved as it is (nothing removed), e.g. before int8."""
+    def unpruned(cls, model: nn.Module, arch: str, input_shape: Sequence[int], hardware: str):
+        """The plan of ``model`` saved as it is (nothing removed), e.g. before int8; its joules
+        are the model's estimate under ``hardware``."""
+        from energyprune.energy.model import profile
+
+        dense_j = profile(model, torch.randn(*input_shape), hardware).total.energy_j
         return cls(
             granularity="none",
             criterion="none",
