@@ -126,7 +126,7 @@ def _run_search(args: argparse.Namespace, console: Console) -> int:
     from energyprune.pipeline.data import load_data
     from energyprune.pipeline.driver import check_compatible, meter_device_for
     from energyprune.pipeline.finetune import TrainConfig
-    from energyprune.pipeline.search import search
+    from energyprune.pipeline.search import check_precisions, search
 
     try:
         lo, hi = (float(v) for v in args.target_range.split(":"))
@@ -135,8 +135,8 @@ def _run_search(args: argparse.Namespace, console: Console) -> int:
             f"--target-range must look like 0.2:0.9, got '{args.target_range}'"
         ) from None
     precisions = tuple(v.strip() for v in args.precision.split(","))
-    if not set(precisions) <= {"fp32", "int8"}:
-        raise ConfigError(f"--precision takes fp32 and/or int8, got '{args.precision}'")
+    meter_device = meter_device_for("cpu")
+    check_precisions(precisions, meter_device)
     built, _ = load_model(args)
     data = load_data(args.data, batch_size=args.batch_size, seed=args.seed)
     check_compatible(built.model, data, built.name)
@@ -161,7 +161,7 @@ def _run_search(args: argparse.Namespace, console: Console) -> int:
             study_name=args.study_name,
             n_jobs=args.n_jobs,
             seed=args.seed,
-            meter_device=meter_device_for("cpu"),
+            meter_device=meter_device,
             precisions=precisions,
             log=lambda m: status.update(m),
         )

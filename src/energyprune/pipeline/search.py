@@ -33,7 +33,7 @@ from energyprune.pipeline.evaluate import median_latency_ms, top1
 from energyprune.pipeline.finetune import TrainConfig, finetune
 from energyprune.pruning.apply import prune
 
-__all__ = ["OBJECTIVES", "SearchResult", "knee", "pareto_front", "search"]
+__all__ = ["OBJECTIVES", "SearchResult", "check_precisions", "knee", "pareto_front", "search"]
 
 #: objective → optimisation direction
 OBJECTIVES = {"accuracy": "maximize", "energy": "minimize", "latency": "minimize"}
@@ -106,6 +106,18 @@ def knee(values: list[list[float]], directions: list[str]) -> int | None:
         return math.sqrt(total)
 
     return min(range(len(values)), key=lambda i: distance(values[i]))
+
+
+def check_precisions(precisions: tuple[str, ...], meter_device: str | None) -> None:
+    """fp32 and/or int8; int8 trials run on the CPU, so their energy cannot be metered on a GPU.
+    Called by the CLI too, before it spends time training the dense model."""
+    if not precisions or not set(precisions) <= {"fp32", "int8"}:
+        raise ConfigError(f"--precision takes fp32 and/or int8, got '{','.join(precisions)}'")
+    if "int8" in precisions and meter_device not in (None, "cpu"):
+        raise ConfigError(
+            f"int8 trials run on the CPU (x86 PT2E): their energy cannot be compared with energy "
+            f"metered on {meter_device}; search int8 on cpu"
+        )
 
 
 def _scored(model: nn.Module, fp32_j: float, precision: str, data: Data, example: torch.Tensor,
@@ -230,14 +242,7 @@ def search(
     if unknown or len(objectives) < 2:
         raise ConfigError(f"objectives must be two or more of {', '.join(OBJECTIVES)}, got "
                           f"{','.join(objectives)}")  # fmt: skip
-    bad = [p for p in precisions if p not in ("fp32", "int8")]
-    if bad or not precisions:
-        raise ConfigError(f"precisions are fp32 and/or int8, got {','.join(precisions) or 'none'}")
-    if "int8" in precisions and meter_device not in (None, "cpu"):
-        raise ConfigError(
-            f"int8 trials run on the CPU (x86 PT2E): their energy cannot be compared with energy "
-            f"metered on {meter_device}; search int8 on cpu"
-        )
+    check_precisions(precisions, meter_device)
     lo, hi = target_range
     if not 0 < lo < hi <= 1:
         raise ConfigError(f"target range must satisfy 0 < low < high <= 1, got {lo}:{hi}")
