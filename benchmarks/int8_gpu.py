@@ -23,9 +23,8 @@ from pathlib import Path
 import torch
 
 from energyprune.energy.measure import Protocol, measure
-from energyprune.energy.model import profile
 from energyprune.files import atomic_write_text
-from energyprune.pipeline.int8 import int8_verdict
+from energyprune.pipeline.int8 import int8_mac_share, int8_verdict
 from energyprune.pipeline.models import build_model, load_weights
 from energyprune.pruning.apply import prune
 from energyprune.pruning.export import load
@@ -66,9 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         "pruned_fp16": measure(pruned, x, **settings),
         "pruned_int8": measure(pruned, x, int8_linear=True, **settings),
     }
-    prof = profile(pruned, x1)
-    int8_layers = runs["pruned_int8"].settings["int8_layers"]
-    share = sum(lay.macs for lay in prof.layers if lay.name in int8_layers) / prof.total.macs
+    share = int8_mac_share(pruned.cpu(), x1, runs["pruned_int8"].settings["int8_layers"])
     pair = {"fp16": runs["pruned_fp16"], "int8": runs["pruned_int8"]}
     p50 = {k: m.latency_ms["p50"] for k, m in pair.items()}
     joules = None

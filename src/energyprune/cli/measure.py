@@ -99,10 +99,9 @@ def _run_measure(args: argparse.Namespace, console: Console) -> int:
 
 def _int8_coverage(model, shape, layers: list[str], dtype: str | None, console: Console) -> None:
     """How much of the model the torchao int8 path covers: for a CNN, little."""
-    from energyprune.energy.model import profile
+    from energyprune.pipeline.int8 import int8_mac_share
 
-    prof = profile(model.cpu(), torch.randn(*shape))
-    share = sum(layer.macs for layer in prof.layers if layer.name in layers) / prof.total.macs
+    share = int8_mac_share(model.cpu(), torch.randn(*shape), layers)
     console.print(
         f"int8 (torchao, Linear layers only): {len(layers)} layer(s), {share:.2%} of the MACs; "
         f"the rest runs in {dtype or 'fp32'}"

@@ -21,7 +21,14 @@ from energyprune.pipeline.finetune import TrainConfig, finetune
 from energyprune.pruning.plan import PruningPlan
 from energyprune.pruning.quantize import QuantizedModel, quantize_int8, save_quantized
 
-__all__ = ["QAT", "compare_int8", "int8_verdict", "int8_with_guardrail", "save_int8"]
+__all__ = [
+    "QAT",
+    "compare_int8",
+    "int8_mac_share",
+    "int8_verdict",
+    "int8_with_guardrail",
+    "save_int8",
+]
 
 QAT = TrainConfig(epochs=1, lr=1e-4, optimizer="adamw", max_batches=100)
 """The short quantisation-aware fine-tune tried when post-training int8 fails the guardrail."""
@@ -111,6 +118,13 @@ def int8_verdict(
     if problems:
         return False, text + f" — int8 measures {' and '.join(problems)}: not recommended"
     return True, text + " — int8 recommended"
+
+
+def int8_mac_share(model: nn.Module, example: torch.Tensor, layers: list[str]) -> float:
+    """Share of the model's MACs in ``layers`` — how much an int8 path covers (torchao's GPU
+    int8 covers Linear layers only: for a CNN, next to nothing)."""
+    prof = profile(model, example)
+    return sum(layer.macs for layer in prof.layers if layer.name in layers) / prof.total.macs
 
 
 def int8_with_guardrail(
