@@ -12,8 +12,8 @@ setup: $(STAMP)
 # local wheel store where one exists, else from PyPI.
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-cache-dir torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install --quiet --no-cache-dir -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
