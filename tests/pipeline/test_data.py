@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -38,7 +40,13 @@ def test_image_folder(tmp_path, monkeypatch):
     x, _ = next(iter(data.train))
     assert x.shape == (4, 3, 12, 12) and x.dtype == torch.float32
     assert len(data.test.dataset) == 6
-    assert any((tmp_path / "cache").iterdir())  # decoded once, cached
+    cached = list((tmp_path / "cache").iterdir())
+    assert len(cached) == 1  # decoded once, cached
+    (tmp_path / "imgs" / "train" / "cat" / "0.png").rename(tmp_path / "imgs" / "x.png")
+    os.utime(tmp_path / "imgs", ns=(1, 1))  # the source changed: a new key
+    assert load_data(f"imagefolder:{tmp_path / 'imgs'}").num_classes == 3
+    now = list((tmp_path / "cache").iterdir())
+    assert len(now) == 1 and now != cached  # the stale copy was replaced, not kept beside
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,8 @@
 
 Image folders are decoded with Pillow once and cached as uint8 safetensors under
 ``$ENERGYPRUNE_CACHE`` (default ``~/.cache/energyprune``), keyed by the source's path, size and
-mtime. A validation split carved from train (seeded) drives every decision; the test split is
-used only for the final report.
+mtime; a newer copy of one source replaces the older one. A validation split carved from train
+(seeded) drives every decision; the test split is used only for the final report.
 """
 
 from __future__ import annotations
@@ -116,8 +116,9 @@ def load_image_folder(source: str | os.PathLike[str]) -> ImageSplits:
     if not src.exists():
         raise ConfigError(f"data path {src} does not exist: pass an archive or a folder")
     stat = src.stat()
-    key = hashlib.sha256(f"{src.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
-    cache = _cache_dir() / f"images-{key[:16]}.safetensors"
+    where = hashlib.sha256(str(src.resolve()).encode()).hexdigest()[:12]
+    state = hashlib.sha256(f"{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:8]
+    cache = _cache_dir() / f"images-{where}-{state}.safetensors"
     if cache.is_file():
         t = load_file(str(cache))
         classes = tuple(bytes(t.pop("classes").tolist()).decode().split("\n"))
@@ -147,6 +148,9 @@ def load_image_folder(source: str | os.PathLike[str]) -> ImageSplits:
     with atomic_path(cache) as tmp:
         names = torch.tensor(list("\n".join(classes).encode()), dtype=torch.uint8)
         save_file({**tensors, "classes": names}, str(tmp))
+    for stale in cache.parent.glob(f"images-{where}-*.safetensors"):
+        if stale != cache:  # an older copy of the same source (~180 MB for CIFAR-10)
+            stale.unlink(missing_ok=True)
     return ImageSplits(**tensors, classes=classes)
 
 
