@@ -180,6 +180,7 @@ def test_unreachable_prune_writes_nothing(tmp_path, capsys):
         (["--data", "digits", "--weights", "MISSING"], "does not exist"),
         (["--data", "digits", "--ddp", "--quantize", "int8"], "drop it under --ddp"),
         (["--quantize", "auto"], "--quantize needs --data"),
+        (["--data", "tests.pipeline.factories:digits_loaders", "--val-from", "test"], "factory"),
     ],
 )
 def test_pipeline_bad_input_writes_nothing(tmp_path, capsys, argv, message):
@@ -240,3 +241,4 @@ def test_demo_meets_its_promise(tmp_path):
     report = json.loads((tmp_path / "report.json").read_text())
     assert code == 0 and elapsed < 120
     assert report["energy_reduction"] >= 0.40 and report["accuracy_drop"] <= 1.0
+    assert report["validation"] == "10% of train (seed 0)"

@@ -80,7 +80,11 @@ def test_cli_auto(tmp_path, capsys):
     args = ["prune", "digits_cnn", "--data", "digits", "--target-energy", "0.3", "--steps", "1"]
     args += ["--finetune-epochs", "1", "--optimizer", "adamw", "--lr", "0.002", "--eager"]
     args += ["--quantize", "auto", "--no-qat", "--seconds", "0.02", "--windows", "2"]
-    assert main([*args, "--out", str(tmp_path)]) == 0
+    assert main([*args, "--val-from", "test", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "prune more, or prune less + int8?" in out and "chosen:" in out
     assert (tmp_path / "tradeoff.json").is_file() and (tmp_path / "prune" / "report.json").is_file()
+    for name in ("tradeoff.json", "prune/report.json"):  # --val-from reached every decision
+        report = json.loads((tmp_path / name).read_text())
+        assert report["validation"].startswith("half of test (180 images"), name
+    assert "validation split: half of test" in (tmp_path / "prune" / "report.md").read_text()

@@ -25,6 +25,24 @@ def test_digits_splits_are_disjoint_and_seeded():
     assert torch.equal(a.test.dataset.x, c.test.dataset.x)  # the test split never moves
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_validation_from_test(seed):
+    train = load_data("digits", seed=seed)
+    held = load_data("digits", seed=seed, val_from="test")
+    x_val, x_test = held.val.dataset.x, held.test.dataset.x
+    assert len(held.train.dataset) == 1797 - 359  # all of train is for training
+    assert len(x_val) + len(x_test) == len(train.test.dataset) == 359
+    rows = {tuple(r.flatten().tolist()) for r in train.test.dataset.x}
+    assert all(tuple(r.flatten().tolist()) in rows for r in torch.cat([x_val, x_test]))
+    assert not {tuple(r.flatten().tolist()) for r in x_val} & {
+        tuple(r.flatten().tolist()) for r in x_test
+    }
+    assert torch.equal(x_val, load_data("digits", seed=1 - seed, val_from="test").val.dataset.x)
+    assert held.val_source.startswith("half of test") and "seed" in train.val_source
+    with pytest.raises(ConfigError, match="val_from must be"):
+        load_data("digits", val_from="val")
+
+
 def test_image_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("ENERGYPRUNE_CACHE", str(tmp_path / "cache"))
     rng = np.random.default_rng(0)

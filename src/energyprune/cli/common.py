@@ -45,6 +45,17 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_val_from(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    p.add_argument(
+        "--val-from",
+        choices=("train", "test"),
+        default="train",
+        help="validation split (guardrail, calibration): 'train' carves 10%% of train; 'test' "
+        "takes a fixed half of test, the report's test being the other half: use it for a "
+        "model trained on all of train (e.g. the CIFAR fixtures)",
+    )
+
+
 def load_model(args: argparse.Namespace) -> tuple[BuiltModel, tuple[int, ...]]:
     built = build_model(args.model)
     if args.weights:

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from energyprune.cli.common import (
     add_model_args,
+    add_val_from,
     load_model,
     progress_callbacks,
 )
@@ -77,6 +78,7 @@ def add_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--optimizer", choices=("sgd", "adamw"), default="adamw")
     p.add_argument("--batch-size", type=int, default=64)
+    add_val_from(p)
     p.add_argument(
         "--pretrain-epochs",
         type=int,
@@ -138,7 +140,7 @@ def _run_search(args: argparse.Namespace, console: Console) -> int:
     meter_device = meter_device_for("cpu")
     check_precisions(precisions, meter_device)
     built, _ = load_model(args)
-    data = load_data(args.data, batch_size=args.batch_size, seed=args.seed)
+    data = load_data(args.data, batch_size=args.batch_size, seed=args.seed, val_from=args.val_from)
     check_compatible(built.model, data, built.name)
     dense = _dense_for_search(args, built, data, console)
     proxy = TrainConfig(

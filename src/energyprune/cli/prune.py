@@ -10,6 +10,7 @@ from rich.console import Console
 
 from energyprune.cli.common import (
     add_model_args,
+    add_val_from,
     load_model,
     progress_callbacks,
 )
@@ -94,6 +95,7 @@ def add_prune(sub: argparse._SubParsersAction) -> None:
     loop.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
     loop.add_argument("--lr", type=float, default=0.01, help="peak learning rate (cosine)")
     loop.add_argument("--batch-size", type=int, default=128)
+    add_val_from(loop)
     loop.add_argument("--seed", type=int, default=0)
     loop.add_argument("--seeds", type=int, default=1, help="runs for stability (mean ± std)")
     loop.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -179,7 +181,7 @@ def _run_pipeline(args, built, nm, console: Console) -> int:
         )
     if args.target_energy is None:
         raise ConfigError("the fine-tuning pipeline takes --target-energy (a fraction)")
-    data = load_data(args.data, batch_size=args.batch_size, seed=args.seed)
+    data = load_data(args.data, batch_size=args.batch_size, seed=args.seed, val_from=args.val_from)
     check_compatible(built.model, data, built.name)
     cfg = RunConfig(
         target_energy=args.target_energy,

@@ -6,7 +6,7 @@ import argparse
 
 from rich.console import Console
 
-from energyprune.cli.common import load_source
+from energyprune.cli.common import add_val_from, load_source
 from energyprune.errors import ConfigError
 from energyprune.pruning.plan import PruningPlan
 
@@ -30,6 +30,7 @@ def add_quantize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-acc-drop", type=float, default=0.5, help="guardrail in points")
     p.add_argument("--hardware", default="horowitz-45nm")
     p.add_argument("--batch-size", type=int, default=128)
+    add_val_from(p)
     add_int8_args(p)
     p.set_defaults(run=run_quantize)
 
@@ -82,7 +83,7 @@ def run_quantize(args: argparse.Namespace, console: Console) -> int:
     from energyprune.pipeline.driver import check_compatible
 
     model, name, shape, plan = load_source(args)
-    data = load_data(args.data, batch_size=args.batch_size)
+    data = load_data(args.data, batch_size=args.batch_size, val_from=args.val_from)
     check_compatible(model, data, name)
     plan = plan or PruningPlan.unpruned(model, name, shape, args.hardware)
     write_int8(

@@ -177,6 +177,7 @@ def prune_or_quantize(
         "hardware": cfg.hardware,
         "energy_basis": f"estimated ({cfg.hardware}); int8 latency measured",
         "dense_val_top1": dense_val,
+        "validation": data.val_source,
         "int8_energy_ratio": ratio,
         "options": options,
         "choice": chosen["option"] if chosen else None,

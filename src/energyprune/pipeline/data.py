@@ -8,7 +8,8 @@
 Image folders are decoded with Pillow once and cached as uint8 safetensors under
 ``$ENERGYPRUNE_CACHE`` (default ``~/.cache/energyprune``), keyed by the source's path, size and
 mtime; a newer copy of one source replaces the older one. A validation split carved from train
-(seeded) drives every decision; the test split is used only for the final report.
+(seeded), or with ``val_from="test"`` a fixed half of test, drives every decision; the test
+split is used only for the final report.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class Data:
     test: DataLoader | None
     num_classes: int
     input_shape: tuple[int, ...]  # one sample with a batch dimension of 1
+    val_source: str = "the factory's validation loader"  # where val came from, for reports
 
 
 def _cache_dir() -> Path:
@@ -212,21 +214,32 @@ def _split(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.
     return order[n_val:], order[:n_val]
 
 
-def _from_arrays(name, splits: ImageSplits, mean, std, augment, batch_size, val_fraction, seed):
-    train_idx, val_idx = _split(len(splits.train_y), val_fraction, seed)
+def _from_arrays(
+    name, splits: ImageSplits, mean, std, augment, batch_size, val_fraction, seed, val_from
+):
     tx, ty = splits.train_x, splits.train_y
+    sx, sy = splits.test_x, splits.test_y
+    if val_from == "train":
+        train_idx, val_idx = _split(len(ty), val_fraction, seed)
+        vx, vy, tx, ty = tx[val_idx], ty[val_idx], tx[train_idx], ty[train_idx]
+        source = f"{val_fraction:.0%} of train (seed {seed})"
+    else:  # a model trained on all of train has seen every train image: hold out test instead
+        test_idx, val_idx = _split(len(sy), 0.5, 4321)  # fixed: the test half never moves
+        vx, vy, sx, sy = sx[val_idx], sy[val_idx], sx[test_idx], sy[test_idx]
+        source = f"half of test ({len(vy)} images, fixed); test reports the other {len(sy)}"
     make = lambda x, y, aug: TensorImages(x, y, mean, std, aug)  # noqa: E731
     return Data(
         name=name,
-        train=_loader(make(tx[train_idx], ty[train_idx], augment), batch_size, True, seed),
-        val=_loader(make(tx[val_idx], ty[val_idx], False), 512, False, seed),
-        test=_loader(make(splits.test_x, splits.test_y, False), 512, False, seed),
-        num_classes=len(splits.classes) if splits.classes else int(ty.max()) + 1,
+        train=_loader(make(tx, ty, augment), batch_size, True, seed),
+        val=_loader(make(vx, vy, False), 512, False, seed),
+        test=_loader(make(sx, sy, False), 512, False, seed),
+        num_classes=len(splits.classes) if splits.classes else int(splits.train_y.max()) + 1,
         input_shape=(1, *tx.shape[1:]),
+        val_source=source,
     )
 
 
-def _digits(batch_size: int, val_fraction: float, seed: int) -> Data:
+def _digits(batch_size: int, val_fraction: float, seed: int, val_from: str) -> Data:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -236,7 +249,9 @@ def _digits(batch_size: int, val_fraction: float, seed: int) -> Data:
     n_test = len(y) // 5  # a fixed 20 % test split, independent of the run's seed
     test, train = order[:n_test], order[n_test:]
     splits = ImageSplits(x[train], y[train], x[test], y[test], tuple(str(d) for d in range(10)))
-    return _from_arrays("digits", splits, (0.5,), (0.5,), False, batch_size, val_fraction, seed)
+    return _from_arrays(
+        "digits", splits, (0.5,), (0.5,), False, batch_size, val_fraction, seed, val_from
+    )
 
 
 def _factory(spec: str) -> Data:
@@ -262,16 +277,36 @@ def _factory(spec: str) -> Data:
 
 
 def load_data(
-    spec: str = "digits", *, batch_size: int = 128, val_fraction: float = 0.1, seed: int = 0
+    spec: str = "digits",
+    *,
+    batch_size: int = 128,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    val_from: str = "train",
 ) -> Data:
-    """Loaders for a ``--data`` spec (see the module docstring)."""
+    """Loaders for a ``--data`` spec (see the module docstring).
+
+    ``val_from="test"`` takes the validation split from a fixed half of test (the report's test
+    is then the other half): use it for a model trained on all of train, such as the CIFAR
+    fixtures, whose accuracy on train images says little about unseen ones.
+    """
+    if val_from not in ("train", "test"):
+        raise ConfigError(f"val_from must be 'train' or 'test', got '{val_from}'")
     if spec == "digits":
-        return _digits(batch_size, val_fraction, seed)
+        return _digits(batch_size, val_fraction, seed, val_from)
     kind, _, rest = spec.partition(":")
     if kind == "cifar10" and rest:
         splits = load_cifar10(rest)
         return _from_arrays(
-            "cifar10", splits, CIFAR10_MEAN, CIFAR10_STD, True, batch_size, val_fraction, seed
+            "cifar10",
+            splits,
+            CIFAR10_MEAN,
+            CIFAR10_STD,
+            True,
+            batch_size,
+            val_fraction,
+            seed,
+            val_from,
         )
     if kind == "imagefolder" and rest:
         splits = load_image_folder(rest)
@@ -279,9 +314,14 @@ def load_data(
         mean = tuple(sample.mean(dim=(0, 2, 3)).tolist())
         std = tuple(sample.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
         return _from_arrays(
-            f"imagefolder:{rest}", splits, mean, std, True, batch_size, val_fraction, seed
+            f"imagefolder:{rest}", splits, mean, std, True, batch_size, val_fraction, seed, val_from
         )
     if (rest and "." in kind) or (rest and kind.isidentifier()):
+        if val_from != "train":
+            raise ConfigError(
+                f"--val-from {val_from} does not apply to a data factory ('{spec}'): it returns "
+                "its own validation loader; build it from the split you want"
+            )
         return _factory(spec)
     raise ConfigError(
         f"unknown data spec '{spec}': use digits, cifar10:PATH, imagefolder:PATH or "

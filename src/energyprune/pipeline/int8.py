@@ -202,6 +202,7 @@ def int8_with_guardrail(
         "float_layers": q.float_layers,
         "int8_layers": q.int8_layers,
         "val_top1": {"fp32": float_val, "int8": int8_val},
+        "validation": data.val_source,
         "test_top1": test,
         "estimated_energy_j": {
             "fp32": fp32.total.energy_j,

@@ -252,7 +252,7 @@ def run_markdown(report: dict, title: str) -> str:
         f"| params | {fmt_count(b['params'])} | {fmt_count(a['params'])} |",
         f"| size on disk | {fmt_count(b['size_bytes'], 'B')} | {fmt_count(a['size_bytes'], 'B')} |",
         "",
-        "## Steps (validation split)",
+        f"## Steps (validation split: {report.get('validation', 'carved from train')})",
         "",
         "| step | attempt | target | energy / dense | val top-1 | drop (pt) | accepted |",
         "|---|---|---|---|---|---|---|",

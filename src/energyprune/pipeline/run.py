@@ -257,6 +257,7 @@ def run(
             return RunResult(current, plan, {})
     after = _metrics(current, data, cfg, meter_device)
     report = _report(state, after, cfg)
+    report["validation"] = data.val_source
     return RunResult(current, plan, report)
 
 
