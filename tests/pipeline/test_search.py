@@ -83,6 +83,7 @@ def test_search_writes_a_correct_front_and_plot(tmp_path):
     subprocess.run(_search(tmp_path, 6), check=True, env=ENV, capture_output=True)
     report = json.loads((tmp_path / "pareto.json").read_text())
     assert report["objectives"] == ["accuracy", "energy", "latency"]
+    assert report["validation"] == "10% of train (seed 0)"
     assert len(report["trials"]) == 6 and report["energy_basis"].startswith("estimated")
     values = [
         [t["values"]["accuracy"], t["values"]["energy_j"], t["values"]["latency_ms"]]

@@ -279,7 +279,8 @@ def search(
                        catch=(RuntimeError,))  # fmt: skip
     rows, knee_number = _collect(study, objectives)
     basis = "measured" if meter_device else f"estimated ({hardware})"
-    result = SearchResult(objectives, rows, knee_number, basis, url, study_name)
+    result = SearchResult(objectives, rows, knee_number, basis, url, study_name,
+                          {"validation": data.val_source})  # fmt: skip
     atomic_write_text(out / "pareto.json", json.dumps(result.to_dict(), indent=2) + "\n")
     plot_front(result, out / "pareto.png")
     return result
