@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from energyprune.errors import ConfigError
 from energyprune.pipeline.architectures import digits_cnn
 from energyprune.pipeline.data import load_data
 from energyprune.pipeline.driver import run_and_write
@@ -64,6 +65,18 @@ def test_report_schema(trained, tmp_path):
         assert (tmp_path / name).is_file(), name
     assert "Energy reduction rate" in (tmp_path / "report.md").read_text()
     assert result.model is not model
+
+
+def test_resume_refuses_another_validation_split(trained, tmp_path):
+    model, data = trained
+    cfg = RunConfig(target_energy=0.6, steps=2, train=TrainConfig(epochs=0), max_acc_drop=100.0)
+    run_and_write(model, data, cfg, tmp_path, arch="digits_cnn", log=lambda m: None)
+    assert (tmp_path / "checkpoint.json").is_file()
+    other = load_data("digits", seed=0, val_from="test")
+    with pytest.raises(ConfigError, match="resume with the same --val-from and --seed"):
+        run_and_write(model, other, cfg, tmp_path, arch="digits_cnn", resume=True, log=print)
+    again = run_and_write(model, data, cfg, tmp_path, arch="digits_cnn", resume=True, log=print)
+    assert again is not None and again.report["validation"] == data.val_source
 
 
 def test_guardrail_rolls_back_and_stops(trained, tmp_path):

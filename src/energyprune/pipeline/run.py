@@ -183,6 +183,12 @@ def run(
     dense_j = price(model, torch.randn(*data.input_shape), cfg.hardware, None, arch).total.energy_j
     if resume and (out / STATE).is_file():
         state, current, plan = _restore(out, arch)
+        made_with = state.get("validation", data.val_source)
+        if made_with != data.val_source:  # the guardrail's baseline is that split's top-1
+            raise ConfigError(
+                f"the checkpoint in {out} was validated on {made_with}, this run on "
+                f"{data.val_source}: resume with the same --val-from and --seed"
+            )
         log(f"resuming after step {state['completed']} of {cfg.steps}")
     else:
         if resume:
@@ -193,6 +199,7 @@ def run(
             "completed": 0,
             "fraction": 1.0,
             "dense_val_top1": dense_val,
+            "validation": data.val_source,
             "before": before.to_dict(),
             "steps": [],
             "stopped": None,
