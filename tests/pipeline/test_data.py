@@ -53,7 +53,12 @@ def test_image_folder(tmp_path, monkeypatch):
             for i in range(count):
                 pixels = rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(folder / f"{i}.png")
-    data = load_data(f"imagefolder:{tmp_path / 'imgs'}", batch_size=4)
+    calls = []
+    spec = f"imagefolder:{tmp_path / 'imgs'}"
+    data = load_data(spec, batch_size=4, progress=lambda done, n: calls.append((done, n)))
+    assert calls == [(i, 24) for i in range(1, 25)]  # every image, in order, of a known total
+    load_data(spec, progress=lambda done, n: calls.append((done, n)))
+    assert len(calls) == 24  # cached: nothing to decode, no progress
     assert data.num_classes == 3 and data.input_shape == (1, 3, 12, 12)
     x, _ = next(iter(data.train))
     assert x.shape == (4, 3, 12, 12) and x.dtype == torch.float32

@@ -11,6 +11,7 @@ from rich.console import Console
 from energyprune.cli.common import (
     add_model_args,
     add_val_from,
+    load_data_with_bar,
     load_model,
     progress_callbacks,
 )
@@ -125,7 +126,6 @@ def _dense_for_search(args, built, data, console: Console):
 def _run_search(args: argparse.Namespace, console: Console) -> int:
     from rich.table import Table
 
-    from energyprune.pipeline.data import load_data
     from energyprune.pipeline.driver import check_compatible, meter_device_for
     from energyprune.pipeline.finetune import TrainConfig
     from energyprune.pipeline.search import check_precisions, search
@@ -140,7 +140,7 @@ def _run_search(args: argparse.Namespace, console: Console) -> int:
     meter_device = meter_device_for("cpu")
     check_precisions(precisions, meter_device)
     built, _ = load_model(args)
-    data = load_data(args.data, batch_size=args.batch_size, seed=args.seed, val_from=args.val_from)
+    data = load_data_with_bar(console, args, seed=args.seed)
     check_compatible(built.model, data, built.name)
     dense = _dense_for_search(args, built, data, console)
     proxy = TrainConfig(

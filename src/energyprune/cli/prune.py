@@ -11,6 +11,7 @@ from rich.console import Console
 from energyprune.cli.common import (
     add_model_args,
     add_val_from,
+    load_data_with_bar,
     load_model,
     progress_callbacks,
 )
@@ -163,7 +164,6 @@ def _run_prune(args: argparse.Namespace, console: Console) -> int:
 def _run_pipeline(args, built, nm, console: Console) -> int:
     from rich.progress import Progress
 
-    from energyprune.pipeline.data import load_data
     from energyprune.pipeline.driver import check_compatible, run_and_write
     from energyprune.pipeline.finetune import TrainConfig, distributed
     from energyprune.pipeline.report import run_table
@@ -181,7 +181,7 @@ def _run_pipeline(args, built, nm, console: Console) -> int:
         )
     if args.target_energy is None:
         raise ConfigError("the fine-tuning pipeline takes --target-energy (a fraction)")
-    data = load_data(args.data, batch_size=args.batch_size, seed=args.seed, val_from=args.val_from)
+    data = load_data_with_bar(console, args, seed=args.seed)
     check_compatible(built.model, data, built.name)
     cfg = RunConfig(
         target_energy=args.target_energy,

@@ -6,7 +6,7 @@ import argparse
 
 from rich.console import Console
 
-from energyprune.cli.common import add_val_from, load_source
+from energyprune.cli.common import add_val_from, load_data_with_bar, load_source
 from energyprune.errors import ConfigError
 from energyprune.pruning.plan import PruningPlan
 
@@ -79,11 +79,10 @@ def int8_settings(args: argparse.Namespace) -> dict:
 
 
 def run_quantize(args: argparse.Namespace, console: Console) -> int:
-    from energyprune.pipeline.data import load_data
     from energyprune.pipeline.driver import check_compatible
 
     model, name, shape, plan = load_source(args)
-    data = load_data(args.data, batch_size=args.batch_size, val_from=args.val_from)
+    data = load_data_with_bar(console, args)
     check_compatible(model, data, name)
     plan = plan or PruningPlan.unpruned(model, name, shape, args.hardware)
     write_int8(

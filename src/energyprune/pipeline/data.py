@@ -95,25 +95,34 @@ def _decode(blob: bytes) -> np.ndarray:
     return array.transpose(2, 0, 1)
 
 
-def _members(source: Path) -> Iterator[tuple[str, str, bytes]]:
-    """(split, class, image bytes) from an archive or an extracted tree, in sorted order."""
+def _members(
+    source: Path, progress: Callable[[int, int], None]
+) -> Iterator[tuple[str, str, bytes]]:
+    """(split, class, image bytes) from an archive or an extracted tree, in sorted order;
+    ``progress(done, total)`` after each image."""
     suffixes = (".jpg", ".jpeg", ".png")
     if source.is_dir():
-        for path in sorted(p for p in source.glob("*/*/*") if p.suffix.lower() in suffixes):
+        paths = sorted(p for p in source.glob("*/*/*") if p.suffix.lower() in suffixes)
+        for i, path in enumerate(paths, 1):
             yield path.parent.parent.name, path.parent.name, path.read_bytes()
+            progress(i, len(paths))
         return
     with tarfile.open(source) as tar:
         entries = sorted(
             (m for m in tar.getmembers() if m.isfile() and m.name.lower().endswith(suffixes)),
             key=lambda m: m.name,
         )
-        for member in entries:
+        for i, member in enumerate(entries, 1):
             parts = Path(member.name).parts
             yield parts[-3], parts[-2], tar.extractfile(member).read()
+            progress(i, len(entries))
 
 
-def load_image_folder(source: str | os.PathLike[str]) -> ImageSplits:
-    """Decode ``train/<class>/*`` and ``test/<class>/*`` (or ``val/``) images, cached once."""
+def load_image_folder(
+    source: str | os.PathLike[str], progress: Callable[[int, int], None] = lambda done, n: None
+) -> ImageSplits:
+    """Decode ``train/<class>/*`` and ``test/<class>/*`` (or ``val/``) images, cached once
+    (CIFAR-10: ~20 s on first use; ``progress(done, total)`` reports it)."""
     src = Path(source)
     if not src.exists():
         raise ConfigError(f"data path {src} does not exist: pass an archive or a folder")
@@ -127,7 +136,7 @@ def load_image_folder(source: str | os.PathLike[str]) -> ImageSplits:
         return ImageSplits(**t, classes=classes)
     found: dict[str, list[tuple[str, np.ndarray]]] = {"train": [], "test": []}
     try:
-        for split, cls, blob in _members(src):
+        for split, cls, blob in _members(src, progress):
             split = "test" if split == "val" else split
             if split in found:
                 found[split].append((cls, _decode(blob)))
@@ -156,9 +165,11 @@ def load_image_folder(source: str | os.PathLike[str]) -> ImageSplits:
     return ImageSplits(**tensors, classes=classes)
 
 
-def load_cifar10(source: str | os.PathLike[str]) -> ImageSplits:
+def load_cifar10(
+    source: str | os.PathLike[str], progress: Callable[[int, int], None] = lambda done, n: None
+) -> ImageSplits:
     """CIFAR-10 from the shared JPEG archive or its extracted folder (classes checked)."""
-    splits = load_image_folder(source)
+    splits = load_image_folder(source, progress)
     if splits.classes != CIFAR10_CLASSES:
         raise ConfigError(f"{source} is not CIFAR-10: found classes {splits.classes[:4]}…")
     return splits
@@ -283,12 +294,14 @@ def load_data(
     val_fraction: float = 0.1,
     seed: int = 0,
     val_from: str = "train",
+    progress: Callable[[int, int], None] = lambda done, n: None,
 ) -> Data:
     """Loaders for a ``--data`` spec (see the module docstring).
 
     ``val_from="test"`` takes the validation split from a fixed half of test (the report's test
     is then the other half): use it for a model trained on all of train, such as the CIFAR
-    fixtures, whose accuracy on train images says little about unseen ones.
+    fixtures, whose accuracy on train images says little about unseen ones. ``progress(done,
+    total)`` follows the first decode of an image archive or folder.
     """
     if val_from not in ("train", "test"):
         raise ConfigError(f"val_from must be 'train' or 'test', got '{val_from}'")
@@ -296,7 +309,7 @@ def load_data(
         return _digits(batch_size, val_fraction, seed, val_from)
     kind, _, rest = spec.partition(":")
     if kind == "cifar10" and rest:
-        splits = load_cifar10(rest)
+        splits = load_cifar10(rest, progress)
         return _from_arrays(
             "cifar10",
             splits,
@@ -309,7 +322,7 @@ def load_data(
             val_from,
         )
     if kind == "imagefolder" and rest:
-        splits = load_image_folder(rest)
+        splits = load_image_folder(rest, progress)
         sample = splits.train_x[:2048].float() / 255.0
         mean = tuple(sample.mean(dim=(0, 2, 3)).tolist())
         std = tuple(sample.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
