@@ -67,12 +67,11 @@ def load_data_with_bar(console: Console, args: argparse.Namespace, **kwargs) -> 
     from energyprune.pipeline.data import load_data
 
     with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("decoding images once (cached for later runs)", total=None, start=False)
+        # hidden until a decode reports: digits and cached archives show no bar at all
+        task = bar.add_task("decoding images once (cached for later runs)", visible=False)
 
         def progress(done: int, total: int) -> None:
-            if done == 1:
-                bar.start_task(task)
-            bar.update(task, completed=done, total=total)
+            bar.update(task, completed=done, total=total, visible=True)
 
         return load_data(
             args.data,
