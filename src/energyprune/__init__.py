@@ -15,6 +15,7 @@ from energyprune.errors import (
     WeightsError,
 )
 from energyprune.pipeline.models import build_model, load_weights
+from energyprune.pipeline.recover import distillation_loss, recalibrate_bn
 from energyprune.pruning.apply import PruneResult, prune
 from energyprune.pruning.export import export_onnx, load, save
 from energyprune.pruning.plan import PruningPlan
@@ -51,6 +52,7 @@ __all__ = [
     "__version__",
     "build_model",
     "calibrate",
+    "distillation_loss",
     "estimate",
     "export_onnx",
     "load",
@@ -62,6 +64,7 @@ __all__ = [
     "prune",
     "quantize_int8",
     "quantize_int8_linear",
+    "recalibrate_bn",
     "save",
     "save_quantized",
     "trace",

@@ -9,7 +9,8 @@ import torch
 
 from energyprune.energy.model import profile
 from energyprune.pipeline.finetune import TrainConfig
-from energyprune.pipeline.run import RunConfig, prune_step
+from energyprune.pipeline.run import RunConfig
+from energyprune.pipeline.steps import prune_step
 
 pytest.importorskip("torchao")
 

@@ -22,6 +22,7 @@ from energyprune.files import atomic_write_text
 
 def add_prune(sub: argparse._SubParsersAction) -> None:
     from energyprune.cli.quantize import add_int8_args
+    from energyprune.pipeline.run import SCHEDULES
     from energyprune.pruning.allocate import STRATEGIES
     from energyprune.pruning.apply import GRANULARITIES
     from energyprune.pruning.importance import CRITERIA
@@ -84,8 +85,15 @@ def add_prune(sub: argparse._SubParsersAction) -> None:
     loop = p.add_argument_group("fine-tuning pipeline (with --data)")
     loop.add_argument("--data", help="digits | cifar10:PATH | imagefolder:PATH | module:factory")
     loop.add_argument("--steps", type=int, default=3, help="pruning steps toward the target")
-    loop.add_argument("--schedule", choices=("linear", "cubic"), default="cubic")
+    loop.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        default="cubic",
+        help="step targets (cubic: big steps first); gradual: each step's budget also falls "
+        "inside its fine-tune",
+    )
     loop.add_argument("--finetune-epochs", type=int, default=1, help="epochs after each step")
+    add_recovery_args(loop)
     loop.add_argument("--final-epochs", type=int, help="final fine-tune (default: same)")
     loop.add_argument(
         "--max-acc-drop",
@@ -115,6 +123,34 @@ def add_prune(sub: argparse._SubParsersAction) -> None:
         help="DistributedDataParallel fine-tuning (launch with torchrun)",
     )
     p.set_defaults(run=_run_prune)
+
+
+def add_recovery_args(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Accuracy recovery: batch-norm recalibration, distillation, candidate choice."""
+    p.add_argument(
+        "--bn-batches",
+        type=int,
+        default=50,
+        metavar="N",
+        help="re-estimate batch-norm statistics over N training batches after every cut (0: off)",
+    )
+    p.add_argument(
+        "--distill",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fine-tune with the dense model as teacher (default: on)",
+    )
+    p.add_argument(
+        "--distill-alpha", type=float, default=0.9, help="weight of the teacher's soft targets"
+    )
+    p.add_argument("--distill-temperature", type=float, default=4.0, help="softmax temperature")
+    p.add_argument(
+        "--candidates",
+        type=int,
+        default=1,
+        metavar="K",
+        help="score K ways to meet each step's budget after BN recalibration, fine-tune the best",
+    )
 
 
 def _run_prune(args: argparse.Namespace, console: Console) -> int:
@@ -188,7 +224,13 @@ def _run_pipeline(args, built, nm, console: Console) -> int:
         steps=args.steps,
         schedule=args.schedule,
         max_acc_drop=args.max_acc_drop,
-        train=TrainConfig(epochs=args.finetune_epochs, lr=args.lr, optimizer=args.optimizer),
+        train=TrainConfig(
+            epochs=args.finetune_epochs,
+            lr=args.lr,
+            optimizer=args.optimizer,
+            distill_alpha=args.distill_alpha,
+            distill_temperature=args.distill_temperature,
+        ),
         final_epochs=args.final_epochs,
         granularity=args.granularity,
         criterion=args.criterion,
@@ -200,6 +242,9 @@ def _run_pipeline(args, built, nm, console: Console) -> int:
         prune_residual=args.prune_residual,
         nm=nm,
         seed=args.seed,
+        bn_batches=args.bn_batches,
+        distill=args.distill,
+        candidates=args.candidates,
     )
     if args.quantize == "auto":
         return _run_tradeoff(args, built, data, cfg, console)

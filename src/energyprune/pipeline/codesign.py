@@ -27,7 +27,8 @@ from energyprune.pipeline.data import Data
 from energyprune.pipeline.driver import run_and_write
 from energyprune.pipeline.evaluate import top1
 from energyprune.pipeline.int8 import int8_with_guardrail, save_int8
-from energyprune.pipeline.run import RunConfig, prune_step
+from energyprune.pipeline.run import RunConfig
+from energyprune.pipeline.steps import prune_step
 from energyprune.pruning.plan import PruningPlan
 
 __all__ = ["int8_energy_ratio", "prune_or_quantize", "relaxed_target"]

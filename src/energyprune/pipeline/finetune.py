@@ -1,4 +1,5 @@
-"""Fine-tuning: SGD or AdamW with a cosine schedule, mixed precision on GPU, seeded, stoppable.
+"""Fine-tuning: SGD or AdamW with a cosine schedule, mixed precision on GPU, seeded, stoppable,
+optionally distilled from the dense model.
 
 Each call reseeds torch and the loader's shuffling from ``seed``, so a step re-run after a crash
 reproduces the uninterrupted run. Ctrl-C (SIGINT) sets a flag checked after every batch: the
@@ -9,6 +10,7 @@ call returns early and the caller keeps the last complete checkpoint. Under ``to
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 from collections.abc import Callable, Iterator
@@ -19,6 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from energyprune.errors import ConfigError
+from energyprune.pipeline.recover import distillation_loss
 
 __all__ = ["StopFlag", "TrainConfig", "distributed", "finetune", "is_main_process"]
 
@@ -36,6 +39,8 @@ class TrainConfig:
     momentum: float = 0.9
     seed: int = 0
     max_batches: int | None = None  # per epoch: a proxy budget for searches
+    distill_alpha: float = 0.9  # weight of the soft (teacher) term when a teacher is given
+    distill_temperature: float = 4.0
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -44,6 +49,11 @@ class TrainConfig:
             )
         if self.epochs < 0 or self.lr <= 0:
             raise ConfigError(f"need epochs >= 0 and lr > 0, got {self.epochs}, {self.lr}")
+        if not 0 <= self.distill_alpha <= 1 or self.distill_temperature <= 0:
+            raise ConfigError(
+                "need 0 <= distill_alpha <= 1 and distill_temperature > 0, got "
+                f"{self.distill_alpha}, {self.distill_temperature}"
+            )
 
 
 class StopFlag:
@@ -95,54 +105,104 @@ def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
 
 
+def _lr(cfg: TrainConfig, step: int, total: int) -> float:
+    """Cosine schedule from ``cfg.lr`` to 0 over ``total`` optimiser steps (closed form, so a
+    run that swaps its model mid-way keeps its place in the schedule)."""
+    return 0.5 * cfg.lr * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
+
+
+class _Trainer:
+    """The model being trained, its optimiser and (under torchrun) its DDP wrapper."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.use(model)
+
+    def use(self, model: nn.Module) -> None:
+        """Train ``model`` from now on (a fresh optimiser: its parameters may be new)."""
+        self.model = model.train()
+        self.optimizer = _optimizer(model, self.cfg)
+        self.forward: nn.Module = model
+        if torch.distributed.is_initialized():
+            device = next(model.parameters()).device
+            ids = [device.index] if device.type == "cuda" else None
+            self.forward = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, teacher: nn.Module | None, lr: float):
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        device = x.device
+        autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if device.type == "cuda"
+            else contextlib.nullcontext()
+        )
+        with autocast:
+            logits = self.forward(x)
+            if teacher is None:
+                loss = nn.functional.cross_entropy(logits, y)
+            else:
+                with torch.no_grad():
+                    soft = teacher(x)  # once per batch, shared by every loss term
+                loss = distillation_loss(
+                    logits, soft, y, self.cfg.distill_alpha, self.cfg.distill_temperature
+                )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss
+
+
 def finetune(
     model: nn.Module,
     loader: DataLoader,
     cfg: TrainConfig,
     *,
+    teacher: nn.Module | None = None,
     stop: StopFlag | None = None,
     on_batch: Callable[[int, int, int, float], None] = lambda epoch, i, n, loss: None,
+    every: int = 0,
+    on_every: Callable[[nn.Module, int, int], nn.Module] | None = None,
 ) -> bool:
-    """Train ``model`` in place for ``cfg.epochs``; returns False if stopped early."""
+    """Train ``model`` in place for ``cfg.epochs``; returns False if stopped early.
+
+    With a ``teacher`` (the dense model) the loss is :func:`distillation_loss`; the teacher
+    stays in eval mode without gradients and is never changed. ``on_every(model, step, total)``
+    is called before optimiser steps 0, ``every``, 2·``every``, … and returns the model to
+    train from there (the gradual schedule prunes inside training this way); the caller keeps
+    the last one it returned.
+    """
     if cfg.epochs == 0:
         return True
     torch.manual_seed(cfg.seed)
     device = next(model.parameters()).device
-    train_model: nn.Module = model
     sampler = None
     if distributed():
         sampler = torch.utils.data.DistributedSampler(loader.dataset, seed=cfg.seed)
         loader = DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler)
-        ids = [device.index] if device.type == "cuda" else None
-        train_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     elif loader.generator is not None:
         loader.generator.manual_seed(cfg.seed)
-    optimizer = _optimizer(model, cfg)
+    if teacher is not None:
+        teacher.eval()
+    trainer = _Trainer(model, cfg)
     per_epoch = len(loader) if cfg.max_batches is None else min(cfg.max_batches, len(loader))
-    total = cfg.epochs * per_epoch
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total, 1))
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if device.type == "cuda"
-        else contextlib.nullcontext()
-    )
-    model.train()
+    total, done = cfg.epochs * per_epoch, 0
     for epoch in range(cfg.epochs):
         if sampler is not None:
             sampler.set_epoch(epoch)
         for i, (x, y) in enumerate(loader):
             if i >= per_epoch:
                 break
+            if on_every is not None and every > 0 and done % every == 0:
+                swapped = on_every(trainer.model, done, total)
+                if swapped is not trainer.model:
+                    trainer.use(swapped)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with autocast:
-                loss = nn.functional.cross_entropy(train_model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
+            loss = trainer.step(x, y, teacher, _lr(cfg, done, total))
+            done += 1
             on_batch(epoch, i, per_epoch, loss.item())
             if stop is not None and stop.requested:
-                model.eval()
+                trainer.model.eval()
                 return False
-    model.eval()
+    trainer.model.eval()
     return True

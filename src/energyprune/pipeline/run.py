@@ -23,14 +23,13 @@ from energyprune.files import atomic_write_text
 from energyprune.pipeline.data import Data
 from energyprune.pipeline.evaluate import Metrics, evaluate, top1
 from energyprune.pipeline.finetune import StopFlag, TrainConfig, finetune, is_main_process
-from energyprune.pruning.apply import prune
+from energyprune.pipeline.steps import estimate_j, merge_plans, take_step
 from energyprune.pruning.export import save
 from energyprune.pruning.plan import PruningPlan
-from energyprune.pruning.sparse import price
 
 __all__ = ["RunConfig", "RunResult", "run", "schedule_targets"]
 
-SCHEDULES = ("linear", "cubic")
+SCHEDULES = ("linear", "cubic", "gradual")
 STATE = "checkpoint.json"
 
 
@@ -55,17 +54,31 @@ class RunConfig:
     prune_residual: bool = False
     nm: tuple[int, int] = (2, 4)
     seed: int = 0
+    bn_batches: int = 50  # batch-norm recalibration after every cut (0: off)
+    distill: bool = True  # fine-tune with the dense model as teacher
+    candidates: int = 1  # ways to meet each step's budget, scored after recalibration
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}")
         if self.steps < 1 or not 0 < self.target_energy <= 1 or self.max_acc_drop < 0:
             raise ConfigError("need steps >= 1, 0 < target_energy <= 1 and max_acc_drop >= 0")
+        if self.bn_batches < 0 or self.candidates < 1:
+            raise ConfigError(
+                f"need bn_batches >= 0 and candidates >= 1, got {self.bn_batches}, "
+                f"{self.candidates}"
+            )
+        if self.candidates > 1 and self.schedule == "gradual":
+            raise ConfigError(
+                "candidates are scored after a one-shot cut: use --schedule cubic or linear "
+                "with --candidates, or drop --candidates"
+            )
 
 
 def schedule_targets(cfg: RunConfig) -> list[float]:
     """Energy fraction after each step: 1 → target, linearly or cubically (TF-MOT's
-    PolynomialDecay with power 3: big steps first, small ones near the end)."""
+    PolynomialDecay with power 3: big steps first, small ones near the end; ``gradual`` steps
+    follow the cubic targets and cut inside each step's fine-tune)."""
     out = []
     for k in range(1, cfg.steps + 1):
         t = k / cfg.steps
@@ -100,14 +113,6 @@ def _metrics(model: nn.Module, data: Data, cfg: RunConfig, meter: str | None) ->
     return evaluate(model, loader, data.num_classes, example, cfg.hardware, meter)
 
 
-def _merge(plan: PruningPlan | None, step: PruningPlan) -> PruningPlan:
-    if plan is None:
-        return step
-    merged = replace(step, rounds=plan.rounds + step.rounds, dense_j=plan.dense_j)
-    merged.masks = {**plan.masks, **step.masks}
-    return merged
-
-
 def _checkpoint(out: Path, state: dict, model: nn.Module, plan: PruningPlan, arch: str) -> None:
     """Weights and plan under step-numbered names first, then the state naming them."""
     if not is_main_process():
@@ -129,30 +134,57 @@ def _restore(out: Path, arch: str) -> tuple[dict, nn.Module, PruningPlan]:
     return state, model, plan
 
 
-def prune_step(model: nn.Module, example: torch.Tensor, cfg: RunConfig, target_j: float):
-    """One-shot prune of ``model`` to ``target_j`` estimated joules with the run's settings."""
-    return prune(
-        model,
-        example,
-        None,
-        max_joules=target_j,
-        granularity=cfg.granularity,
-        criterion=cfg.criterion,
-        strategy=cfg.strategy,
-        hardware=cfg.hardware,
-        round_to=cfg.round_to,
-        max_layer_ratio=cfg.max_layer_ratio,
-        ignored_layers=cfg.ignored_layers,
-        prune_residual=cfg.prune_residual,
-        nm=cfg.nm,
-    )
-
-
-def _try_step(model, data, cfg, target_j, seed, stop, on_batch) -> tuple[Any, float, bool]:
-    result = prune_step(model, torch.randn(*data.input_shape), cfg, target_j)
-    train = replace(cfg.train, seed=seed)
-    completed = finetune(result.model, data.train, train, stop=stop, on_batch=on_batch)
-    return result, _val_top1(result.model, data), completed
+def _step(current, data, cfg: RunConfig, state, dense_j, teacher, stop, on_batch, log):
+    """Step ``state['completed'] + 1`` with the guardrail: each failed attempt retries a
+    smaller cut. Returns the accepted outcome, None when interrupted, or the last outcome with
+    ``state['stopped']`` set when the step cannot be taken."""
+    k = state["completed"] + 1
+    fraction = schedule_targets(cfg)[k - 1]
+    start_j = estimate_j(current, data, cfg, type(current).__name__)
+    outcome = None
+    for attempt in range(cfg.retries + 1):
+        try:
+            outcome = take_step(
+                current,
+                data,
+                cfg,
+                target_j=fraction * dense_j,
+                start_j=start_j,
+                dense_j=dense_j,
+                seed=cfg.seed * 100_003 + k * 101 + attempt,
+                teacher=teacher,
+                stop=stop,
+                on_batch=on_batch,
+            )
+        except ConfigError as e:  # unreachable: keep the best model so far
+            state["stopped"] = f"step {k}: {e}"
+            return outcome
+        if not outcome.completed:
+            return None
+        val = _val_top1(outcome.model, data)
+        drop = 100 * (state["dense_val_top1"] - val)
+        record = {
+            "step": k,
+            "attempt": attempt,
+            "target_fraction": fraction,
+            "energy_fraction": outcome.energy_j / dense_j,
+            **outcome.record,
+            "val_top1": val,
+            "val_drop_pt": drop,
+            "accepted": drop <= cfg.max_acc_drop,
+        }
+        state["steps"].append(record)
+        log(
+            f"step {k}/{cfg.steps} attempt {attempt}: energy "
+            f"{record['energy_fraction']:.3f} of dense (estimated), val top-1 "
+            f"{100 * val:.2f} % (drop {drop:.2f} pt, guardrail {cfg.max_acc_drop} pt)"
+        )
+        if record["accepted"]:
+            state["fraction"] = fraction
+            return outcome
+        fraction = state["fraction"] - (state["fraction"] - fraction) / 2  # backtrack
+    state["stopped"] = f"step {k}: guardrail failed after {cfg.retries + 1} attempts"
+    return outcome
 
 
 def run(
@@ -180,7 +212,7 @@ def run(
     """
     out = Path(out)
     stop = StopFlag()
-    dense_j = price(model, torch.randn(*data.input_shape), cfg.hardware, None, arch).total.energy_j
+    dense_j = estimate_j(model, data, cfg, arch)
     if resume and (out / STATE).is_file():
         state, current, plan = _restore(out, arch)
         made_with = state.get("validation", data.val_source)
@@ -206,59 +238,26 @@ def run(
             "config": json.loads(json.dumps(asdict(cfg), default=str)),
         }
         current, plan = model, None
-    targets = schedule_targets(cfg)
+    teacher = model if cfg.distill else None  # the dense model, also on --resume
     with stop.installed():
         while state["completed"] < cfg.steps and state["stopped"] is None:
-            k = state["completed"] + 1
-            fraction, accepted = targets[k - 1], False
-            for attempt in range(cfg.retries + 1):
-                seed = cfg.seed * 100_003 + k * 101 + attempt
-                try:
-                    result, val, completed = _try_step(
-                        current, data, cfg, fraction * dense_j, seed, stop, on_batch
-                    )
-                except ConfigError as e:  # unreachable: keep the best model so far
-                    state["stopped"] = f"step {k}: {e}"
-                    break
-                if not completed:
-                    log("interrupted: the last completed step is checkpointed; use --resume")
-                    return RunResult(current, plan, {})
-                drop = 100 * (state["dense_val_top1"] - val)
-                record = {
-                    "step": k,
-                    "attempt": attempt,
-                    "target_fraction": fraction,
-                    "energy_fraction": result.after.total.energy_j / dense_j,
-                    "val_top1": val,
-                    "val_drop_pt": drop,
-                    "accepted": drop <= cfg.max_acc_drop,
-                }
-                state["steps"].append(record)
-                log(
-                    f"step {k}/{cfg.steps} attempt {attempt}: energy "
-                    f"{record['energy_fraction']:.3f} of dense (estimated), val top-1 "
-                    f"{100 * val:.2f} % (drop {drop:.2f} pt, guardrail {cfg.max_acc_drop} pt)"
-                )
-                if record["accepted"]:
-                    current, plan, accepted = result.model, _merge(plan, result.plan), True
-                    break
-                previous = state["fraction"]
-                fraction = previous - (previous - fraction) / 2  # backtrack: a smaller step
+            step = _step(current, data, cfg, state, dense_j, teacher, stop, on_batch, log)
+            if step is None:
+                log("interrupted: the last completed step is checkpointed; use --resume")
+                return RunResult(current, plan, {})
             if state["stopped"] is not None:
                 break
-            if not accepted:
-                state["stopped"] = f"step {k}: guardrail failed after {cfg.retries + 1} attempts"
-                break
-            state["completed"], state["fraction"] = k, fraction
+            current, plan = step.model, merge_plans(plan, step.plan)
+            state["completed"] += 1
             _checkpoint(out, state, current, plan, arch)
-            on_step(k, cfg.steps)
+            on_step(state["completed"], cfg.steps)
         final_cfg = replace(
             cfg.train,
             epochs=cfg.final_epochs if cfg.final_epochs is not None else cfg.train.epochs,
             seed=cfg.seed * 100_003 + 7,
         )
         if plan is not None and not finetune(
-            current, data.train, final_cfg, stop=stop, on_batch=on_batch
+            current, data.train, final_cfg, teacher=teacher, stop=stop, on_batch=on_batch
         ):
             log("interrupted during the final fine-tune; the last step is checkpointed")
             return RunResult(current, plan, {})

@@ -1,0 +1,246 @@
+"""One pruning step of the pipeline: cut to the step's energy target, then recover.
+
+Two ways to take a step:
+
+* **one-shot** (schedules ``linear`` and ``cubic``): prune to the target, re-estimate batch-norm
+  statistics (:func:`~energyprune.pipeline.recover.recalibrate_bn`), fine-tune. With
+  ``candidates > 1`` several ways to meet the budget (criteria, per-layer caps, width rounding)
+  are each recalibrated and scored on a few validation batches without training, and only the
+  best is fine-tuned (EagleEye, ECCV 2020);
+* **gradual** (``schedule="gradual"``, Zhu & Gupta 2017): the budget falls from the step's start
+  to its target in :data:`GRADUAL_EVENTS` cuts spread over the first half of the step's
+  fine-tune, cubically (big cuts first), and the second half recovers. Every training forward
+  pass re-estimates batch-norm statistics, and they are recalibrated once more at the end.
+
+Every fine-tune distils from the dense model when the run has one (``RunConfig.distill``).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from energyprune.errors import ConfigError
+from energyprune.pipeline.data import Data
+from energyprune.pipeline.evaluate import top1
+from energyprune.pipeline.finetune import StopFlag, finetune
+from energyprune.pipeline.recover import recalibrate_bn
+from energyprune.pruning.apply import PruneResult, prune
+from energyprune.pruning.plan import PruningPlan
+from energyprune.pruning.sparse import price
+
+if TYPE_CHECKING:
+    from energyprune.pipeline.run import RunConfig
+
+__all__ = ["GRADUAL_EVENTS", "VARIANTS", "StepOutcome", "merge_plans", "prune_step", "take_step"]
+
+GRADUAL_EVENTS = 8  # cuts per gradual step
+GRADUAL_SPAN = 0.5  # share of the step's optimiser steps over which the cuts happen
+SCORE_BATCHES = 4  # validation batches that score one candidate
+# Other ways to meet a step's budget, tried in this order after the configured one.
+VARIANTS: tuple[dict[str, Any], ...] = (
+    {"criterion": "l2"},
+    {"criterion": "energy"},
+    {"criterion": "l2", "max_layer_ratio": 0.6},
+    {"criterion": "energy", "max_layer_ratio": 0.6},
+    {"criterion": "l1"},
+    {"criterion": "bn_scale"},
+    {"criterion": "l2", "strategy": "layerwise-energy"},
+    {"criterion": "l2", "round_to": 8},
+)
+
+OnBatch = Callable[[int, int, int, float], None]
+
+
+@dataclass
+class StepOutcome:
+    """A step's model, its plan, its estimated energy and what the report shows of it."""
+
+    model: nn.Module
+    plan: PruningPlan | None
+    energy_j: float
+    completed: bool
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def merge_plans(plan: PruningPlan | None, step: PruningPlan) -> PruningPlan:
+    """``step`` applied after ``plan``: rounds appended, masks overlaid, dense joules kept."""
+    if plan is None:
+        return step
+    merged = replace(step, rounds=plan.rounds + step.rounds, dense_j=plan.dense_j)
+    merged.masks = {**plan.masks, **step.masks}
+    return merged
+
+
+def prune_step(
+    model: nn.Module, example: torch.Tensor, cfg: RunConfig, target_j: float
+) -> PruneResult:
+    """One-shot prune of ``model`` to ``target_j`` estimated joules with the run's settings."""
+    return prune(
+        model,
+        example,
+        None,
+        max_joules=target_j,
+        granularity=cfg.granularity,
+        criterion=cfg.criterion,
+        strategy=cfg.strategy,
+        hardware=cfg.hardware,
+        round_to=cfg.round_to,
+        max_layer_ratio=cfg.max_layer_ratio,
+        ignored_layers=cfg.ignored_layers,
+        prune_residual=cfg.prune_residual,
+        nm=cfg.nm,
+    )
+
+
+def _settings(cfg: RunConfig) -> dict[str, Any]:
+    return {
+        "criterion": cfg.criterion,
+        "strategy": cfg.strategy,
+        "max_layer_ratio": cfg.max_layer_ratio,
+        "round_to": cfg.round_to,
+    }
+
+
+def _variants(cfg: RunConfig) -> list[RunConfig]:
+    """The configured settings first, then :data:`VARIANTS` that differ, ``cfg.candidates``."""
+    out, seen = [cfg], [_settings(cfg)]
+    for overrides in VARIANTS:
+        if len(out) >= cfg.candidates:
+            break
+        variant = replace(cfg, **overrides)
+        if _settings(variant) not in seen:
+            out.append(variant)
+            seen.append(_settings(variant))
+    return out
+
+
+def _score(model: nn.Module, data: Data, batches: int | None) -> float:
+    loader = data.val if batches is None else itertools.islice(data.val, batches)
+    return top1(model, loader, data.num_classes)
+
+
+def _one_shot(model, data, cfg: RunConfig, target_j, dense_j, train, teacher, stop, on_batch):
+    example = torch.randn(*data.input_shape)
+    score_batches = None if cfg.candidates == 1 else SCORE_BATCHES
+    best, tried = None, []
+    for variant in _variants(cfg):
+        try:
+            result = prune_step(model, example, variant, target_j)
+        except ConfigError as e:
+            if variant is cfg and cfg.candidates == 1:
+                raise
+            tried.append({**_settings(variant), "skipped": str(e).split(":")[0]})
+            continue
+        stale = _score(result.model, data, score_batches)
+        used = recalibrate_bn(result.model, data.train, cfg.bn_batches)
+        fresh = _score(result.model, data, score_batches) if used else None
+        score = stale if fresh is None else fresh
+        tried.append(
+            {
+                **_settings(variant),
+                "energy_fraction": result.after.total.energy_j / dense_j,
+                "val_top1_before_bn": stale,
+                "val_top1_after_bn": fresh,
+            }
+        )
+        if best is None or score > best[1]:
+            best = (result, score, tried[-1])
+    if best is None:
+        raise ConfigError(f"no candidate met the step's budget ({tried[0]['skipped']})")
+    result, _, chosen = best
+    record = {
+        "val_top1_before_bn": chosen["val_top1_before_bn"],
+        "val_top1_after_bn": chosen["val_top1_after_bn"],
+        "bn_recalibrated": "after the cut" if chosen["val_top1_after_bn"] is not None else None,
+        "settings": {k: chosen[k] for k in _settings(cfg)},
+    }
+    if cfg.candidates > 1:
+        record["candidates"] = tried
+        record["scored_on_batches"] = SCORE_BATCHES
+    completed = finetune(
+        result.model, data.train, train, teacher=teacher, stop=stop, on_batch=on_batch
+    )
+    return StepOutcome(result.model, result.plan, result.after.total.energy_j, completed, record)
+
+
+def _gradual(model, data, cfg: RunConfig, target_j, start_j, train, teacher, stop, on_batch):
+    example = torch.randn(*data.input_shape)
+    per_epoch = len(data.train) if train.max_batches is None else train.max_batches
+    total = train.epochs * min(per_epoch, len(data.train))
+    events = max(1, min(GRADUAL_EVENTS, total))
+    every = max(1, int(total * GRADUAL_SPAN) // events)
+    state: dict[str, Any] = {"model": model, "plan": None, "done": 0, "energy_j": start_j}
+
+    def cut(current: nn.Module, step: int, steps: int) -> nn.Module:
+        if state["done"] >= events:
+            return current
+        state["done"] += 1
+        left = 1 - state["done"] / events
+        result = prune_step(current, example, cfg, target_j + (start_j - target_j) * left**3)
+        state["model"], state["energy_j"] = result.model, result.after.total.energy_j
+        state["plan"] = merge_plans(state["plan"], result.plan)
+        return result.model
+
+    if total == 0:  # no training to prune inside: one cut, straight to the target
+        state["done"] = events - 1
+        cut(model, 0, 0)
+        completed = True
+    else:
+        completed = finetune(
+            model,
+            data.train,
+            train,
+            teacher=teacher,
+            stop=stop,
+            on_batch=on_batch,
+            every=every,
+            on_every=cut,
+        )
+    trained = state["model"]
+    stale = _score(trained, data, None)
+    used = recalibrate_bn(trained, data.train, cfg.bn_batches) if completed else 0
+    record = {
+        "val_top1_before_bn": stale,
+        "val_top1_after_bn": _score(trained, data, None) if used else None,
+        "bn_recalibrated": "after training" if used else None,
+        "cuts": state["done"],
+        "cut_every_batches": every,
+        "settings": _settings(cfg),
+    }
+    return StepOutcome(trained, state["plan"], state["energy_j"], completed, record)
+
+
+def take_step(
+    model: nn.Module,
+    data: Data,
+    cfg: RunConfig,
+    *,
+    target_j: float,
+    start_j: float,
+    dense_j: float,
+    seed: int,
+    teacher: nn.Module | None,
+    stop: StopFlag | None = None,
+    on_batch: OnBatch = lambda epoch, i, n, loss: None,
+) -> StepOutcome:
+    """Prune ``model`` (at ``start_j`` estimated joules) to ``target_j`` and recover, by the
+    run's schedule; a :class:`ConfigError` means the target is unreachable."""
+    train = replace(cfg.train, seed=seed)
+    if cfg.schedule == "gradual":
+        out = _gradual(model, data, cfg, target_j, start_j, train, teacher, stop, on_batch)
+    else:
+        out = _one_shot(model, data, cfg, target_j, dense_j, train, teacher, stop, on_batch)
+    if out.plan is None:
+        raise ConfigError("the step made no cut")
+    return out
+
+
+def estimate_j(model: nn.Module, data: Data, cfg: RunConfig, arch: str) -> float:
+    """The model's estimated joules per forward pass under the run's profile (masks folded)."""
+    return price(model, torch.randn(*data.input_shape), cfg.hardware, None, arch).total.energy_j
