@@ -126,12 +126,13 @@ def _cli(out: Path, *extra: str) -> list[str]:
 
 def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    # both runs start from the same trained weights
+    # both runs start from the same trained weights, distil from them and recalibrate BN
     model, _ = _trained_weights(tmp_path)
     full, killed = tmp_path / "full", tmp_path / "killed"
-    subprocess.run(_cli(full, "--weights", str(model)), check=True, env=env, capture_output=True)
+    flags = ("--weights", str(model), "--distill", "--bn-batches", "5")
+    subprocess.run(_cli(full, *flags), check=True, env=env, capture_output=True)
     proc = subprocess.Popen(
-        _cli(killed, "--weights", str(model)),
+        _cli(killed, *flags),
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -145,14 +146,14 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
         time.sleep(0.01)
     assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (killed / "report.json").exists()
-    subprocess.run(
-        _cli(killed, "--weights", str(model), "--resume"), check=True, env=env, capture_output=True
-    )
+    subprocess.run(_cli(killed, *flags, "--resume"), check=True, env=env, capture_output=True)
     a = json.loads((full / "report.json").read_text())
     b = json.loads((killed / "report.json").read_text())
+    assert a["config"]["distill"] is True and b["config"]["distill"] is True
     for key in ("top1", "precision", "recall", "f1", "energy_j", "macs", "params"):
         assert a["after"][key] == b["after"][key], key
-    assert [s["val_top1"] for s in a["steps"]] == [s["val_top1"] for s in b["steps"]]
+    for key in ("val_top1", "val_top1_before_bn", "val_top1_after_bn"):
+        assert [s[key] for s in a["steps"]] == [s[key] for s in b["steps"]], key
 
 
 def _trained_weights(tmp_path: Path) -> tuple[Path, None]:

@@ -120,6 +120,15 @@ def _variants(cfg: RunConfig) -> list[RunConfig]:
     return out
 
 
+def _recalibrate(model: nn.Module, data: Data, cfg: RunConfig, seed: int) -> int:
+    """:func:`recalibrate_bn` on batches fixed by ``seed`` (shuffle and augmentation), so a
+    step re-run after ``--resume`` sees the same batches as the uninterrupted run."""
+    torch.manual_seed(seed)
+    if getattr(data.train, "generator", None) is not None:
+        data.train.generator.manual_seed(seed)
+    return recalibrate_bn(model, data.train, cfg.bn_batches)
+
+
 def _score(model: nn.Module, data: Data, batches: int | None) -> float:
     loader = data.val if batches is None else itertools.islice(data.val, batches)
     return top1(model, loader, data.num_classes)
@@ -138,7 +147,7 @@ def _one_shot(model, data, cfg: RunConfig, target_j, dense_j, train, teacher, st
             tried.append({**_settings(variant), "skipped": str(e).split(":")[0]})
             continue
         stale = _score(result.model, data, score_batches)
-        used = recalibrate_bn(result.model, data.train, cfg.bn_batches)
+        used = _recalibrate(result.model, data, cfg, train.seed)
         fresh = _score(result.model, data, score_batches) if used else None
         score = stale if fresh is None else fresh
         tried.append(
@@ -204,7 +213,7 @@ def _gradual(model, data, cfg: RunConfig, target_j, start_j, train, teacher, sto
         )
     trained = state["model"]
     stale = _score(trained, data, None)
-    used = recalibrate_bn(trained, data.train, cfg.bn_batches) if completed else 0
+    used = _recalibrate(trained, data, cfg, train.seed) if completed else 0
     record = {
         "val_top1_before_bn": stale,
         "val_top1_after_bn": _score(trained, data, None) if used else None,
