@@ -18,7 +18,7 @@ Every fine-tune distils from the dense model when the run has one (``RunConfig.d
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -107,17 +107,15 @@ def _settings(cfg: RunConfig) -> dict[str, Any]:
     }
 
 
-def _variants(cfg: RunConfig) -> list[RunConfig]:
-    """The configured settings first, then :data:`VARIANTS` that differ, ``cfg.candidates``."""
-    out, seen = [cfg], [_settings(cfg)]
+def _variants(cfg: RunConfig) -> Iterator[RunConfig]:
+    """The configured settings first, then each of :data:`VARIANTS` whose settings differ."""
+    seen = [_settings(cfg)]
+    yield cfg
     for overrides in VARIANTS:
-        if len(out) >= cfg.candidates:
-            break
         variant = replace(cfg, **overrides)
         if _settings(variant) not in seen:
-            out.append(variant)
             seen.append(_settings(variant))
-    return out
+            yield variant
 
 
 def _recalibrate(model: nn.Module, data: Data, cfg: RunConfig, seed: int) -> int:
@@ -134,22 +132,30 @@ def _score(model: nn.Module, data: Data, batches: int | None) -> float:
     return top1(model, loader, data.num_classes)
 
 
-def _one_shot(model, data, cfg: RunConfig, target_j, dense_j, train, teacher, stop, on_batch):
+def _choose(model, data, cfg: RunConfig, target_j, dense_j, seed) -> tuple:
+    """(pruned result, its entry, every entry): ``cfg.candidates`` distinct cuts, each
+    recalibrated and scored; settings that make a cut already scored are listed, not scored."""
     example = torch.randn(*data.input_shape)
     score_batches = None if cfg.candidates == 1 else SCORE_BATCHES
-    best, tried = None, []
+    best, tried, cuts = None, [], []
     for variant in _variants(cfg):
+        if len(cuts) >= cfg.candidates:
+            break
         try:
             result = prune_step(model, example, variant, target_j)
         except ConfigError as e:
-            if variant is cfg and cfg.candidates == 1:
+            if cfg.candidates == 1:
                 raise
             tried.append({**_settings(variant), "skipped": str(e).split(":")[0]})
             continue
+        same = next((i for i, rounds in cuts if rounds == result.plan.rounds), None)
+        if same is not None:
+            tried.append({**_settings(variant), "same_cut_as": same})
+            continue
+        cuts.append((len(tried), result.plan.rounds))
         stale = _score(result.model, data, score_batches)
-        used = _recalibrate(result.model, data, cfg, train.seed)
+        used = _recalibrate(result.model, data, cfg, seed)
         fresh = _score(result.model, data, score_batches) if used else None
-        score = stale if fresh is None else fresh
         tried.append(
             {
                 **_settings(variant),
@@ -158,11 +164,16 @@ def _one_shot(model, data, cfg: RunConfig, target_j, dense_j, train, teacher, st
                 "val_top1_after_bn": fresh,
             }
         )
+        score = stale if fresh is None else fresh
         if best is None or score > best[1]:
             best = (result, score, tried[-1])
     if best is None:
         raise ConfigError(f"no candidate met the step's budget ({tried[0]['skipped']})")
-    result, _, chosen = best
+    return best[0], best[2], tried
+
+
+def _one_shot(model, data, cfg: RunConfig, target_j, dense_j, train, teacher, stop, on_batch):
+    result, chosen, tried = _choose(model, data, cfg, target_j, dense_j, train.seed)
     record = {
         "val_top1_before_bn": chosen["val_top1_before_bn"],
         "val_top1_after_bn": chosen["val_top1_after_bn"],
