@@ -22,7 +22,15 @@ def zeroed_dense(dense: nn.Module, plan) -> nn.Module:
     modules = dict(model.named_modules())
     with torch.no_grad():
         for name, idxs in removed_input_channels(plan, dense).items():
-            modules[name].weight[:, idxs] = 0
+            module = modules[name]
+            groups = getattr(module, "groups", 1)
+            if groups == 1 or groups == module.in_channels:
+                module.weight[:, idxs] = 0
+                continue
+            per_in, per_out = module.in_channels // groups, module.out_channels // groups
+            for channel in idxs:  # a grouped conv sees input channel c in group c // per_in
+                g, position = divmod(channel, per_in)
+                module.weight[g * per_out : (g + 1) * per_out, position] = 0
     return model
 
 

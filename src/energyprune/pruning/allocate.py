@@ -45,9 +45,7 @@ class Candidate:
 
     def unit_order(self) -> list[int]:
         """Units (heads or channels) from least to most important."""
-        unit = self.group.unit
-        per_unit = self.scores[: self.group.units * unit].view(-1, unit).sum(dim=1)
-        return torch.argsort(per_unit, stable=True).tolist()
+        return torch.argsort(self.group.per_unit(self.scores), stable=True).tolist()
 
     def widths(self) -> list[int]:
         """Allowed widths below the current one, widest first."""
@@ -96,7 +94,7 @@ def _steps(c: Candidate):
     for width in c.widths():
         n_units = c.group.units - width // unit
         units = order[removed_units:n_units]
-        channels = [u * unit + j for u in units for j in range(unit)]
+        channels = [ch for u in units for ch in c.group.unit_channels(u)]
         yield width, channels, float(scores[channels].sum()), len(channels) * c.saving_j
         removed_units = n_units
 

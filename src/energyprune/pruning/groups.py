@@ -35,7 +35,11 @@ class ChannelGroup:
     Attributes:
         root: name of the module whose output channels define the group.
         channels: current width.
-        unit: channels per removable unit (1, or the head size for attention heads).
+        unit: channels per removable unit (1, the head size for attention heads, or the number
+            of channel groups when a member is a grouped convolution or a GroupNorm).
+        interleaved: a unit is one position in every channel group (channels ``u``,
+            ``u + width/unit``, ...), as Torch-Pruning removes them, so that every group keeps
+            the same width; otherwise a unit is ``unit`` consecutive channels (a head).
         kind: ``"channel"``, ``"head"`` or ``"residual"``.
         members: names of the modules whose weights the group touches.
         out_members: those among them whose *output* channels the group removes.
@@ -49,11 +53,25 @@ class ChannelGroup:
     members: tuple[str, ...]
     min_width: int = 1
     out_members: tuple[str, ...] = ()
+    interleaved: bool = False
     tp_group: Any = field(default=None, repr=False, compare=False)
 
     @property
     def units(self) -> int:
         return self.channels // self.unit
+
+    def unit_channels(self, u: int) -> list[int]:
+        """The channel indices that make up unit ``u`` at the current width."""
+        if self.interleaved:
+            return [u + k * self.units for k in range(self.unit)]
+        return [u * self.unit + j for j in range(self.unit)]
+
+    def per_unit(self, scores: torch.Tensor) -> torch.Tensor:
+        """Per-channel scores summed over each unit."""
+        scores = scores[: self.units * self.unit]
+        if self.interleaved:
+            return scores.view(self.unit, -1).sum(dim=0)
+        return scores.view(-1, self.unit).sum(dim=1)
 
 
 def _heads(model: nn.Module) -> dict[str, nn.Module]:
@@ -124,18 +142,41 @@ class Structure:
             unit = self.attention[heads[0]].attention_head_size if heads else 1
             kind = "residual" if residual else ("head" if heads else "channel")
             channels = len(group[0].idxs)
+            ch_groups = 1 if heads else self._channel_groups(group)
+            if ch_groups > 1 and channels % ch_groups:
+                continue  # not evenly grouped: Torch-Pruning cannot keep it valid either
             groups.append(
                 ChannelGroup(
                     root=root,
                     channels=channels,
-                    unit=unit,
+                    unit=max(unit, ch_groups),
                     kind=kind,
                     members=tuple(dict.fromkeys(n for n, _ in members)),
-                    min_width=unit,
+                    # two channels per group at least: at one, a grouped conv turns depthwise
+                    # for Torch-Pruning (groups == in_channels) and its importance breaks
+                    min_width=unit if ch_groups == 1 else min(2 * ch_groups, channels),
+                    interleaved=ch_groups > 1,
                     tp_group=group,
                 )
             )
         return groups
+
+    def _channel_groups(self, group) -> int:
+        """How many channel groups the group's members split these channels into (grouped
+        convolutions, GroupNorm); depthwise convolutions do not count (a channel is a group)."""
+        most = 1
+        for item in group:
+            module, handler = item.dep.target.module, item.dep.handler
+            pruner = self.graph.get_pruner_of_module(module)
+            if pruner is None or not hasattr(pruner, "get_in_channel_groups"):
+                continue
+            if isinstance(module, nn.modules.conv._ConvNd) and module.groups == module.out_channels:
+                continue
+            if self.graph.is_out_channel_pruning_fn(handler):
+                most = max(most, int(pruner.get_out_channel_groups(module)))
+            else:
+                most = max(most, int(pruner.get_in_channel_groups(module)))
+        return most
 
     def group_for(self, root: str, idxs: Sequence[int]):
         """The Torch-Pruning group removing output channels ``idxs`` of module ``root``."""
