@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
 import pytest
 import torch
 import torchvision
 from torch import nn
 
+from energyprune.errors import ConfigError
+from energyprune.pruning.apply import prune
+from energyprune.pruning.plan import layer_widths, replay
+from energyprune.pruning.tracing import TraceTimeout, deadline
 from tests.pruning.test_channel import assert_equivalent
 
 
@@ -31,3 +38,51 @@ def test_round_to_and_groups_together():
     touched = {e["root"] for entries in result.plan.rounds for e in entries}
     widths = {n: m.out_channels for n, m in result.model.named_modules() if n in touched}
     assert all(w % 8 == 0 for w in widths.values()), widths
+
+
+def _x():
+    return torch.randn(1, 3, 64, 64)
+
+
+def test_shufflenet_prunes_channels_inside_its_blocks_and_replays():
+    model = torchvision.models.shufflenet_v2_x0_5(num_classes=10).eval()
+    result = assert_equivalent(model, _x(), 0.9)
+    assert result.plan.traced_parts and all(p.startswith("stage") for p in result.plan.traced_parts)
+    fresh = torchvision.models.shufflenet_v2_x0_5(num_classes=10).eval()
+    replay(fresh, result.plan)  # raises if a width differs
+    assert layer_widths(fresh) == layer_widths(result.model)
+
+
+def test_a_target_beyond_the_parts_reach_is_refused_with_the_figures():
+    model = torchvision.models.shufflenet_v2_x0_5(num_classes=10).eval()
+    with pytest.raises(ConfigError, match=r"does not trace whole .* reach about \d+\.\d% of dense"):
+        prune(model, _x(), 0.5)
+
+
+def test_on_a_zero_skipping_profile_it_falls_back_to_unstructured_and_says_so(caplog):
+    model = torchvision.models.shufflenet_v2_x0_5(num_classes=10).eval()
+    with caplog.at_level(logging.WARNING, logger="energyprune"):
+        result = prune(model, _x(), 0.5, hardware="eyeriss-65nm")
+    assert result.plan.granularity == "unstructured" and result.plan.masks
+    assert result.energy_ratio <= 0.5 * 1.01
+    assert len(result.plan.notes) == 1 and "pruned unstructured instead" in caplog.text
+    assert result.model(_x()).shape == (1, 10)
+
+
+def test_swin_t_prunes_mlp_hidden_units_inside_its_blocks():
+    model = torchvision.models.swin_t(num_classes=10).eval()
+    result = assert_equivalent(model, _x(), 0.7, trace_seconds=2)
+    hidden = {n: m.out_features for n, m in result.model.named_modules() if n.endswith("mlp.0")}
+    assert hidden and min(hidden.values()) < 384
+    dense = dict(model.named_modules())
+    for n, m in result.model.named_modules():  # attention is left whole (its part is unsafe)
+        if n.endswith("attn.qkv"):
+            assert m.out_features == dense[n].out_features
+
+
+def test_tracing_has_a_time_limit():
+    start = time.perf_counter()
+    with pytest.raises(TraceTimeout, match=r"longer than 0\.2 s"), deadline(0.2):
+        while True:
+            time.sleep(0.01)
+    assert time.perf_counter() - start < 2

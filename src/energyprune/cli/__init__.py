@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _NOISY_LOGGERS = ("torch.utils._pytree", "torch.utils.cpp_extension", "torch.export")
-_NOISY_WARNINGS = ("torchao", "torch._inductor", "torch.export", "torch._export")
+_NOISY_WARNINGS = ("torch_pruning", "torchao", "torch._inductor", "torch.export", "torch._export")
 
 
 def _quiet_library_chatter() -> None:

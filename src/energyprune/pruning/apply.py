@@ -7,6 +7,7 @@ estimate is within the target. Unstructured and N:M granularities live in sparse
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,6 +26,7 @@ from energyprune.pruning.importance import CRITERIA, make_importance, taylor_gra
 from energyprune.pruning.plan import PruningPlan, layer_widths
 from energyprune.pruning.sparse import folded_copy
 from energyprune.pruning.sparse import price as _price
+from energyprune.pruning.tracing import TRACE_SECONDS
 
 __all__ = ["GRANULARITIES", "PruneResult", "prune", "select_modules"]
 
@@ -147,12 +149,24 @@ class _Job:
     ignored: tuple
     prune_residual: bool
     data: Any = None
+    trace_seconds: float = TRACE_SECONDS
 
     def price(self, model: nn.Module, example: Any) -> EnergyProfile:
         return _price(model, example, self.hw, self.dtype, self.name)
 
 
-def _channel_rounds(model: nn.Module, example: Any, target_j: float, job: _Job) -> list[list[dict]]:
+@dataclass
+class _Traced:
+    """What the rounds learnt about tracing: the parts traced when the whole model did not."""
+
+    parts: list[str] | None = None
+    error: str | None = None
+
+
+def _channel_rounds(
+    model: nn.Module, example: Any, target_j: float, job: _Job, traced: _Traced | None = None
+) -> list[list[dict]]:
+    traced = _Traced() if traced is None else traced
     dense_widths = {n: w[1] for n, w in layer_widths(model).items()}
     rounds: list[list[dict]] = []
     energy = job.price(model, example)
@@ -164,7 +178,11 @@ def _channel_rounds(model: nn.Module, example: Any, target_j: float, job: _Job) 
         if job.criterion == "taylor":
             taylor_gradients(model, example, job.data)
         ignored = select_modules(model, job.ignored)
-        structure = Structure(model, example, ignored, job.prune_residual)
+        structure = Structure(
+            model, example, ignored, job.prune_residual, traced.parts, job.trace_seconds
+        )
+        traced.parts = structure.parts
+        traced.error = traced.error or structure.whole_model_error
         cands = _candidates(structure, energy, job.criterion, job.round_to, job.caps, dense_widths)
         # Savings are linear estimates but energy is not linear in width (tensors drop from
         # DRAM into the on-chip buffer as they shrink): approach the target in shrinking steps,
@@ -214,6 +232,7 @@ def prune(
     sparsity_scope: str = "global",
     data: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
     name: str | None = None,
+    trace_seconds: float = TRACE_SECONDS,
 ) -> PruneResult:
     """Prune a copy of ``model`` so its estimated energy meets the target.
 
@@ -236,6 +255,9 @@ def prune(
         sparsity_scope: ``global`` (one threshold) or ``layer`` (same sparsity per layer) for
             unstructured pruning.
         data: labelled batches for ``taylor`` (without them a data-free proxy is used).
+        trace_seconds: time limit for Torch-Pruning to trace the whole model; past it (or on
+            a tracer error) the model is traced part by part and only channels inside parts
+            are pruned (``plan.traced_parts``).
 
     Raises:
         ConfigError: bad settings, or a target below the reachable minimum (named in the message).
@@ -279,25 +301,22 @@ def prune(
         tuple(ignored_layers),
         prune_residual,
         data,
+        trace_seconds,
     )
+    sparse_args = (hw, dtype, name, target_j)
+    sparse_opts = (nm, ignored_layers, max_layer_ratio, sparsity_scope)
     if granularity == "channel":
-        plan.rounds = _channel_rounds(work, example_inputs, target_j, job)
+        traced = _Traced()
+        plan.rounds = _channel_rounds(work, example_inputs, target_j, job, traced)
+        plan.traced_parts = traced.parts
+        after = _price(work, example_inputs, hw, dtype, name)
+        if traced.parts is not None and after.total.energy_j > target_j * (1 + TOLERANCE):
+            work = folded_copy(model).eval()
+            note = _fallback(plan, traced, after.total.energy_j / before.total.energy_j, hw, name)
+            _sparsify(work, example_inputs, plan, "unstructured", sparse_args, sparse_opts)
+            logging.getLogger("energyprune").warning(note)
     else:
-        from energyprune.pruning.sparse import sparsify
-
-        plan.masks, plan.target_sparsity = sparsify(
-            work,
-            example_inputs,
-            hw,
-            dtype,
-            name,
-            target_j,
-            granularity,
-            nm,
-            select_modules(work, ignored_layers),
-            max_layer_ratio,
-            sparsity_scope,
-        )
+        _sparsify(work, example_inputs, plan, granularity, sparse_args, sparse_opts)
     after = _price(work, example_inputs, hw, dtype, name)
     if after.total.energy_j > target_j * (1 + TOLERANCE):
         reachable = (
@@ -316,6 +335,47 @@ def prune(
     plan.widths = layer_widths(work)
     work.train(was_training)
     return PruneResult(work, plan, before, after)
+
+
+def _fallback(
+    plan: PruningPlan, traced: _Traced, reached: float, hw: HardwareProfile, name: str
+) -> str:
+    """Turn ``plan`` into an unstructured one and say why in one line; or, where unstructured
+    sparsity saves no energy on ``hw``, refuse with the figures."""
+    why = (
+        f"{name} does not trace whole for channel pruning ({traced.error}); channels inside its "
+        f"{len(traced.parts or [])} traceable parts reach about {reached:.1%} of dense"
+    )
+    if not hw.zero_skipping:
+        raise ConfigError(
+            f"{why} under {hw.name}, which does not skip zeros: raise the target above that, or "
+            "prune unstructured on a zero-skipping profile (--granularity unstructured "
+            "--hardware eyeriss-65nm)"
+        )
+    plan.granularity, plan.rounds, plan.traced_parts = "unstructured", [], None
+    note = f"{why}, so it is pruned unstructured instead (energy priced as sparse weights)"
+    plan.notes.append(note)
+    return note
+
+
+def _sparsify(work, example, plan: PruningPlan, granularity: str, args: tuple, opts: tuple):
+    from energyprune.pruning.sparse import sparsify
+
+    hw, dtype, name, target_j = args
+    nm, ignored_layers, max_layer_ratio, scope = opts
+    plan.masks, plan.target_sparsity = sparsify(
+        work,
+        example,
+        hw,
+        dtype,
+        name,
+        target_j,
+        granularity,
+        nm,
+        select_modules(work, ignored_layers),
+        max_layer_ratio,
+        scope,
+    )
 
 
 def _flat_tensors(example: Any) -> list[torch.Tensor]:

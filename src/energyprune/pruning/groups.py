@@ -18,10 +18,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch_pruning as tp
 from torch import nn
 
+from energyprune.energy.trace import as_call
 from energyprune.errors import ConfigError
+from energyprune.pruning.tracing import (
+    TRACE_SECONDS,
+    Part,
+    build_graph,
+    deadline,
+    group_is_safe,
+    trace_parts,
+)
 
 __all__ = ["ChannelGroup", "Structure"]
 
@@ -86,7 +94,12 @@ def _heads(model: nn.Module) -> dict[str, nn.Module]:
 
 
 class Structure:
-    """A model's dependency graph and its prunable groups (rebuilt after every removal round)."""
+    """A model's dependency graph and its prunable groups (rebuilt after every removal round).
+
+    When the whole model does not trace within ``seconds`` (see tracing.py), it is traced part
+    by part and only channels internal to a part are offered; ``parts`` then names them, and
+    passing it back (next round, a replay) skips the whole-model attempt.
+    """
 
     def __init__(
         self,
@@ -94,6 +107,8 @@ class Structure:
         example_inputs: Any,
         ignored: Iterable[nn.Module] = (),
         prune_residual: bool = False,
+        parts: Sequence[str] | None = None,
+        seconds: float = TRACE_SECONDS,
     ) -> None:
         self.model = model
         self.names = {m: n for n, m in model.named_modules()}
@@ -101,17 +116,31 @@ class Structure:
         self.ignored = list(ignored)
         self.prune_residual = prune_residual
         self.attention = _heads(model)
-        try:
-            self.graph = tp.DependencyGraph().build_dependency(
-                model, example_inputs=example_inputs, verbose=False
-            )
-        except Exception as e:  # Torch-Pruning raises bare errors on untraceable models
-            raise ConfigError(
-                f"Torch-Pruning could not trace this model for structured pruning "
-                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); use "
-                "--granularity unstructured or nm, or mark the offending layers as ignored"
-            ) from e
-        self.groups = self._groups()
+        self._graph_of: dict[nn.Module, Any] = {}
+        self.parts: list[str] | None = None
+        self.whole_model_error: str | None = None
+        if parts is None:
+            try:
+                with deadline(seconds):
+                    args, kwargs = as_call(example_inputs)
+                    graph = build_graph(model, args, kwargs)
+                    self.groups = self._groups(graph)
+                return
+            except Exception as e:  # Torch-Pruning raises bare errors
+                first = str(e).splitlines()[0] if str(e) else ""
+                self.whole_model_error = f"{type(e).__name__}: {first}".rstrip(": ")
+                self._graph_of.clear()
+        names = None if parts is None else list(parts)
+        found = trace_parts(model, example_inputs, self._part_groups, names)
+        if parts is not None and len(found) != len(parts):
+            missing = sorted(set(parts) - {p.name for p in found})
+            raise ConfigError(f"parts {missing} of the plan no longer trace; rebuild the plan")
+        self.parts = [p.name for p in found]
+        self.groups = [g for p in found for g in p.groups]
+
+    def _part_groups(self, part: Part) -> list[ChannelGroup]:
+        groups = self._groups(part.graph)
+        return [g for g in groups if group_is_safe(part, self.modules[g.root], g.unit_channels(0))]
 
     def _member_names(self, group) -> list[tuple[str, str]]:
         out = []
@@ -122,12 +151,13 @@ class Structure:
                 out.append((name, getattr(item.dep.handler, "__name__", str(item.dep.handler))))
         return out
 
-    def _groups(self) -> list[ChannelGroup]:
+    def _groups(self, graph) -> list[ChannelGroup]:
         groups = []
         roots = (nn.modules.conv._ConvNd, nn.Linear)
-        for group in self.graph.get_all_groups(
-            ignored_layers=self.ignored, root_module_types=roots
-        ):
+        for module in graph.module2node:
+            if isinstance(module, nn.Module):
+                self._graph_of[module] = graph
+        for group in graph.get_all_groups(ignored_layers=self.ignored, root_module_types=roots):
             root_module = group[0].dep.target.module
             root = self.names[root_module]
             members = self._member_names(group)
@@ -142,7 +172,7 @@ class Structure:
             unit = self.attention[heads[0]].attention_head_size if heads else 1
             kind = "residual" if residual else ("head" if heads else "channel")
             channels = len(group[0].idxs)
-            ch_groups = 1 if heads else self._channel_groups(group)
+            ch_groups = 1 if heads else self._channel_groups(graph, group)
             if ch_groups > 1 and channels % ch_groups:
                 continue  # not evenly grouped: Torch-Pruning cannot keep it valid either
             groups.append(
@@ -161,18 +191,19 @@ class Structure:
             )
         return groups
 
-    def _channel_groups(self, group) -> int:
+    @staticmethod
+    def _channel_groups(graph, group) -> int:
         """How many channel groups the group's members split these channels into (grouped
         convolutions, GroupNorm); depthwise convolutions do not count (a channel is a group)."""
         most = 1
         for item in group:
             module, handler = item.dep.target.module, item.dep.handler
-            pruner = self.graph.get_pruner_of_module(module)
+            pruner = graph.get_pruner_of_module(module)
             if pruner is None or not hasattr(pruner, "get_in_channel_groups"):
                 continue
             if isinstance(module, nn.modules.conv._ConvNd) and module.groups == module.out_channels:
                 continue
-            if self.graph.is_out_channel_pruning_fn(handler):
+            if graph.is_out_channel_pruning_fn(handler):
                 most = max(most, int(pruner.get_out_channel_groups(module)))
             else:
                 most = max(most, int(pruner.get_in_channel_groups(module)))
@@ -181,8 +212,11 @@ class Structure:
     def group_for(self, root: str, idxs: Sequence[int]):
         """The Torch-Pruning group removing output channels ``idxs`` of module ``root``."""
         module = self.modules[root]
-        pruner = self.graph.get_pruner_of_module(module)
-        return self.graph.get_pruning_group(module, pruner.prune_out_channels, list(idxs))
+        graph = self._graph_of.get(module)
+        if graph is None:
+            raise ConfigError(f"layer '{root}' is not in a traced part of this model")
+        pruner = graph.get_pruner_of_module(module)
+        return graph.get_pruning_group(module, pruner.prune_out_channels, list(idxs))
 
     def remove(self, root: str, idxs: Sequence[int]) -> list[dict[str, Any]]:
         """Physically remove output channels ``idxs`` of ``root`` and everything coupled to them.

@@ -40,6 +40,9 @@ class PruningPlan:
         precision: per-layer dtype of the deployed model where it differs from the input's
             (``{"layer1.0.conv1": "int8"}``); layers not listed stay in floating point. This is
             the mixed-precision plan of ``energyprune quantize``.
+        traced_parts: when the whole model did not trace, the submodules that were traced
+            and pruned inside (their outputs keep their width); None when it traced whole.
+        notes: one line per decision the user should know of (e.g. a fallback granularity).
     """
 
     granularity: str
@@ -59,6 +62,8 @@ class PruningPlan:
     input_shape: list[int] = field(default_factory=list)
     input_dtype: str = "float32"
     precision: dict[str, str] = field(default_factory=dict)
+    traced_parts: list[str] | None = None
+    notes: list[str] = field(default_factory=list)
     version: int = PLAN_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,7 +147,7 @@ def replay(model: nn.Module, plan: PruningPlan, example_inputs: Any = None) -> n
 
     example = plan.example_input() if example_inputs is None else example_inputs
     for entries in plan.rounds:
-        structure = Structure(model, example, prune_residual=True)
+        structure = Structure(model, example, prune_residual=True, parts=plan.traced_parts)
         for entry in entries:
             structure.remove(entry["root"], entry["removed"])
     got = layer_widths(model)

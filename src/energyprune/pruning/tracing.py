@@ -1,0 +1,180 @@
+"""Tracing a model for Torch-Pruning, with a time limit and a fallback to its parts.
+
+Torch-Pruning's tracer follows every tensor through reshapes. Some architectures defeat it:
+channel shuffle (ShuffleNet) views channels as ``(groups, c/groups)`` and transposes them, so
+the tracer divides by zero; shifted-window attention (Swin, MaxViT) reshapes every window into
+the batch, and the index sets the tracer carries grow until grouping takes minutes. Neither is
+a bug we can fix from outside, but both models are made of small parts that trace well (a
+branch of convolutions, an MLP). When the whole model does not trace within the time limit,
+we trace its largest parts that do, each on the inputs it received in one forward pass, and
+prune only channels internal to a part: its outputs keep their width, so the shuffle or the
+window attention around it sees the same shapes. Every internal group is checked once on a
+copy of its part (remove one unit, run, compare output shapes) before it is offered.
+"""
+
+from __future__ import annotations
+
+import copy
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from energyprune.energy.trace import as_call
+
+__all__ = ["PART_SECONDS", "TRACE_SECONDS", "Part", "TraceTimeout", "deadline", "trace_parts"]
+
+TRACE_SECONDS = 30.0  # whole model: build the graph and list its groups
+PART_SECONDS = 1.0  # one part (a block that traces takes ~50 ms)
+_PRUNABLE = (nn.modules.conv._ConvNd, nn.Linear)
+
+
+class TraceTimeout(Exception):
+    """Tracing ran past its time limit."""
+
+
+@contextmanager
+def deadline(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`TraceTimeout` in the block after ``seconds`` (main thread, POSIX only:
+    elsewhere the block runs without a limit)."""
+    usable = (
+        seconds is not None
+        and hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+    )
+    if not usable:
+        yield
+        return
+
+    def _expire(signum, frame):
+        raise TraceTimeout(f"tracing took longer than {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, _expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def build_graph(module: nn.Module, args: tuple, kwargs: dict) -> tp.DependencyGraph:
+    """Torch-Pruning's dependency graph of ``module`` called as ``module(*args, **kwargs)``."""
+    return tp.DependencyGraph().build_dependency(
+        module,
+        example_inputs=(args, kwargs),
+        forward_fn=lambda m, inputs: m(*inputs[0], **inputs[1]),
+        verbose=False,
+    )
+
+
+@dataclass
+class Part:
+    """A traced submodule: its name, its graph, the inputs it was traced on, its groups."""
+
+    name: str
+    graph: tp.DependencyGraph
+    args: tuple
+    kwargs: dict
+    groups: list = field(default_factory=list)
+
+
+def _recorded_inputs(model: nn.Module, example_inputs: Any) -> dict[str, tuple[tuple, dict]]:
+    """Inputs of every submodule called exactly once in one forward pass."""
+    seen: dict[str, list] = {}
+    hooks = []
+    for name, module in model.named_modules():
+        if not name:
+            continue
+
+        def record(mod, args, kwargs, name=name):
+            seen.setdefault(name, []).append((args, kwargs))
+
+        hooks.append(module.register_forward_pre_hook(record, with_kwargs=True))
+    args, kwargs = as_call(example_inputs)
+    try:
+        with torch.no_grad():
+            model(*args, **kwargs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {name: calls[0] for name, calls in seen.items() if len(calls) == 1}
+
+
+def _prunable_count(module: nn.Module) -> int:
+    return sum(isinstance(m, _PRUNABLE) for m in module.modules())
+
+
+def _output_shapes(out: Any) -> list[tuple[int, ...]]:
+    from torch.utils._pytree import tree_flatten
+
+    return [tuple(t.shape) for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+
+
+def group_is_safe(part: Part, root: nn.Module, unit_channels: list[int]) -> bool:
+    """Remove one unit of the group rooted at ``root`` from a copy of the part and run it: safe
+    when it runs and every output keeps its shape."""
+    module = part.graph.model
+    memo: dict[int, Any] = {}
+    clone = copy.deepcopy(module, memo)
+    clone_root = memo.get(id(root))
+    try:
+        graph = build_graph(clone, part.args, part.kwargs)
+        pruner = graph.get_pruner_of_module(clone_root)
+        graph.get_pruning_group(clone_root, pruner.prune_out_channels, unit_channels).prune()
+        with torch.no_grad():
+            want = _output_shapes(module(*part.args, **part.kwargs))
+            got = _output_shapes(clone(*part.args, **part.kwargs))
+    except Exception:  # any failure means the group is not safe to offer
+        return False
+    return want == got
+
+
+def trace_parts(
+    model: nn.Module,
+    example_inputs: Any,
+    groups_of: Callable[[Part], list],
+    names: list[str] | None = None,
+    seconds: float = PART_SECONDS,
+) -> list[Part]:
+    """The largest submodules that trace and list their groups (``groups_of``) within
+    ``seconds`` each; or exactly the parts ``names`` (a replay).
+
+    A part needs two prunable layers or more (else it has no internal channels); a part
+    that fails or times out is replaced by its children.
+    """
+    inputs = _recorded_inputs(model, example_inputs)
+    modules = dict(model.named_modules())
+    parts: list[Part] = []
+
+    def attempt(name: str) -> bool:
+        if name not in inputs:
+            return False
+        args, kwargs = inputs[name]
+        try:
+            with deadline(seconds):
+                part = Part(name, build_graph(modules[name], args, kwargs), args, kwargs)
+                part.groups = groups_of(part)
+        except Exception:  # Torch-Pruning raises bare errors: try the children
+            return False
+        parts.append(part)
+        return True
+
+    def visit(name: str, module: nn.Module) -> None:
+        for child_name, child in module.named_children():
+            full = f"{name}.{child_name}" if name else child_name
+            if _prunable_count(child) >= 2 and not attempt(full):
+                visit(full, child)
+
+    if names is None:
+        visit("", model)
+    else:
+        for name in names:
+            attempt(name)
+    return parts
