@@ -242,3 +242,31 @@ def test_demo_meets_its_promise(tmp_path):
     assert code == 0 and elapsed < 120
     assert report["energy_reduction"] >= 0.40 and report["accuracy_drop"] <= 1.0
     assert report["validation"] == "10% of train (seed 0)"
+
+
+@pytest.fixture
+def nan_weights(tmp_path):
+    from safetensors.torch import save_file
+
+    from energyprune.pipeline.models import build_model
+
+    state = build_model("digits_cnn").model.state_dict()
+    key = next(k for k in state if k.endswith("weight"))
+    state[key] = state[key].clone()
+    state[key].view(-1)[3] = float("nan")
+    path = tmp_path / "nan.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return path, key
+
+
+@pytest.mark.parametrize("command", ["profile", "prune", "quantize", "search"])
+def test_nan_weights_are_refused_by_every_command(command, nan_weights, tmp_path, capsys):
+    path, key = nan_weights
+    out = tmp_path / "out"
+    argv = [command, "digits_cnn", "--weights", str(path)]
+    argv += [] if command == "profile" else ["--out", str(out)]
+    argv += ["--target-energy", "0.5"] if command == "prune" else []
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "NaN/Inf" in err[0] and f"'{key}'" in err[0]
+    assert not out.exists()  # nothing written

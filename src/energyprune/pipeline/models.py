@@ -191,5 +191,17 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
             f"weights {path} do not fit this architecture: {'; '.join(detail)} — pass weights "
             "saved from the same model"
         )
+    _refuse_non_finite(state, path)
     model.load_state_dict(state, strict=True)
     return model
+
+
+def _refuse_non_finite(state: dict[str, torch.Tensor], path) -> None:
+    """NaN or Inf weights would be ranked, pruned and saved as if they were numbers."""
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise WeightsError(
+                f"weights {path} hold {bad} NaN/Inf value(s) of {tensor.numel()} in '{key}': "
+                "pass a checkpoint saved before training diverged"
+            )
