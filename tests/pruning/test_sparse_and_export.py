@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import pytest
@@ -108,3 +109,38 @@ def test_onnx_export_matches_in_onnxruntime(tmp_path):
     with torch.no_grad():
         want = result.model.eval()(x).numpy()
     assert abs(got - want).max() < 1e-3
+
+
+class _Body(nn.Sequential):
+    def __init__(self):
+        super().__init__(
+            nn.Conv2d(3, 16, 3, padding=1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+        )
+
+
+def test_a_class_defined_here_saves_without_a_recipe_and_loads_onto_an_instance(tmp_path):
+    class LocalNet(nn.Module):  # not importable: no recipe can rebuild it
+        def __init__(self):
+            super().__init__()
+            self.body, self.fc = _Body(), nn.Linear(32, 4)
+
+        def forward(self, x):
+            return self.fc(self.body(x).flatten(1))
+
+    x = torch.randn(2, 3, 16, 16)
+    result = prune(LocalNet().eval(), x, 0.6)
+    folder = save(result, tmp_path / "local")  # arch=None works
+    arch = json.loads((folder / "plan.json").read_text())["arch"]
+    assert arch["class"].endswith("<locals>.LocalNet") and "needs a model" in arch["load"]
+    with pytest.raises(ConfigError, match=r"pass a dense instance, .*model=.*LocalNet\(\.\.\.\)"):
+        load(folder)
+    loaded, _ = load(folder, model=LocalNet())
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), result.model.eval()(x))
+    with pytest.raises(ConfigError, match=r"saved from a .*LocalNet, but model= is a Linear"):
+        load(folder, model=nn.Linear(2, 2))

@@ -2,8 +2,9 @@
 
 A saved directory holds ``plan.json`` (settings, removal rounds, widths, masks digests and the
 architecture recipe) and ``model.safetensors`` (the pruned state dict, masks folded in).
-Loading rebuilds the dense architecture from its recipe, replays the plan, then loads the
-weights strictly. No code or pickle is read from the directory.
+Loading rebuilds the dense architecture from its recipe (or takes a dense instance the caller
+passes, for a class defined in a script or notebook), replays the plan, then loads the weights
+strictly. No code or pickle is read from the directory.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def save(result: Any, directory: str | os.PathLike[str], arch: str | None = None
         result: the prune result.
         directory: output folder (created; files written atomically).
         arch: model spec to rebuild the dense architecture (built-in name, torchvision name or
-            ``module:factory``); defaults to the plan's recorded ``arch``.
+            ``module:factory``); defaults to the plan's recorded ``arch``. Without either, the
+            plan records the class, and loading needs a dense instance (``load(dir, model=)``).
     """
     plan: PruningPlan = copy.deepcopy(result.plan)
     if arch is not None:
@@ -47,11 +49,10 @@ def save(result: Any, directory: str | os.PathLike[str], arch: str | None = None
 
 def save_model(model: nn.Module, plan: PruningPlan, directory: str | os.PathLike[str]) -> Path:
     """Write ``plan.json`` and ``model.safetensors`` (masks folded in) atomically."""
-    if not plan.arch:
-        raise ConfigError(
-            "save needs the architecture's recipe to rebuild it: pass arch='resnet56', a "
-            "torchvision name or 'package.module:factory'"
-        )
+    cls = type(model).__qualname__
+    plan.arch = {**(plan.arch or {}), "class": cls}
+    if not plan.arch.get("name"):
+        plan.arch["load"] = f"needs a model: energyprune.load(folder, model=<a dense {cls}>)"
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     model = folded_copy(model)
@@ -62,8 +63,11 @@ def save_model(model: nn.Module, plan: PruningPlan, directory: str | os.PathLike
     return out
 
 
-def load(directory: str | os.PathLike[str]) -> tuple[nn.Module, PruningPlan]:
-    """Rebuild a saved pruned model: recipe → dense model → replay plan → load safetensors."""
+def load(
+    directory: str | os.PathLike[str], model: nn.Module | None = None
+) -> tuple[nn.Module, PruningPlan]:
+    """Rebuild a saved pruned model: recipe (or a copy of the dense ``model`` given) → replay
+    the plan → load safetensors. ``model`` is left untouched."""
     folder = Path(directory)
     plan_path, weights = folder / PLAN_FILE, folder / WEIGHTS_FILE
     if not plan_path.is_file() or not weights.is_file():
@@ -75,12 +79,28 @@ def load(directory: str | os.PathLike[str]) -> tuple[nn.Module, PruningPlan]:
         plan = PruningPlan.from_dict(json.loads(plan_path.read_text(encoding="utf-8")))
     except (ValueError, TypeError) as e:
         raise ConfigError(f"{plan_path} is not a valid plan: {e}") from e
-    if not plan.arch or "name" not in plan.arch:
-        raise ConfigError(f"{plan_path} does not say which architecture to rebuild ('arch')")
-    model = build_model(plan.arch["name"]).model.eval()
+    model = _dense(plan, plan_path, model)
     replay(model, plan)
     load_weights(model, weights)
     return model, plan
+
+
+def _dense(plan: PruningPlan, plan_path: Path, given: nn.Module | None) -> nn.Module:
+    arch = plan.arch or {}
+    cls = arch.get("class")
+    if given is not None:
+        if cls and type(given).__qualname__ != cls:
+            raise ConfigError(
+                f"{plan_path} was saved from a {cls}, but model= is a "
+                f"{type(given).__qualname__}: pass a dense {cls}"
+            )
+        return copy.deepcopy(given).eval()
+    if not arch.get("name"):
+        raise ConfigError(
+            f"{plan_path} has no recipe to rebuild {cls or 'the model'}: pass a dense instance, "
+            f"energyprune.load(folder, model={cls or 'MyModel'}(...))"
+        )
+    return build_model(arch["name"]).model.eval()
 
 
 def export_onnx(
