@@ -157,10 +157,12 @@ class _Job:
 
 @dataclass
 class _Traced:
-    """What the rounds learnt about tracing: the parts traced when the whole model did not."""
+    """What the rounds carry from one to the next: the parts traced when the whole model did
+    not, and the latest estimate (given in, handed back: no round prices a model twice)."""
 
     parts: list[str] | None = None
     error: str | None = None
+    energy: EnergyProfile | None = None
 
 
 def _channel_rounds(
@@ -169,7 +171,7 @@ def _channel_rounds(
     traced = _Traced() if traced is None else traced
     dense_widths = {n: w[1] for n, w in layer_widths(model).items()}
     rounds: list[list[dict]] = []
-    energy = job.price(model, example)
+    energy = traced.energy or job.price(model, example)
     scale = 1.0  # actual / estimated saving, learnt from the previous round
     for _ in range(MAX_ROUNDS):
         gap = energy.total.energy_j - target_j
@@ -202,6 +204,7 @@ def _channel_rounds(
         actual = energy.total.energy_j - after.total.energy_j
         scale = max(actual / estimated, 0.05) if estimated > 0 else 1.0
         energy = after
+    traced.energy = energy
     return rounds
 
 
@@ -306,18 +309,19 @@ def prune(
     sparse_args = (hw, dtype, name, target_j)
     sparse_opts = (nm, ignored_layers, max_layer_ratio, sparsity_scope)
     if granularity == "channel":
-        traced = _Traced()
+        traced = _Traced(energy=before)
         plan.rounds = _channel_rounds(work, example_inputs, target_j, job, traced)
         plan.traced_parts = traced.parts
-        after = _price(work, example_inputs, hw, dtype, name)
+        after = traced.energy
         if traced.parts is not None and after.total.energy_j > target_j * (1 + TOLERANCE):
             work = folded_copy(model).eval()
             note = _fallback(plan, traced, after.total.energy_j / before.total.energy_j, hw, name)
             _sparsify(work, example_inputs, plan, "unstructured", sparse_args, sparse_opts)
             logging.getLogger("energyprune").warning(note)
+            after = _price(work, example_inputs, hw, dtype, name)
     else:
         _sparsify(work, example_inputs, plan, granularity, sparse_args, sparse_opts)
-    after = _price(work, example_inputs, hw, dtype, name)
+        after = _price(work, example_inputs, hw, dtype, name)
     if after.total.energy_j > target_j * (1 + TOLERANCE):
         reachable = (
             _reachable_minimum(model, example_inputs, job)
