@@ -25,6 +25,7 @@ from energyprune.errors import ConfigError
 from energyprune.pruning.tracing import (
     TRACE_SECONDS,
     Part,
+    TraceTimeout,
     build_graph,
     deadline,
     group_is_safe,
@@ -126,7 +127,7 @@ class Structure:
                     graph = build_graph(model, args, kwargs)
                     self.groups = self._groups(graph)
                 return
-            except Exception as e:  # Torch-Pruning raises bare errors
+            except (Exception, TraceTimeout) as e:  # Torch-Pruning raises bare errors
                 first = str(e).splitlines()[0] if str(e) else ""
                 self.whole_model_error = f"{type(e).__name__}: {first}".rstrip(": ")
                 self._graph_of.clear()

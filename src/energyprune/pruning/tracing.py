@@ -35,8 +35,10 @@ PART_SECONDS = 1.0  # one part (a block that traces takes ~50 ms)
 _PRUNABLE = (nn.modules.conv._ConvNd, nn.Linear)
 
 
-class TraceTimeout(Exception):
-    """Tracing ran past its time limit."""
+class TraceTimeout(BaseException):
+    """Tracing ran past its time limit. A BaseException, and re-raised every 50 ms until the
+    block ends, because Torch-Pruning's tracer catches ``Exception`` in places and would
+    otherwise swallow it and run on (Swin: tens of GB, seen in CI)."""
 
 
 @contextmanager
@@ -56,7 +58,7 @@ def deadline(seconds: float | None) -> Iterator[None]:
         raise TraceTimeout(f"tracing took longer than {seconds:g} s")
 
     previous = signal.signal(signal.SIGALRM, _expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, seconds, 0.05)
     try:
         yield
     finally:
@@ -161,7 +163,7 @@ def trace_parts(
             with deadline(seconds):
                 part = Part(name, build_graph(modules[name], args, kwargs), args, kwargs)
                 part.groups = groups_of(part)
-        except Exception:  # Torch-Pruning raises bare errors: try the children
+        except (Exception, TraceTimeout):  # Torch-Pruning raises bare errors: try the children
             return False
         parts.append(part)
         return True
