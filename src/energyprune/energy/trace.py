@@ -30,6 +30,7 @@ __all__ = [
     "Trace",
     "as_call",
     "dtype_name",
+    "tensors_in",
     "trace",
 ]
 
@@ -205,8 +206,7 @@ class _TraceMode(TorchDispatchMode):
         )
 
     def _record(self, op: str, cost: Cost, args, kwargs, out) -> OpRecord:
-        in_tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
-        out_tensors = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+        in_tensors, out_tensors = tensors_in((args, kwargs)), tensors_in(out)
         if cost.reads is None:
             operands = [self._operand(t, "input") for t in in_tensors]
         else:
@@ -234,6 +234,11 @@ class _TraceMode(TorchDispatchMode):
             output_shapes=tuple(tuple(t.shape) for t in out_tensors),
             channels=tuple(int(c) for c in cost.channels),
         )
+
+
+def tensors_in(obj: Any) -> list[torch.Tensor]:
+    """The tensors in a nest of tuples, lists and dicts (inputs, outputs), in order."""
+    return [t for t in tree_flatten(obj)[0] if isinstance(t, torch.Tensor)]
 
 
 def as_call(example_inputs: Any) -> tuple[tuple, dict]:
@@ -289,9 +294,7 @@ def trace(model: nn.Module, example_inputs: Any, *, eval_mode: bool = True) -> T
     finally:
         stack.remove()
         model.train(was_training)
-    input_shapes = tuple(
-        tuple(t.shape) for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)
-    )
+    input_shapes = tuple(tuple(t.shape) for t in tensors_in((args, kwargs)))
     return Trace(
         records=tuple(mode.records),
         modules=modules,

@@ -19,6 +19,7 @@ from torch import nn
 
 from energyprune.energy.hardware import HardwareProfile, load_hardware
 from energyprune.energy.model import EnergyProfile
+from energyprune.energy.trace import tensors_in
 from energyprune.errors import ConfigError
 from energyprune.pruning.allocate import STRATEGIES, Candidate, allocate, channel_savings
 from energyprune.pruning.groups import Structure
@@ -290,7 +291,7 @@ def prune(
         before.total.energy_j,
         target_j,
     )
-    first = next(iter(_flat_tensors(example_inputs)), None)
+    first = next(iter(tensors_in(example_inputs)), None)
     if first is not None:
         plan.input_shape, plan.input_dtype = list(first.shape), str(first.dtype).split(".")[-1]
     job = _Job(
@@ -306,8 +307,7 @@ def prune(
         data,
         trace_seconds,
     )
-    sparse_args = (hw, dtype, name, target_j)
-    sparse_opts = (nm, ignored_layers, max_layer_ratio, sparsity_scope)
+    sparse = (target_j, nm, max_layer_ratio, sparsity_scope)
     if granularity == "channel":
         traced = _Traced(energy=before)
         plan.rounds = _channel_rounds(work, example_inputs, target_j, job, traced)
@@ -316,11 +316,11 @@ def prune(
         if traced.parts is not None and after.total.energy_j > target_j * (1 + TOLERANCE):
             work = folded_copy(model).eval()
             note = _fallback(plan, traced, after.total.energy_j / before.total.energy_j, hw, name)
-            _sparsify(work, example_inputs, plan, "unstructured", sparse_args, sparse_opts)
+            _sparsify(work, example_inputs, plan, "unstructured", job, *sparse)
             logging.getLogger("energyprune").warning(note)
             after = _price(work, example_inputs, hw, dtype, name)
     else:
-        _sparsify(work, example_inputs, plan, granularity, sparse_args, sparse_opts)
+        _sparsify(work, example_inputs, plan, granularity, job, *sparse)
         after = _price(work, example_inputs, hw, dtype, name)
     if after.total.energy_j > target_j * (1 + TOLERANCE):
         reachable = (
@@ -362,27 +362,30 @@ def _fallback(
     return note
 
 
-def _sparsify(work, example, plan: PruningPlan, granularity: str, args: tuple, opts: tuple):
+def _sparsify(
+    work: nn.Module,
+    example: Any,
+    plan: PruningPlan,
+    granularity: str,
+    job: _Job,
+    target_j: float,
+    nm: tuple[int, int],
+    max_layer_ratio: float,
+    scope: str,
+) -> None:
+    """Mask ``work`` to ``target_j`` (unstructured or N:M); the masks go into ``plan``."""
     from energyprune.pruning.sparse import sparsify
 
-    hw, dtype, name, target_j = args
-    nm, ignored_layers, max_layer_ratio, scope = opts
     plan.masks, plan.target_sparsity = sparsify(
         work,
         example,
-        hw,
-        dtype,
-        name,
+        job.hw,
+        job.dtype,
+        job.name,
         target_j,
         granularity,
         nm,
-        select_modules(work, ignored_layers),
+        select_modules(work, job.ignored),
         max_layer_ratio,
         scope,
     )
-
-
-def _flat_tensors(example: Any) -> list[torch.Tensor]:
-    from torch.utils._pytree import tree_flatten
-
-    return [t for t in tree_flatten(example)[0] if isinstance(t, torch.Tensor)]

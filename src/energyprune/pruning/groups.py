@@ -23,6 +23,7 @@ from torch import nn
 from energyprune.energy.trace import as_call
 from energyprune.errors import ConfigError
 from energyprune.pruning.tracing import (
+    PRUNABLE,
     TRACE_SECONDS,
     Part,
     TraceTimeout,
@@ -121,9 +122,9 @@ class Structure:
         self.parts: list[str] | None = None
         self.whole_model_error: str | None = None
         if parts is None:
+            args, kwargs = as_call(example_inputs)
             try:
                 with deadline(seconds):
-                    args, kwargs = as_call(example_inputs)
                     graph = build_graph(model, args, kwargs)
                     self.groups = self._groups(graph)
                 return
@@ -154,11 +155,10 @@ class Structure:
 
     def _groups(self, graph) -> list[ChannelGroup]:
         groups = []
-        roots = (nn.modules.conv._ConvNd, nn.Linear)
         for module in graph.module2node:
             if isinstance(module, nn.Module):
                 self._graph_of[module] = graph
-        for group in graph.get_all_groups(ignored_layers=self.ignored, root_module_types=roots):
+        for group in graph.get_all_groups(ignored_layers=self.ignored, root_module_types=PRUNABLE):
             root_module = group[0].dep.target.module
             root = self.names[root_module]
             members = self._member_names(group)

@@ -26,13 +26,16 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from energyprune.energy.trace import as_call
+from energyprune.energy.trace import as_call, tensors_in
 
-__all__ = ["PART_SECONDS", "TRACE_SECONDS", "Part", "TraceTimeout", "deadline", "trace_parts"]
+__all__ = [
+    "PART_SECONDS",
+    "PRUNABLE",
+    "TRACE_SECONDS", "Part", "TraceTimeout", "deadline", "trace_parts"]
 
 TRACE_SECONDS = 30.0  # whole model: build the graph and list its groups
 PART_SECONDS = 1.0  # one part (a block that traces takes ~50 ms)
-_PRUNABLE = (nn.modules.conv._ConvNd, nn.Linear)
+PRUNABLE = (nn.modules.conv._ConvNd, nn.Linear)  # layers whose output channels root a group
 
 
 class TraceTimeout(BaseException):
@@ -110,13 +113,11 @@ def _recorded_inputs(model: nn.Module, example_inputs: Any) -> dict[str, tuple[t
 
 
 def _prunable_count(module: nn.Module) -> int:
-    return sum(isinstance(m, _PRUNABLE) for m in module.modules())
+    return sum(isinstance(m, PRUNABLE) for m in module.modules())
 
 
 def _output_shapes(out: Any) -> list[tuple[int, ...]]:
-    from torch.utils._pytree import tree_flatten
-
-    return [tuple(t.shape) for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+    return [tuple(t.shape) for t in tensors_in(out)]
 
 
 def group_is_safe(part: Part, root: nn.Module, unit_channels: list[int]) -> bool:
