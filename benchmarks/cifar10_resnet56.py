@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,9 @@ from energyprune.pipeline.finetune import TrainConfig, finetune
 from energyprune.pipeline.models import build_model, load_weights
 from energyprune.pipeline.run import RunConfig, run
 from energyprune.pruning.sparse import price
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import provenance
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -156,10 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     report = {
-        "command": "python benchmarks/cifar10_resnet56.py " + " ".join(argv or sys.argv[1:]),
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()} {platform.processor()}, {torch.get_num_threads()} "
-        f"threads, torch {torch.__version__}, device {args.device}",
+        **provenance(__file__, argv, args.device),
         "epochs": args.epochs,
         "max_batches_per_epoch": args.max_batches,
         "batch_size": args.batch_size,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,9 @@ from energyprune.pipeline.data import batches, load_cifar10
 from energyprune.pipeline.evaluate import top1
 from energyprune.pipeline.models import build_model, load_weights
 from energyprune.pruning.apply import prune
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import provenance
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -74,10 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(json.dumps(rows[-1]), file=sys.stderr)
     report = {
-        "command": "python benchmarks/prune_criteria.py " + " ".join(argv or sys.argv[1:]),
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, "
-        f"{torch.get_num_threads()} threads, torch {torch.__version__}",
+        **provenance(__file__, argv),
         "hardware_profile": args.hardware,
         "energy": "estimated",
         "rows": rows,

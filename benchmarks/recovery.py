@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import sys
 import time
 from dataclasses import replace
@@ -45,6 +44,7 @@ from energyprune.pruning.sparse import price
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cifar10_resnet56 import tp_default
+from provenance import provenance
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 ARMS = ("control", "loop", "bn", "distill", "both", "gradual", "candidates", "tp")
@@ -168,10 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     dense = dense.to(args.device).eval()
     train = TrainConfig(epochs=args.epochs, lr=args.lr, max_batches=args.max_batches)
     report = {
-        "command": "python benchmarks/recovery.py " + " ".join(argv or sys.argv[1:]),
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
-        f"{torch.__version__}, device {args.device}",
+        **provenance(__file__, argv, args.device),
         "model": args.model,
         "target_energy": args.target_energy,
         "epochs": args.epochs,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,9 @@ from torchvision.models import get_model_weights, list_models
 
 from energyprune.energy.model import profile
 from energyprune.files import atomic_write_text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import provenance
 
 TOOLS = ("energyprune", "torch-pruning")
 
@@ -124,10 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     names = args.models.split(",") if args.models else models(args.max_gflops)
     rows: list[dict] = []
     meta = {
-        "command": "python benchmarks/zoo.py " + " ".join(argv or sys.argv[1:]),
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
-        f"{torch.__version__}, CPU",
+        **provenance(__file__, argv),
         "input": [1, 3, args.size, args.size],
         "hardware_profile": "horowitz-45nm (estimated energy)",
     }
