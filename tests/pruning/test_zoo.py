@@ -44,29 +44,50 @@ def _x():
     return torch.randn(1, 3, 64, 64)
 
 
-def test_shufflenet_prunes_channels_inside_its_blocks_and_replays():
+def test_shufflenet_prunes_inside_and_between_its_blocks_to_half_and_replays():
     model = torchvision.models.shufflenet_v2_x0_5(num_classes=10).eval()
-    result = assert_equivalent(model, _x(), 0.9)
+    result = assert_equivalent(model, _x(), 0.5)
+    assert result.energy_ratio <= 0.505
     assert result.plan.traced_parts and all(p.startswith("stage") for p in result.plan.traced_parts)
+    touched = {e["root"] for entries in result.plan.rounds for e in entries}
+    assert "conv5.0" in touched  # between blocks: the last 1x1 conv feeding the classifier
+    assert any(r.startswith("stage") for r in touched)  # inside blocks
     fresh = torchvision.models.shufflenet_v2_x0_5(num_classes=10).eval()
     replay(fresh, result.plan)  # raises if a width differs
     assert layer_widths(fresh) == layer_widths(result.model)
 
 
+class _Shuffled(nn.Module):
+    """Channel shuffle in the model's own forward: no part to trace, nothing between blocks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 64, 3, padding=1)
+        self.b = nn.Conv2d(64, 256, 3, padding=1)  # weights outweigh activations at 8x8
+        self.fc = nn.Linear(256, 10)
+
+    def forward(self, x):
+        x = self.a(x)
+        x1, x2 = x.chunk(2, dim=1)  # as in ShuffleNet V2: the tracer divides by zero
+        x = torch.cat((x1, x2 * 2), dim=1)
+        n, c, h, w = x.shape
+        x = x.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+        return self.fc(self.b(x).mean((2, 3)))
+
+
 def test_a_target_beyond_the_parts_reach_is_refused_with_the_figures():
-    model = torchvision.models.shufflenet_v2_x0_5(num_classes=10).eval()
     with pytest.raises(ConfigError, match=r"does not trace whole .* reach about \d+\.\d% of dense"):
-        prune(model, _x(), 0.5)
+        prune(_Shuffled().eval(), torch.randn(1, 3, 8, 8), 0.5)
 
 
 def test_on_a_zero_skipping_profile_it_falls_back_to_unstructured_and_says_so(caplog):
-    model = torchvision.models.shufflenet_v2_x0_5(num_classes=10).eval()
+    model, x = _Shuffled().eval(), torch.randn(1, 3, 8, 8)
     with caplog.at_level(logging.WARNING, logger="energyprune"):
-        result = prune(model, _x(), 0.5, hardware="eyeriss-65nm")
+        result = prune(model, x, 0.5, hardware="eyeriss-65nm")
     assert result.plan.granularity == "unstructured" and result.plan.masks
     assert result.energy_ratio <= 0.5 * 1.01
     assert len(result.plan.notes) == 1 and "pruned unstructured instead" in caplog.text
-    assert result.model(_x()).shape == (1, 10)
+    assert result.model(x).shape == (1, 10)
 
 
 def test_swin_t_prunes_mlp_hidden_units_inside_its_blocks():

@@ -174,16 +174,25 @@ def _channel_rounds(
     rounds: list[list[dict]] = []
     energy = traced.energy or job.price(model, example)
     scale = 1.0  # actual / estimated saving, learnt from the previous round
+    structure: Structure | None = None  # traced once, its groups listed again every round
     for _ in range(MAX_ROUNDS):
         gap = energy.total.energy_j - target_j
         if gap <= 0:
             break
         if job.criterion == "taylor":
             taylor_gradients(model, example, job.data)
-        ignored = select_modules(model, job.ignored)
-        structure = Structure(
-            model, example, ignored, job.prune_residual, traced.parts, job.trace_seconds
-        )
+        if structure is None:
+            ignored = select_modules(model, job.ignored)
+            structure = Structure(
+                model,
+                example,
+                ignored,
+                job.prune_residual,
+                traced.parts,
+                job.trace_seconds,
+            )
+        else:
+            structure.refresh()
         traced.parts = structure.parts
         traced.error = traced.error or structure.whole_model_error
         cands = _candidates(structure, energy, job.criterion, job.round_to, job.caps, dense_widths)
@@ -325,14 +334,14 @@ def prune(
     if after.total.energy_j > target_j * (1 + TOLERANCE):
         reachable = (
             _reachable_minimum(model, example_inputs, job)
-            if granularity == "channel"
+            if plan.granularity == "channel"
             else after.total.energy_j
         )
         ratio = reachable / before.total.energy_j
         raise ConfigError(
             f"target {target_j:.4g} J ({target_j / before.total.energy_j:.1%} of dense) is "
-            f"unreachable with {granularity} pruning under {hw.name}: the reachable minimum is "
-            f"about {reachable:.4g} J ({ratio:.1%} of dense) with max_layer_ratio "
+            f"unreachable with {plan.granularity} pruning under {hw.name}: the reachable "
+            f"minimum is about {reachable:.4g} J ({ratio:.1%} of dense) with max_layer_ratio "
             f"{max_layer_ratio} and the ignored layers; raise the target or allow more pruning"
         )
     plan.achieved_j = after.total.energy_j
@@ -348,7 +357,8 @@ def _fallback(
     sparsity saves no energy on ``hw``, refuse with the figures."""
     why = (
         f"{name} does not trace whole for channel pruning ({traced.error}); channels inside its "
-        f"{len(traced.parts or [])} traceable parts reach about {reached:.1%} of dense"
+        f"{len(traced.parts or [])} traceable parts and between its blocks reach about "
+        f"{reached:.1%} of dense"
     )
     if not hw.zero_skipping:
         raise ConfigError(

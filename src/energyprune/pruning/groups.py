@@ -13,7 +13,7 @@ consumer inside the model are the model's outputs and are never pruned.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,8 @@ from energyprune.pruning.tracing import (
     build_graph,
     deadline,
     group_is_safe,
+    is_opaque,
+    trace_around,
     trace_parts,
 )
 
@@ -100,7 +102,9 @@ class Structure:
 
     When the whole model does not trace within ``seconds`` (see tracing.py), it is traced part
     by part and only channels internal to a part are offered; ``parts`` then names them, and
-    passing it back (next round, a replay) skips the whole-model attempt.
+    passing it back (a replay) skips the whole-model attempt. After a removal,
+    :meth:`refresh` lists the groups again on the same graphs; which part groups proved safe
+    is kept (``verdicts``, keyed by part and root), so each is checked once.
     """
 
     def __init__(
@@ -118,15 +122,18 @@ class Structure:
         self.ignored = list(ignored)
         self.prune_residual = prune_residual
         self.attention = _heads(model)
+        self.verdicts: dict[tuple[str, str], bool] = {}
         self._graph_of: dict[nn.Module, Any] = {}
         self.parts: list[str] | None = None
         self.whole_model_error: str | None = None
+        self._listers: list[Callable[[], list[ChannelGroup]]] = []
         if parts is None:
             args, kwargs = as_call(example_inputs)
             try:
                 with deadline(seconds):
                     graph = build_graph(model, args, kwargs)
                     self.groups = self._groups(graph)
+                self._listers = [lambda: self._groups(graph)]
                 return
             except (Exception, TraceTimeout) as e:  # Torch-Pruning raises bare errors
                 first = str(e).splitlines()[0] if str(e) else ""
@@ -139,10 +146,28 @@ class Structure:
             raise ConfigError(f"parts {missing} of the plan no longer trace; rebuild the plan")
         self.parts = [p.name for p in found]
         self.groups = [g for p in found for g in p.groups]
+        self._listers = [lambda p=p: self._part_groups(p) for p in found]
+        around = trace_around(model, example_inputs, self.parts, lambda p: self._groups(p.graph))
+        if around is not None:
+            self.groups += around.groups
+            self._listers.append(lambda: self._groups(around.graph))
+
+    def refresh(self) -> None:
+        """List the groups again at the current widths, after a removal. Torch-Pruning's graph
+        stays valid while layers shrink in place (its own pruner steps on one graph), so
+        nothing is traced again."""
+        self.groups = [g for lister in self._listers for g in lister()]
 
     def _part_groups(self, part: Part) -> list[ChannelGroup]:
-        groups = self._groups(part.graph)
-        return [g for g in groups if group_is_safe(part, self.modules[g.root], g.unit_channels(0))]
+        safe = []
+        for group in self._groups(part.graph):
+            key = (part.name, group.root)
+            if key not in self.verdicts:
+                root = self.modules[group.root]
+                self.verdicts[key] = group_is_safe(part, root, group.unit_channels(0))
+            if self.verdicts[key]:
+                safe.append(group)
+        return safe
 
     def _member_names(self, group) -> list[tuple[str, str]]:
         out = []
@@ -159,6 +184,8 @@ class Structure:
             if isinstance(module, nn.Module):
                 self._graph_of[module] = graph
         for group in graph.get_all_groups(ignored_layers=self.ignored, root_module_types=PRUNABLE):
+            if any(is_opaque(item.dep.target.module) for item in group):
+                continue  # reaches into a block traced only as a whole: its widths stay
             root_module = group[0].dep.target.module
             root = self.names[root_module]
             members = self._member_names(group)

@@ -10,6 +10,11 @@ we trace its largest parts that do, each on the inputs it received in one forwar
 prune only channels internal to a part: its outputs keep their width, so the shuffle or the
 window attention around it sees the same shapes. Every internal group is checked once on a
 copy of its part (remove one unit, run, compare output shapes) before it is offered.
+
+The model around the parts is traced too, with each part and each block that holds parts
+stood in for by one opaque node (:func:`trace_around`): that finds the channels between
+blocks, such as ShuffleNet's last 1x1 convolution feeding the classifier, which is most of its
+compute. Groups that reach an opaque node are dropped, so the blocks keep their widths.
 """
 
 from __future__ import annotations
@@ -31,10 +36,18 @@ from energyprune.energy.trace import as_call, tensors_in
 __all__ = [
     "PART_SECONDS",
     "PRUNABLE",
-    "TRACE_SECONDS", "Part", "TraceTimeout", "deadline", "trace_parts"]
+    "TRACE_SECONDS",
+    "Part",
+    "TraceTimeout",
+    "deadline",
+    "is_opaque",
+    "trace_around",
+    "trace_parts",
+]
 
 TRACE_SECONDS = 30.0  # whole model: build the graph and list its groups
 PART_SECONDS = 1.0  # one part (a block that traces takes ~50 ms)
+AROUND_SECONDS = 5.0  # the model around its parts
 PRUNABLE = (nn.modules.conv._ConvNd, nn.Linear)  # layers whose output channels root a group
 
 
@@ -69,12 +82,15 @@ def deadline(seconds: float | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def build_graph(module: nn.Module, args: tuple, kwargs: dict) -> tp.DependencyGraph:
+def build_graph(
+    module: nn.Module, args: tuple, kwargs: dict, customized: dict | None = None
+) -> tp.DependencyGraph:
     """Torch-Pruning's dependency graph of ``module`` called as ``module(*args, **kwargs)``."""
     return tp.DependencyGraph().build_dependency(
         module,
         example_inputs=(args, kwargs),
         forward_fn=lambda m, inputs: m(*inputs[0], **inputs[1]),
+        customized_pruners=customized,
         verbose=False,
     )
 
@@ -156,12 +172,15 @@ def trace_parts(
     modules = dict(model.named_modules())
     parts: list[Part] = []
 
+    # a replay names parts that traced before: a busy machine must not make them fail now
+    limit = seconds if names is None else max(seconds, TRACE_SECONDS)
+
     def attempt(name: str) -> bool:
         if name not in inputs:
             return False
         args, kwargs = inputs[name]
         try:
-            with deadline(seconds):
+            with deadline(limit):
                 part = Part(name, build_graph(modules[name], args, kwargs), args, kwargs)
                 part.groups = groups_of(part)
         except (Exception, TraceTimeout):  # Torch-Pruning raises bare errors: try the children
@@ -181,3 +200,97 @@ def trace_parts(
         for name in names:
             attempt(name)
     return parts
+
+
+class _Cut(torch.autograd.Function):
+    """Runs a call as one autograd node, so the tracer sees its inputs and outputs only."""
+
+    @staticmethod
+    def forward(ctx, call, *tensors):
+        return call(*tensors)
+
+    @staticmethod
+    def backward(ctx, *grads):  # pragma: no cover - the tracer never differentiates
+        raise RuntimeError("an opaque block is for tracing only")
+
+
+class _Opaque(nn.Module):
+    """Stands in for a block while the model around it is traced. The block is held as a plain
+    attribute, not a child, so the tracer neither sees nor hooks anything inside it."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        object.__setattr__(self, "inner", inner)
+        self.in_channels = self.out_channels = 0
+
+    def forward(self, *args, **kwargs):
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+
+        def call(*given):
+            it = iter(given)
+            real = [next(it) if isinstance(a, torch.Tensor) else a for a in args]
+            return self.inner(*real, **kwargs)
+
+        out = _Cut.apply(call, *tensors)
+        first = tensors_in(out)
+        self.in_channels = tensors[0].shape[1] if tensors and tensors[0].dim() > 1 else 0
+        self.out_channels = first[0].shape[1] if first and first[0].dim() > 1 else 0
+        return out
+
+
+class _OpaquePruner(tp.pruner.function.BasePruningFunc):
+    """Channel counts for the tracer's bookkeeping; a group that reaches an opaque block is
+    never pruned (see :func:`is_opaque`), so removal does nothing."""
+
+    def prune_out_channels(self, layer: nn.Module, idxs) -> nn.Module:
+        return layer
+
+    def prune_in_channels(self, layer: nn.Module, idxs) -> nn.Module:
+        return layer
+
+    def get_out_channels(self, layer: nn.Module) -> int:
+        return layer.out_channels
+
+    def get_in_channels(self, layer: nn.Module) -> int:
+        return layer.in_channels
+
+
+def is_opaque(module: Any) -> bool:
+    """Whether a graph node stands in for a whole block (see :func:`trace_around`)."""
+    return isinstance(module, _Opaque)
+
+
+def _opaque_names(parts: list[str]) -> list[str]:
+    """The parts and the blocks that hold them, outermost only, never the model itself."""
+    names = set(parts) | {p.rpartition(".")[0] for p in parts if "." in p}
+    return sorted(n for n in names if not any(n.startswith(o + ".") for o in names))
+
+
+def trace_around(
+    model: nn.Module,
+    example_inputs: Any,
+    parts: list[str],
+    groups_of: Callable[[Part], list],
+    seconds: float = AROUND_SECONDS,
+) -> Part | None:
+    """The model traced with every part, and every block holding parts, as one opaque node;
+    ``None`` when even that does not trace within ``seconds``."""
+    modules = dict(model.named_modules())
+    swapped = []
+    args, kwargs = as_call(example_inputs)
+    try:
+        for name in _opaque_names(parts):
+            parent_name, _, child = name.rpartition(".")
+            parent = modules[parent_name]
+            swapped.append((parent, child, parent._modules[child]))
+            parent._modules[child] = _Opaque(parent._modules[child])
+        with deadline(seconds):
+            graph = build_graph(model, args, kwargs, {_Opaque: _OpaquePruner()})
+            part = Part("", graph, args, kwargs)
+            part.groups = groups_of(part)
+    except (Exception, TraceTimeout):  # the model around the parts does not trace either
+        return None
+    finally:
+        for parent, child, inner in swapped:
+            parent._modules[child] = inner
+    return part
