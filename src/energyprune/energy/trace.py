@@ -165,6 +165,7 @@ class _TraceMode(TorchDispatchMode):
         self.modules = modules
         self.records: list[OpRecord] = []
         self.uncosted: Counter[str] = Counter()
+        self._densities: dict[tuple[int, int, int], float] = {}  # read by several formulas
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -192,11 +193,18 @@ class _TraceMode(TorchDispatchMode):
         except (RuntimeError, NotImplementedError):
             return None
 
+    def _density(self, t: torch.Tensor) -> float:
+        """Fraction of non-zero elements of a parameter, counted once per trace."""
+        if not t.numel():
+            return 1.0
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), t.numel())
+        if key not in self._densities:
+            self._densities[key] = float(torch.count_nonzero(t)) / t.numel()
+        return self._densities[key]
+
     def _operand(self, t: torch.Tensor, role: str, numel: int | None = None) -> Operand:
         pname = self._param_name(t) if role == "input" else None
-        density = 1.0
-        if pname is not None and t.numel():
-            density = float(torch.count_nonzero(t)) / t.numel()
+        density = self._density(t) if pname is not None else 1.0
         return Operand(
             role="param" if pname is not None else role,
             numel=t.numel() if numel is None else int(numel),
@@ -220,8 +228,8 @@ class _TraceMode(TorchDispatchMode):
             operands += [Operand("output", t.numel(), dtype_name(t.dtype)) for t in out_tensors]
         mac_density = 1.0
         for t in cost.mac_operands:
-            if self._param_name(t) is not None and t.numel():
-                mac_density *= float(torch.count_nonzero(t)) / t.numel()
+            if self._param_name(t) is not None:
+                mac_density *= self._density(t)
         return OpRecord(
             op=op,
             kind=cost.kind,
