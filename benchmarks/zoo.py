@@ -2,6 +2,7 @@
 energyprune and by Torch-Pruning's default pruner (issue 12).
 
     python benchmarks/zoo.py --out benchmarks/results/zoo.json [--max-gflops 12] [--limit-s 150]
+    python benchmarks/zoo.py --table benchmarks/results/zoo.json  # into docs/benchmarks.md
 
 Each (model, tool) runs in its own child process with a time limit and random weights (no
 download). Per run: ok or the error's first line, seconds (prune only, model construction
@@ -110,6 +111,57 @@ def _summary(rows: list[dict]) -> dict:
     }
 
 
+DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+START, END = "<!-- zoo:start -->", "<!-- zoo:end -->"
+
+
+def _cell(row: dict | None) -> str:
+    if row is None:
+        return "not run"
+    if not row["ok"]:
+        return "error: " + row["error"].replace("|", "/")[:80]
+    shape = "" if row["shape_kept"] else ", **shape changed**"
+    return f"{row['seconds']:.1f} s, {row['energy_fraction']:.3f}{shape}"
+
+
+def table(result: dict) -> str:
+    """The zoo table in Markdown: per model, each tool's seconds and estimated energy / dense."""
+    rows = result["rows"]
+    by = {(r["model"], r["tool"]): r for r in rows}
+    lines = [
+        "| model | energyprune (s, est. energy / dense) | Torch-Pruning | time ratio |",
+        "|---|---|---|---|",
+    ]
+    for model in dict.fromkeys(r["model"] for r in rows):
+        ours, theirs = by.get((model, TOOLS[0])), by.get((model, TOOLS[1]))
+        both = ours and theirs and ours["ok"] and theirs["ok"]
+        ratio = f"{ours['seconds'] / theirs['seconds']:.1f}×" if both else "—"
+        lines.append(f"| {model} | {_cell(ours)} | {_cell(theirs)} | {ratio} |")
+    s = _summary(rows)
+    median = s["median_time_ratio"]
+    lines += [
+        "",
+        f"Models: {s['models']}; energyprune ok {s['energyprune_ok']}, Torch-Pruning ok "
+        f"{s['torch_pruning_ok']}; Torch-Pruning ok but energyprune failed: "
+        f"{', '.join(s['tp_ok_but_ours_failed']) or 'none'}; median time ratio "
+        f"{'—' if median is None else f'{median:.2f}×'}; over 0.505 of dense: "
+        f"{', '.join(s['over_0505']) or 'none'}; output shape changed: "
+        f"{', '.join(s['shape_changed']) or 'none'}.",
+    ]
+    return "\n".join(lines)
+
+
+def write_table(result_path: Path, doc: Path = DOC) -> None:
+    """Replace the text between the zoo markers of docs/benchmarks.md with the table."""
+    text = doc.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"{doc} has no {START} ... {END} markers; add them where the table goes")
+    head, rest = text.split(START, 1)
+    tail = rest.split(END, 1)[1]
+    body = table(json.loads(result_path.read_text()))
+    atomic_write_text(doc, f"{head}{START}\n{body}\n{END}{tail}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-gflops", type=float, default=12.0)
@@ -117,11 +169,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--models", default="", help="comma-separated subset")
     parser.add_argument("--out", default="benchmarks/results/zoo.json")
+    parser.add_argument("--table", type=Path, help="write the table of this result JSON into docs")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--tool", choices=TOOLS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
         print(json.dumps(run_one(args.one, args.tool, args.size)))
+        return 0
+    if args.table:
+        write_table(args.table)
         return 0
     names = args.models.split(",") if args.models else models(args.max_gflops)
     rows: list[dict] = []

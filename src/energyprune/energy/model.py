@@ -239,6 +239,7 @@ def profile(
     *,
     name: str | None = None,
     layer_dtypes: Mapping[str, str] | None = None,
+    shapes_only: bool = False,
 ) -> EnergyProfile:
     """Estimate per-layer inference energy of ``model`` on ``example_inputs``.
 
@@ -250,6 +251,7 @@ def profile(
         dtype: price floating tensors as ``fp32``/``fp16``/``bf16``/``int8``; None = as traced.
         name: model name recorded in the profile (default: the class name).
         layer_dtypes: per-module dtype overrides (mixed precision), module name → dtype.
+        shapes_only: trace on fake tensors (no arithmetic; see :func:`energyprune.trace`).
 
     Returns:
         An :class:`EnergyProfile` (an estimate, labelled as such).
@@ -257,7 +259,7 @@ def profile(
     hw = load_hardware(hardware)
     if dtype is not None and dtype not in DTYPES:
         raise ConfigError(f"dtype must be one of {', '.join(DTYPES)} or None, got {dtype!r}")
-    tr = trace(model, example_inputs)
+    tr = trace(model, example_inputs, shapes_only=shapes_only)
     return estimate(
         tr, hw, dtype, model_name=name or type(model).__name__, layer_dtypes=layer_dtypes
     )

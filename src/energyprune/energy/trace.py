@@ -16,8 +16,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
+from torch.utils._pytree import tree_flatten, tree_map_only
 
 from energyprune.energy.formulas import FORMULAS, Cost, generic_cost, has_rule
 from energyprune.errors import ConfigError
@@ -165,7 +166,8 @@ class _TraceMode(TorchDispatchMode):
         self.modules = modules
         self.records: list[OpRecord] = []
         self.uncosted: Counter[str] = Counter()
-        self._densities: dict[tuple[int, int, int], float] = {}  # read by several formulas
+        self._densities: dict[tuple, float] = {}  # a weight is read by several formulas
+        self.real_of: dict[int, torch.Tensor] = {}  # fake storage → the real parameter
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -188,18 +190,21 @@ class _TraceMode(TorchDispatchMode):
         return out
 
     def _param_name(self, t: torch.Tensor) -> str | None:
-        try:
-            return self.param_names.get(t.untyped_storage().data_ptr())
-        except (RuntimeError, NotImplementedError):
-            return None
+        key = _storage_key(t)
+        return None if key is None else self.param_names.get(key)
 
     def _density(self, t: torch.Tensor) -> float:
-        """Fraction of non-zero elements of a parameter, counted once per trace."""
+        """Fraction of non-zero elements of a parameter, counted once per trace (on the real
+        weights when the forward runs on fake tensors)."""
         if not t.numel():
             return 1.0
-        key = (t.untyped_storage().data_ptr(), t.storage_offset(), t.numel())
+        key = (_storage_key(t), t.storage_offset(), t.numel(), t.stride())
         if key not in self._densities:
-            self._densities[key] = float(torch.count_nonzero(t)) / t.numel()
+            real = self.real_of.get(key[0])
+            with _disable_current_modes():  # a real count, also under a FakeTensorMode
+                if real is not None:
+                    t = real.as_strided(t.shape, t.stride(), t.storage_offset())
+                self._densities[key] = float(torch.count_nonzero(t)) / t.numel()
         return self._densities[key]
 
     def _operand(self, t: torch.Tensor, role: str, numel: int | None = None) -> Operand:
@@ -263,23 +268,53 @@ def as_call(example_inputs: Any) -> tuple[tuple, dict]:
     )
 
 
-def trace(model: nn.Module, example_inputs: Any, *, eval_mode: bool = True) -> Trace:
+def _storage_key(t: torch.Tensor) -> int | None:
+    """Identity of a tensor's storage, shared by its views (real, meta or fake)."""
+    try:
+        return t.untyped_storage()._cdata
+    except (RuntimeError, NotImplementedError, AttributeError):
+        return None
+
+
+def trace(
+    model: nn.Module, example_inputs: Any, *, eval_mode: bool = True, shapes_only: bool = False
+) -> Trace:
     """Run one forward pass of ``model`` and record every executed aten op.
 
     Args:
         model: any ``nn.Module``.
         example_inputs: a tensor, a tuple of positional inputs, or a dict of keyword inputs.
         eval_mode: run in ``eval()`` (inference costs; restored afterwards).
+        shapes_only: run the forward on fake tensors (shapes, no arithmetic: a pruning round
+            prices a ResNet-50 at 224² in a fraction of a real forward); weight densities are
+            still counted on the real weights. A model whose forward needs values (data-
+            dependent control flow) is traced for real instead.
 
     Returns:
         A :class:`Trace`. The caller's grad mode is respected, so fused inference kernels appear
         under ``torch.no_grad()`` exactly as they would in deployment.
     """
+    if shapes_only:
+        try:
+            return _trace(
+                model, example_inputs, eval_mode, FakeTensorMode(allow_non_fake_inputs=True)
+            )
+        except Exception:  # values needed (e.g. .item() in forward): trace for real
+            pass
+    return _trace(model, example_inputs, eval_mode, None)
+
+
+def _trace(model: nn.Module, example_inputs: Any, eval_mode: bool, fake) -> Trace:
     args, kwargs = as_call(example_inputs)
     param_names: dict[int, str] = {}
+    real_of: dict[int, torch.Tensor] = {}
+    fakes: dict[str, torch.Tensor] = {}
     for pname, tensor in [*model.named_buffers(), *model.named_parameters()]:
+        if fake is not None:  # the forward runs on fake twins of the weights
+            fakes[pname] = fake.from_tensor(tensor)
+            real_of.setdefault(_storage_key(fakes[pname]), tensor)
         if tensor.numel():
-            param_names.setdefault(tensor.untyped_storage().data_ptr(), pname)
+            param_names.setdefault(_storage_key(fakes.get(pname, tensor)), pname)
     modules: dict[str, ModuleInfo] = {}
     seen: set[int] = set()
     total_params = 0
@@ -295,10 +330,16 @@ def trace(model: nn.Module, example_inputs: Any, *, eval_mode: bool = True) -> T
         model.eval()
     stack = _ModuleStack(model)
     mode = _TraceMode(param_names, stack)
+    mode.real_of = real_of
     start = time.perf_counter()
     try:
-        with mode:
-            model(*args, **kwargs)
+        if fake is None:
+            with mode:
+                model(*args, **kwargs)
+        else:
+            args, kwargs = tree_map_only(torch.Tensor, fake.from_tensor, (args, kwargs))
+            with fake, mode:
+                torch.func.functional_call(model, fakes, args, kwargs)
     finally:
         stack.remove()
         model.train(was_training)

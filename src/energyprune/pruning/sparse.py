@@ -65,8 +65,8 @@ def price(model: nn.Module, example: Any, hw: HardwareProfile, dtype, name: str)
     (a copy is priced; an eager masked forward would also pay for ``weight_orig * mask``)."""
     if any(hasattr(m, "weight_orig") for m in model.modules()):
         model = folded_copy(model)
-    with torch.no_grad():
-        return profile(model, example, hw, dtype, name=name)
+    with torch.no_grad():  # shapes and weights decide the estimate: no real arithmetic
+        return profile(model, example, hw, dtype, name=name, shapes_only=True)
 
 
 def _apply(
