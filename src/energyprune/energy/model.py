@@ -38,6 +38,7 @@ __all__ = [
     "OpEnergy",
     "Totals",
     "estimate",
+    "price_op",
     "profile",
 ]
 
@@ -156,7 +157,10 @@ class EnergyProfile:
         plot_layer_energy(self, path, top=top)
 
 
-def _price(record: OpRecord, hw: HardwareProfile, coef: dict[str, float], override) -> OpEnergy:
+def price_op(
+    record: OpRecord, hw: HardwareProfile, coef: dict[str, float], override: str | None
+) -> OpEnergy:
+    """One traced op priced under ``hw`` (``coef``: its coefficients; ``override``: dtype)."""
     feats = op_features(record, hw, override)
     compute, memory, overhead = split_energy(feats.amounts, coef)
     return OpEnergy(
@@ -213,7 +217,7 @@ def estimate(
     hw = load_hardware(hardware)
     start = time.perf_counter()
     coef = hw.coefficients()
-    ops = tuple(_price(r, hw, coef, layer_dtypes.get(r.module, dtype)) for r in tr.records)
+    ops = tuple(price_op(r, hw, coef, layer_dtypes.get(r.module, dtype)) for r in tr.records)
     layers = _layers(tr, ops)
     total = Totals.of(ops, tr.params)
     priced = dtype or next((op.dtype for op in ops if op.record.macs), "fp32")

@@ -11,15 +11,15 @@ the group's modules' estimated energy per channel). Strategies:
 * ``layerwise-energy``: Yang et al. (CVPR 2017): groups in order of their energy, each pruned
   as far as allowed before the next.
 
-Savings are linear estimates; the caller re-traces after each round and allocates again if the
-estimate is still above target.
+Savings are linear estimates that only rank the steps; the caller prices prefixes of the order
+with the traced ops resized (energy/rescale.py) to pick how far to go.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -28,7 +28,7 @@ from energyprune.energy.model import EnergyProfile
 from energyprune.errors import ConfigError
 from energyprune.pruning.groups import ChannelGroup
 
-__all__ = ["STRATEGIES", "Candidate", "allocate", "channel_savings"]
+__all__ = ["STRATEGIES", "Candidate", "Step", "channel_savings", "order", "removal"]
 
 STRATEGIES = ("global", "layerwise-energy")
 
@@ -59,31 +59,46 @@ class Candidate:
         return out
 
 
-def channel_savings(prof: EnergyProfile, groups: Iterable[ChannelGroup]) -> list[float]:
+def channel_savings(
+    prof: EnergyProfile, groups: Iterable[ChannelGroup], width: Callable[[str, bool], int]
+) -> list[float]:
     """Estimated joules saved per removed channel of each group.
 
-    A member module's own ops scale with the pruned dimension, so each channel saves
-    ``E(module) / width``. Ops without parameters (activations, residual adds, pooling) are
-    charged to the last module with parameters that ran before them: they process its output
-    channels, so they count for groups that remove that module's outputs. The estimate is
-    linear; the caller re-traces after each round and corrects for the rest.
+    A member's own ops scale with the dimension the group shrinks, so one group channel saves
+    ``E(member) × per_channel / width(member, dimension)``: a layer reading a concatenation of
+    many groups gives each of them only its share. Ops without parameters (norm-free
+    activations, residual adds, pooling, concatenations) are charged to the last module with
+    parameters that ran before them, per channel of their own output: they count for groups
+    that remove that module's outputs. ``width(name, out)`` gives a module's current channels.
+    The estimate is linear; the caller re-prices after each round and corrects for the rest.
     """
     own: dict[str, float] = {}
-    attached: dict[str, float] = {}
+    attached: dict[str, float] = {}  # joules per output channel of the producer's followers
     producer = ""
     for op in prof.ops:
         module = op.record.module
         if any(o.role == "param" for o in op.record.operands):
             producer = module
             own[module] = own.get(module, 0.0) + op.energy_j
-        else:
-            attached[producer] = attached.get(producer, 0.0) + op.energy_j
+        elif op.record.output_shapes:
+            per = op.energy_j / _channels(op.record.output_shapes[0])
+            attached[producer] = attached.get(producer, 0.0) + per
     savings = []
     for g in groups:
-        total = sum(own.get(m, 0.0) for m in g.members)
-        total += sum(attached.get(m, 0.0) for m in g.out_members)
-        savings.append(total / max(g.channels, 1))
+        total = 0.0
+        for m in g.members:
+            total += own.get(m.name, 0.0) * m.per_channel / max(width(m.name, m.out), 1)
+            if m.out:
+                total += attached.get(m.name, 0.0) * m.per_channel
+        savings.append(total)
     return savings
+
+
+def _channels(shape: tuple[int, ...]) -> int:
+    """Channels of an activation: dim 1 of an image-like tensor, else the last (tokens)."""
+    if len(shape) in (2, 4, 5):
+        return max(shape[1], 1)
+    return max(shape[-1], 1) if shape else 1
 
 
 def _steps(c: Candidate):
@@ -99,30 +114,30 @@ def _steps(c: Candidate):
         removed_units = n_units
 
 
-def allocate(
-    candidates: list[Candidate], need_j: float, criterion: str, strategy: str = "global"
-) -> tuple[dict[str, list[int]], float]:
-    """Channels to remove per group root so estimated savings reach ``need_j`` joules.
+@dataclass(frozen=True)
+class Step:
+    """Removing ``channels`` (positions at the current width) of group ``root``."""
 
-    Returns the removal and its estimated saving (J).
-    """
+    root: str
+    channels: list[int]
+    saving_j: float  # linear estimate
+
+
+def order(candidates: list[Candidate], criterion: str, strategy: str = "global") -> Iterator[Step]:
+    """Every allowed step of every group, lazily, in the order ``strategy`` takes them: the
+    caller takes the shortest prefix that meets its budget."""
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown strategy '{strategy}': choose one of {', '.join(STRATEGIES)}")
-    removal: dict[str, list[int]] = {}
-    saved = 0.0
     steps = [_steps(c) for c in candidates]
     if strategy == "layerwise-energy":
-        order = sorted(
+        by_energy = sorted(
             range(len(candidates)),
             key=lambda i: -candidates[i].saving_j * candidates[i].group.channels,
         )
-        for i in order:
+        for i in by_energy:
             for _, channels, _, saving in steps[i]:
-                if saved >= need_j:
-                    return removal, saved
-                removal.setdefault(candidates[i].group.root, []).extend(channels)
-                saved += saving
-        return removal, saved
+                yield Step(candidates[i].group.root, channels, saving)
+        return
     heap: list[tuple[float, int, list[int], float]] = []
 
     def push(i: int) -> None:
@@ -138,9 +153,15 @@ def allocate(
 
     for i in range(len(candidates)):
         push(i)
-    while heap and saved < need_j:
+    while heap:
         _, i, channels, saving = heapq.heappop(heap)
-        removal.setdefault(candidates[i].group.root, []).extend(channels)
-        saved += saving
+        yield Step(candidates[i].group.root, channels, saving)
         push(i)
-    return removal, saved
+
+
+def removal(steps: Iterable[Step]) -> dict[str, list[int]]:
+    """Channels to remove per group root for ``steps``."""
+    out: dict[str, list[int]] = {}
+    for step in steps:
+        out.setdefault(step.root, []).extend(step.channels)
+    return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -19,13 +19,21 @@ from torch import nn
 
 from energyprune.energy.hardware import HardwareProfile, load_hardware
 from energyprune.energy.model import EnergyProfile
+from energyprune.energy.rescale import rescaled_energy
 from energyprune.energy.trace import tensors_in
 from energyprune.errors import ConfigError
-from energyprune.pruning.allocate import STRATEGIES, Candidate, allocate, channel_savings
+from energyprune.pruning.allocate import (
+    STRATEGIES,
+    Candidate,
+    Step,
+    channel_savings,
+    order,
+    removal,
+)
 from energyprune.pruning.groups import Structure
-from energyprune.pruning.importance import CRITERIA, make_importance, taylor_gradients
+from energyprune.pruning.importance import CRITERIA, ScoreCache, taylor_gradients
 from energyprune.pruning.plan import PruningPlan, layer_widths
-from energyprune.pruning.sparse import folded_copy
+from energyprune.pruning.sparse import folded_copy, shapes_pay
 from energyprune.pruning.sparse import price as _price
 from energyprune.pruning.tracing import TRACE_SECONDS
 
@@ -34,8 +42,6 @@ __all__ = ["GRANULARITIES", "PruneResult", "prune", "select_modules"]
 GRANULARITIES = ("channel", "nm", "unstructured")
 TOLERANCE = 0.01  # achieved estimate may exceed the target by at most 1 %
 MAX_ROUNDS = 8
-ROUND_SHARE = 0.6  # share of the remaining gap a round covers while the gap is large
-FINAL_GAP = 0.05  # below 5 % of the target, a round covers the whole remaining gap
 
 Selector = nn.Module | str | type
 
@@ -114,28 +120,6 @@ class Caps:
         return self.default
 
 
-def _candidates(
-    structure: Structure,
-    prof: EnergyProfile,
-    criterion: str,
-    round_to: int,
-    caps: Caps,
-    dense_widths: dict[str, int],
-) -> list[Candidate]:
-    importance = make_importance(criterion)
-    groups = structure.groups
-    savings = channel_savings(prof, groups)
-    out = []
-    for group, saving in zip(groups, savings, strict=True):
-        original = dense_widths.get(group.root, group.channels)
-        floor = max(group.min_width, round(original * (1 - caps.for_root(group.root))), 1)
-        floor = -(-floor // group.unit) * group.unit
-        out.append(
-            Candidate(group, structure.importance(group, importance), saving, floor, round_to)
-        )
-    return out
-
-
 @dataclass(frozen=True)
 class _Job:
     """The settings of one channel prune, shared by every round."""
@@ -151,9 +135,10 @@ class _Job:
     prune_residual: bool
     data: Any = None
     trace_seconds: float = TRACE_SECONDS
+    shapes_only: bool = True  # price rounds on fake tensors (see sparse.shapes_pay)
 
     def price(self, model: nn.Module, example: Any) -> EnergyProfile:
-        return _price(model, example, self.hw, self.dtype, self.name)
+        return _price(model, example, self.hw, self.dtype, self.name, self.shapes_only)
 
 
 @dataclass
@@ -166,6 +151,67 @@ class _Traced:
     energy: EnergyProfile | None = None
 
 
+def _candidates(
+    structure: Structure,
+    prof: EnergyProfile,
+    scores: ScoreCache,
+    job: _Job,
+    dense_widths: dict[str, int],
+    example: Any,
+) -> list[Candidate]:
+    groups = structure.groups
+    if job.criterion == "taylor" and any(scores.get(g.root, g.channels) is None for g in groups):
+        taylor_gradients(structure.model, example, job.data)
+    savings = channel_savings(prof, groups, structure.width)
+    out = []
+    for group, saving in zip(groups, savings, strict=True):
+        original = dense_widths.get(group.root, group.channels)
+        floor = max(group.min_width, round(original * (1 - job.caps.for_root(group.root))), 1)
+        floor = -(-floor // group.unit) * group.unit
+        score = scores.get(group.root, group.channels)
+        if score is None:
+            score = scores.put(group.root, structure.importance(group, scores.importance))
+        out.append(Candidate(group, score, saving, floor, job.round_to))
+    return out
+
+
+def _enough(
+    steps: Iterator[Step], structure: Structure, energy: EnergyProfile, target_j: float, job: _Job
+) -> list[Step]:
+    """The shortest prefix of ``steps`` whose re-priced estimate meets ``target_j`` (all of them
+    when none does). Steps are drawn until their linear savings cover the gap, then twice as
+    many, ... until the re-priced estimate (the traced ops resized, no trace) meets the target;
+    a bisection then finds the shortest such prefix."""
+    taken: list[Step] = []
+
+    def priced(n: int) -> float:
+        counts: dict[str, int] = {}
+        for step in taken[:n]:
+            counts[step.root] = counts.get(step.root, 0) + len(step.channels)
+        return rescaled_energy(energy, structure.resizes(counts), job.hw, job.dtype)
+
+    need, saved, lo = energy.total.energy_j - target_j, 0.0, 0
+    while True:
+        for step in steps:
+            taken.append(step)
+            saved += step.saving_j
+            if saved >= need:
+                break
+        if not taken or priced(len(taken)) <= target_j:
+            break
+        if saved < need:  # every step taken, target still not met
+            return taken
+        lo, need = len(taken), 2 * need
+    hi = len(taken)
+    while lo + 1 < hi:  # priced(lo) > target (or lo = 0), priced(hi) <= target
+        mid = (lo + hi) // 2
+        if priced(mid) <= target_j:
+            hi = mid
+        else:
+            lo = mid
+    return taken[:hi]
+
+
 def _channel_rounds(
     model: nn.Module, example: Any, target_j: float, job: _Job, traced: _Traced | None = None
 ) -> list[list[dict]]:
@@ -173,47 +219,33 @@ def _channel_rounds(
     dense_widths = {n: w[1] for n, w in layer_widths(model).items()}
     rounds: list[list[dict]] = []
     energy = traced.energy or job.price(model, example)
-    scale = 1.0  # actual / estimated saving, learnt from the previous round
-    structure: Structure | None = None  # traced once, its groups listed again every round
+    structure: Structure | None = None  # traced once; removals shrink its groups in place
+    scores = ScoreCache(job.criterion)
     for _ in range(MAX_ROUNDS):
-        gap = energy.total.energy_j - target_j
-        if gap <= 0:
+        if energy.total.energy_j <= target_j:
             break
-        if job.criterion == "taylor":
-            taylor_gradients(model, example, job.data)
         if structure is None:
             ignored = select_modules(model, job.ignored)
             structure = Structure(
-                model,
-                example,
-                ignored,
-                job.prune_residual,
-                traced.parts,
-                job.trace_seconds,
+                model, example, ignored, job.prune_residual, traced.parts, job.trace_seconds
             )
-        else:
-            structure.refresh()
         traced.parts = structure.parts
         traced.error = traced.error or structure.whole_model_error
-        cands = _candidates(structure, energy, job.criterion, job.round_to, job.caps, dense_widths)
-        # Savings are linear estimates but energy is not linear in width (tensors drop from
-        # DRAM into the on-chip buffer as they shrink): approach the target in shrinking steps,
-        # correcting the estimate by the ratio actual / estimated seen in the previous round.
-        share = ROUND_SHARE if gap > FINAL_GAP * target_j else 1.0
-        removal, estimated = allocate(cands, gap / scale * share, job.criterion, job.strategy)
-        if not removal:
+        cands = _candidates(structure, energy, scores, job, dense_widths, example)
+        steps = order(cands, job.criterion, job.strategy)
+        cut = removal(_enough(steps, structure, energy, target_j, job))
+        if not cut:
             break
         rounds.append(
             [
                 {"root": root, "removed": sorted(idxs), "members": structure.remove(root, idxs)}
-                for root, idxs in removal.items()
+                for root, idxs in cut.items()
             ]
         )
+        for root, idxs in cut.items():
+            scores.remove(root, idxs)
         model.zero_grad(set_to_none=True)
-        after = job.price(model, example)
-        actual = energy.total.energy_j - after.total.energy_j
-        scale = max(actual / estimated, 0.05) if estimated > 0 else 1.0
-        energy = after
+        energy = job.price(model, example)
     traced.energy = energy
     return rounds
 
@@ -288,7 +320,7 @@ def prune(
     names = {m: n for n, m in model.named_modules()}
     ignored_layers = [names.get(s, s) if isinstance(s, nn.Module) else s for s in ignored_layers]
     work = folded_copy(model).eval()
-    before = _price(work, example_inputs, hw, dtype, name)
+    before = _price(work, example_inputs, hw, dtype, name, shapes_only=False)
     target_j = target_energy * before.total.energy_j if target_energy else float(max_joules)
     plan = PruningPlan(
         granularity,
@@ -315,6 +347,7 @@ def prune(
         prune_residual,
         data,
         trace_seconds,
+        shapes_pay(before),
     )
     sparse = (target_j, nm, max_layer_ratio, sparsity_scope)
     if granularity == "channel":
@@ -327,10 +360,10 @@ def prune(
             note = _fallback(plan, traced, after.total.energy_j / before.total.energy_j, hw, name)
             _sparsify(work, example_inputs, plan, "unstructured", job, *sparse)
             logging.getLogger("energyprune").warning(note)
-            after = _price(work, example_inputs, hw, dtype, name)
+            after = job.price(work, example_inputs)
     else:
         _sparsify(work, example_inputs, plan, granularity, job, *sparse)
-        after = _price(work, example_inputs, hw, dtype, name)
+        after = job.price(work, example_inputs)
     if after.total.energy_j > target_j * (1 + TOLERANCE):
         reachable = (
             _reachable_minimum(model, example_inputs, job)

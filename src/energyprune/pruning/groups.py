@@ -13,13 +13,15 @@ consumer inside the model are the model's outputs and are never pruned.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from energyprune.energy.rescale import Resize
 from energyprune.energy.trace import as_call
 from energyprune.errors import ConfigError
 from energyprune.pruning.tracing import (
@@ -35,9 +37,20 @@ from energyprune.pruning.tracing import (
     trace_parts,
 )
 
-__all__ = ["ChannelGroup", "Structure"]
+__all__ = ["ChannelGroup", "Member", "Structure"]
 
 _RESIDUAL_TYPES = (nn.LayerNorm, nn.Embedding)
+
+
+@dataclass(frozen=True)
+class Member:
+    """A module a group shrinks: along its outputs (``out``) or inputs, ``per_channel`` of that
+    dimension's channels per group channel (more than 1 where a flatten or a concatenation
+    spreads a channel over several positions)."""
+
+    name: str
+    out: bool
+    per_channel: float = 1.0
 
 
 @dataclass
@@ -53,8 +66,8 @@ class ChannelGroup:
             ``u + width/unit``, ...), as Torch-Pruning removes them, so that every group keeps
             the same width; otherwise a unit is ``unit`` consecutive channels (a head).
         kind: ``"channel"``, ``"head"`` or ``"residual"``.
-        members: names of the modules whose weights the group touches.
-        out_members: those among them whose *output* channels the group removes.
+        members: the modules whose weights the group touches, each with the dimension it
+            shrinks and how many of that dimension's channels one group channel is.
         min_width: the narrowest width allowed (>= one unit).
     """
 
@@ -62,9 +75,8 @@ class ChannelGroup:
     channels: int
     unit: int
     kind: str
-    members: tuple[str, ...]
+    members: tuple[Member, ...]
     min_width: int = 1
-    out_members: tuple[str, ...] = ()
     interleaved: bool = False
     tp_group: Any = field(default=None, repr=False, compare=False)
 
@@ -98,13 +110,13 @@ def _heads(model: nn.Module) -> dict[str, nn.Module]:
 
 
 class Structure:
-    """A model's dependency graph and its prunable groups (rebuilt after every removal round).
+    """A model's dependency graph and its prunable groups, traced and listed once per prune.
 
     When the whole model does not trace within ``seconds`` (see tracing.py), it is traced part
     by part and only channels internal to a part are offered; ``parts`` then names them, and
-    passing it back (a replay) skips the whole-model attempt. After a removal,
-    :meth:`refresh` lists the groups again on the same graphs; which part groups proved safe
-    is kept (``verdicts``, keyed by part and root), so each is checked once.
+    passing it back (a replay) skips the whole-model attempt. A removal shrinks its group in
+    place: Torch-Pruning's graph stays valid while layers shrink (its own pruner steps on one
+    graph) and a removal never couples or splits groups, so nothing is traced or listed again.
     """
 
     def __init__(
@@ -126,14 +138,12 @@ class Structure:
         self._graph_of: dict[nn.Module, Any] = {}
         self.parts: list[str] | None = None
         self.whole_model_error: str | None = None
-        self._listers: list[Callable[[], list[ChannelGroup]]] = []
         if parts is None:
             args, kwargs = as_call(example_inputs)
             try:
                 with deadline(seconds):
                     graph = build_graph(model, args, kwargs)
                     self.groups = self._groups(graph)
-                self._listers = [lambda: self._groups(graph)]
                 return
             except (Exception, TraceTimeout) as e:  # Torch-Pruning raises bare errors
                 first = str(e).splitlines()[0] if str(e) else ""
@@ -146,17 +156,9 @@ class Structure:
             raise ConfigError(f"parts {missing} of the plan no longer trace; rebuild the plan")
         self.parts = [p.name for p in found]
         self.groups = [g for p in found for g in p.groups]
-        self._listers = [lambda p=p: self._part_groups(p) for p in found]
         around = trace_around(model, example_inputs, self.parts, lambda p: self._groups(p.graph))
         if around is not None:
             self.groups += around.groups
-            self._listers.append(lambda: self._groups(around.graph))
-
-    def refresh(self) -> None:
-        """List the groups again at the current widths, after a removal. Torch-Pruning's graph
-        stays valid while layers shrink in place (its own pruner steps on one graph), so
-        nothing is traced again."""
-        self.groups = [g for lister in self._listers for g in lister()]
 
     def _part_groups(self, part: Part) -> list[ChannelGroup]:
         safe = []
@@ -169,14 +171,51 @@ class Structure:
                 safe.append(group)
         return safe
 
-    def _member_names(self, group) -> list[tuple[str, str]]:
-        out = []
+    def _members(self, graph, group) -> list[tuple[Member, str]]:
+        """Modules with weights in ``group`` (one entry each; a depthwise conv shrinks once)
+        with their handler names."""
+        found: dict[str, tuple[Member, str]] = {}
+        width = max(len(group[0].idxs), 1)
         for item in group:
             module = item.dep.target.module
             name = self.names.get(module)
-            if name is not None and any(True for _ in module.parameters(recurse=False)):
-                out.append((name, getattr(item.dep.handler, "__name__", str(item.dep.handler))))
+            if name is None or not any(True for _ in module.parameters(recurse=False)):
+                continue
+            handler = getattr(item.dep.handler, "__name__", str(item.dep.handler))
+            out = bool(graph.is_out_channel_pruning_fn(item.dep.handler))
+            if name not in found or (out and not found[name][0].out):
+                found[name] = (Member(name, out, len(item.idxs) / width), handler)
+        return list(found.values())
+
+    def resizes(self, removed: Mapping[str, int]) -> dict[str, Resize]:
+        """Each touched module's widths now and after removing ``removed[root]`` channels of
+        each group (for re-pricing a proposal without removing anything)."""
+        by_root = {g.root: g for g in self.groups}
+        cut_in: Counter[str] = Counter()
+        cut_out: Counter[str] = Counter()
+        for root, k in removed.items():
+            for m in by_root[root].members:
+                coupled = self._coupled(m.name)  # a norm: its inputs are its outputs
+                if m.out or coupled:
+                    cut_out[m.name] += k * m.per_channel
+                if not m.out or coupled:
+                    cut_in[m.name] += k * m.per_channel
+        out = {}
+        for name in cut_in.keys() | cut_out.keys():
+            i, o = self.width(name, False), self.width(name, True)
+            out[name] = Resize(i, round(i - cut_in[name]), o, round(o - cut_out[name]))
         return out
+
+    def _coupled(self, name: str) -> bool:
+        module = self.modules[name]
+        pruner = self._graph_of[module].get_pruner_of_module(module)
+        return pruner.prune_in_channels == pruner.prune_out_channels
+
+    def width(self, name: str, out: bool) -> int:
+        """Current channels of module ``name`` along its outputs or inputs."""
+        module = self.modules[name]
+        pruner = self._graph_of[module].get_pruner_of_module(module)
+        return int(pruner.get_out_channels(module) if out else pruner.get_in_channels(module))
 
     def _groups(self, graph) -> list[ChannelGroup]:
         groups = []
@@ -188,15 +227,15 @@ class Structure:
                 continue  # reaches into a block traced only as a whole: its widths stay
             root_module = group[0].dep.target.module
             root = self.names[root_module]
-            members = self._member_names(group)
+            members = self._members(graph, group)
             if not any("in_channels" in handler for _, handler in members):
                 continue  # no consumer: these channels are the model's output
-            residual = any(isinstance(self.modules[n], _RESIDUAL_TYPES) for n, _ in members) or any(
-                isinstance(item.dep.target.module, nn.MultiheadAttention) for item in group
-            )
+            residual = any(
+                isinstance(self.modules[m.name], _RESIDUAL_TYPES) for m, _ in members
+            ) or any(isinstance(item.dep.target.module, nn.MultiheadAttention) for item in group)
             if residual and not self.prune_residual:
                 continue
-            heads = [n for n, h in members if n in self.attention and "out_channels" in h]
+            heads = [m.name for m, h in members if m.name in self.attention and "out_channels" in h]
             unit = self.attention[heads[0]].attention_head_size if heads else 1
             kind = "residual" if residual else ("head" if heads else "channel")
             channels = len(group[0].idxs)
@@ -209,7 +248,7 @@ class Structure:
                     channels=channels,
                     unit=max(unit, ch_groups),
                     kind=kind,
-                    members=tuple(dict.fromkeys(n for n, _ in members)),
+                    members=tuple(m for m, _ in members),
                     # two channels per group at least: at one, a grouped conv turns depthwise
                     # for Torch-Pruning (groups == in_channels) and its importance breaks
                     min_width=unit if ch_groups == 1 else min(2 * ch_groups, channels),
@@ -262,6 +301,10 @@ class Structure:
                 )
         group.prune()
         self._update_heads(touched)
+        for listed in self.groups:
+            if listed.root == root:
+                listed.channels -= len(set(idxs))
+                listed.tp_group = None  # its indices are stale; group_for gives a fresh one
         return touched
 
     def _update_heads(self, touched: list[dict[str, Any]]) -> None:
@@ -276,7 +319,9 @@ class Structure:
 
     def importance(self, group: ChannelGroup, criterion) -> torch.Tensor:
         """Per-channel importance of ``group`` at its current width (higher = keep)."""
-        tp_group = self.group_for(group.root, range(group.channels))
+        tp_group = group.tp_group
+        if tp_group is None:
+            tp_group = self.group_for(group.root, range(group.channels))
         with torch.no_grad():
             scores = criterion(tp_group)
         if scores is None:

@@ -60,13 +60,32 @@ def nm_mask(weight: torch.Tensor, n: int, m: int) -> torch.Tensor:
     return (keep.movedim(-1, 1) if w.dim() > 2 else keep).to(weight.dtype)
 
 
-def price(model: nn.Module, example: Any, hw: HardwareProfile, dtype, name: str) -> EnergyProfile:
+def price(
+    model: nn.Module,
+    example: Any,
+    hw: HardwareProfile,
+    dtype,
+    name: str,
+    shapes_only: bool = True,
+) -> EnergyProfile:
     """Estimate ``model`` as deployed: ``torch.nn.utils.prune`` masks folded into the weights
-    (a copy is priced; an eager masked forward would also pay for ``weight_orig * mask``)."""
+    (a copy is priced; an eager masked forward would also pay for ``weight_orig * mask``).
+    ``shapes_only`` traces on fake tensors (same estimate; faster where the forward's
+    arithmetic costs more than fake tensors' per-op bookkeeping)."""
     if any(hasattr(m, "weight_orig") for m in model.modules()):
         model = folded_copy(model)
     with torch.no_grad():  # shapes and weights decide the estimate: no real arithmetic
-        return profile(model, example, hw, dtype, name=name, shapes_only=True)
+        return profile(model, example, hw, dtype, name=name, shapes_only=shapes_only)
+
+
+#: fake-tensor bookkeeping per traced op (s, on a 2-core CPU): a real forward slower than this
+#: per op is traced on fake tensors instead
+FAKE_OP_S = 6e-4
+
+
+def shapes_pay(prof: EnergyProfile) -> bool:
+    """Whether tracing on fake tensors beats a real forward, judged from a real trace."""
+    return prof.wall_s > FAKE_OP_S * len(prof.ops)
 
 
 def _apply(

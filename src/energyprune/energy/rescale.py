@@ -1,0 +1,103 @@
+"""Re-price a traced model at other layer widths without tracing it again.
+
+A pruning round proposes new widths; tracing the pruned model to price them costs a forward
+pass, while scaling the traced ops' sizes and pricing them again costs a hundredth of that.
+The scaling follows each module's inputs and outputs: MACs scale with both (with the outputs
+alone for a depthwise conv), weights with both, biases and norm parameters with the outputs,
+activations read with the inputs and written with the outputs. Ops without parameters
+(activations, pooling, residual adds) follow the outputs of the last module with parameters
+that ran before them. Every op is priced by the same :func:`~energyprune.energy.model.price_op`,
+so the memory level of each resized tensor (on-chip buffer or DRAM) is decided again: the jumps
+a linear per-channel estimate misses. A concatenation of several resized producers is scaled as
+its last one: an approximation the caller corrects by pricing the pruned model for real.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from energyprune.energy.hardware import HardwareProfile
+from energyprune.energy.model import EnergyProfile, price_op
+from energyprune.energy.trace import OpRecord
+
+__all__ = ["Resize", "rescaled_energy"]
+
+
+@dataclass(frozen=True)
+class Resize:
+    """A module's input and output channels as traced (``*_before``) and as proposed."""
+
+    in_before: int
+    in_after: int
+    out_before: int
+    out_after: int
+
+    @property
+    def f_in(self) -> float:
+        return self.in_after / self.in_before if self.in_before else 1.0
+
+    @property
+    def f_out(self) -> float:
+        return self.out_after / self.out_before if self.out_before else 1.0
+
+
+def rescaled_energy(
+    prof: EnergyProfile,
+    resized: Mapping[str, Resize],
+    hw: HardwareProfile,
+    dtype: str | None = None,
+) -> float:
+    """Estimated joules of ``prof``'s model with the modules in ``resized`` resized."""
+    coef = hw.coefficients()
+    total = 0.0
+    follow = 1.0  # output scale of the last module with parameters
+    for op in prof.ops:
+        record = op.record
+        resize = resized.get(record.module)
+        if any(o.role == "param" for o in record.operands):
+            follow = resize.f_out if resize is not None else 1.0
+            scaled = _param_op(record, resize) if resize is not None else None
+        else:
+            scaled = _uniform(record, follow) if follow != 1.0 else None
+        total += op.energy_j if scaled is None else price_op(scaled, hw, coef, dtype).energy_j
+    return total
+
+
+def _param_op(record: OpRecord, r: Resize) -> OpRecord:
+    depthwise = record.kind == "conv" and len(record.channels) == 2 and record.channels[1] == 1
+    f_in, f_out = (r.f_out, r.f_out) if depthwise else (r.f_in, r.f_out)
+    both = f_out if depthwise else f_in * f_out
+    operands = []
+    for o in record.operands:
+        if o.role == "param":  # a vector (bias, norm) follows the outputs; a matrix both
+            f = f_out if o.numel <= r.out_before else both
+        else:
+            f = f_in if o.role == "input" else f_out
+        operands.append(replace(o, numel=round(o.numel * f)))
+    return replace(
+        record,
+        macs=round(record.macs * both),
+        ops=round(record.ops * f_out),
+        operands=tuple(operands),
+        channels=_channels(record, f_in, f_out, depthwise),
+    )
+
+
+def _channels(record: OpRecord, f_in: float, f_out: float, depthwise: bool) -> tuple[int, ...]:
+    """The tiled widths: (C_out, C_in/groups) for a conv, (K, N) for a matmul."""
+    c = record.channels
+    if len(c) != 2:
+        return c
+    if record.kind == "conv":
+        return (round(c[0] * f_out), c[1] if depthwise else round(c[1] * f_in))
+    return (round(c[0] * f_in), round(c[1] * f_out))
+
+
+def _uniform(record: OpRecord, f: float) -> OpRecord:
+    return replace(
+        record,
+        macs=round(record.macs * f),
+        ops=round(record.ops * f),
+        operands=tuple(replace(o, numel=round(o.numel * f)) for o in record.operands),
+    )
