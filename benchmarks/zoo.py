@@ -6,7 +6,8 @@ energyprune and by Torch-Pruning's default pruner (issue 12).
 
 Each (model, tool) runs in its own child process with a time limit and random weights (no
 download). Per run: ok or the error's first line, seconds (prune only, model construction
-excluded), estimated energy / dense under `horowitz-45nm`, and whether the output shape is kept.
+excluded), estimated energy / dense under `horowitz-45nm` (priced under `torch.no_grad()`, as
+deployed and as `prune` prices), and whether the output shape is kept.
 
 Torch-Pruning's default is its `MetaPruner` with group L2 magnitude, one `step()` at a channel
 ratio of 0.3 (≈ ½ MACs), the classifier ignored. energyprune runs `prune(model, x, 0.5)`.
@@ -65,15 +66,15 @@ def run_one(name: str, tool: str, size: int) -> dict:
     torch.manual_seed(0)
     model = getattr(torchvision.models, name)().eval()
     x = torch.randn(1, 3, size, size)
-    dense_j = profile(model, x).total.energy_j
-    with torch.no_grad():
+    with torch.no_grad():  # priced as deployed (inference kernels), as prune prices
+        dense_j = profile(model, x).total.energy_j
         shape = tuple(model(x).shape)
     start = time.perf_counter()
     pruned = _prune(tool, model, x)
     seconds = time.perf_counter() - start
     with torch.no_grad():
         kept = tuple(pruned.eval()(x).shape) == shape
-    ratio = profile(pruned, x).total.energy_j / dense_j
+        ratio = profile(pruned, x).total.energy_j / dense_j
     return {"ok": True, "seconds": seconds, "energy_fraction": ratio, "shape_kept": kept}
 
 

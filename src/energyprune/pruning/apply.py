@@ -175,41 +175,81 @@ def _candidates(
     return out
 
 
+class _Proposals:
+    """Prefixes of the greedy order, priced by resizing the traced ops (energy/rescale.py: no
+    forward pass), steps drawn from the lazy order only as far as needed."""
+
+    LOOKAHEAD = 256  # later steps searched for a smaller last step
+    TRIES = 6  # of which at most this many are priced
+
+    def __init__(
+        self, steps: Iterator[Step], structure: Structure, energy: EnergyProfile, job: _Job
+    ) -> None:
+        self.steps, self.structure, self.energy, self.job = steps, structure, energy, job
+        self.taken: list[Step] = []
+
+    def price(self, steps: list[Step]) -> float:
+        counts: dict[str, int] = {}
+        for step in steps:
+            counts[step.root] = counts.get(step.root, 0) + len(step.channels)
+        resized = self.structure.resizes(counts)
+        return rescaled_energy(self.energy, resized, self.job.hw, self.job.dtype)
+
+    def shortest(self, target_j: float) -> int:
+        """Length of the shortest prefix meeting ``target_j`` (all steps when none does). Steps
+        are drawn until their linear savings cover the gap, then twice that, ...; a bisection
+        then finds the prefix."""
+        need, saved, lo = self.energy.total.energy_j - target_j, 0.0, 0
+        while True:
+            for step in self.steps:
+                self.taken.append(step)
+                saved += step.saving_j
+                if saved >= need:
+                    break
+            if not self.taken or self.price(self.taken) <= target_j:
+                break
+            if saved < need:  # every step taken, target still not met
+                return len(self.taken)
+            lo, need = len(self.taken), 2 * need
+        hi = len(self.taken)
+        while lo + 1 < hi:  # price(lo) > target (or lo = 0), price(hi) <= target
+            mid = (lo + hi) // 2
+            if self.price(self.taken[:mid]) <= target_j:
+                hi = mid
+            else:
+                lo = mid
+        return hi
+
+    def closer(self, n: int, target_j: float) -> list[Step]:
+        """The first ``n`` steps, the last one swapped for the smallest later step that still
+        meets the target: one step can be a position in every channel group of a wide layer,
+        or ``round_to`` channels at high resolution, and overshoot by several percent."""
+        base, last = self.taken[: n - 1], self.taken[n - 1] if n else None
+        if last is None or self.price(base) <= target_j:
+            return self.taken[:n]
+        for step in self.steps:  # draw the lookahead
+            self.taken.append(step)
+            if len(self.taken) >= n + self.LOOKAHEAD:
+                break
+        need = self.price(base) - target_j
+        seen, options = {last.root}, []
+        for step in self.taken[n:]:  # a group's later steps need its earlier ones
+            if step.root not in seen and need / 2 <= step.saving_j < last.saving_j:
+                options.append(step)
+            seen.add(step.root)
+        for step in sorted(options, key=lambda s: s.saving_j)[: self.TRIES]:
+            if self.price([*base, step]) <= target_j:
+                return [*base, step]
+        return self.taken[:n]
+
+
 def _enough(
     steps: Iterator[Step], structure: Structure, energy: EnergyProfile, target_j: float, job: _Job
 ) -> list[Step]:
-    """The shortest prefix of ``steps`` whose re-priced estimate meets ``target_j`` (all of them
-    when none does). Steps are drawn until their linear savings cover the gap, then twice as
-    many, ... until the re-priced estimate (the traced ops resized, no trace) meets the target;
-    a bisection then finds the shortest such prefix."""
-    taken: list[Step] = []
-
-    def priced(n: int) -> float:
-        counts: dict[str, int] = {}
-        for step in taken[:n]:
-            counts[step.root] = counts.get(step.root, 0) + len(step.channels)
-        return rescaled_energy(energy, structure.resizes(counts), job.hw, job.dtype)
-
-    need, saved, lo = energy.total.energy_j - target_j, 0.0, 0
-    while True:
-        for step in steps:
-            taken.append(step)
-            saved += step.saving_j
-            if saved >= need:
-                break
-        if not taken or priced(len(taken)) <= target_j:
-            break
-        if saved < need:  # every step taken, target still not met
-            return taken
-        lo, need = len(taken), 2 * need
-    hi = len(taken)
-    while lo + 1 < hi:  # priced(lo) > target (or lo = 0), priced(hi) <= target
-        mid = (lo + hi) // 2
-        if priced(mid) <= target_j:
-            hi = mid
-        else:
-            lo = mid
-    return taken[:hi]
+    """The removal of a round: the shortest prefix of ``steps`` meeting ``target_j`` on the
+    re-priced estimate, its last step made as small as the target allows."""
+    proposals = _Proposals(steps, structure, energy, job)
+    return proposals.closer(proposals.shortest(target_j), target_j)
 
 
 def _channel_rounds(
