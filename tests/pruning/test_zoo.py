@@ -10,6 +10,7 @@ import torch
 import torchvision
 from torch import nn
 
+import energyprune
 from energyprune.errors import ConfigError
 from energyprune.pruning.apply import prune
 from energyprune.pruning.plan import layer_widths, replay
@@ -86,7 +87,7 @@ def test_on_a_zero_skipping_profile_it_falls_back_to_unstructured_and_says_so(ca
         result = prune(model, x, 0.5, hardware="eyeriss-65nm")
     assert result.plan.granularity == "unstructured" and result.plan.masks
     assert result.energy_ratio <= 0.5 * 1.01
-    assert len(result.plan.notes) == 1 and "pruned unstructured instead" in caplog.text
+    assert len(result.plan.notes) == 1 and "pruned unstructured on top" in caplog.text
     assert result.model(x).shape == (1, 10)
 
 
@@ -107,3 +108,19 @@ def test_tracing_has_a_time_limit():
         while True:
             time.sleep(0.01)
     assert time.perf_counter() - start < 2
+
+
+def test_below_the_structural_floor_the_rest_is_pruned_unstructured_on_top(tmp_path, caplog):
+    # ShuffleNet V2 x0.5 at 64x64 reaches ~21 % of dense structurally; 15 % needs sparsity on top
+    model, x = torchvision.models.shufflenet_v2_x0_5(num_classes=10).eval(), _x()
+    with caplog.at_level(logging.WARNING, logger="energyprune"):
+        result = prune(model, x, 0.15, hardware="eyeriss-65nm")
+    plan = result.plan
+    assert plan.rounds and plan.masks and plan.granularity == "unstructured"
+    assert result.energy_ratio <= 0.15 * 1.01
+    assert "pruned unstructured on top" in caplog.text
+    energyprune.save(result, tmp_path / "m")
+    fresh = torchvision.models.shufflenet_v2_x0_5(num_classes=10)
+    loaded, _ = energyprune.load(tmp_path / "m", model=fresh)  # replays rounds, loads zeros
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(x), result.model.eval()(x))

@@ -224,14 +224,16 @@ class _Proposals:
         """The first ``n`` steps, the last one swapped for the smallest later step that still
         meets the target: one step can be a position in every channel group of a wide layer,
         or ``round_to`` channels at high resolution, and overshoot by several percent."""
-        base, last = self.taken[: n - 1], self.taken[n - 1] if n else None
-        if last is None or self.price(base) <= target_j:
+        if not n:
+            return []
+        base, last = self.taken[: n - 1], self.taken[n - 1]
+        need = self.price(base) - target_j
+        if need <= 0:
             return self.taken[:n]
         for step in self.steps:  # draw the lookahead
             self.taken.append(step)
             if len(self.taken) >= n + self.LOOKAHEAD:
                 break
-        need = self.price(base) - target_j
         seen, options = {last.root}, []
         for step in self.taken[n:]:  # a group's later steps need its earlier ones
             if step.root not in seen and need / 2 <= step.saving_j < last.saving_j:
@@ -396,7 +398,6 @@ def prune(
         plan.traced_parts = traced.parts
         after = traced.energy
         if traced.parts is not None and after.total.energy_j > target_j * (1 + TOLERANCE):
-            work = folded_copy(model).eval()
             note = _fallback(plan, traced, after.total.energy_j / before.total.energy_j, hw, name)
             _sparsify(work, example_inputs, plan, "unstructured", job, *sparse)
             logging.getLogger("energyprune").warning(note)
@@ -426,8 +427,9 @@ def prune(
 def _fallback(
     plan: PruningPlan, traced: _Traced, reached: float, hw: HardwareProfile, name: str
 ) -> str:
-    """Turn ``plan`` into an unstructured one and say why in one line; or, where unstructured
-    sparsity saves no energy on ``hw``, refuse with the figures."""
+    """Mark ``plan`` for unstructured pruning on top of the channels already removed, and say
+    why in one line; or, where unstructured sparsity saves no energy on ``hw``, refuse with the
+    figures."""
     why = (
         f"{name} does not trace whole for channel pruning ({traced.error}); channels inside its "
         f"{len(traced.parts or [])} traceable parts and between its blocks reach about "
@@ -436,11 +438,11 @@ def _fallback(
     if not hw.zero_skipping:
         raise ConfigError(
             f"{why} under {hw.name}, which does not skip zeros: raise the target above that, or "
-            "prune unstructured on a zero-skipping profile (--granularity unstructured "
-            "--hardware eyeriss-65nm)"
+            "price on a zero-skipping profile (--hardware eyeriss-65nm), where the rest is pruned "
+            "unstructured"
         )
-    plan.granularity, plan.rounds, plan.traced_parts = "unstructured", [], None
-    note = f"{why}, so it is pruned unstructured instead (energy priced as sparse weights)"
+    plan.granularity = "unstructured"  # the channel rounds stay: replay removes them first
+    note = f"{why}, so the rest is pruned unstructured on top (energy priced as sparse weights)"
     plan.notes.append(note)
     return note
 
