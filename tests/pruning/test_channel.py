@@ -102,13 +102,16 @@ def test_resnet50_allocation_is_fast():
     assert time.perf_counter() - start < 10
 
 
-@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "densenet121"])
-def test_one_round_lands_just_under_the_target(name):
-    # proposals are re-priced on the resized trace, so one removal round meets the target
-    # without overshooting it (linear savings took 3-5 rounds and stopped 1-4 % below)
+@pytest.mark.parametrize(
+    ("name", "criterion", "rounds"),
+    [("resnet18", "l2", 1), ("resnet50", "l2", 1), ("resnet18", "energy", 4)],
+)
+def test_each_round_lands_on_its_target(name, criterion, rounds):
+    # proposals are re-priced on the resized trace, so each planned round meets its share of
+    # the cut without overshooting (linear savings needed 3-5 rounds and stopped 1-4 % below)
     model = getattr(torchvision.models, name)().eval()
-    result = prune(model, torch.randn(1, 3, 224, 224), 0.5)
-    assert len(result.plan.rounds) == 1
+    result = prune(model, torch.randn(1, 3, 224, 224), 0.5, criterion=criterion)
+    assert len(result.plan.rounds) == rounds
     assert 0.49 <= result.energy_ratio <= 0.5
 
 

@@ -42,6 +42,11 @@ __all__ = ["GRANULARITIES", "PruneResult", "prune", "select_modules"]
 GRANULARITIES = ("channel", "nm", "unstructured")
 TOLERANCE = 0.01  # achieved estimate may exceed the target by at most 1 %
 MAX_ROUNDS = 8
+#: rounds a criterion's cut is spread over, each on a fresh trace and fresh scores. Importance
+#: per joule needs them: cut in one round on one trace, ResNet-20 (CIFAR fixture) kept 18 %
+#: top-1 straight after a ½-energy cut (BN recalibrated, no fine-tune), in 4 rounds 44 %
+#: (ResNet-56: 20 % vs 57 %). Magnitude criteria do best in one (L2: 45 % vs 43 %).
+ROUNDS = {"energy": 4}
 
 Selector = nn.Module | str | type
 
@@ -262,8 +267,8 @@ def _channel_rounds(
     rounds: list[list[dict]] = []
     energy = traced.energy or job.price(model, example)
     structure: Structure | None = None  # traced once; removals shrink its groups in place
-    scores = ScoreCache(job.criterion)
-    for _ in range(MAX_ROUNDS):
+    planned = ROUNDS.get(job.criterion, 1) if job.strategy == "global" else 1  # Yang: one pass
+    for done in range(MAX_ROUNDS):
         if energy.total.energy_j <= target_j:
             break
         if structure is None:
@@ -273,9 +278,14 @@ def _channel_rounds(
             )
         traced.parts = structure.parts
         traced.error = traced.error or structure.whole_model_error
+        # equal ratios per planned round; later rounds (if any) cover what is left
+        round_j = energy.total.energy_j * (target_j / energy.total.energy_j) ** (
+            1 / max(planned - done, 1)
+        )
+        scores = ScoreCache(job.criterion)  # scored afresh on each round's model
         cands = _candidates(structure, energy, scores, job, dense_widths, example)
         steps = order(cands, job.criterion, job.strategy)
-        cut = removal(_enough(steps, structure, energy, target_j, job))
+        cut = removal(_enough(steps, structure, energy, round_j, job))
         if not cut:
             break
         rounds.append(
@@ -284,8 +294,6 @@ def _channel_rounds(
                 for root, idxs in cut.items()
             ]
         )
-        for root, idxs in cut.items():
-            scores.remove(root, idxs)
         model.zero_grad(set_to_none=True)
         energy = job.price(model, example)
     traced.energy = energy

@@ -53,10 +53,8 @@ def make_importance(criterion: str) -> Any:
 
 
 class ScoreCache:
-    """Per-channel scores of each group, computed once on the model as first seen and carried
-    through later removal rounds by dropping the removed channels: as in Torch-Pruning's own
-    step, every channel is scored on the same weights, and a round costs a removal and a
-    re-price rather than a re-scoring of every group."""
+    """Per-channel scores of each group in one round, computed when first asked (Taylor
+    gradients once per round, for all groups)."""
 
     def __init__(self, criterion: str) -> None:
         self.criterion = criterion
@@ -71,14 +69,6 @@ class ScoreCache:
     def put(self, root: str, scores: torch.Tensor) -> torch.Tensor:
         self._scores[root] = scores
         return scores
-
-    def remove(self, root: str, idxs: Iterable[int]) -> None:
-        """Forget channels ``idxs`` (current positions) of group ``root``."""
-        scores = self._scores.get(root)
-        if scores is not None:
-            keep = torch.ones(len(scores), dtype=torch.bool)
-            keep[list(idxs)] = False
-            self._scores[root] = scores[keep]
 
 
 def taylor_gradients(
