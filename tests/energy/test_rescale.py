@@ -10,7 +10,7 @@ from torch import nn
 
 from energyprune.energy.hardware import load_hardware
 from energyprune.energy.model import profile
-from energyprune.energy.rescale import Resize, rescaled_energy
+from energyprune.energy.rescale import Resize, rescaled_energy, rescaled_profile
 
 
 def _net(c1: int, c2: int, depthwise: bool = False) -> nn.Module:
@@ -65,3 +65,23 @@ def test_nothing_resized_is_the_traced_total():
     with torch.no_grad():
         prof = profile(_net(8, 8), x, hw)
     assert rescaled_energy(prof, {}, hw) == pytest.approx(prof.total.energy_j, rel=1e-12)
+
+
+def test_rescaled_profile_prices_like_rescaled_energy_and_narrows_outputs():
+    x, hw = torch.randn(1, 3, 32, 32), load_hardware("horowitz-45nm")
+    with torch.no_grad():
+        wide = profile(_net(48, 64), x, hw)
+        narrow = profile(_net(20, 30), x, hw)
+    resized = _resizes(48, 64, 20, 30, False)
+    got = rescaled_profile(wide, resized, hw)
+    assert got.total.energy_j == pytest.approx(rescaled_energy(wide, resized, hw), rel=1e-12)
+    assert got.total.energy_j == pytest.approx(narrow.total.energy_j, rel=1e-9)
+
+    def outputs(prof):  # of ops without parameters: the next round's savings divide by them
+        return [
+            op.record.output_shapes
+            for op in prof.ops
+            if op.record.operands and all(o.role != "param" for o in op.record.operands)
+        ]
+
+    assert outputs(got) == outputs(narrow)

@@ -18,10 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from energyprune.energy.hardware import HardwareProfile
-from energyprune.energy.model import EnergyProfile, price_op
+from energyprune.energy.model import EnergyProfile, Totals, price_op
 from energyprune.energy.trace import OpRecord
 
-__all__ = ["Resize", "rescaled_energy"]
+__all__ = ["Resize", "rescaled_energy", "rescaled_profile"]
 
 
 @dataclass(frozen=True)
@@ -101,3 +101,38 @@ def _uniform(record: OpRecord, f: float) -> OpRecord:
         ops=round(record.ops * f),
         operands=tuple(replace(o, numel=round(o.numel * f)) for o in record.operands),
     )
+
+
+def rescaled_profile(
+    prof: EnergyProfile,
+    resized: Mapping[str, Resize],
+    hw: HardwareProfile,
+    dtype: str | None = None,
+) -> EnergyProfile:
+    """``prof`` with the modules in ``resized`` resized: every op re-priced, the outputs of ops
+    without parameters narrowed, totals summed again (layers are left as traced)."""
+    coef = hw.coefficients()
+    ops = []
+    follow = 1.0
+    for op in prof.ops:
+        record = op.record
+        resize = resized.get(record.module)
+        if any(o.role == "param" for o in record.operands):
+            follow = resize.f_out if resize is not None else 1.0
+            scaled = _param_op(record, resize) if resize is not None else None
+        else:  # its output's channels are what the next round's savings divide by
+            moves = follow != 1.0 and record.operands  # views move nothing: left as traced
+            scaled = _uniform(record, follow) if moves else None
+            if scaled is not None:
+                narrowed = tuple(_narrow(s, follow) for s in record.output_shapes)
+                scaled = replace(scaled, output_shapes=narrowed)
+        ops.append(op if scaled is None else price_op(scaled, hw, coef, dtype))
+    return replace(prof, ops=tuple(ops), total=Totals.of(ops, prof.total.params))
+
+
+def _narrow(shape: tuple[int, ...], f: float) -> tuple[int, ...]:
+    """``shape`` with its channel dimension (1 for image-like, else the last) scaled."""
+    if not shape:
+        return shape
+    dim = 1 if len(shape) in (2, 4, 5) else len(shape) - 1
+    return (*shape[:dim], max(round(shape[dim] * f), min(shape[dim], 1)), *shape[dim + 1 :])

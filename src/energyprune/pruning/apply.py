@@ -19,7 +19,7 @@ from torch import nn
 
 from energyprune.energy.hardware import HardwareProfile, load_hardware
 from energyprune.energy.model import EnergyProfile
-from energyprune.energy.rescale import rescaled_energy
+from energyprune.energy.rescale import rescaled_energy, rescaled_profile
 from energyprune.energy.trace import tensors_in
 from energyprune.errors import ConfigError
 from energyprune.pruning.allocate import (
@@ -288,6 +288,7 @@ def _channel_rounds(
         cut = removal(_enough(steps, structure, energy, round_j, job))
         if not cut:
             break
+        resized = structure.resizes({root: len(idxs) for root, idxs in cut.items()})
         rounds.append(
             [
                 {"root": root, "removed": sorted(idxs), "members": structure.remove(root, idxs)}
@@ -295,7 +296,10 @@ def _channel_rounds(
             ]
         )
         model.zero_grad(set_to_none=True)
-        energy = job.price(model, example)
+        if done + 1 < planned:  # an intermediate round: re-priced on the resized trace
+            energy = rescaled_profile(energy, resized, job.hw, job.dtype)
+        else:
+            energy = job.price(model, example)
     traced.energy = energy
     return rounds
 
