@@ -49,19 +49,7 @@ def rescaled_energy(
     dtype: str | None = None,
 ) -> float:
     """Estimated joules of ``prof``'s model with the modules in ``resized`` resized."""
-    coef = hw.coefficients()
-    total = 0.0
-    follow = 1.0  # output scale of the last module with parameters
-    for op in prof.ops:
-        record = op.record
-        resize = resized.get(record.module)
-        if any(o.role == "param" for o in record.operands):
-            follow = resize.f_out if resize is not None else 1.0
-            scaled = _param_op(record, resize) if resize is not None else None
-        else:
-            scaled = _uniform(record, follow) if follow != 1.0 else None
-        total += op.energy_j if scaled is None else price_op(scaled, hw, coef, dtype).energy_j
-    return total
+    return rescaled_profile(prof, resized, hw, dtype).total.energy_j
 
 
 def _param_op(record: OpRecord, r: Resize) -> OpRecord:
