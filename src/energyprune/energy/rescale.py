@@ -21,7 +21,7 @@ from energyprune.energy.hardware import HardwareProfile
 from energyprune.energy.model import EnergyProfile, Totals, price_op
 from energyprune.energy.trace import OpRecord
 
-__all__ = ["Resize", "rescaled_energy", "rescaled_profile"]
+__all__ = ["Resize", "channel_dim", "rescaled_energy", "rescaled_profile"]
 
 
 @dataclass(frozen=True)
@@ -118,9 +118,15 @@ def rescaled_profile(
     return replace(prof, ops=tuple(ops), total=Totals.of(ops, prof.total.params))
 
 
+def channel_dim(shape: tuple[int, ...]) -> int:
+    """Index of an activation's channels: 1 for an image-like tensor (N, C, ...), else the last
+    (tokens, ..., C)."""
+    return 1 if len(shape) in (2, 4, 5) else len(shape) - 1
+
+
 def _narrow(shape: tuple[int, ...], f: float) -> tuple[int, ...]:
-    """``shape`` with its channel dimension (1 for image-like, else the last) scaled."""
+    """``shape`` with its channel dimension scaled."""
     if not shape:
         return shape
-    dim = 1 if len(shape) in (2, 4, 5) else len(shape) - 1
+    dim = channel_dim(shape)
     return (*shape[:dim], max(round(shape[dim] * f), min(shape[dim], 1)), *shape[dim + 1 :])

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from energyprune.energy.model import EnergyProfile
+from energyprune.energy.rescale import channel_dim
 from energyprune.errors import ConfigError
 from energyprune.pruning.groups import ChannelGroup
 
@@ -95,10 +96,7 @@ def channel_savings(
 
 
 def _channels(shape: tuple[int, ...]) -> int:
-    """Channels of an activation: dim 1 of an image-like tensor, else the last (tokens)."""
-    if len(shape) in (2, 4, 5):
-        return max(shape[1], 1)
-    return max(shape[-1], 1) if shape else 1
+    return max(shape[channel_dim(shape)], 1) if shape else 1
 
 
 def _steps(c: Candidate):

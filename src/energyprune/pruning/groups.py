@@ -134,7 +134,6 @@ class Structure:
         self.ignored = list(ignored)
         self.prune_residual = prune_residual
         self.attention = _heads(model)
-        self.verdicts: dict[tuple[str, str], bool] = {}
         self._graph_of: dict[nn.Module, Any] = {}
         self.parts: list[str] | None = None
         self.whole_model_error: str | None = None
@@ -161,15 +160,8 @@ class Structure:
             self.groups += around.groups
 
     def _part_groups(self, part: Part) -> list[ChannelGroup]:
-        safe = []
-        for group in self._groups(part.graph):
-            key = (part.name, group.root)
-            if key not in self.verdicts:
-                root = self.modules[group.root]
-                self.verdicts[key] = group_is_safe(part, root, group.unit_channels(0))
-            if self.verdicts[key]:
-                safe.append(group)
-        return safe
+        groups = self._groups(part.graph)
+        return [g for g in groups if group_is_safe(part, self.modules[g.root], g.unit_channels(0))]
 
     def _members(self, graph, group) -> list[tuple[Member, str]]:
         """Modules with weights in ``group`` (one entry each; a depthwise conv shrinks once)
@@ -187,13 +179,14 @@ class Structure:
                 found[name] = (Member(name, out, len(item.idxs) / width), handler)
         return list(found.values())
 
-    def resizes(self, removed: Mapping[str, int]) -> dict[str, Resize]:
-        """Each touched module's widths now and after removing ``removed[root]`` channels of
+    def resizes(self, removed: Mapping[str, Sequence[int]]) -> dict[str, Resize]:
+        """Each touched module's widths now and after removing channels ``removed[root]`` of
         each group (for re-pricing a proposal without removing anything)."""
         by_root = {g.root: g for g in self.groups}
         cut_in: Counter[str] = Counter()
         cut_out: Counter[str] = Counter()
-        for root, k in removed.items():
+        for root, idxs in removed.items():
+            k = len(idxs)
             for m in by_root[root].members:
                 coupled = self._coupled(m.name)  # a norm: its inputs are its outputs
                 if m.out or coupled:
@@ -206,15 +199,17 @@ class Structure:
             out[name] = Resize(i, round(i - cut_in[name]), o, round(o - cut_out[name]))
         return out
 
-    def _coupled(self, name: str) -> bool:
+    def _pruner(self, name: str):
         module = self.modules[name]
-        pruner = self._graph_of[module].get_pruner_of_module(module)
+        return self._graph_of[module].get_pruner_of_module(module)
+
+    def _coupled(self, name: str) -> bool:
+        pruner = self._pruner(name)
         return pruner.prune_in_channels == pruner.prune_out_channels
 
     def width(self, name: str, out: bool) -> int:
         """Current channels of module ``name`` along its outputs or inputs."""
-        module = self.modules[name]
-        pruner = self._graph_of[module].get_pruner_of_module(module)
+        module, pruner = self.modules[name], self._pruner(name)
         return int(pruner.get_out_channels(module) if out else pruner.get_in_channels(module))
 
     def _groups(self, graph) -> list[ChannelGroup]:

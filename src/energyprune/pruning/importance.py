@@ -18,7 +18,7 @@ from torch import nn
 from energyprune.energy.trace import as_call
 from energyprune.errors import ConfigError
 
-__all__ = ["CRITERIA", "ScoreCache", "make_importance", "taylor_gradients"]
+__all__ = ["CRITERIA", "make_importance", "taylor_gradients"]
 
 
 class MemberSumImportance(tp.importance.GroupMagnitudeImportance):
@@ -50,25 +50,6 @@ def make_importance(criterion: str) -> Any:
     if criterion not in CRITERIA:
         raise ConfigError(f"unknown criterion '{criterion}': choose one of {', '.join(CRITERIA)}")
     return CRITERIA[criterion]()
-
-
-class ScoreCache:
-    """Per-channel scores of each group in one round, computed when first asked (Taylor
-    gradients once per round, for all groups)."""
-
-    def __init__(self, criterion: str) -> None:
-        self.criterion = criterion
-        self.importance = make_importance(criterion)
-        self._scores: dict[str, torch.Tensor] = {}
-
-    def get(self, root: str, width: int) -> torch.Tensor | None:
-        """Scores of group ``root`` at ``width`` channels, or None when not scored yet."""
-        scores = self._scores.get(root)
-        return scores if scores is not None and len(scores) == width else None
-
-    def put(self, root: str, scores: torch.Tensor) -> torch.Tensor:
-        self._scores[root] = scores
-        return scores
 
 
 def taylor_gradients(
