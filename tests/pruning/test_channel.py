@@ -70,6 +70,15 @@ def test_torchvision_cnns(name):
     assert_equivalent(model, torch.randn(1, 3, 224, 224))
 
 
+def test_prune_called_inside_no_grad():
+    """Torch-Pruning traces through autograd: a caller's ``no_grad`` must not hide the graph."""
+    model = build_model("resnet20").model.eval()
+    with torch.no_grad():
+        result = prune(model, torch.randn(1, 3, 32, 32), 0.5)
+    assert result.plan.rounds and result.plan.traced_parts is None
+    assert result.energy_ratio <= 0.505
+
+
 def test_vit_b_16_prunes_mlp_hidden_units_not_the_residual():
     model = torchvision.models.vit_b_16().eval()
     result = assert_equivalent(model, torch.randn(1, 3, 224, 224))

@@ -85,14 +85,17 @@ def deadline(seconds: float | None) -> Iterator[None]:
 def build_graph(
     module: nn.Module, args: tuple, kwargs: dict, customized: dict | None = None
 ) -> tp.DependencyGraph:
-    """Torch-Pruning's dependency graph of ``module`` called as ``module(*args, **kwargs)``."""
-    return tp.DependencyGraph().build_dependency(
-        module,
-        example_inputs=(args, kwargs),
-        forward_fn=lambda m, inputs: m(*inputs[0], **inputs[1]),
-        customized_pruners=customized,
-        verbose=False,
-    )
+    """Torch-Pruning's dependency graph of ``module`` called as ``module(*args, **kwargs)``.
+    Its tracer follows autograd, so grad mode is on whatever the caller's (``prune`` called
+    inside ``torch.no_grad()`` would otherwise find no dependencies)."""
+    with torch.enable_grad():
+        return tp.DependencyGraph().build_dependency(
+            module,
+            example_inputs=(args, kwargs),
+            forward_fn=lambda m, inputs: m(*inputs[0], **inputs[1]),
+            customized_pruners=customized,
+            verbose=False,
+        )
 
 
 @dataclass
