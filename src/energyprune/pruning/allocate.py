@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -29,7 +29,7 @@ from energyprune.energy.rescale import channel_dim
 from energyprune.errors import ConfigError
 from energyprune.pruning.groups import ChannelGroup
 
-__all__ = ["STRATEGIES", "Candidate", "Step", "channel_savings", "order", "removal"]
+__all__ = ["STRATEGIES", "Candidate", "Savings", "Step", "channel_savings", "order", "removal"]
 
 STRATEGIES = ("global", "layerwise-energy")
 
@@ -44,10 +44,6 @@ class Candidate:
     min_width: int
     multiple: int  # allowed widths are multiples of this (in channels)
 
-    def unit_order(self) -> list[int]:
-        """Units (heads or channels) from least to most important."""
-        return torch.argsort(self.group.per_unit(self.scores), stable=True).tolist()
-
     def widths(self) -> list[int]:
         """Allowed widths below the current one, widest first."""
         unit, width = self.group.unit, self.group.channels
@@ -60,21 +56,78 @@ class Candidate:
         return out
 
 
-def channel_savings(
-    prof: EnergyProfile, groups: Iterable[ChannelGroup], width: Callable[[str, bool], int]
-) -> list[float]:
-    """Estimated joules saved per removed channel of each group.
+class Savings:
+    """Estimated joules saved per removed channel of each group, kept current as an order takes
+    steps.
 
     A member's own ops scale with the dimension the group shrinks, so one group channel saves
     ``E(member) × per_channel / width(member, dimension)``: a layer reading a concatenation of
-    many groups gives each of them only its share. Ops without parameters (norm-free
+    many groups gives each of them only its share. The same ops also scale with the member's
+    *other* dimension, so a step that cuts a layer's inputs lowers what cutting its outputs
+    saves (``take``): without that, the joules of a layer whose inputs and outputs are both cut
+    count twice, and importance per joule over-prunes it. Ops without parameters (norm-free
     activations, residual adds, pooling, concatenations) are charged to the last module with
     parameters that ran before them, per channel of their own output: they count for groups
     that remove that module's outputs. ``width(name, out)`` gives a module's current channels.
-    The estimate is linear; the caller re-prices after each round and corrects for the rest.
+    The estimate is linear; the caller re-prices proposals exactly.
     """
+
+    def __init__(
+        self,
+        prof: EnergyProfile,
+        groups: Sequence[ChannelGroup],
+        width: Callable[[str, bool], int],
+    ) -> None:
+        own, attached = _energies(prof)
+        self.width0: dict[tuple[str, bool], int] = {}
+        self.width: dict[tuple[str, bool], float] = {}
+        self.terms: list[list[tuple[float, tuple[str, bool]]]] = []  # (J, other dimension)
+        self.fixed: list[float] = []  # attached joules: follow the group's own width only
+        self.watchers: dict[tuple[str, bool], list[int]] = {}
+        for i, g in enumerate(groups):
+            terms, fixed = [], 0.0
+            for m in g.members:
+                for dim in (m.out, not m.out):
+                    if (m.name, dim) not in self.width0:
+                        self.width0[(m.name, dim)] = max(width(m.name, dim), 1)
+                        self.width[(m.name, dim)] = float(self.width0[(m.name, dim)])
+                base = own.get(m.name, 0.0) * m.per_channel / self.width0[(m.name, m.out)]
+                terms.append((base, (m.name, not m.out)))
+                self.watchers.setdefault((m.name, not m.out), []).append(i)
+                if m.out:
+                    fixed += attached.get(m.name, 0.0) * m.per_channel
+            self.terms.append(terms)
+            self.fixed.append(fixed)
+        self.groups = groups
+
+    def now(self, i: int) -> float:
+        """Joules per channel of group ``i`` after the steps taken so far."""
+        live = sum(j * self.width[other] / self.width0[other] for j, other in self.terms[i])
+        return live + self.fixed[i]
+
+    def take(self, i: int, channels: int) -> set[int]:
+        """Record removing ``channels`` of group ``i``; the groups whose saving changed."""
+        changed: set[int] = set()
+        for m in self.groups[i].members:
+            key = (m.name, m.out)
+            self.width[key] = max(self.width[key] - channels * m.per_channel, 0.0)
+            changed.update(self.watchers.get(key, ()))
+        return changed
+
+
+def channel_savings(
+    prof: EnergyProfile, groups: Sequence[ChannelGroup], width: Callable[[str, bool], int]
+) -> list[float]:
+    """Joules saved per removed channel of each group before any step (:class:`Savings`)."""
+    savings = Savings(prof, groups, width)
+    return [savings.now(i) for i in range(len(groups))]
+
+
+def _energies(prof: EnergyProfile) -> tuple[dict[str, float], dict[str, float]]:
+    """Each module's own joules, and the joules per output channel of the parameter-free ops
+    that follow it."""
     own: dict[str, float] = {}
-    attached: dict[str, float] = {}  # joules per output channel of the producer's followers
+    attached: dict[str, float] = {}
     producer = ""
     for op in prof.ops:
         module = op.record.module
@@ -84,32 +137,25 @@ def channel_savings(
         elif op.record.output_shapes:
             per = op.energy_j / _channels(op.record.output_shapes[0])
             attached[producer] = attached.get(producer, 0.0) + per
-    savings = []
-    for g in groups:
-        total = 0.0
-        for m in g.members:
-            total += own.get(m.name, 0.0) * m.per_channel / max(width(m.name, m.out), 1)
-            if m.out:
-                total += attached.get(m.name, 0.0) * m.per_channel
-        savings.append(total)
-    return savings
+    return own, attached
 
 
 def _channels(shape: tuple[int, ...]) -> int:
     return max(shape[channel_dim(shape)], 1) if shape else 1
 
 
-def _steps(c: Candidate):
-    order = c.unit_order()
-    unit = c.group.unit
-    scores = c.scores
-    removed_units = 0
+def _steps(c: Candidate) -> Iterator[tuple[list[int], float]]:
+    """The group's steps, narrowest cut first: (channels removed, importance removed)."""
+    per_unit = c.group.per_unit(c.scores)
+    ranked = torch.argsort(per_unit, stable=True).tolist()  # least important unit first
+    values = per_unit.tolist()
+    removed = 0
     for width in c.widths():
-        n_units = c.group.units - width // unit
-        units = order[removed_units:n_units]
+        n_units = c.group.units - width // c.group.unit
+        units = ranked[removed:n_units]
         channels = [ch for u in units for ch in c.group.unit_channels(u)]
-        yield width, channels, float(scores[channels].sum()), len(channels) * c.saving_j
-        removed_units = n_units
+        yield channels, sum(values[u] for u in units)
+        removed = n_units
 
 
 @dataclass(frozen=True)
@@ -121,9 +167,15 @@ class Step:
     saving_j: float  # linear estimate
 
 
-def order(candidates: list[Candidate], criterion: str, strategy: str = "global") -> Iterator[Step]:
+def order(
+    candidates: list[Candidate],
+    criterion: str,
+    strategy: str = "global",
+    savings: Savings | None = None,
+) -> Iterator[Step]:
     """Every allowed step of every group, lazily, in the order ``strategy`` takes them: the
-    caller takes the shortest prefix that meets its budget."""
+    caller takes the shortest prefix that meets its budget. With ``savings`` (candidates in its
+    groups' order) each step's saving follows the steps taken before it."""
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown strategy '{strategy}': choose one of {', '.join(STRATEGIES)}")
     steps = [_steps(c) for c in candidates]
@@ -133,27 +185,49 @@ def order(candidates: list[Candidate], criterion: str, strategy: str = "global")
             key=lambda i: -candidates[i].saving_j * candidates[i].group.channels,
         )
         for i in by_energy:
-            for _, channels, _, saving in steps[i]:
-                yield Step(candidates[i].group.root, channels, saving)
+            for channels, _ in steps[i]:
+                yield Step(
+                    candidates[i].group.root, channels, len(channels) * candidates[i].saving_j
+                )
         return
-    heap: list[tuple[float, int, list[int], float]] = []
+    yield from _greedy(candidates, steps, criterion, savings)
+
+
+def _greedy(candidates, steps, criterion: str, savings: Savings | None) -> Iterator[Step]:
+    """Lowest cost per benefit first. Savings only fall as neighbours shrink, so a popped step
+    whose group's saving changed since it was pushed is re-keyed and pushed back (lazy greedy)."""
+    pending: list[tuple | None] = [None] * len(candidates)
+    version = [0] * len(candidates)
+    heap: list[tuple[float, int, int]] = []
+
+    def per_channel(i: int) -> float:
+        return savings.now(i) if savings is not None else candidates[i].saving_j
+
+    def key(i: int) -> float:
+        channels, importance = pending[i]
+        if criterion != "energy":
+            return importance / len(channels)
+        saving = len(channels) * per_channel(i)
+        return importance / saving if saving > 0 else math.inf
 
     def push(i: int) -> None:
-        step = next(steps[i], None)
-        if step is None:
-            return
-        _, channels, importance, saving = step
-        if criterion == "energy":
-            key = importance / saving if saving > 0 else math.inf
-        else:
-            key = importance / len(channels)
-        heapq.heappush(heap, (key, i, channels, saving))
+        pending[i] = next(steps[i], None)
+        version[i] += 1
+        if pending[i] is not None:
+            heapq.heappush(heap, (key(i), i, version[i]))
 
     for i in range(len(candidates)):
         push(i)
     while heap:
-        _, i, channels, saving = heapq.heappop(heap)
-        yield Step(candidates[i].group.root, channels, saving)
+        _, i, v = heapq.heappop(heap)
+        if v != version[i]:  # its saving changed: re-key
+            heapq.heappush(heap, (key(i), i, version[i]))
+            continue
+        channels = pending[i][0]
+        yield Step(candidates[i].group.root, channels, len(channels) * per_channel(i))
+        if savings is not None:
+            for j in savings.take(i, len(channels)):
+                version[j] += 1
         push(i)
 
 

@@ -1,8 +1,9 @@
 """``energyprune.prune``: prune a model to an estimated-energy budget.
 
-Channel pruning runs in rounds: price the current model, allocate removals to cover the gap to
-the target (allocate.py), remove them physically (groups.py), re-trace; repeat until the
-estimate is within the target. Unstructured and N:M granularities live in sparse.py.
+Channel pruning: price the model, order every group's steps by importance per joule with
+savings that follow the steps taken (allocate.py), take the shortest prefix whose re-priced
+estimate meets the target (energy/rescale.py), remove it physically (groups.py) and trace the
+result; another round only if that falls short. Unstructured and N:M live in sparse.py.
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ from torch import nn
 
 from energyprune.energy.hardware import HardwareProfile, load_hardware
 from energyprune.energy.model import EnergyProfile
-from energyprune.energy.rescale import rescaled_energy, rescaled_profile
+from energyprune.energy.rescale import rescaled_energy
 from energyprune.energy.trace import tensors_in
 from energyprune.errors import ConfigError
 from energyprune.pruning.allocate import (
     STRATEGIES,
     Candidate,
+    Savings,
     Step,
-    channel_savings,
     order,
     removal,
 )
@@ -42,12 +43,6 @@ __all__ = ["GRANULARITIES", "PruneResult", "prune", "select_modules"]
 GRANULARITIES = ("channel", "nm", "unstructured")
 TOLERANCE = 0.01  # achieved estimate may exceed the target by at most 1 %
 MAX_ROUNDS = 8
-#: rounds a criterion's cut is spread over, each with fresh scores and savings from the model
-#: as it is (the last round traced, the others priced on the previous round's ops resized).
-#: Importance per joule needs them: cut in one round, ResNet-20 (CIFAR fixture) kept 18 %
-#: top-1 straight after a ½-energy cut (BN recalibrated, no fine-tune), in 4 rounds 44 %
-#: (ResNet-56: 20 % vs 57 %). Magnitude criteria do best in one (L2: 45 % vs 43 %).
-ROUNDS = {"energy": 4}
 
 Selector = nn.Module | str | type
 
@@ -163,21 +158,22 @@ def _candidates(
     job: _Job,
     dense_widths: dict[str, int],
     example: Any,
-) -> list[Candidate]:
+) -> tuple[list[Candidate], Savings]:
     """Every group scored afresh on the model as it is now, with its floor and saving."""
     if job.criterion == "taylor":
         taylor_gradients(structure.model, example, job.data)
     importance = make_importance(job.criterion)
     groups = structure.groups
-    savings = channel_savings(prof, groups, structure.width)
+    savings = Savings(prof, groups, structure.width)
     out = []
-    for group, saving in zip(groups, savings, strict=True):
+    for i, group in enumerate(groups):
+        saving = savings.now(i)
         original = dense_widths.get(group.root, group.channels)
         floor = max(group.min_width, round(original * (1 - job.caps.for_root(group.root))), 1)
         floor = -(-floor // group.unit) * group.unit
         scores = structure.importance(group, importance)
         out.append(Candidate(group, scores, saving, floor, job.round_to))
-    return out
+    return out, savings
 
 
 class _Proposals:
@@ -264,8 +260,7 @@ def _channel_rounds(
     rounds: list[list[dict]] = []
     energy = traced.energy or job.price(model, example)
     structure: Structure | None = None  # traced once; removals shrink its groups in place
-    planned = ROUNDS.get(job.criterion, 1) if job.strategy == "global" else 1  # Yang: one pass
-    for done in range(MAX_ROUNDS):
+    for _ in range(MAX_ROUNDS):  # one, unless the traced result falls short of the target
         if energy.total.energy_j <= target_j:
             break
         if structure is None:
@@ -275,17 +270,11 @@ def _channel_rounds(
             )
         traced.parts = structure.parts
         traced.error = traced.error or structure.whole_model_error
-        # equal ratios per planned round; later rounds (if any) cover what is left
-        round_j = energy.total.energy_j * (target_j / energy.total.energy_j) ** (
-            1 / max(planned - done, 1)
-        )
-        cands = _candidates(structure, energy, job, dense_widths, example)
-        steps = order(cands, job.criterion, job.strategy)
-        cut = removal(_enough(steps, structure, energy, round_j, job))
+        cands, savings = _candidates(structure, energy, job, dense_widths, example)
+        steps = order(cands, job.criterion, job.strategy, savings)
+        cut = removal(_enough(steps, structure, energy, target_j, job))
         if not cut:
             break
-        intermediate = done + 1 < planned
-        resized = structure.resizes(cut) if intermediate else {}  # before the removal
         rounds.append(
             [
                 {"root": root, "removed": sorted(idxs), "members": structure.remove(root, idxs)}
@@ -293,10 +282,7 @@ def _channel_rounds(
             ]
         )
         model.zero_grad(set_to_none=True)
-        if intermediate:  # re-priced on the resized ops: no trace
-            energy = rescaled_profile(energy, resized, job.hw, job.dtype)
-        else:
-            energy = job.price(model, example)
+        energy = job.price(model, example)
     traced.energy = energy
     return rounds
 
