@@ -23,10 +23,10 @@ import torch_pruning as tp
 
 from energyprune.energy.measure import Protocol, measure
 from energyprune.files import atomic_write_text
+from energyprune.models.zoo import build_model, load_weights
 from energyprune.pipeline.data import load_data
 from energyprune.pipeline.evaluate import top1
 from energyprune.pipeline.finetune import TrainConfig, finetune
-from energyprune.pipeline.models import build_model, load_weights
 from energyprune.pipeline.run import RunConfig, run
 from energyprune.pruning.sparse import price
 

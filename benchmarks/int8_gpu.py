@@ -24,8 +24,8 @@ import torch
 
 from energyprune.energy.measure import Protocol, measure
 from energyprune.files import atomic_write_text
+from energyprune.models.zoo import build_model, load_weights
 from energyprune.pipeline.int8 import int8_mac_share, int8_verdict
-from energyprune.pipeline.models import build_model, load_weights
 from energyprune.pruning.apply import prune
 from energyprune.pruning.export import load
 

@@ -27,7 +27,7 @@ from torch import nn
 
 from energyprune.energy.measure import Protocol, measure
 from energyprune.files import atomic_write_text
-from energyprune.pipeline.models import build_model, load_weights
+from energyprune.models.zoo import build_model, load_weights
 
 FIXTURE = (
     Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "cifar10_resnet56.safetensors"

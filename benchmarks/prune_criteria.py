@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 from energyprune.files import atomic_write_text
+from energyprune.models.zoo import build_model, load_weights
 from energyprune.pipeline.data import batches, load_cifar10
 from energyprune.pipeline.evaluate import top1
-from energyprune.pipeline.models import build_model, load_weights
 from energyprune.pruning.apply import prune
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -55,7 +55,7 @@ def tiny_bert():
 @pytest.fixture(scope="session")
 def trained_digits():
     """digits_cnn trained for a few epochs on the digits splits (shared: it takes seconds)."""
-    from energyprune.pipeline.architectures import digits_cnn
+    from energyprune.models.architectures import digits_cnn
     from energyprune.pipeline.data import load_data
     from energyprune.pipeline.finetune import TrainConfig, finetune
 

@@ -248,7 +248,7 @@ def test_demo_meets_its_promise(tmp_path):
 def nan_weights(tmp_path):
     from safetensors.torch import save_file
 
-    from energyprune.pipeline.models import build_model
+    from energyprune.models.zoo import build_model
 
     state = build_model("digits_cnn").model.state_dict()
     key = next(k for k in state if k.endswith("weight"))

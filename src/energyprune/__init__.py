@@ -1,5 +1,12 @@
 """energyprune: prune PyTorch models to an energy budget that holds on the target hardware."""
 
+from energyprune.deploy.quantize import (
+    QuantizedModel,
+    load_quantized,
+    quantize_int8,
+    quantize_int8_linear,
+    save_quantized,
+)
 from energyprune.energy.calibrate import calibrate
 from energyprune.energy.hardware import BUILTIN_PROFILES, HardwareProfile, load_hardware
 from energyprune.energy.measure import Measurement, Protocol, measure
@@ -14,18 +21,12 @@ from energyprune.errors import (
     UnsupportedOpError,
     WeightsError,
 )
-from energyprune.pipeline.models import build_model, load_weights
+from energyprune.models.zoo import build_model, load_weights
 from energyprune.pipeline.recover import distillation_loss, recalibrate_bn
 from energyprune.pruning.apply import PruneResult, prune
 from energyprune.pruning.export import export_onnx, load, save
 from energyprune.pruning.plan import PruningPlan
-from energyprune.pruning.quantize import (
-    QuantizedModel,
-    load_quantized,
-    quantize_int8,
-    quantize_int8_linear,
-    save_quantized,
-)
+from energyprune.reports.report import plot_layer_energy
 
 __version__ = "0.1.0"
 
@@ -60,6 +61,7 @@ __all__ = [
     "load_quantized",
     "load_weights",
     "measure",
+    "plot_layer_energy",
     "profile",
     "prune",
     "quantize_int8",

@@ -106,7 +106,7 @@ def test_json_schema_and_plot(tmp_path):
     keys = {"macs", "params", "bytes", "energy_j", "compute_j", "memory_j", "overhead_j"}
     assert set(data["total"]) == keys and data["total"]["overhead_j"] == 0.0
     assert all(set(layer) == keys | {"name", "type", "dtype"} for layer in data["layers"])
-    prof.plot(tmp_path / "p.png")
+    energyprune.plot_layer_energy(prof, tmp_path / "p.png")
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
 
 

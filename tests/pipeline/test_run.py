@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from energyprune.errors import ConfigError
-from energyprune.pipeline.architectures import digits_cnn
+from energyprune.models.architectures import digits_cnn
 from energyprune.pipeline.data import load_data
 from energyprune.pipeline.driver import run_and_write
 from energyprune.pipeline.finetune import TrainConfig, finetune

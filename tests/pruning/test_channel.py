@@ -11,7 +11,7 @@ import torchvision
 from torch import nn
 
 from energyprune.errors import ConfigError
-from energyprune.pipeline.models import build_model, load_weights
+from energyprune.models.zoo import build_model, load_weights
 from energyprune.pruning.apply import prune, select_modules
 from energyprune.pruning.plan import removed_input_channels
 

@@ -10,10 +10,11 @@ import torch
 from torch import nn
 
 from energyprune.errors import ConfigError
-from energyprune.pipeline.models import build_model
+from energyprune.models.layers import make_permanent
+from energyprune.models.zoo import build_model
 from energyprune.pruning.apply import prune
 from energyprune.pruning.export import export_onnx, load, save
-from energyprune.pruning.sparse import make_permanent, nm_mask
+from energyprune.pruning.sparse import nm_mask
 
 
 def weights(model: nn.Module) -> list[torch.Tensor]:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 
 from energyprune.errors import ConfigError
-from energyprune.pipeline.models import BuiltModel, build_model, load_weights, parse_input_shape
+from energyprune.models.zoo import BuiltModel, build_model, load_weights, parse_input_shape
 
 if TYPE_CHECKING:
     from torch import nn

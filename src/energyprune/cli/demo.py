@@ -16,7 +16,7 @@ from energyprune.cli.common import (
     progress_callbacks,
 )
 from energyprune.errors import ConfigError
-from energyprune.pipeline.models import load_weights
+from energyprune.models.zoo import load_weights
 
 
 def add_demo(sub: argparse._SubParsersAction) -> None:
@@ -36,7 +36,7 @@ def _run_demo(args: argparse.Namespace, console: Console) -> int:
     from rich.progress import Progress
 
     from energyprune.pipeline.demo import demo
-    from energyprune.pipeline.report import run_table
+    from energyprune.reports.report import run_table
 
     with Progress(console=console, transient=True) as bar:
         log, on_batch, on_step = progress_callbacks(console, bar)
@@ -205,8 +205,8 @@ def _run_search(args: argparse.Namespace, console: Console) -> int:
 def _finalize(args, built, dense, data, result, console: Console) -> None:
     from energyprune.pipeline.driver import run_and_write
     from energyprune.pipeline.finetune import TrainConfig
-    from energyprune.pipeline.report import run_table
     from energyprune.pipeline.run import RunConfig
+    from energyprune.reports.report import run_table
 
     knee = next(t for t in result.trials if t["number"] == result.knee)
     params = knee["params"]

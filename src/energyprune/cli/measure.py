@@ -13,7 +13,7 @@ from energyprune.cli.common import add_model_args, load_source, shape_error
 from energyprune.energy.measure import Protocol, measure
 from energyprune.errors import ConfigError, EnergyPruneError
 from energyprune.files import atomic_write_text
-from energyprune.pipeline.report import fmt_joules, measurement_table
+from energyprune.reports.report import fmt_joules, measurement_table
 
 
 def add_measure(sub: argparse._SubParsersAction) -> None:
@@ -112,9 +112,9 @@ def _measure_int8(args, console: Console, model, name: str, shape, protocol: Pro
     """An int8 folder: measure it against its float twin, same settings, and give the verdict."""
     from rich.table import Table
 
+    from energyprune.deploy.quantize import load_quantized
     from energyprune.pipeline.int8 import compare_int8
-    from energyprune.pipeline.report import int8_measurement_rows
-    from energyprune.pruning.quantize import load_quantized
+    from energyprune.reports.report import int8_measurement_rows
 
     unsupported = [
         flag

@@ -16,7 +16,7 @@ from energyprune.energy.hardware import BUILTIN_PROFILES
 from energyprune.energy.model import DTYPES, EnergyProfile, profile
 from energyprune.errors import ConfigError, EnergyPruneError
 from energyprune.files import atomic_write_text
-from energyprune.pipeline.report import layer_table, summary_line
+from energyprune.reports.report import layer_table, plot_layer_energy, summary_line
 
 
 def add_profile(sub: argparse._SubParsersAction) -> None:
@@ -74,6 +74,6 @@ def _run_profile(args: argparse.Namespace, console: Console) -> int:
         atomic_write_text(args.json, prof.to_json() + "\n")
         console.print(f"wrote {args.json}")
     if args.plot:
-        prof.plot(args.plot, top=max(args.top, 30) if args.top else 30)
+        plot_layer_energy(prof, args.plot, top=max(args.top, 30) if args.top else 30)
         console.print(f"wrote {args.plot}")
     return 0

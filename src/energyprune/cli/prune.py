@@ -22,7 +22,7 @@ from energyprune.files import atomic_write_text
 
 def add_prune(sub: argparse._SubParsersAction) -> None:
     from energyprune.cli.quantize import add_int8_args
-    from energyprune.pipeline.run import SCHEDULES
+    from energyprune.pipeline.config import SCHEDULES
     from energyprune.pruning.allocate import STRATEGIES
     from energyprune.pruning.apply import GRANULARITIES
     from energyprune.pruning.importance import CRITERIA
@@ -154,9 +154,9 @@ def add_recovery_args(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> N
 
 
 def _run_prune(args: argparse.Namespace, console: Console) -> int:
-    from energyprune.pipeline.report import comparison_table
     from energyprune.pruning.apply import prune
     from energyprune.pruning.export import save
+    from energyprune.reports.report import comparison_table
 
     built, shape = load_model(args)
     try:
@@ -202,8 +202,8 @@ def _run_pipeline(args, built, nm, console: Console) -> int:
 
     from energyprune.pipeline.driver import check_compatible, run_and_write
     from energyprune.pipeline.finetune import TrainConfig, distributed
-    from energyprune.pipeline.report import run_table
     from energyprune.pipeline.run import RunConfig
+    from energyprune.reports.report import run_table
 
     if args.ddp and args.quantize:
         raise ConfigError(
@@ -292,7 +292,7 @@ def _run_tradeoff(args, built, data, cfg, console: Console) -> int:
 
     from energyprune.cli.quantize import int8_settings
     from energyprune.pipeline.codesign import prune_or_quantize
-    from energyprune.pipeline.report import tradeoff_table
+    from energyprune.reports.report import tradeoff_table
 
     with Progress(console=console, transient=True) as bar:
         log, on_batch, on_step = progress_callbacks(console, bar, args.steps)

@@ -103,7 +103,7 @@ def write_int8(model, plan: PruningPlan, data, out, console: Console, **settings
     """Quantise with the guardrail; save model.pt2 + quant.json, the float twin (plan.json with
     the mixed-precision plan + model.safetensors) and quant_report.json; print the verdict."""
     from energyprune.pipeline.int8 import int8_with_guardrail, save_int8
-    from energyprune.pipeline.report import int8_table
+    from energyprune.reports.report import int8_table
 
     with console.status("quantising to int8 and measuring fp32 vs int8"):
         q, report = int8_with_guardrail(model, data, plan.arch["name"], **settings)

@@ -88,7 +88,7 @@ def mlp_stack(width: int, depth: int = 4) -> nn.Module:
 
 def design_variants(device: str = "cuda", quick: bool = False) -> list[Variant]:
     """The designed calibration set for ``device`` (``quick`` = a smaller grid)."""
-    from energyprune.pipeline.models import BUILTIN_MODELS
+    from energyprune.models.zoo import BUILTIN_MODELS
 
     cuda = device.startswith("cuda")
     dtypes = (["fp16", "fp32"] if quick else ["fp16", "bf16", "fp32"]) if cuda else ["fp32"]

@@ -150,12 +150,6 @@ class EnergyProfile:
         """The profile as JSON text."""
         return json.dumps(self.to_dict(), indent=indent)
 
-    def plot(self, path: str | os.PathLike[str], top: int = 30) -> None:
-        """Write a PNG bar chart of compute vs memory energy of the ``top`` costliest layers."""
-        from energyprune.pipeline.report import plot_layer_energy
-
-        plot_layer_energy(self, path, top=top)
-
 
 def price_op(
     record: OpRecord, hw: HardwareProfile, coef: dict[str, float], override: str | None

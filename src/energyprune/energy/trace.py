@@ -22,6 +22,7 @@ from torch.utils._pytree import tree_flatten, tree_map_only
 
 from energyprune.energy.formulas import FORMULAS, Cost, generic_cost, has_rule
 from energyprune.errors import ConfigError
+from energyprune.models.layers import TORCH_DTYPES
 
 __all__ = [
     "TORCH_DTYPES",
@@ -50,10 +51,6 @@ _DTYPE_NAMES = {
 
 #: Ops that carry no data or arithmetic and are not worth a record.
 _SKIP = {"prim.device", "aten.sym_size", "aten.sym_stride", "aten.sym_numel", "aten.is_same_size"}
-
-
-#: floating dtypes a model can be cast to, by short name
-TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def dtype_name(dtype: torch.dtype) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from energyprune.pipeline.architectures import digits_cnn
+from energyprune.models.architectures import digits_cnn
 from energyprune.pipeline.data import load_data
 from energyprune.pipeline.driver import run_and_write
 from energyprune.pipeline.finetune import TrainConfig, finetune

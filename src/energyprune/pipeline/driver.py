@@ -21,10 +21,10 @@ from energyprune.errors import ConfigError, MeterUnavailableError
 from energyprune.files import atomic_write_text
 from energyprune.pipeline.data import Data
 from energyprune.pipeline.finetune import is_main_process
-from energyprune.pipeline.report import plot_run, run_markdown
 from energyprune.pipeline.run import RunConfig, RunResult, run
 from energyprune.pruning.export import save
 from energyprune.pruning.sparse import price
+from energyprune.reports.report import plot_run, run_markdown
 
 __all__ = ["check_compatible", "meter_device_for", "run_and_write"]
 

@@ -116,7 +116,8 @@ def evaluate(
 ) -> Metrics:
     """Accuracy metrics on ``loader`` plus estimated energy (and measured energy when
     ``meter_device`` has a readable meter), median latency, MACs, params and size on disk."""
-    from energyprune.pruning.sparse import folded_copy, price
+    from energyprune.models.layers import folded_copy
+    from energyprune.pruning.sparse import price
 
     pred, true = predict(model, loader)
     metrics = classification_metrics(pred, true, num_classes)

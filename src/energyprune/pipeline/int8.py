@@ -5,12 +5,14 @@ deploying. Decisions use the validation split; the test split is reported."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from energyprune.deploy.quantize import QuantizedModel, quantize_int8, save_quantized
 from energyprune.energy.measure import Protocol, measure
 from energyprune.energy.model import profile
 from energyprune.errors import ConfigError
@@ -18,8 +20,8 @@ from energyprune.files import atomic_write_text
 from energyprune.pipeline.data import Data
 from energyprune.pipeline.evaluate import top1
 from energyprune.pipeline.finetune import TrainConfig, finetune
+from energyprune.pruning.export import save_model
 from energyprune.pruning.plan import PruningPlan
-from energyprune.pruning.quantize import QuantizedModel, quantize_int8, save_quantized
 
 __all__ = [
     "QAT",
@@ -220,6 +222,7 @@ def save_int8(
 ) -> Path:
     """The int8 folder: model.pt2 + quant.json, the float twin (plan.json with the
     mixed-precision plan, model.safetensors) and quant_report.json."""
-    save_quantized(q, out, source=(model, plan))
+    save_model(model, replace(plan, precision=q.layer_dtypes), out)
+    save_quantized(q, out)
     atomic_write_text(Path(out) / "quant_report.json", json.dumps(report, indent=2) + "\n")
     return Path(out)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,59 +20,17 @@ from torch import nn
 
 from energyprune.errors import ConfigError
 from energyprune.files import atomic_write_text
+from energyprune.pipeline.config import RunConfig
 from energyprune.pipeline.data import Data
 from energyprune.pipeline.evaluate import Metrics, evaluate, top1
-from energyprune.pipeline.finetune import StopFlag, TrainConfig, finetune, is_main_process
+from energyprune.pipeline.finetune import StopFlag, finetune, is_main_process
 from energyprune.pipeline.steps import estimate_j, merge_plans, take_step
 from energyprune.pruning.export import save
 from energyprune.pruning.plan import PruningPlan
 
 __all__ = ["RunConfig", "RunResult", "run", "schedule_targets"]
 
-SCHEDULES = ("linear", "cubic", "gradual")
 STATE = "checkpoint.json"
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Settings of one prune → fine-tune → evaluate run."""
-
-    target_energy: float = 0.5
-    steps: int = 3
-    schedule: str = "cubic"
-    max_acc_drop: float = 0.5  # percentage points of validation top-1
-    retries: int = 2
-    train: TrainConfig = field(default_factory=TrainConfig)
-    final_epochs: int | None = None  # default: train.epochs
-    granularity: str = "channel"
-    criterion: str = "energy"
-    strategy: str = "global"
-    hardware: str = "horowitz-45nm"
-    round_to: int | None = None
-    max_layer_ratio: float = 0.9
-    ignored_layers: tuple[str, ...] = ()
-    prune_residual: bool = False
-    nm: tuple[int, int] = (2, 4)
-    seed: int = 0
-    bn_batches: int = 50  # batch-norm recalibration after every cut (0: off)
-    distill: bool = True  # fine-tune with the dense model as teacher
-    candidates: int = 1  # ways to meet each step's budget, scored after recalibration
-
-    def __post_init__(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}")
-        if self.steps < 1 or not 0 < self.target_energy <= 1 or self.max_acc_drop < 0:
-            raise ConfigError("need steps >= 1, 0 < target_energy <= 1 and max_acc_drop >= 0")
-        if self.bn_batches < 0 or self.candidates < 1:
-            raise ConfigError(
-                f"need bn_batches >= 0 and candidates >= 1, got {self.bn_batches}, "
-                f"{self.candidates}"
-            )
-        if self.candidates > 1 and self.schedule == "gradual":
-            raise ConfigError(
-                "candidates are scored after a one-shot cut: use --schedule cubic or linear "
-                "with --candidates, or drop --candidates"
-            )
 
 
 def schedule_targets(cfg: RunConfig) -> list[float]:

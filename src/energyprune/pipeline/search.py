@@ -125,9 +125,9 @@ def _scored(model: nn.Module, fp32_j: float, precision: str, data: Data, example
     """(module to score, estimated joules, latency ms) of a fine-tuned trial at ``precision``:
     int8 is post-training PT2E, priced as int8 in the same energy model; latency is measured
     compiled (with freezing) whenever int8 is in the search, so both precisions are timed alike."""
-    from energyprune.energy.measure import compile_for_inference
+    from energyprune.deploy.quantize import quantize_int8
+    from energyprune.deploy.runtime import compile_for_inference
     from energyprune.energy.model import profile
-    from energyprune.pruning.quantize import quantize_int8
 
     energy = fp32_j
     if precision == "int8":

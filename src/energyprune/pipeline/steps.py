@@ -35,7 +35,7 @@ from energyprune.pruning.plan import PruningPlan
 from energyprune.pruning.sparse import price
 
 if TYPE_CHECKING:
-    from energyprune.pipeline.run import RunConfig
+    from energyprune.pipeline.config import RunConfig
 
 __all__ = ["GRADUAL_EVENTS", "VARIANTS", "StepOutcome", "merge_plans", "prune_step", "take_step"]
 

@@ -23,6 +23,7 @@ from energyprune.energy.model import EnergyProfile
 from energyprune.energy.rescale import rescaled_energy
 from energyprune.energy.trace import tensors_in
 from energyprune.errors import ConfigError
+from energyprune.models.layers import folded_copy
 from energyprune.pruning.allocate import (
     STRATEGIES,
     Candidate,
@@ -34,8 +35,8 @@ from energyprune.pruning.allocate import (
 from energyprune.pruning.groups import Structure
 from energyprune.pruning.importance import CRITERIA, make_importance, taylor_gradients
 from energyprune.pruning.plan import PruningPlan, layer_widths
-from energyprune.pruning.sparse import folded_copy, shapes_pay
 from energyprune.pruning.sparse import price as _price
+from energyprune.pruning.sparse import shapes_pay
 from energyprune.pruning.tracing import TRACE_SECONDS
 
 __all__ = ["GRANULARITIES", "PruneResult", "prune", "select_modules"]

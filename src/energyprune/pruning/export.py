@@ -21,9 +21,9 @@ from torch import nn
 
 from energyprune.errors import ConfigError
 from energyprune.files import atomic_path, atomic_write_text
-from energyprune.pipeline.models import build_model, load_weights
+from energyprune.models.layers import folded_copy
+from energyprune.models.zoo import build_model, load_weights
 from energyprune.pruning.plan import PruningPlan, replay
-from energyprune.pruning.sparse import folded_copy
 
 __all__ = ["export_onnx", "load", "save", "save_model"]
 

@@ -3,15 +3,13 @@
 Zeros save energy only on hardware that skips them (a profile with ``zero_skipping: true``,
 e.g. ``eyeriss-65nm``); under a dense profile these granularities cannot meet an energy target
 and say so. On GPUs, 2:4 sparsity is converted to ``torch.sparse.to_sparse_semi_structured``
-only behind a measurement showing it is faster (:func:`semi_structured_if_faster`): eager 2:4
+only behind a measurement showing it is faster (``deploy.semistructured``): eager 2:4
 on an H100 ViT ran 4.4x slower (shared/ANCHORS.md).
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
-import time
 from typing import Any
 
 import torch
@@ -21,13 +19,11 @@ from torch.nn.utils import prune as torch_prune
 from energyprune.energy.hardware import HardwareProfile
 from energyprune.energy.model import EnergyProfile, profile
 from energyprune.errors import ConfigError
+from energyprune.models.layers import folded_copy
 
 __all__ = [
-    "folded_copy",
-    "make_permanent",
     "nm_mask",
     "price",
-    "semi_structured_if_faster",
     "sparsify",
 ]
 
@@ -196,14 +192,6 @@ def sparsify(
     return _digest(masks, "unstructured"), hi
 
 
-def folded_copy(model: nn.Module) -> nn.Module:
-    """A deep copy with ``torch.nn.utils.prune`` masks folded into the weights."""
-    for m in model.modules():
-        if hasattr(m, "weight_orig"):  # the recomputed weight is not a leaf; deepcopy needs one
-            m.weight = m.weight.detach()
-    return make_permanent(copy.deepcopy(model))
-
-
 def remask(model: nn.Module, plan) -> nn.Module:
     """Re-register masks (zeros stay zero in fine-tuning) for the weights a plan sparsified,
     e.g. after loading a saved sparse model whose masks were folded in."""
@@ -212,53 +200,3 @@ def remask(model: nn.Module, plan) -> nn.Module:
         if not hasattr(module, "weight_orig"):
             torch_prune.custom_from_mask(module, "weight", (module.weight != 0).float())
     return model
-
-
-def make_permanent(model: nn.Module) -> nn.Module:
-    """Fold ``torch.nn.utils.prune`` masks into the weights (for export and saving)."""
-    for module in model.modules():
-        for attr in [
-            k[: -len("_orig")]
-            for k, _ in module.named_parameters(recurse=False)
-            if k.endswith("_orig")
-        ]:
-            torch_prune.remove(module, attr)
-    return model
-
-
-def semi_structured_if_faster(
-    model: nn.Module, example: torch.Tensor, device: str = "cuda", repeats: int = 50
-) -> tuple[nn.Module, dict[str, float]]:
-    """Convert 2:4-masked Linear weights to semi-structured sparse tensors only if a latency
-    measurement on ``device`` shows the converted model is faster; else keep it dense."""
-    if not device.startswith("cuda") or not torch.cuda.is_available():
-        raise ConfigError("semi-structured 2:4 kernels need an NVIDIA GPU (--device cuda)")
-    from torch.sparse import to_sparse_semi_structured
-
-    def latency(m: nn.Module) -> float:
-        with torch.no_grad():
-            for _ in range(5):
-                m(example)
-            torch.cuda.synchronize()
-            start = time.perf_counter()
-            for _ in range(repeats):
-                m(example)
-            torch.cuda.synchronize()
-        return (time.perf_counter() - start) / repeats
-
-    make_permanent(model)
-    dense_s = latency(model)
-    converted = {}
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear):
-            converted[name] = module.weight
-            module.weight = nn.Parameter(to_sparse_semi_structured(module.weight.detach()))
-    sparse_s = latency(model)
-    if sparse_s >= dense_s:
-        for name, weight in converted.items():
-            model.get_submodule(name).weight = weight
-    return model, {
-        "dense_s": dense_s,
-        "semi_structured_s": sparse_s,
-        "converted": float(sparse_s < dense_s),
-    }

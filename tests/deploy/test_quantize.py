@@ -10,7 +10,7 @@ from energyprune.pipeline.evaluate import classification_metrics, predict
 
 pytest.importorskip("torchao")
 
-from energyprune.pruning.quantize import (
+from energyprune.deploy.quantize import (
     load_quantized,
     quantize_int8,
     save_quantized,
@@ -119,7 +119,7 @@ def test_int8_loads_in_a_fresh_interpreter(trained, tmp_path):
         torch.save(q.module(x), tmp_path / "y.pt")
     code = (
         "import sys, torch\n"
-        "from energyprune.pruning.quantize import load_quantized\n"
+        "from energyprune.deploy.quantize import load_quantized\n"
         "d = sys.argv[1]\n"
         "m = load_quantized(d).module\n"
         "x = torch.load(d + '/x.pt', weights_only=True)\n"
@@ -152,9 +152,9 @@ def test_quantisation_aware_training_path(trained):
 
 def test_guardrail_tries_qat_then_mixed_precision_then_refuses(trained, monkeypatch):
     """Order of the fallbacks (the int8 conversions are stubbed: this checks the decisions)."""
+    from energyprune.deploy.quantize import QuantizedModel
     from energyprune.errors import ConfigError
     from energyprune.pipeline import int8 as int8_step
-    from energyprune.pruning.quantize import QuantizedModel
 
     model, data = trained
     layers = ["features.0", "features.3", "features.7", "features.10", "classifier"]
@@ -241,8 +241,8 @@ def test_loading_an_int8_program_never_unpickles(tmp_path):
 
     import torch.export.pt2_archive._package as package
 
+    from energyprune.deploy.quantize import _weights_only
     from energyprune.errors import ConfigError
-    from energyprune.pruning.quantize import _weights_only
 
     buffer = io.BytesIO()
     torch.save({"obj": _Evil()}, buffer)

@@ -17,7 +17,7 @@ import json
 import os
 import types
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,7 @@ from torch import nn
 
 from energyprune.errors import ConfigError
 from energyprune.files import atomic_path, atomic_write_text
-from energyprune.pruning.plan import PruningPlan
-from energyprune.pruning.sparse import folded_copy
+from energyprune.models.layers import folded_copy
 
 __all__ = [
     "QuantizedModel",
@@ -180,26 +179,13 @@ def quantize_int8_linear(model: nn.Module, *, skip: Sequence[str] = ()) -> Quant
     return QuantizedModel(model, linear, float_layers)
 
 
-def save_quantized(
-    q: QuantizedModel,
-    directory: str | os.PathLike[str],
-    *,
-    source: tuple[nn.Module, PruningPlan] | None = None,
-) -> Path:
-    """Write ``model.pt2`` (exported program) and ``quant.json`` atomically.
-
-    With ``source`` (the float model and its plan), also write its ``plan.json`` — carrying the
-    mixed-precision plan in ``precision`` — and ``model.safetensors``: the float twin that
-    prices the int8 model in the energy model and is its latency baseline in ``measure``.
-    """
+def save_quantized(q: QuantizedModel, directory: str | os.PathLike[str]) -> Path:
+    """Write ``model.pt2`` (exported program) and ``quant.json`` atomically. The co-design
+    pipeline (pipeline/int8.py) writes the float twin beside it (``plan.json`` carrying the
+    mixed-precision plan, ``model.safetensors``): it prices the int8 model in the energy model
+    and is its latency baseline in ``measure``."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    if source is not None:
-        from energyprune.pruning.export import save_model
-
-        model, plan = source
-        plan = replace(plan, precision=q.layer_dtypes)
-        save_model(model, plan, out)
     example = torch.randn(*q.example_shape)
     program = torch.export.export(q.module, (example,), dynamic_shapes=_BATCH)
     with atomic_path(out / "model.pt2") as tmp:

@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from energyprune.energy.model import profile
 from energyprune.errors import ConfigError, WeightsError
-from energyprune.pipeline.models import (
+from energyprune.models.zoo import (
     build_model,
     load_weights,
     parse_input_shape,
@@ -90,7 +90,7 @@ def test_missing_and_corrupt_weights(tmp_path):
 
 def test_model_specs():
     assert build_model("resnet18").source == "torchvision"
-    assert build_model("energyprune.pipeline.architectures:resnet20").source == "factory"
+    assert build_model("energyprune.models.architectures:resnet20").source == "factory"
     with pytest.raises(ConfigError, match="did you mean resnet56"):
         build_model("resnet57")
     with pytest.raises(ConfigError, match="cannot import"):

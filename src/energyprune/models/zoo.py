@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from energyprune.errors import ConfigError, WeightsError
-from energyprune.pipeline import architectures
+from energyprune.models import architectures
 
 __all__ = [
     "BUILTIN_MODELS",

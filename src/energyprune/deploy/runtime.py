@@ -1,0 +1,92 @@
+"""The runtime a model is measured in: device, dtype, memory format, int8 Linear layers,
+``torch.compile`` with freezing, CUDA graphs. Measurement (energy/measure.py) runs what this
+prepares, so every lever is measured, not assumed."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from energyprune.deploy.quantize import quantize_int8_linear
+from energyprune.errors import ConfigError
+from energyprune.models.layers import TORCH_DTYPES
+
+__all__ = ["compile_for_inference", "prepare"]
+
+
+class _Frozen(nn.Module):
+    """Runs a compiled module under Inductor's ``freezing`` (weights folded as constants)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.compiled = torch.compile(module)
+
+    def forward(self, *args: Any) -> Any:
+        import torch._inductor.config as inductor
+
+        with inductor.patch(freezing=True):
+            return self.compiled(*args)
+
+
+def compile_for_inference(model: nn.Module) -> nn.Module:
+    """``torch.compile`` for inference with freezing: what the x86 int8 (PT2E) kernels need to
+    run as int8 at all, and the usual inference setting for float models, so comparisons between
+    the two are like for like. Call under ``torch.no_grad()``."""
+    return _Frozen(model.eval())
+
+
+def prepare(
+    model: nn.Module,
+    example: torch.Tensor,
+    device: str,
+    dtype: str | None,
+    channels_last: bool,
+    cuda_graph: bool,
+    compile_model: bool,
+    int8_linear: bool = False,
+) -> tuple[Callable[[], object], Callable[[], None]]:
+    """``model(example)`` as deployed on ``device``: cast, memory format, int8 Linear layers,
+    compiled, or replayed as a CUDA graph. Returns the step to time and a device sync."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: CUDA is not available here; use --device cpu")
+    if cuda_graph and not device.startswith("cuda"):
+        raise ConfigError("--cuda-graph captures CUDA kernels: it needs --device cuda")
+    if dtype is not None and dtype not in TORCH_DTYPES:
+        raise ConfigError(f"measure --dtype must be one of {', '.join(TORCH_DTYPES)}, got {dtype}")
+    model = model.eval().to(device)
+    x = example.to(device)
+    if dtype is not None:
+        model = model.to(TORCH_DTYPES[dtype])
+        x = x.to(TORCH_DTYPES[dtype]) if x.is_floating_point() else x
+    if channels_last and x.dim() == 4:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    if int8_linear:
+        model = quantize_int8_linear(copy.deepcopy(model)).module
+    if compile_model:
+        model = compile_for_inference(model)
+
+    def sync() -> None:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize(device)
+
+    @torch.no_grad()
+    def step() -> object:
+        return model(x)
+
+    if not cuda_graph:
+        return step, sync
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.no_grad(), torch.cuda.graph(graph):
+        model(x)
+    return graph.replay, sync

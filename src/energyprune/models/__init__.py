@@ -1,0 +1,1 @@
+"""Models: architectures, the zoo (specs, safe weight loading) and layer helpers."""

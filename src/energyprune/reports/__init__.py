@@ -1,0 +1,1 @@
+"""Tables, Markdown and plots for people."""
