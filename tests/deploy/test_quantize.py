@@ -199,35 +199,12 @@ def test_prune_pipeline_then_int8(tmp_path, capsys):
 
     from energyprune.cli import main
 
-    code = main(
-        [
-            "prune",
-            "digits_cnn",
-            "--data",
-            "digits",
-            "--target-energy",
-            "0.6",
-            "--steps",
-            "1",
-            "--finetune-epochs",
-            "1",
-            "--max-acc-drop",
-            "100",
-            "--optimizer",
-            "adamw",
-            "--lr",
-            "0.002",
-            "--quantize",
-            "int8",
-            "--eager",
-            "--seconds",
-            "0.05",
-            "--windows",
-            "2",
-            "--out",
-            str(tmp_path),
-        ]
+    args = (
+        "prune digits_cnn --data digits --target-energy 0.6 --steps 1 --finetune-epochs 1 "
+        "--max-acc-drop 100 --optimizer adamw --lr 0.002 --quantize int8 --eager "
+        "--seconds 0.05 --windows 2 --out"
     )
+    code = main([*args.split(), str(tmp_path)])
     assert code == 0
     report = json.loads((tmp_path / "int8" / "quant_report.json").read_text())
     assert report["estimated_energy_j"]["int8"] < report["estimated_energy_j"]["fp32"]
