@@ -22,13 +22,13 @@ import torch
 import torch_pruning as tp
 
 from energyprune.energy.measure import Protocol, measure
+from energyprune.energy.model import profile
 from energyprune.files import atomic_write_text
 from energyprune.models.zoo import build_model, load_weights
 from energyprune.pipeline.data import load_data
 from energyprune.pipeline.evaluate import top1
 from energyprune.pipeline.finetune import TrainConfig, finetune
 from energyprune.pipeline.run import RunConfig, run
-from energyprune.pruning.sparse import price
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from provenance import provenance
@@ -62,7 +62,7 @@ def tp_default(model: torch.nn.Module, macs_target: int) -> torch.nn.Module:
 
 def row(name: str, model, data, hardware: str, device: str) -> dict:
     example = torch.randn(1, 3, 32, 32)
-    prof = price(model, example, hardware, None, name)
+    prof = profile(model, example, hardware, name=name, shapes_only=True)
     entry = {
         "row": name,
         "top1": top1(model, data.test, 10),

@@ -34,13 +34,13 @@ from pathlib import Path
 
 import torch
 
+from energyprune.energy.model import profile
 from energyprune.files import atomic_write_text
 from energyprune.models.zoo import build_model, load_weights
 from energyprune.pipeline.data import load_data
 from energyprune.pipeline.evaluate import top1
 from energyprune.pipeline.finetune import TrainConfig, finetune
 from energyprune.pipeline.run import RunConfig, run
-from energyprune.pruning.sparse import price
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cifar10_resnet56 import tp_default
@@ -78,7 +78,7 @@ def _pipeline_cfg(arm: str, args: argparse.Namespace, train: TrainConfig) -> Run
 
 def _row(arm: str, model, data, dense_j: float, args, wall: float, report=None) -> dict:
     model = model.cpu()
-    prof = price(model, torch.randn(*data.input_shape), args.hardware, None, arm)
+    prof = profile(model, torch.randn(*data.input_shape), args.hardware, name=arm, shapes_only=True)
     entry = {
         "arm": arm,
         "test_top1": top1(model, data.test, data.num_classes),
@@ -163,8 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     data = load_data(args.data, batch_size=args.batch_size, val_from="test")
     dense = build_model(args.model).model
     load_weights(dense, args.weights or SHARED / "fixtures" / f"cifar10_{args.model}.safetensors")
-    dense_j = price(dense, torch.randn(*data.input_shape), args.hardware, None, "dense")
-    dense_j = dense_j.total.energy_j
+    example = torch.randn(*data.input_shape)
+    dense_j = profile(dense, example, args.hardware, name="dense", shapes_only=True).total.energy_j
     dense = dense.to(args.device).eval()
     train = TrainConfig(epochs=args.epochs, lr=args.lr, max_batches=args.max_batches)
     report = {

@@ -182,3 +182,24 @@ def test_ddp_fine_tuning_under_torchrun(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["energy_reduction"] > 0.4 and len(report["steps"]) == 1
+
+
+def test_a_resumed_run_never_divides_a_measurement_by_an_estimate():
+    """The dense figures come from the checkpoint: measured there, only estimated now (the meter
+    went away), the reduction is taken between the estimates and labelled so."""
+    from energyprune.energy.quantity import Estimated, Measured
+    from energyprune.pipeline.evaluate import Metrics
+    from energyprune.pipeline.run import _energy_ratio
+
+    def metrics(energy, estimate):
+        return Metrics(0.9, 0.9, 0.9, 0.9, energy, estimate, 1.0, 10, 10, 100, [[1]])
+
+    est = Estimated(4.0, "horowitz-45nm")
+    before = metrics(Measured(10.0, "nvml", 5, 0.1), est).to_dict()
+    after = metrics(Estimated(1.0, "horowitz-45nm"), Estimated(1.0, "horowitz-45nm"))
+    assert _energy_ratio(before, after) == (0.25, "estimated (horowitz-45nm)")
+    measured_after = metrics(Measured(5.0, "nvml", 5, 0.1), Estimated(1.0, "horowitz-45nm"))
+    assert _energy_ratio(before, measured_after) == (0.5, "measured (nvml, gross)")
+    old = {"energy_j": 10.0, "energy_measured": True, "energy_estimated_j": 4.0}
+    old["hardware"] = "horowitz-45nm"
+    assert _energy_ratio(old, after)[0] == 0.25  # a checkpoint from before the typed figures

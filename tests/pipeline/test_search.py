@@ -152,3 +152,24 @@ def test_precision_dimension(trained_digits, tmp_path):
     assert all(t["params"]["precision"] == t["precision"] for t in result.trials)
     with pytest.raises(ConfigError, match="cannot be compared"):
         search(model, data, tmp_path / "x", precisions=("fp32", "int8"), meter_device="cuda")
+
+
+def test_the_front_is_labelled_by_what_the_trials_hold():
+    """The label comes from the figures read, not from the device asked for; a study holding
+    measured and estimated trials is refused rather than drawn as one front."""
+    from energyprune.energy.quantity import Estimated, Measured
+    from energyprune.errors import ConfigError
+    from energyprune.pipeline.search import _basis
+
+    def trial(figure):
+        return optuna.trial.create_trial(
+            values=[figure.joules], user_attrs={"energy": figure.to_dict()}
+        )
+
+    study = optuna.create_study()
+    assert _basis(study, "horowitz-45nm") == "estimated (horowitz-45nm)"
+    study.add_trial(trial(Measured(1.0, "nvml", 5, 0.1)))
+    assert _basis(study, "horowitz-45nm") == "measured (nvml, gross)"
+    study.add_trial(trial(Estimated(2.0, "horowitz-45nm")))
+    with pytest.raises(ConfigError, match="mixes energy figures"):
+        _basis(study, "horowitz-45nm")

@@ -23,6 +23,7 @@ from torch import nn
 
 from energyprune.deploy.runtime import prepare
 from energyprune.energy.meter import Meter, cpu_name, open_meter
+from energyprune.energy.quantity import Measured
 from energyprune.energy.trace import dtype_name
 from energyprune.errors import ConfigError, MeterError, MeterUnavailableError
 
@@ -100,6 +101,15 @@ class Measurement:
     environment: dict[str, Any] = field(default_factory=dict)
     unavailable_reason: str | None = None
     estimate: dict[str, Any] | None = None
+
+    @property
+    def energy(self) -> Measured | None:
+        """Gross joules per sample as a typed measurement (median over windows, IQR spread);
+        None when no meter was read."""
+        if not self.measured or self.joules_per_sample is None:
+            return None
+        jps = self.joules_per_sample
+        return Measured(jps["median"], self.backend, len(self.windows), jps["iqr"], "gross")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -17,13 +17,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from energyprune.energy.model import profile
 from energyprune.errors import ConfigError, MeterUnavailableError
 from energyprune.files import atomic_write_text
 from energyprune.pipeline.data import Data
 from energyprune.pipeline.finetune import is_main_process
 from energyprune.pipeline.run import RunConfig, RunResult, run
 from energyprune.pruning.export import save
-from energyprune.pruning.sparse import price
 from energyprune.reports.report import plot_run, run_markdown
 
 __all__ = ["check_compatible", "meter_device_for", "run_and_write"]
@@ -68,8 +68,8 @@ def _write(
     if not is_main_process():
         return
     example = torch.randn(*data.input_shape)
-    before = price(dense, example, cfg.hardware, None, arch)
-    after = price(result.model, example, cfg.hardware, None, arch)
+    before = profile(dense, example, cfg.hardware, name=arch, shapes_only=True)
+    after = profile(result.model, example, cfg.hardware, name=arch, shapes_only=True)
     if result.plan is not None:
         save(result, out, arch=arch)
     atomic_write_text(out / "profile_before.json", before.to_json() + "\n")

@@ -12,6 +12,8 @@ import torch
 from safetensors.torch import save as save_bytes
 from torch import nn
 
+from energyprune.energy.quantity import Estimated, Measured
+
 __all__ = [
     "Metrics",
     "classification_metrics",
@@ -71,24 +73,30 @@ def classification_metrics(pred: torch.Tensor, true: torch.Tensor, num_classes: 
 
 @dataclass
 class Metrics:
-    """What the report shows for one model."""
+    """What the report shows for one model. ``energy`` is the figure reported (measured when a
+    meter was read, else the estimate); ``estimate`` is always the energy model's."""
 
     top1: float
     precision: float
     recall: float
     f1: float
-    energy_j: float
-    energy_measured: bool
+    energy: Estimated | Measured
+    estimate: Estimated
     latency_ms: float
     macs: int
     params: int
     size_bytes: int
     confusion_matrix: list[list[int]]
-    energy_estimated_j: float = 0.0
-    hardware: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["energy"], data["estimate"] = self.energy.to_dict(), self.estimate.to_dict()
+        # flat keys for tables and older readers, derived from the typed figures
+        data["energy_j"] = self.energy.joules
+        data["energy_measured"] = isinstance(self.energy, Measured)
+        data["energy_estimated_j"] = self.estimate.joules
+        data["hardware"] = self.estimate.profile
+        return data
 
 
 def median_latency_ms(model: nn.Module, example: torch.Tensor, repeats: int = 20) -> float:
@@ -116,32 +124,30 @@ def evaluate(
 ) -> Metrics:
     """Accuracy metrics on ``loader`` plus estimated energy (and measured energy when
     ``meter_device`` has a readable meter), median latency, MACs, params and size on disk."""
+    from energyprune.energy.model import profile
     from energyprune.models.layers import folded_copy
-    from energyprune.pruning.sparse import price
 
     pred, true = predict(model, loader)
     metrics = classification_metrics(pred, true, num_classes)
-    prof = price(model, example, hardware, None, type(model).__name__)
-    energy, measured = prof.total.energy_j, False
+    prof = profile(model, example, hardware, shapes_only=True)
+    energy: Estimated | Measured = prof.energy
     if meter_device is not None:
         from energyprune.energy.measure import Protocol, measure
 
         m = measure(model, example, device=meter_device, protocol=Protocol(windows=5))
-        if m.measured:
-            energy, measured = m.joules_per_sample["median"] * example.shape[0], True
+        if m.energy is not None:
+            energy = m.energy.scaled(example.shape[0])  # per sample → per batch, as estimated
     state = {k: v.contiguous() for k, v in folded_copy(model).state_dict().items()}
     return Metrics(
         top1=metrics["top1"],
         precision=metrics["precision"],
         recall=metrics["recall"],
         f1=metrics["f1"],
-        energy_j=energy,
-        energy_measured=measured,
+        energy=energy,
+        estimate=prof.energy,
         latency_ms=median_latency_ms(model, example),
         macs=prof.total.macs,
         params=prof.total.params,
         size_bytes=len(save_bytes(state)),
         confusion_matrix=metrics["confusion_matrix"],
-        energy_estimated_j=prof.total.energy_j,
-        hardware=prof.hardware,
     )

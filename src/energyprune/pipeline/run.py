@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from energyprune.energy.quantity import Estimated, Measured, energy_from_dict
 from energyprune.errors import ConfigError
 from energyprune.files import atomic_write_text
 from energyprune.pipeline.config import RunConfig
@@ -225,6 +226,25 @@ def run(
     return RunResult(current, plan, report)
 
 
+def _typed(metrics: dict, key: str) -> Estimated | Measured:
+    """A checkpointed figure; checkpoints written before the typed figures carry flat keys."""
+    if key in metrics:
+        return energy_from_dict(metrics[key])
+    if key == "energy" and metrics.get("energy_measured"):
+        return Measured(metrics["energy_j"], "unknown", 0, float("nan"))
+    return Estimated(metrics["energy_estimated_j"], metrics.get("hardware", "unknown"))
+
+
+def _energy_ratio(before: dict, after: Metrics) -> tuple[float, str]:
+    """After / before in the reported figures when they are alike (both measured on one basis,
+    or both estimated), else in the estimates: a resumed run whose meter came or went never
+    divides a measurement by an estimate."""
+    try:
+        return after.energy / _typed(before, "energy"), after.energy.label
+    except TypeError:
+        return after.estimate / _typed(before, "estimate"), after.estimate.label
+
+
 def _report(state: dict, after: Metrics, cfg: RunConfig) -> dict[str, Any]:
     before = state["before"]
     keys = (
@@ -240,20 +260,21 @@ def _report(state: dict, after: Metrics, cfg: RunConfig) -> dict[str, Any]:
         "size_bytes",
         "energy_estimated_j",
         "hardware",
+        "energy",
+        "estimate",
         "confusion_matrix",
     )
     b = {k: before[k] for k in keys}
     a = {k: after.to_dict()[k] for k in keys}
+    ratio, basis = _energy_ratio(before, after)
     return {
         "before": b,
         "after": a,
         "steps": state["steps"],
         "dense_val_top1": state["dense_val_top1"],
-        "energy_reduction": 1 - a["energy_j"] / b["energy_j"],
+        "energy_reduction": 1 - ratio,
         "accuracy_drop": 100 * (b["top1"] - a["top1"]),
-        "energy_basis": "measured"
-        if a["energy_measured"] and b["energy_measured"]
-        else f"estimated ({cfg.hardware})",
+        "energy_basis": basis,
         "stopped_early": state["stopped"],
         "config": state["config"],
     }

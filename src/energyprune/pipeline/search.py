@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from energyprune.energy.hardware import load_hardware
+from energyprune.energy.quantity import Estimated, Measured, energy_from_dict
 from energyprune.errors import ConfigError
 from energyprune.files import atomic_path, atomic_write_text
 from energyprune.pipeline.data import Data
@@ -138,6 +139,36 @@ def _scored(model: nn.Module, fp32_j: float, precision: str, data: Data, example
     return model, energy, median_latency_ms(timed, example, 15)
 
 
+def _figure(model: nn.Module, example: torch.Tensor, estimate: Estimated,
+            meter_device: str | None, compiled: bool) -> Estimated | Measured:  # fmt: skip
+    """A trial's energy per forward pass of ``example``: measured where a meter is named (a
+    trial whose reading fails is dropped: an estimate must not join measured trials), else the
+    estimate."""
+    if meter_device is None:
+        return estimate
+    from energyprune.energy.measure import measure
+
+    m = measure(model, example, device=meter_device, compile=compiled)
+    if m.energy is None:
+        raise optuna.TrialPruned(f"no meter reading on {meter_device} ({m.unavailable_reason})")
+    return m.energy.scaled(example.shape[0])
+
+
+def _basis(study: optuna.Study, hardware: str) -> str:
+    """The label of the figures the completed trials actually hold (one label, or refused)."""
+    labels = {
+        energy_from_dict(t.user_attrs["energy"]).label
+        for t in study.trials
+        if t.state == optuna.trial.TrialState.COMPLETE and "energy" in t.user_attrs
+    }
+    if len(labels) > 1:
+        mixed = ", ".join(sorted(labels))
+        raise ConfigError(
+            f"the study mixes energy figures ({mixed}): use another --out / --study-name"
+        )
+    return labels.pop() if labels else f"estimated ({hardware})"
+
+
 def _objective(dense: nn.Module, data: Data, hardware: str, proxy: TrainConfig, stages: list[str],
                target_range: tuple[float, float], objectives: list[str], meter_device: str | None,
                log: Callable[[str], None], precisions: tuple[str, ...] = ("fp32",)):  # fmt: skip
@@ -172,14 +203,11 @@ def _objective(dense: nn.Module, data: Data, hardware: str, proxy: TrainConfig, 
                                                           "seed": trial.number}))  # fmt: skip
         scored, energy, latency = _scored(result.model, result.after.total.energy_j, precision,
                                           data, example, hardware, len(precisions) > 1)  # fmt: skip
-        values = {"accuracy": top1(scored, data.val, data.num_classes), "energy_j": energy,
-                  "latency_ms": latency}  # fmt: skip
-        if meter_device is not None:
-            from energyprune.energy.measure import measure
-
-            m = measure(scored, example, device=meter_device, compile=len(precisions) > 1)
-            if m.measured:
-                values["energy_j"] = m.joules_per_sample["median"]
+        figure = _figure(scored, example, Estimated(energy, hardware), meter_device,
+                         len(precisions) > 1)  # fmt: skip
+        values = {"accuracy": top1(scored, data.val, data.num_classes),
+                  "energy_j": figure.joules, "latency_ms": latency}  # fmt: skip
+        trial.set_user_attr("energy", figure.to_dict())
         trial.set_user_attr("values", values)
         trial.set_user_attr("macs", result.after.total.macs)
         trial.set_user_attr("precision", precision)
@@ -278,7 +306,7 @@ def search(
         study.optimize(objective, n_trials=3 * (trials - done), n_jobs=n_jobs, callbacks=[stop],
                        catch=(RuntimeError,))  # fmt: skip
     rows, knee_number = _collect(study, objectives)
-    basis = "measured" if meter_device else f"estimated ({hardware})"
+    basis = _basis(study, hardware)
     result = SearchResult(objectives, rows, knee_number, basis, url, study_name,
                           {"validation": data.val_source})  # fmt: skip
     atomic_write_text(out / "pareto.json", json.dumps(result.to_dict(), indent=2) + "\n")

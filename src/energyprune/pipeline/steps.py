@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from energyprune.energy.model import profile
 from energyprune.errors import ConfigError
 from energyprune.pipeline.data import Data
 from energyprune.pipeline.evaluate import top1
@@ -32,7 +33,6 @@ from energyprune.pipeline.finetune import StopFlag, finetune
 from energyprune.pipeline.recover import recalibrate_bn
 from energyprune.pruning.apply import PruneResult, prune
 from energyprune.pruning.plan import PruningPlan
-from energyprune.pruning.sparse import price
 
 if TYPE_CHECKING:
     from energyprune.pipeline.config import RunConfig
@@ -263,4 +263,5 @@ def take_step(
 
 def estimate_j(model: nn.Module, data: Data, cfg: RunConfig, arch: str) -> float:
     """The model's estimated joules per forward pass under the run's profile (masks folded)."""
-    return price(model, torch.randn(*data.input_shape), cfg.hardware, None, arch).total.energy_j
+    example = torch.randn(*data.input_shape)
+    return profile(model, example, cfg.hardware, name=arch, shapes_only=True).total.energy_j

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from energyprune.energy.hardware import HardwareProfile, load_hardware
-from energyprune.energy.model import EnergyProfile
+from energyprune.energy.model import EnergyProfile, profile
 from energyprune.energy.rescale import rescaled_energy
 from energyprune.energy.trace import tensors_in
 from energyprune.errors import ConfigError
@@ -35,7 +35,6 @@ from energyprune.pruning.allocate import (
 from energyprune.pruning.groups import Structure
 from energyprune.pruning.importance import CRITERIA, make_importance, taylor_gradients
 from energyprune.pruning.plan import PruningPlan, layer_widths
-from energyprune.pruning.sparse import price as _price
 from energyprune.pruning.sparse import shapes_pay
 from energyprune.pruning.tracing import TRACE_SECONDS
 
@@ -140,7 +139,9 @@ class _Job:
     shapes_only: bool = True  # price rounds on fake tensors (see sparse.shapes_pay)
 
     def price(self, model: nn.Module, example: Any) -> EnergyProfile:
-        return _price(model, example, self.hw, self.dtype, self.name, self.shapes_only)
+        return profile(
+            model, example, self.hw, self.dtype, name=self.name, shapes_only=self.shapes_only
+        )
 
 
 @dataclass
@@ -358,7 +359,7 @@ def prune(
     names = {m: n for n, m in model.named_modules()}
     ignored_layers = [names.get(s, s) if isinstance(s, nn.Module) else s for s in ignored_layers]
     work = folded_copy(model).eval()
-    before = _price(work, example_inputs, hw, dtype, name, shapes_only=False)
+    before = profile(work, example_inputs, hw, dtype, name=name)
     target_j = target_energy * before.total.energy_j if target_energy else float(max_joules)
     plan = PruningPlan(
         granularity,

@@ -19,11 +19,9 @@ from torch.nn.utils import prune as torch_prune
 from energyprune.energy.hardware import HardwareProfile
 from energyprune.energy.model import EnergyProfile, profile
 from energyprune.errors import ConfigError
-from energyprune.models.layers import folded_copy
 
 __all__ = [
     "nm_mask",
-    "price",
     "sparsify",
 ]
 
@@ -54,24 +52,6 @@ def nm_mask(weight: torch.Tensor, n: int, m: int) -> torch.Tensor:
     keep.scatter_(1, groups.topk(n, dim=1).indices, True)
     keep = keep.reshape(moved.shape)
     return (keep.movedim(-1, 1) if w.dim() > 2 else keep).to(weight.dtype)
-
-
-def price(
-    model: nn.Module,
-    example: Any,
-    hw: HardwareProfile,
-    dtype,
-    name: str,
-    shapes_only: bool = True,
-) -> EnergyProfile:
-    """Estimate ``model`` as deployed: ``torch.nn.utils.prune`` masks folded into the weights
-    (a copy is priced; an eager masked forward would also pay for ``weight_orig * mask``).
-    ``shapes_only`` traces on fake tensors (same estimate; faster where the forward's
-    arithmetic costs more than fake tensors' per-op bookkeeping)."""
-    if any(hasattr(m, "weight_orig") for m in model.modules()):
-        model = folded_copy(model)
-    with torch.no_grad():  # shapes and weights decide the estimate: no real arithmetic
-        return profile(model, example, hw, dtype, name=name, shapes_only=shapes_only)
 
 
 #: fake-tensor bookkeeping per traced op (s, on a 2-core CPU): a real forward slower than this
@@ -155,7 +135,7 @@ def sparsify(
 
     def energy(masks: dict[str, torch.Tensor]) -> float:
         _apply(modules, masks, originals)
-        return price(model, example, hw, dtype, name).total.energy_j
+        return profile(model, example, hw, dtype, name=name, shapes_only=True).total.energy_j
 
     if granularity == "nm":
         n, m = nm
