@@ -12,8 +12,36 @@ from typing import Any
 __all__ = ["Energy", "Estimated", "Measured", "energy_from_dict"]
 
 
+class _Figure:
+    """Arithmetic between like figures only (``_like``); the result of a subtraction keeps the
+    type (``_minus``)."""
+
+    joules: float
+    kind: str
+    label: str
+
+    def _like(self, other: object) -> bool:
+        raise NotImplementedError
+
+    def _minus(self, other: _Figure) -> _Figure:
+        raise NotImplementedError
+
+    def __truediv__(self, other: object) -> float:
+        if not self._like(other):
+            raise TypeError(_mixed(self, other, "divide"))
+        return self.joules / other.joules  # type: ignore[attr-defined]
+
+    def __sub__(self, other: object) -> _Figure:
+        if not self._like(other):
+            raise TypeError(_mixed(self, other, "subtract"))
+        return self._minus(other)  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **asdict(self)}  # type: ignore[call-overload]
+
+
 @dataclass(frozen=True)
-class Estimated:
+class Estimated(_Figure):
     """Joules from the energy model under hardware profile ``profile``; ``calibration`` says
     where its coefficients come from (a built-in profile or a fitted YAML's path)."""
 
@@ -30,26 +58,16 @@ class Estimated:
     def _like(self, other: object) -> bool:
         return isinstance(other, Estimated) and other.profile == self.profile
 
-    def __truediv__(self, other: object) -> float:
-        if not self._like(other):
-            raise TypeError(_mixed(self, other, "divide"))
-        return self.joules / other.joules  # type: ignore[union-attr]
-
-    def __sub__(self, other: object) -> Estimated:
-        if not self._like(other):
-            raise TypeError(_mixed(self, other, "subtract"))
-        return Estimated(self.joules - other.joules, self.profile, self.calibration)  # type: ignore[union-attr]
+    def _minus(self, other: Estimated) -> Estimated:  # type: ignore[override]
+        return Estimated(self.joules - other.joules, self.profile, self.calibration)
 
     def scaled(self, factor: float) -> Estimated:
         """The same estimate for ``factor`` times the work (e.g. per sample → per batch)."""
         return Estimated(self.joules * factor, self.profile, self.calibration)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, **asdict(self)}
-
 
 @dataclass(frozen=True)
-class Measured:
+class Measured(_Figure):
     """Joules read from ``meter`` over ``windows`` windows: the median, with the interquartile
     ``spread``; ``basis`` is ``gross`` (what the meter read) or ``active`` (idle subtracted)."""
 
@@ -68,25 +86,15 @@ class Measured:
     def _like(self, other: object) -> bool:
         return isinstance(other, Measured) and other.basis == self.basis
 
-    def __truediv__(self, other: object) -> float:
-        if not self._like(other):
-            raise TypeError(_mixed(self, other, "divide"))
-        return self.joules / other.joules  # type: ignore[union-attr]
-
-    def __sub__(self, other: object) -> Measured:
-        if not self._like(other):
-            raise TypeError(_mixed(self, other, "subtract"))
-        spread = self.spread + other.spread  # type: ignore[union-attr]
-        windows = min(self.windows, other.windows)  # type: ignore[union-attr]
-        return Measured(self.joules - other.joules, self.meter, windows, spread, self.basis)  # type: ignore[union-attr]
+    def _minus(self, other: Measured) -> Measured:  # type: ignore[override]
+        windows = min(self.windows, other.windows)
+        spread = self.spread + other.spread
+        return Measured(self.joules - other.joules, self.meter, windows, spread, self.basis)
 
     def scaled(self, factor: float) -> Measured:
         return Measured(
             self.joules * factor, self.meter, self.windows, self.spread * factor, self.basis
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, **asdict(self)}
 
 
 Energy = Estimated | Measured
