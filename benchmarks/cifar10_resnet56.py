@@ -29,6 +29,7 @@ from energyprune.pipeline.data import load_data
 from energyprune.pipeline.evaluate import top1
 from energyprune.pipeline.finetune import TrainConfig, finetune
 from energyprune.pipeline.run import RunConfig, run
+from energyprune.pruning.spec import PruneSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from provenance import provenance
@@ -123,9 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             train=train,
             final_epochs=0,
             max_acc_drop=100.0,
-            criterion="energy",
-            round_to=8,
-            hardware=args.hardware,
+            spec=PruneSpec(criterion="energy", round_to=8, hardware=args.hardware),
         )
         result = run(
             copy.deepcopy(dense).to(args.device),

@@ -41,6 +41,7 @@ from energyprune.pipeline.data import load_data
 from energyprune.pipeline.evaluate import top1
 from energyprune.pipeline.finetune import TrainConfig, finetune
 from energyprune.pipeline.run import RunConfig, run
+from energyprune.pruning.spec import PruneSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cifar10_resnet56 import tp_default
@@ -61,7 +62,7 @@ def _pipeline_cfg(arm: str, args: argparse.Namespace, train: TrainConfig) -> Run
         max_acc_drop=100.0,  # no retries: every arm trains exactly E epochs
         train=replace(train, epochs=per_step),
         final_epochs=args.epochs - per_step * steps,
-        hardware=args.hardware,
+        spec=PruneSpec(target_energy=args.target_energy, hardware=args.hardware),
         bn_batches=0,
         distill=False,
     )

@@ -26,6 +26,7 @@ from energyprune.pipeline.recover import distillation_loss, recalibrate_bn
 from energyprune.pruning.apply import PruneResult, prune
 from energyprune.pruning.export import export_onnx, load, save
 from energyprune.pruning.plan import PruningPlan
+from energyprune.pruning.spec import PruneSpec
 from energyprune.reports.report import plot_layer_energy
 
 __version__ = "0.1.0"
@@ -44,6 +45,7 @@ __all__ = [
     "MeterUnavailableError",
     "Protocol",
     "PruneResult",
+    "PruneSpec",
     "PruningPlan",
     "QuantizedModel",
     "Totals",

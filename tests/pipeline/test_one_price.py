@@ -15,6 +15,7 @@ from energyprune.models.layers import folded_copy
 from energyprune.pipeline.codesign import int8_energy_ratio
 from energyprune.pipeline.config import RunConfig
 from energyprune.pipeline.steps import estimate_j
+from energyprune.pruning.spec import PruneSpec
 
 HW = "eyeriss-65nm"  # skips zeros: the masks change the estimate
 
@@ -37,7 +38,9 @@ def test_a_masked_model_gets_one_estimate_whoever_asks():
     with torch.no_grad():
         deployed = profile(folded_copy(model), x, HW).total.energy_j
     # the run loop (steps.estimate_j), and codesign / search, which call profile in grad mode
-    run_j = estimate_j(model, SimpleNamespace(input_shape=x.shape), RunConfig(hardware=HW), "net")
+    run_j = estimate_j(
+        model, SimpleNamespace(input_shape=x.shape), RunConfig(spec=PruneSpec(hardware=HW)), "net"
+    )
     direct_j = profile(model, x, HW).total.energy_j
     assert run_j == pytest.approx(deployed, rel=1e-9)
     assert direct_j == pytest.approx(deployed, rel=1e-9)

@@ -173,3 +173,19 @@ def test_the_front_is_labelled_by_what_the_trials_hold():
     study.add_trial(trial(Estimated(2.0, "horowitz-45nm")))
     with pytest.raises(ConfigError, match="mixes energy figures"):
         _basis(study, "horowitz-45nm")
+
+
+def test_finalize_replays_the_knee_trials_spec_caps_included(tmp_path):
+    """--finalize prunes with the knee trial's PruneSpec, its tuned per-stage caps included:
+    the final plan.json records exactly that spec."""
+    from energyprune.cli import main
+
+    args = _search(tmp_path, 3, "--finalize", "--steps", "1", "--finetune-epochs", "0")[3:]
+    assert main(args) == 0
+    report = json.loads((tmp_path / "pareto.json").read_text())
+    knee = next(t for t in report["trials"] if t["number"] == report["knee"])
+    assert knee["spec"]["layer_caps"] and knee["spec"]["target_energy"] == pytest.approx(
+        knee["params"]["target_energy"]
+    )
+    final = json.loads((tmp_path / "final" / "plan.json").read_text())
+    assert final["spec"] == knee["spec"]

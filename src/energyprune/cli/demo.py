@@ -206,19 +206,17 @@ def _finalize(args, built, dense, data, result, console: Console) -> None:
     from energyprune.pipeline.driver import run_and_write
     from energyprune.pipeline.finetune import TrainConfig
     from energyprune.pipeline.run import RunConfig
+    from energyprune.pruning.spec import PruneSpec
     from energyprune.reports.report import run_table
 
     knee = next(t for t in result.trials if t["number"] == result.knee)
-    params = knee["params"]
+    spec = PruneSpec.from_dict(knee["spec"])  # the knee trial's prune, caps included
     cfg = RunConfig(
-        target_energy=params["target_energy"],
+        target_energy=spec.target_energy,
         steps=args.steps,
         max_acc_drop=args.max_acc_drop,
         train=TrainConfig(epochs=args.finetune_epochs, lr=args.lr, optimizer=args.optimizer),
-        criterion=params["criterion"],
-        strategy=params["strategy"],
-        hardware=args.hardware,
-        round_to=params["round_to"],
+        spec=spec,
         seed=args.seed,
     )
     final = run_and_write(

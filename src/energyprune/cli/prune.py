@@ -153,6 +153,16 @@ def add_recovery_args(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> N
     )
 
 
+def _spec(args: argparse.Namespace, nm: tuple[int, int]):
+    """The command line's prune settings as one PruneSpec (both paths prune with it)."""
+    from energyprune.pruning.spec import PruneSpec
+
+    same = ("target_energy", "max_joules", "granularity", "criterion", "strategy", "hardware",
+            "round_to", "max_layer_ratio", "prune_residual")  # fmt: skip
+    settings = {name: getattr(args, name) for name in same}
+    return PruneSpec(**settings, ignored_layers=tuple(args.ignore), nm=nm)
+
+
 def _run_prune(args: argparse.Namespace, console: Console) -> int:
     from energyprune.pruning.apply import prune
     from energyprune.pruning.export import save
@@ -170,22 +180,7 @@ def _run_prune(args: argparse.Namespace, console: Console) -> int:
             "--quantize needs --data: calibration batches come from its validation split"
         )
     with console.status(f"pruning {built.name}"):
-        result = prune(
-            built.model,
-            torch.randn(*shape),
-            args.target_energy,
-            max_joules=args.max_joules,
-            granularity=args.granularity,
-            criterion=args.criterion,
-            strategy=args.strategy,
-            hardware=args.hardware,
-            round_to=args.round_to,
-            max_layer_ratio=args.max_layer_ratio,
-            ignored_layers=args.ignore,
-            prune_residual=args.prune_residual,
-            nm=(n, m),
-            name=built.name,
-        )
+        result = prune(built.model, torch.randn(*shape), spec=_spec(args, (n, m)), name=built.name)
     result.plan.arch = {"name": built.name, "source": built.source}
     console.print(comparison_table(result.before, result.after))
     out = save(result, args.out)
@@ -232,15 +227,7 @@ def _run_pipeline(args, built, nm, console: Console) -> int:
             distill_temperature=args.distill_temperature,
         ),
         final_epochs=args.final_epochs,
-        granularity=args.granularity,
-        criterion=args.criterion,
-        strategy=args.strategy,
-        hardware=args.hardware,
-        round_to=args.round_to,
-        max_layer_ratio=args.max_layer_ratio,
-        ignored_layers=tuple(args.ignore),
-        prune_residual=args.prune_residual,
-        nm=nm,
+        spec=_spec(args, nm),
         seed=args.seed,
         bn_batches=args.bn_batches,
         distill=args.distill,

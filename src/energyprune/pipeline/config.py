@@ -3,10 +3,11 @@ steps both read it)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from energyprune.errors import ConfigError
 from energyprune.pipeline.finetune import TrainConfig
+from energyprune.pruning.spec import PruneSpec
 
 __all__ = ["SCHEDULES", "RunConfig"]
 
@@ -24,21 +25,22 @@ class RunConfig:
     retries: int = 2
     train: TrainConfig = field(default_factory=TrainConfig)
     final_epochs: int | None = None  # default: train.epochs
-    granularity: str = "channel"
-    criterion: str = "energy"
-    strategy: str = "global"
-    hardware: str = "horowitz-45nm"
-    round_to: int | None = None
-    max_layer_ratio: float = 0.9
-    ignored_layers: tuple[str, ...] = ()
-    prune_residual: bool = False
-    nm: tuple[int, int] = (2, 4)
+    spec: PruneSpec = field(default_factory=PruneSpec)  # each step's target is the schedule's
     seed: int = 0
     bn_batches: int = 50  # batch-norm recalibration after every cut (0: off)
     distill: bool = True  # fine-tune with the dense model as teacher
     candidates: int = 1  # ways to meet each step's budget, scored after recalibration
 
+    @property
+    def hardware(self) -> str:
+        """The profile every estimate of the run is priced under (the spec's)."""
+        return str(self.spec.hardware)
+
     def __post_init__(self) -> None:
+        if (self.spec.target_energy, self.spec.max_joules) != (self.target_energy, None):
+            # the run's target is the spec's (steps prune to the schedule's share of it)
+            spec = replace(self.spec, target_energy=self.target_energy, max_joules=None)
+            object.__setattr__(self, "spec", spec)
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}")
         if self.steps < 1 or not 0 < self.target_energy <= 1 or self.max_acc_drop < 0:

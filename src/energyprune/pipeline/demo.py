@@ -23,7 +23,6 @@ DEMO_CONFIG = RunConfig(
     max_acc_drop=1.0,
     train=TrainConfig(epochs=6, lr=2e-3, optimizer="adamw", weight_decay=1e-4),
     final_epochs=10,
-    criterion="energy",
 )
 
 

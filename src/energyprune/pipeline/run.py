@@ -220,6 +220,8 @@ def run(
         ):
             log("interrupted during the final fine-tune; the last step is checkpointed")
             return RunResult(current, plan, {})
+    if plan is not None:
+        plan.spec = cfg.spec.to_dict()  # what the run asked for (each step pruned to its share)
     after = _metrics(current, data, cfg, meter_device)
     report = _report(state, after, cfg)
     report["validation"] = data.val_source

@@ -33,6 +33,7 @@ from energyprune.pipeline.data import Data
 from energyprune.pipeline.evaluate import median_latency_ms, top1
 from energyprune.pipeline.finetune import TrainConfig, finetune
 from energyprune.pruning.apply import prune
+from energyprune.pruning.spec import PruneSpec
 
 __all__ = ["OBJECTIVES", "SearchResult", "check_precisions", "knee", "pareto_front", "search"]
 
@@ -186,17 +187,10 @@ def _objective(dense: nn.Module, data: Data, hardware: str, proxy: TrainConfig, 
         if len(precisions) > 1:
             precision = trial.suggest_categorical("precision", list(precisions))
         caps = {s: trial.suggest_float(f"cap_{s}", 0.3, 0.9) for s in stages}
+        spec = PruneSpec(**params, hardware=hardware, layer_caps=caps)
+        trial.set_user_attr("spec", spec.to_dict())  # what --finalize replays
         try:
-            result = prune(
-                copy.deepcopy(dense),
-                example,
-                params["target_energy"],
-                criterion=params["criterion"],
-                strategy=params["strategy"],
-                hardware=hardware,
-                round_to=params["round_to"],
-                layer_caps=caps,
-            )
+            result = prune(copy.deepcopy(dense), example, spec=spec)
         except ConfigError as e:
             raise optuna.TrialPruned(str(e)) from e
         finetune(result.model, data.train, TrainConfig(**{**proxy.__dict__,
@@ -226,6 +220,7 @@ def _collect(study: optuna.Study, objectives: list[str]) -> tuple[list[dict], in
     values = [list(t.values) for t in complete]
     flags = pareto_front(values, directions)
     trials = [{"number": t.number, "params": t.params, "values": t.user_attrs["values"],
+               "spec": t.user_attrs.get("spec"),
                "macs": t.user_attrs.get("macs"),
                "precision": t.user_attrs.get("precision", "fp32"), "pareto": flag}
               for t, flag in zip(complete, flags, strict=True)]  # fmt: skip

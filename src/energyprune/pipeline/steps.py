@@ -80,30 +80,17 @@ def merge_plans(plan: PruningPlan | None, step: PruningPlan) -> PruningPlan:
 def prune_step(
     model: nn.Module, example: torch.Tensor, cfg: RunConfig, target_j: float
 ) -> PruneResult:
-    """One-shot prune of ``model`` to ``target_j`` estimated joules with the run's settings."""
-    return prune(
-        model,
-        example,
-        None,
-        max_joules=target_j,
-        granularity=cfg.granularity,
-        criterion=cfg.criterion,
-        strategy=cfg.strategy,
-        hardware=cfg.hardware,
-        round_to=cfg.round_to,
-        max_layer_ratio=cfg.max_layer_ratio,
-        ignored_layers=cfg.ignored_layers,
-        prune_residual=cfg.prune_residual,
-        nm=cfg.nm,
-    )
+    """One-shot prune of ``model`` to ``target_j`` estimated joules with the run's spec."""
+    return prune(model, example, spec=replace(cfg.spec, target_energy=None, max_joules=target_j))
 
 
 def _settings(cfg: RunConfig) -> dict[str, Any]:
+    spec = cfg.spec
     return {
-        "criterion": cfg.criterion,
-        "strategy": cfg.strategy,
-        "max_layer_ratio": cfg.max_layer_ratio,
-        "round_to": cfg.round_to,
+        "criterion": spec.criterion,
+        "strategy": spec.strategy,
+        "max_layer_ratio": spec.max_layer_ratio,
+        "round_to": spec.round_to,
     }
 
 
@@ -112,7 +99,7 @@ def _variants(cfg: RunConfig) -> Iterator[RunConfig]:
     seen = [_settings(cfg)]
     yield cfg
     for overrides in VARIANTS:
-        variant = replace(cfg, **overrides)
+        variant = replace(cfg, spec=replace(cfg.spec, **overrides))
         if _settings(variant) not in seen:
             seen.append(_settings(variant))
             yield variant

@@ -25,7 +25,6 @@ from energyprune.energy.trace import tensors_in
 from energyprune.errors import ConfigError
 from energyprune.models.layers import folded_copy
 from energyprune.pruning.allocate import (
-    STRATEGIES,
     Candidate,
     Savings,
     Step,
@@ -33,14 +32,14 @@ from energyprune.pruning.allocate import (
     removal,
 )
 from energyprune.pruning.groups import Structure
-from energyprune.pruning.importance import CRITERIA, make_importance, taylor_gradients
+from energyprune.pruning.importance import make_importance, taylor_gradients
 from energyprune.pruning.plan import PruningPlan, layer_widths
 from energyprune.pruning.sparse import shapes_pay
+from energyprune.pruning.spec import GRANULARITIES, PruneSpec
 from energyprune.pruning.tracing import TRACE_SECONDS
 
-__all__ = ["GRANULARITIES", "PruneResult", "prune", "select_modules"]
+__all__ = ["GRANULARITIES", "PruneResult", "PruneSpec", "prune", "select_modules"]
 
-GRANULARITIES = ("channel", "nm", "unstructured")
 TOLERANCE = 0.01  # achieved estimate may exceed the target by at most 1 %
 MAX_ROUNDS = 8
 
@@ -86,25 +85,6 @@ def select_modules(model: nn.Module, selectors: Iterable[Selector]) -> list[nn.M
         for m in hits:
             chosen += [c for c in m.modules() if all(c is not x for x in chosen)]
     return chosen
-
-
-def _check(target_energy, max_joules, granularity, criterion, strategy, max_layer_ratio) -> None:
-    if (target_energy is None) == (max_joules is None):
-        raise ConfigError("give exactly one of target_energy (fraction of dense) or max_joules")
-    if target_energy is not None and not 0 < target_energy <= 1:
-        raise ConfigError(f"target_energy must be in (0, 1], got {target_energy}")
-    if max_joules is not None and max_joules <= 0:
-        raise ConfigError(f"max_joules must be > 0, got {max_joules}")
-    if granularity not in GRANULARITIES:
-        raise ConfigError(
-            f"granularity must be one of {', '.join(GRANULARITIES)}, got '{granularity}'"
-        )
-    if criterion not in CRITERIA:
-        raise ConfigError(f"criterion must be one of {', '.join(CRITERIA)}, got '{criterion}'")
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, got '{strategy}'")
-    if not 0 < max_layer_ratio <= 1:
-        raise ConfigError(f"max_layer_ratio must be in (0, 1], got {max_layer_ratio}")
 
 
 @dataclass(frozen=True)
@@ -301,6 +281,7 @@ def prune(
     example_inputs: Any,
     target_energy: float | None = 0.5,
     *,
+    spec: PruneSpec | None = None,
     max_joules: float | None = None,
     granularity: str = "channel",
     criterion: str = "energy",
@@ -323,6 +304,8 @@ def prune(
     Args:
         model: the dense model (left untouched; a pruned copy is returned).
         example_inputs: a tensor, tuple or dict of inputs (as for :func:`energyprune.profile`).
+        spec: every setting below in one :class:`PruneSpec` (stored in ``plan.spec``); give it
+            or the settings, not both.
         target_energy: fraction of the dense estimate to reach (e.g. 0.5); or ``max_joules``.
         granularity: ``channel`` (physical removal), ``nm`` (N:M masks) or ``unstructured``.
         criterion: ``energy`` (importance per joule), ``l1``, ``l2``, ``taylor``, ``bn_scale``,
@@ -346,79 +329,76 @@ def prune(
     Raises:
         ConfigError: bad settings, or a target below the reachable minimum (named in the message).
     """
-    _check(target_energy, max_joules, granularity, criterion, strategy, max_layer_ratio)
-    caps = Caps(max_layer_ratio, tuple((layer_caps or {}).items()))
-    if any(not 0 <= c <= 1 for _, c in caps.by_prefix):
-        raise ConfigError(f"layer_caps values must be in [0, 1], got {dict(caps.by_prefix)}")
-    hw = load_hardware(hardware)
+    asked = PruneSpec(
+        target_energy, max_joules, granularity, criterion, strategy, hardware, dtype, round_to,
+        max_layer_ratio, tuple((layer_caps or {}).items()), tuple(ignored_layers),
+        prune_residual, nm, sparsity_scope,
+    )  # fmt: skip
+    if spec is not None and asked != PruneSpec():
+        raise ConfigError("give prune either spec= or the settings, not both")
+    return _prune(model, example_inputs, spec or asked, data, name, trace_seconds)
+
+
+def _prune(model, example_inputs, spec: PruneSpec, data, name, trace_seconds) -> PruneResult:
+    hw = load_hardware(spec.hardware)
     name = name or type(model).__name__
-    round_to = hw.channel_multiple if round_to is None else round_to
-    if round_to < 1:
-        raise ConfigError(f"round_to must be >= 1, got {round_to}")
+    round_to = hw.channel_multiple if spec.round_to is None else spec.round_to
     was_training = model.training
     names = {m: n for n, m in model.named_modules()}
-    ignored_layers = [names.get(s, s) if isinstance(s, nn.Module) else s for s in ignored_layers]
+    ignored = tuple(names.get(s, s) if isinstance(s, nn.Module) else s for s in spec.ignored_layers)
     work = folded_copy(model).eval()
-    before = profile(work, example_inputs, hw, dtype, name=name)
-    target_j = target_energy * before.total.energy_j if target_energy else float(max_joules)
+    before = profile(work, example_inputs, hw, spec.dtype, name=name)
+    dense_j = before.total.energy_j
+    target_j = spec.target_energy * dense_j if spec.target_energy else float(spec.max_joules)
     plan = PruningPlan(
-        granularity,
-        criterion,
-        strategy,
-        hw.name,
-        round_to,
-        target_energy,
-        before.total.energy_j,
-        target_j,
-    )
+        spec.granularity, spec.criterion, spec.strategy, hw.name, round_to, spec.target_energy,
+        dense_j, target_j,
+    )  # fmt: skip
+    plan.spec = spec.to_dict()
     first = next(iter(tensors_in(example_inputs)), None)
     if first is not None:
         plan.input_shape, plan.input_dtype = list(first.shape), str(first.dtype).split(".")[-1]
+    caps = Caps(spec.max_layer_ratio, spec.layer_caps)
     job = _Job(
-        hw,
-        dtype,
-        name,
-        criterion,
-        strategy,
-        round_to,
-        caps,
-        tuple(ignored_layers),
-        prune_residual,
-        data,
-        trace_seconds,
-        shapes_pay(before),
-    )
-    sparse = (target_j, nm, max_layer_ratio, sparsity_scope)
-    if granularity == "channel":
-        traced = _Traced(energy=before)
-        plan.rounds = _channel_rounds(work, example_inputs, target_j, job, traced)
-        plan.traced_parts = traced.parts
-        after = traced.energy
-        if traced.parts is not None and after.total.energy_j > target_j * (1 + TOLERANCE):
-            note = _fallback(plan, traced, after.total.energy_j / before.total.energy_j, hw, name)
-            _sparsify(work, example_inputs, plan, "unstructured", job, *sparse)
-            logging.getLogger("energyprune").warning(note)
-            after = job.price(work, example_inputs)
-    else:
-        _sparsify(work, example_inputs, plan, granularity, job, *sparse)
-        after = job.price(work, example_inputs)
+        hw, spec.dtype, name, spec.criterion, spec.strategy, round_to, caps, ignored,
+        spec.prune_residual, data, trace_seconds, shapes_pay(before),
+    )  # fmt: skip
+    after = _cut(work, example_inputs, plan, spec, job, target_j, before)
     if after.total.energy_j > target_j * (1 + TOLERANCE):
         reachable = (
             _reachable_minimum(model, example_inputs, job)
             if plan.granularity == "channel"
             else after.total.energy_j
         )
-        ratio = reachable / before.total.energy_j
         raise ConfigError(
-            f"target {target_j:.4g} J ({target_j / before.total.energy_j:.1%} of dense) is "
+            f"target {target_j:.4g} J ({target_j / dense_j:.1%} of dense) is "
             f"unreachable with {plan.granularity} pruning under {hw.name}: the reachable "
-            f"minimum is about {reachable:.4g} J ({ratio:.1%} of dense) with max_layer_ratio "
-            f"{max_layer_ratio} and the ignored layers; raise the target or allow more pruning"
+            f"minimum is about {reachable:.4g} J ({reachable / dense_j:.1%} of dense) with "
+            f"max_layer_ratio {spec.max_layer_ratio} and the ignored layers; raise the target "
+            "or allow more pruning"
         )
     plan.achieved_j = after.total.energy_j
     plan.widths = layer_widths(work)
     work.train(was_training)
     return PruneResult(work, plan, before, after)
+
+
+def _cut(work, example, plan, spec: PruneSpec, job: _Job, target_j, before) -> EnergyProfile:
+    """Prune ``work`` in place at the spec's granularity; its estimate after."""
+    if spec.granularity != "channel":
+        _sparsify(work, example, plan, spec.granularity, job, target_j, spec)
+        return job.price(work, example)
+    traced = _Traced(energy=before)
+    plan.rounds = _channel_rounds(work, example, target_j, job, traced)
+    plan.traced_parts = traced.parts
+    after = traced.energy
+    if traced.parts is not None and after.total.energy_j > target_j * (1 + TOLERANCE):
+        reached = after.total.energy_j / before.total.energy_j
+        note = _fallback(plan, traced, reached, job.hw, job.name)
+        _sparsify(work, example, plan, "unstructured", job, target_j, spec)
+        logging.getLogger("energyprune").warning(note)
+        after = job.price(work, example)
+    return after
 
 
 def _fallback(
@@ -451,9 +431,7 @@ def _sparsify(
     granularity: str,
     job: _Job,
     target_j: float,
-    nm: tuple[int, int],
-    max_layer_ratio: float,
-    scope: str,
+    spec: PruneSpec,
 ) -> None:
     """Mask ``work`` to ``target_j`` (unstructured or N:M); the masks go into ``plan``."""
     from energyprune.pruning.sparse import sparsify
@@ -466,8 +444,8 @@ def _sparsify(
         job.name,
         target_j,
         granularity,
-        nm,
+        spec.nm,
         select_modules(work, job.ignored),
-        max_layer_ratio,
-        scope,
+        spec.max_layer_ratio,
+        spec.sparsity_scope,
     )

@@ -43,6 +43,8 @@ class PruningPlan:
         traced_parts: when the whole model did not trace, the submodules that were traced
             and pruned inside (their outputs keep their width); None when it traced whole.
         notes: one line per decision the user should know of (e.g. a fallback granularity).
+        spec: the :class:`~energyprune.pruning.spec.PruneSpec` asked for, whole (the fields
+            above are what was done: ``round_to`` resolved, a fallback granularity).
     """
 
     granularity: str
@@ -64,6 +66,7 @@ class PruningPlan:
     precision: dict[str, str] = field(default_factory=dict)
     traced_parts: list[str] | None = None
     notes: list[str] = field(default_factory=list)
+    spec: dict[str, Any] = field(default_factory=dict)
     version: int = PLAN_VERSION
 
     def to_dict(self) -> dict[str, Any]:
