@@ -224,3 +224,10 @@ def test_bad_settings(kwargs, message):
     args = {"target_energy": 0.5, **kwargs}
     with pytest.raises(ConfigError, match=message):
         prune(model, torch.randn(1, 3, 32, 32), **args)
+
+
+def test_every_granularity_has_a_cut():
+    from energyprune.pruning.apply import _CUTS
+    from energyprune.pruning.spec import GRANULARITIES
+
+    assert set(_CUTS) == set(GRANULARITIES)

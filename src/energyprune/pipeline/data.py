@@ -305,31 +305,11 @@ def load_data(
     """
     if val_from not in ("train", "test"):
         raise ConfigError(f"val_from must be 'train' or 'test', got '{val_from}'")
-    if spec == "digits":
-        return _digits(batch_size, val_fraction, seed, val_from)
     kind, _, rest = spec.partition(":")
-    if kind == "cifar10" and rest:
-        splits = load_cifar10(rest, progress)
-        return _from_arrays(
-            "cifar10",
-            splits,
-            CIFAR10_MEAN,
-            CIFAR10_STD,
-            True,
-            batch_size,
-            val_fraction,
-            seed,
-            val_from,
-        )
-    if kind == "imagefolder" and rest:
-        splits = load_image_folder(rest, progress)
-        sample = splits.train_x[:2048].float() / 255.0
-        mean = tuple(sample.mean(dim=(0, 2, 3)).tolist())
-        std = tuple(sample.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
-        return _from_arrays(
-            f"imagefolder:{rest}", splits, mean, std, True, batch_size, val_fraction, seed, val_from
-        )
-    if (rest and "." in kind) or (rest and kind.isidentifier()):
+    opts = _Options(batch_size, val_fraction, seed, val_from, progress)
+    if kind in SOURCES and bool(rest) == (kind != "digits"):
+        return SOURCES[kind](rest, opts)
+    if rest and ("." in kind or kind.isidentifier()):
         if val_from != "train":
             raise ConfigError(
                 f"--val-from {val_from} does not apply to a data factory ('{spec}'): it returns "
@@ -340,3 +320,44 @@ def load_data(
         f"unknown data spec '{spec}': use digits, cifar10:PATH, imagefolder:PATH or "
         "package.module:factory"
     )
+
+
+@dataclass(frozen=True)
+class _Options:
+    batch_size: int
+    val_fraction: float
+    seed: int
+    val_from: str
+    progress: Callable[[int, int], None]
+
+
+def _digits_source(_: str, o: _Options) -> Data:
+    return _digits(o.batch_size, o.val_fraction, o.seed, o.val_from)
+
+
+def _cifar10_source(path: str, o: _Options) -> Data:
+    splits = load_cifar10(path, o.progress)
+    return _from_arrays(
+        "cifar10", splits, CIFAR10_MEAN, CIFAR10_STD, True, o.batch_size, o.val_fraction,
+        o.seed, o.val_from,
+    )  # fmt: skip
+
+
+def _imagefolder_source(path: str, o: _Options) -> Data:
+    splits = load_image_folder(path, o.progress)
+    sample = splits.train_x[:2048].float() / 255.0
+    mean = tuple(sample.mean(dim=(0, 2, 3)).tolist())
+    std = tuple(sample.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
+    return _from_arrays(
+        f"imagefolder:{path}", splits, mean, std, True, o.batch_size, o.val_fraction, o.seed,
+        o.val_from,
+    )  # fmt: skip
+
+
+#: ``--data`` kind → loader of ``(path after the colon, options)``; anything else with a colon
+#: is a ``module:factory``
+SOURCES: dict[str, Callable[[str, _Options], Data]] = {
+    "digits": _digits_source,
+    "cifar10": _cifar10_source,
+    "imagefolder": _imagefolder_source,
+}

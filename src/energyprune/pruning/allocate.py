@@ -28,10 +28,9 @@ from energyprune.energy.model import EnergyProfile
 from energyprune.energy.rescale import channel_dim
 from energyprune.errors import ConfigError
 from energyprune.pruning.groups import ChannelGroup
+from energyprune.pruning.importance import CRITERIA
 
 __all__ = ["STRATEGIES", "Candidate", "Savings", "Step", "channel_savings", "order", "removal"]
-
-STRATEGIES = ("global", "layerwise-energy")
 
 
 @dataclass(frozen=True)
@@ -179,18 +178,18 @@ def order(
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown strategy '{strategy}': choose one of {', '.join(STRATEGIES)}")
     steps = [_steps(c) for c in candidates]
-    if strategy == "layerwise-energy":
-        by_energy = sorted(
-            range(len(candidates)),
-            key=lambda i: -candidates[i].saving_j * candidates[i].group.channels,
-        )
-        for i in by_energy:
-            for channels, _ in steps[i]:
-                yield Step(
-                    candidates[i].group.root, channels, len(channels) * candidates[i].saving_j
-                )
-        return
-    yield from _greedy(candidates, steps, criterion, savings)
+    yield from STRATEGIES[strategy](candidates, steps, criterion, savings)
+
+
+def _layerwise(candidates, steps, criterion: str, savings: Savings | None) -> Iterator[Step]:
+    """Yang et al.: groups in order of their energy, each pruned as far as allowed first."""
+    by_energy = sorted(
+        range(len(candidates)),
+        key=lambda i: -candidates[i].saving_j * candidates[i].group.channels,
+    )
+    for i in by_energy:
+        for channels, _ in steps[i]:
+            yield Step(candidates[i].group.root, channels, len(channels) * candidates[i].saving_j)
 
 
 def _greedy(candidates, steps, criterion: str, savings: Savings | None) -> Iterator[Step]:
@@ -205,7 +204,7 @@ def _greedy(candidates, steps, criterion: str, savings: Savings | None) -> Itera
 
     def key(i: int) -> float:
         channels, importance = pending[i]
-        if criterion != "energy":
+        if not CRITERIA[criterion].per_joule:
             return importance / len(channels)
         saving = len(channels) * per_channel(i)
         return importance / saving if saving > 0 else math.inf
@@ -229,6 +228,13 @@ def _greedy(candidates, steps, criterion: str, savings: Savings | None) -> Itera
             for j in savings.take(i, len(channels)):
                 version[j] += 1
         push(i)
+
+
+#: strategy name → the order it takes steps in
+STRATEGIES: dict[str, Callable[..., Iterator[Step]]] = {
+    "global": _greedy,
+    "layerwise-energy": _layerwise,
+}
 
 
 def removal(steps: Iterable[Step]) -> dict[str, list[int]]:

@@ -32,7 +32,7 @@ from energyprune.pruning.allocate import (
     removal,
 )
 from energyprune.pruning.groups import Structure
-from energyprune.pruning.importance import make_importance, taylor_gradients
+from energyprune.pruning.importance import CRITERIA, make_importance, taylor_gradients
 from energyprune.pruning.plan import PruningPlan, layer_widths
 from energyprune.pruning.sparse import shapes_pay
 from energyprune.pruning.spec import GRANULARITIES, PruneSpec
@@ -142,7 +142,7 @@ def _candidates(
     example: Any,
 ) -> tuple[list[Candidate], Savings]:
     """Every group scored afresh on the model as it is now, with its floor and saving."""
-    if job.criterion == "taylor":
+    if CRITERIA[job.criterion].needs_gradients:
         taylor_gradients(structure.model, example, job.data)
     importance = make_importance(job.criterion)
     groups = structure.groups
@@ -385,9 +385,15 @@ def _prune(model, example_inputs, spec: PruneSpec, data, name, trace_seconds) ->
 
 def _cut(work, example, plan, spec: PruneSpec, job: _Job, target_j, before) -> EnergyProfile:
     """Prune ``work`` in place at the spec's granularity; its estimate after."""
-    if spec.granularity != "channel":
-        _sparsify(work, example, plan, spec.granularity, job, target_j, spec)
-        return job.price(work, example)
+    return _CUTS[spec.granularity](work, example, plan, spec, job, target_j, before)
+
+
+def _masked_cut(work, example, plan, spec: PruneSpec, job: _Job, target_j, before):
+    _sparsify(work, example, plan, spec.granularity, job, target_j, spec)
+    return job.price(work, example)
+
+
+def _channel_cut(work, example, plan, spec: PruneSpec, job: _Job, target_j, before):
     traced = _Traced(energy=before)
     plan.rounds = _channel_rounds(work, example, target_j, job, traced)
     plan.traced_parts = traced.parts
@@ -399,6 +405,10 @@ def _cut(work, example, plan, spec: PruneSpec, job: _Job, target_j, before) -> E
         logging.getLogger("energyprune").warning(note)
         after = job.price(work, example)
     return after
+
+
+#: granularity (spec.GRANULARITIES) → how ``prune`` cuts at it
+_CUTS = {"channel": _channel_cut, "nm": _masked_cut, "unstructured": _masked_cut}
 
 
 def _fallback(

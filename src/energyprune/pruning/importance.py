@@ -9,6 +9,7 @@ joule).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,7 +19,7 @@ from torch import nn
 from energyprune.energy.trace import as_call
 from energyprune.errors import ConfigError
 
-__all__ = ["CRITERIA", "make_importance", "taylor_gradients"]
+__all__ = ["CRITERIA", "Criterion", "make_importance", "taylor_gradients"]
 
 
 class MemberSumImportance(tp.importance.GroupMagnitudeImportance):
@@ -34,14 +35,25 @@ class MemberSumImportance(tp.importance.GroupMagnitudeImportance):
         return super()._reduce(normed, group_idxs)
 
 
-#: criterion → factory of a Torch-Pruning importance (called once per prune).
-CRITERIA: dict[str, Callable[[], Any]] = {
-    "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
-    "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
-    "energy": MemberSumImportance,
-    "taylor": lambda: tp.importance.GroupTaylorImportance(),
-    "bn_scale": lambda: tp.importance.BNScaleImportance(),
-    "random": lambda: tp.importance.RandomImportance(),
+@dataclass(frozen=True)
+class Criterion:
+    """A registered criterion: its Torch-Pruning importance factory (called once per round),
+    whether scoring needs gradients first, and whether the allocator ranks it per joule saved
+    (else per channel removed, like Torch-Pruning's global ranking)."""
+
+    make: Callable[[], Any]
+    needs_gradients: bool = False
+    per_joule: bool = False
+
+
+#: criterion name → :class:`Criterion`
+CRITERIA: dict[str, Criterion] = {
+    "l1": Criterion(lambda: tp.importance.GroupMagnitudeImportance(p=1)),
+    "l2": Criterion(lambda: tp.importance.GroupMagnitudeImportance(p=2)),
+    "energy": Criterion(MemberSumImportance, per_joule=True),
+    "taylor": Criterion(lambda: tp.importance.GroupTaylorImportance(), needs_gradients=True),
+    "bn_scale": Criterion(lambda: tp.importance.BNScaleImportance()),
+    "random": Criterion(lambda: tp.importance.RandomImportance()),
 }
 
 
@@ -49,7 +61,7 @@ def make_importance(criterion: str) -> Any:
     """The Torch-Pruning importance object for ``criterion``."""
     if criterion not in CRITERIA:
         raise ConfigError(f"unknown criterion '{criterion}': choose one of {', '.join(CRITERIA)}")
-    return CRITERIA[criterion]()
+    return CRITERIA[criterion].make()
 
 
 def taylor_gradients(
