@@ -27,7 +27,7 @@ from energyprune.pruning.apply import PruneResult, prune
 from energyprune.pruning.export import export_onnx, load, save
 from energyprune.pruning.plan import PruningPlan
 from energyprune.pruning.spec import PruneSpec
-from energyprune.reports.report import plot_layer_energy
+from energyprune.reports.plots import plot_layer_energy
 
 __version__ = "0.1.0"
 

@@ -16,7 +16,8 @@ from energyprune.energy.hardware import BUILTIN_PROFILES
 from energyprune.energy.model import DTYPES, EnergyProfile, profile
 from energyprune.errors import ConfigError, EnergyPruneError
 from energyprune.files import atomic_write_text
-from energyprune.reports.report import layer_table, plot_layer_energy, summary_line
+from energyprune.reports.plots import plot_layer_energy
+from energyprune.reports.report import layer_table, summary_line
 
 
 def add_profile(sub: argparse._SubParsersAction) -> None:

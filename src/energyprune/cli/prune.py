@@ -22,10 +22,6 @@ from energyprune.files import atomic_write_text
 
 def add_prune(sub: argparse._SubParsersAction) -> None:
     from energyprune.cli.quantize import add_int8_args
-    from energyprune.pipeline.config import SCHEDULES
-    from energyprune.pruning.allocate import STRATEGIES
-    from energyprune.pruning.apply import GRANULARITIES
-    from energyprune.pruning.importance import CRITERIA
 
     p = sub.add_parser(
         "prune",
@@ -38,6 +34,19 @@ def add_prune(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_args(p)
+    _add_spec_args(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    _add_pipeline_args(p.add_argument_group("fine-tuning pipeline (with --data)"))
+    add_int8_args(p)
+    p.set_defaults(run=_run_prune)
+
+
+def _add_spec_args(p: argparse.ArgumentParser) -> None:
+    """The PruneSpec's settings."""
+    from energyprune.pruning.allocate import STRATEGIES
+    from energyprune.pruning.apply import GRANULARITIES
+    from energyprune.pruning.importance import CRITERIA
+
     budget = p.add_mutually_exclusive_group(required=True)
     budget.add_argument(
         "--target-energy",
@@ -81,8 +90,12 @@ def add_prune(sub: argparse._SubParsersAction) -> None:
         help="also prune transformer residual width (changes LayerNorm statistics)",
     )
     p.add_argument("--nm", default="2:4", help="N:M pattern for --granularity nm (N kept of M)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    loop = p.add_argument_group("fine-tuning pipeline (with --data)")
+
+
+def _add_pipeline_args(loop: argparse._ArgumentGroup) -> None:
+    """prune → fine-tune → evaluate with --data."""
+    from energyprune.pipeline.config import SCHEDULES
+
     loop.add_argument("--data", help="digits | cifar10:PATH | imagefolder:PATH | module:factory")
     loop.add_argument("--steps", type=int, default=3, help="pruning steps toward the target")
     loop.add_argument(
@@ -116,13 +129,11 @@ def add_prune(sub: argparse._SubParsersAction) -> None:
         "'prune more' (fp32) and 'prune less + int8' to the same target and choose "
         "(DIR/prune, DIR/prune+int8, DIR/tradeoff.json)",
     )
-    add_int8_args(p)
     loop.add_argument(
         "--ddp",
         action="store_true",
         help="DistributedDataParallel fine-tuning (launch with torchrun)",
     )
-    p.set_defaults(run=_run_prune)
 
 
 def add_recovery_args(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

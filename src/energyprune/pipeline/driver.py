@@ -24,7 +24,8 @@ from energyprune.pipeline.data import Data
 from energyprune.pipeline.finetune import is_main_process
 from energyprune.pipeline.run import RunConfig, RunResult, run
 from energyprune.pruning.export import save
-from energyprune.reports.report import plot_run, run_markdown
+from energyprune.reports.plots import plot_run
+from energyprune.reports.report import run_markdown
 
 __all__ = ["check_compatible", "meter_device_for", "run_and_write"]
 

@@ -11,8 +11,8 @@ the group's modules' estimated energy per channel). Strategies:
 * ``layerwise-energy``: Yang et al. (CVPR 2017): groups in order of their energy, each pruned
   as far as allowed before the next.
 
-Savings are linear estimates that only rank the steps; the caller prices prefixes of the order
-with the traced ops resized (energy/rescale.py) to pick how far to go.
+Savings are linear estimates that only rank the steps; :func:`enough` prices prefixes of the
+order with the traced ops resized (energy/rescale.py) to pick how far to go.
 """
 
 from __future__ import annotations
@@ -24,13 +24,23 @@ from dataclasses import dataclass
 
 import torch
 
+from energyprune.energy.hardware import HardwareProfile
 from energyprune.energy.model import EnergyProfile
-from energyprune.energy.rescale import channel_dim
+from energyprune.energy.rescale import channel_dim, rescaled_energy
 from energyprune.errors import ConfigError
-from energyprune.pruning.groups import ChannelGroup
+from energyprune.pruning.groups import ChannelGroup, Structure
 from energyprune.pruning.importance import CRITERIA
 
-__all__ = ["STRATEGIES", "Candidate", "Savings", "Step", "channel_savings", "order", "removal"]
+__all__ = [
+    "STRATEGIES",
+    "Candidate",
+    "Savings",
+    "Step",
+    "channel_savings",
+    "enough",
+    "order",
+    "removal",
+]
 
 
 @dataclass(frozen=True)
@@ -243,3 +253,90 @@ def removal(steps: Iterable[Step]) -> dict[str, list[int]]:
     for step in steps:
         out.setdefault(step.root, []).extend(step.channels)
     return out
+
+
+class _Proposals:
+    """Prefixes of the greedy order, priced by resizing the traced ops (energy/rescale.py: no
+    forward pass), steps drawn from the lazy order only as far as needed."""
+
+    LOOKAHEAD = 256  # later steps searched for a smaller last step
+    TRIES = 6  # of which at most this many are priced
+
+    def __init__(
+        self,
+        steps: Iterator[Step],
+        structure: Structure,
+        energy: EnergyProfile,
+        hw: HardwareProfile,
+        dtype: str | None,
+    ) -> None:
+        self.steps, self.structure, self.energy = steps, structure, energy
+        self.hw, self.dtype = hw, dtype
+        self.taken: list[Step] = []
+
+    def price(self, steps: list[Step]) -> float:
+        resized = self.structure.resizes(removal(steps))
+        return rescaled_energy(self.energy, resized, self.hw, self.dtype)
+
+    def shortest(self, target_j: float) -> int:
+        """Length of the shortest prefix meeting ``target_j`` (all steps when none does). Steps
+        are drawn until their linear savings cover the gap, then twice that, ...; a bisection
+        then finds the prefix."""
+        need, saved, lo = self.energy.total.energy_j - target_j, 0.0, 0
+        while True:
+            for step in self.steps:
+                self.taken.append(step)
+                saved += step.saving_j
+                if saved >= need:
+                    break
+            if not self.taken or self.price(self.taken) <= target_j:
+                break
+            if saved < need:  # every step taken, target still not met
+                return len(self.taken)
+            lo, need = len(self.taken), 2 * need
+        hi = len(self.taken)
+        while lo + 1 < hi:  # price(lo) > target (or lo = 0), price(hi) <= target
+            mid = (lo + hi) // 2
+            if self.price(self.taken[:mid]) <= target_j:
+                hi = mid
+            else:
+                lo = mid
+        return hi
+
+    def closer(self, n: int, target_j: float) -> list[Step]:
+        """The first ``n`` steps, the last one swapped for the smallest later step that still
+        meets the target: one step can be a position in every channel group of a wide layer,
+        or ``round_to`` channels at high resolution, and overshoot by several percent."""
+        if not n:
+            return []
+        base, last = self.taken[: n - 1], self.taken[n - 1]
+        need = self.price(base) - target_j
+        if need <= 0:
+            return self.taken[:n]
+        for step in self.steps:  # draw the lookahead
+            self.taken.append(step)
+            if len(self.taken) >= n + self.LOOKAHEAD:
+                break
+        seen, options = {last.root}, []
+        for step in self.taken[n:]:  # a group's later steps need its earlier ones
+            if step.root not in seen and need / 2 <= step.saving_j < last.saving_j:
+                options.append(step)
+            seen.add(step.root)
+        for step in sorted(options, key=lambda s: s.saving_j)[: self.TRIES]:
+            if self.price([*base, step]) <= target_j:
+                return [*base, step]
+        return self.taken[:n]
+
+
+def enough(
+    steps: Iterator[Step],
+    structure: Structure,
+    energy: EnergyProfile,
+    target_j: float,
+    hw: HardwareProfile,
+    dtype: str | None,
+) -> list[Step]:
+    """The removal of a round: the shortest prefix of ``steps`` meeting ``target_j`` on the
+    re-priced estimate, its last step made as small as the target allows."""
+    proposals = _Proposals(steps, structure, energy, hw, dtype)
+    return proposals.closer(proposals.shortest(target_j), target_j)

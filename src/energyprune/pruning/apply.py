@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -20,14 +20,13 @@ from torch import nn
 
 from energyprune.energy.hardware import HardwareProfile, load_hardware
 from energyprune.energy.model import EnergyProfile, profile
-from energyprune.energy.rescale import rescaled_energy
 from energyprune.energy.trace import tensors_in
 from energyprune.errors import ConfigError
 from energyprune.models.layers import folded_copy
 from energyprune.pruning.allocate import (
     Candidate,
     Savings,
-    Step,
+    enough,
     order,
     removal,
 )
@@ -158,82 +157,6 @@ def _candidates(
     return out, savings
 
 
-class _Proposals:
-    """Prefixes of the greedy order, priced by resizing the traced ops (energy/rescale.py: no
-    forward pass), steps drawn from the lazy order only as far as needed."""
-
-    LOOKAHEAD = 256  # later steps searched for a smaller last step
-    TRIES = 6  # of which at most this many are priced
-
-    def __init__(
-        self, steps: Iterator[Step], structure: Structure, energy: EnergyProfile, job: _Job
-    ) -> None:
-        self.steps, self.structure, self.energy, self.job = steps, structure, energy, job
-        self.taken: list[Step] = []
-
-    def price(self, steps: list[Step]) -> float:
-        resized = self.structure.resizes(removal(steps))
-        return rescaled_energy(self.energy, resized, self.job.hw, self.job.dtype)
-
-    def shortest(self, target_j: float) -> int:
-        """Length of the shortest prefix meeting ``target_j`` (all steps when none does). Steps
-        are drawn until their linear savings cover the gap, then twice that, ...; a bisection
-        then finds the prefix."""
-        need, saved, lo = self.energy.total.energy_j - target_j, 0.0, 0
-        while True:
-            for step in self.steps:
-                self.taken.append(step)
-                saved += step.saving_j
-                if saved >= need:
-                    break
-            if not self.taken or self.price(self.taken) <= target_j:
-                break
-            if saved < need:  # every step taken, target still not met
-                return len(self.taken)
-            lo, need = len(self.taken), 2 * need
-        hi = len(self.taken)
-        while lo + 1 < hi:  # price(lo) > target (or lo = 0), price(hi) <= target
-            mid = (lo + hi) // 2
-            if self.price(self.taken[:mid]) <= target_j:
-                hi = mid
-            else:
-                lo = mid
-        return hi
-
-    def closer(self, n: int, target_j: float) -> list[Step]:
-        """The first ``n`` steps, the last one swapped for the smallest later step that still
-        meets the target: one step can be a position in every channel group of a wide layer,
-        or ``round_to`` channels at high resolution, and overshoot by several percent."""
-        if not n:
-            return []
-        base, last = self.taken[: n - 1], self.taken[n - 1]
-        need = self.price(base) - target_j
-        if need <= 0:
-            return self.taken[:n]
-        for step in self.steps:  # draw the lookahead
-            self.taken.append(step)
-            if len(self.taken) >= n + self.LOOKAHEAD:
-                break
-        seen, options = {last.root}, []
-        for step in self.taken[n:]:  # a group's later steps need its earlier ones
-            if step.root not in seen and need / 2 <= step.saving_j < last.saving_j:
-                options.append(step)
-            seen.add(step.root)
-        for step in sorted(options, key=lambda s: s.saving_j)[: self.TRIES]:
-            if self.price([*base, step]) <= target_j:
-                return [*base, step]
-        return self.taken[:n]
-
-
-def _enough(
-    steps: Iterator[Step], structure: Structure, energy: EnergyProfile, target_j: float, job: _Job
-) -> list[Step]:
-    """The removal of a round: the shortest prefix of ``steps`` meeting ``target_j`` on the
-    re-priced estimate, its last step made as small as the target allows."""
-    proposals = _Proposals(steps, structure, energy, job)
-    return proposals.closer(proposals.shortest(target_j), target_j)
-
-
 def _channel_rounds(
     model: nn.Module, example: Any, target_j: float, job: _Job, traced: _Traced | None = None
 ) -> list[list[dict]]:
@@ -254,7 +177,7 @@ def _channel_rounds(
         traced.error = traced.error or structure.whole_model_error
         cands, savings = _candidates(structure, energy, job, dense_widths, example)
         steps = order(cands, job.criterion, job.strategy, savings)
-        cut = removal(_enough(steps, structure, energy, target_j, job))
+        cut = removal(enough(steps, structure, energy, target_j, job.hw, job.dtype))
         if not cut:
             break
         rounds.append(
