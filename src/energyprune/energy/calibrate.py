@@ -241,45 +241,61 @@ def calibrate(
     hw = load_hardware(base)
     variants = list(variants if variants is not None else design_variants(device, quick))
     measure_fn = measure_fn or _default_measure(device, seconds, windows)
-    feats, macs, joules = [], [], []
-    for i, variant in enumerate(variants):
-        progress(i, len(variants), variant.name)
-        model = variant.factory().eval().to(device, TORCH_DTYPES[variant.dtype])
-        example = torch.randn(
-            *variant.input_shape, device=device, dtype=TORCH_DTYPES[variant.dtype]
-        )
-        f, m = variant_features(model, example, hw)
-        feats.append(f)
-        macs.append(m)
-        joules.append(measure_fn(model, example, variant))
-    progress(len(variants), len(variants), "fit")
-    order = list(range(len(variants)))
-    random.Random(seed).shuffle(order)
-    n_held = max(2, round(heldout_fraction * len(variants)))
-    held, train = sorted(order[:n_held]), sorted(order[n_held:])
-    y = np.array(joules)
-    if (y <= 0).any():
-        raise ConfigError("a calibration variant measured <= 0 J per sample; check the meter")
+    feats, macs, y = _observe(variants, hw, device, measure_fn, progress)
+    held, train = _holdout(len(variants), heldout_fraction, seed)
     fitted, kept = fit_profile(
         hw, [feats[i] for i in train], y[train], name or f"calibrated-{device.split(':')[0]}"
     )
     coef = fitted.coefficients()
     predicted = np.array([sum(v * coef[k] for k, v in f.items()) * 1e-12 for f in feats])
-    macs_arr = np.array(macs, dtype=float)
-    macs_scale = float(np.median(y[train] / np.maximum(macs_arr[train], 1)))
+    report = _report(variants, y, predicted, np.array(macs, dtype=float), held, train)
+    report.update(device=_device_name(device), base_profile=hw.name, not_calibrated=kept)
+    keys = ("pairwise_agreement", "macs_pairwise_agreement", "mape", "n_train", "n_heldout")
+    summary = {k: report[k] for k in (*keys, "device", "date")}
+    fitted = replace(fitted, calibration=summary)
+    return CalibrationResult(fitted, report)
+
+
+def _observe(variants, hw, device, measure_fn, progress) -> tuple[list, list, np.ndarray]:
+    """Features, MACs and measured joules per sample of every variant (traced once each)."""
+    feats, macs, joules = [], [], []
+    for i, variant in enumerate(variants):
+        progress(i, len(variants), variant.name)
+        dtype = TORCH_DTYPES[variant.dtype]
+        model = variant.factory().eval().to(device, dtype)
+        example = torch.randn(*variant.input_shape, device=device, dtype=dtype)
+        f, m = variant_features(model, example, hw)
+        feats.append(f)
+        macs.append(m)
+        joules.append(measure_fn(model, example, variant))
+    progress(len(variants), len(variants), "fit")
+    y = np.array(joules)
+    if (y <= 0).any():
+        raise ConfigError("a calibration variant measured <= 0 J per sample; check the meter")
+    return feats, macs, y
+
+
+def _holdout(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Held-out and training indices: a seeded shuffle, at least two held out."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    n_held = max(2, round(fraction * n))
+    return sorted(order[:n_held]), sorted(order[n_held:])
+
+
+def _report(variants, y, predicted, macs, held, train) -> dict[str, Any]:
+    """Held-out agreement and error of the fit and of plain MACs, and every variant's row."""
+    macs_scale = float(np.median(y[train] / np.maximum(macs[train], 1)))
     groups = np.array([v.group for v in variants])
-    report = {
+    return {
         "pairwise_agreement": pairwise_agreement(predicted[held], y[held], groups[held]),
-        "macs_pairwise_agreement": pairwise_agreement(macs_arr[held], y[held], groups[held]),
+        "macs_pairwise_agreement": pairwise_agreement(macs[held], y[held], groups[held]),
         "mape": _mape(predicted[held], y[held]),
-        "macs_mape": _mape(macs_scale * macs_arr[held], y[held]),
+        "macs_mape": _mape(macs_scale * macs[held], y[held]),
         "train_pairwise_agreement": pairwise_agreement(predicted[train], y[train], groups[train]),
         "n_train": len(train),
         "n_heldout": len(held),
-        "device": _device_name(device),
         "date": time.strftime("%Y-%m-%d"),
-        "base_profile": hw.name,
-        "not_calibrated": kept,
         "variants": [
             {
                 "name": v.name,
@@ -293,20 +309,6 @@ def calibrate(
             for i, v in enumerate(variants)
         ],
     }
-    summary = {
-        k: report[k]
-        for k in (
-            "pairwise_agreement",
-            "macs_pairwise_agreement",
-            "mape",
-            "n_train",
-            "n_heldout",
-            "device",
-            "date",
-        )
-    }
-    fitted = replace(fitted, calibration=summary)
-    return CalibrationResult(fitted, report)
 
 
 def _device_name(device: str) -> str:

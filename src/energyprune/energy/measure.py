@@ -272,31 +272,14 @@ def measure(
     """
     if not isinstance(example_inputs, torch.Tensor):
         raise ConfigError("measure takes one input tensor whose first dimension is the batch")
-    reason = None
-    if meter == "auto":
-        try:
-            meter = open_meter(device)
-        except MeterUnavailableError as e:
-            meter, reason = None, str(e)
-    elif meter is None:
-        reason = "meter disabled"
-    estimate = None
+    meter, reason = _open(meter, device)
     int8_layers: list[str] = []
     if int8_linear:
         int8_layers = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    estimate = None
     if meter is None:
-        from energyprune.energy.model import profile
-
-        prof = estimated
-        if prof is None:
-            with torch.no_grad():
-                dtypes = dict.fromkeys(int8_layers, "int8")
-                prof = profile(model, example_inputs, hardware, dtype, layer_dtypes=dtypes)
-        estimate = {
-            "estimated": True,
-            "hardware": prof.hardware,
-            "joules_per_sample": prof.total.energy_j / example_inputs.shape[0],
-        }
+        layers = dict.fromkeys(int8_layers, "int8")
+        estimate = _estimate(model, example_inputs, hardware, dtype, layers, estimated)
     step, sync = prepare(
         model, example_inputs, device, dtype, channels_last, cuda_graph, compile, int8_linear
     )
@@ -327,6 +310,27 @@ def measure(
             "iterations_per_window": run.iterations,
         },
     )
+
+
+def _open(meter: Meter | str | None, device: str) -> tuple[Meter | None, str | None]:
+    """The meter to read (``"auto"``: Zeus for the device) and, without one, why not."""
+    if meter == "auto":
+        try:
+            return open_meter(device), None
+        except MeterUnavailableError as e:
+            return None, str(e)
+    if meter is None:
+        return None, "meter disabled"
+    return meter, None
+
+
+def _estimate(model, example, hardware, dtype, layer_dtypes, estimated) -> dict[str, Any]:
+    """The labelled estimate a meterless measurement reports instead of joules."""
+    from energyprune.energy.model import profile
+
+    prof = estimated or profile(model, example, hardware, dtype, layer_dtypes=layer_dtypes)
+    joules = prof.total.energy_j / example.shape[0]
+    return {"estimated": True, "hardware": prof.hardware, "joules_per_sample": joules}
 
 
 def _summarise(run: _Run, meter, device, example, dtype, reason, estimate, settings) -> Measurement:
