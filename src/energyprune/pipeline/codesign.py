@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -121,56 +121,10 @@ def prune_or_quantize(
         f"int8 prices the dense model at {ratio:.3f} of fp32 ({cfg.hardware}, estimated): "
         f"'{PRUNE_INT8}' prunes to {relaxed:.3f} of dense, then int8"
     )
-    options = []
-
-    model, _ = _pruned(dense, data, cfg, cfg.target_energy, out / PRUNE, arch, log=log, **run_kw)
-    val = top1(model, data.val, data.num_classes)
-    options.append(
-        {
-            "option": PRUNE,
-            "folder": str(out / PRUNE),
-            "pruning_target": cfg.target_energy,
-            "energy_fraction": profile(model, example, cfg.hardware).total.energy_j / dense_j,
-            "val_top1": val,
-            "test_top1": top1(model, data.test, data.num_classes) if data.test else None,
-            "measured_verdict": None,
-        }
-    )
-
-    folder = out / PRUNE_INT8
-    model, plan = _pruned(dense, data, cfg, relaxed, folder, arch, log=log, **run_kw)
-    left = cfg.max_acc_drop - 100 * (dense_val - top1(model, data.val, data.num_classes))
-    option: dict[str, Any] = {"option": PRUNE_INT8, "folder": str(folder / "int8")}
-    option["pruning_target"] = relaxed
-    try:
-        q, report = int8_with_guardrail(
-            model, data, arch, hardware=cfg.hardware, max_acc_drop=max(left, 0.0), **(int8 or {})
-        )
-    except ConfigError as e:
-        option.update(energy_fraction=None, val_top1=None, test_top1=None, failed=str(e))
-    else:
-        save_int8(q, report, model, plan, folder / "int8")
-        option.update(
-            energy_fraction=report["estimated_energy_j"]["int8"] / dense_j,
-            val_top1=report["val_top1"]["int8"],
-            test_top1=(report["test_top1"] or {}).get("int8"),
-            float_layers=report["float_layers"],
-            method=report["method"],
-            measured_verdict=report["measurement"]["verdict"],
-            measured_recommended=report["recommended"],
-        )
-    options.append(option)
-
+    ctx = _Context(dense, data, cfg, example, dense_j, dense_val, arch, log, run_kw)
+    options = [_prune_option(ctx, out / PRUNE), _int8_option(ctx, out / PRUNE_INT8, relaxed, int8)]
     for o in options:
-        o["meets_target"] = o["energy_fraction"] is not None and (
-            o["energy_fraction"] <= cfg.target_energy * 1.01
-        )
-        o["within_guardrail"] = o["val_top1"] is not None and (
-            100 * (dense_val - o["val_top1"]) <= cfg.max_acc_drop
-        )
-        o["eligible"] = (
-            o["meets_target"] and o["within_guardrail"] and o.get("measured_recommended", True)
-        )
+        _judge(o, cfg, dense_val)
     eligible = [o for o in options if o["eligible"]]
     chosen = max(eligible, key=lambda o: (o["val_top1"], -o["energy_fraction"]), default=None)
     report = {
@@ -186,6 +140,78 @@ def prune_or_quantize(
     }
     atomic_write_text(out / "tradeoff.json", json.dumps(report, indent=2) + "\n")
     return report
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What both options share: the dense model and its figures, the run settings."""
+
+    dense: nn.Module
+    data: Data
+    cfg: RunConfig
+    example: torch.Tensor
+    dense_j: float
+    dense_val: float
+    arch: str
+    log: Callable[[str], None]
+    run_kw: dict[str, Any]
+
+
+def _prune_option(c: _Context, folder: Path) -> dict[str, Any]:
+    """'prune': fp32, pruned all the way to the target."""
+    cfg, data = c.cfg, c.data
+    model, _ = _pruned(c.dense, data, cfg, cfg.target_energy, folder, c.arch, log=c.log,
+                       **c.run_kw)  # fmt: skip
+    return {
+        "option": PRUNE,
+        "folder": str(folder),
+        "pruning_target": cfg.target_energy,
+        "energy_fraction": profile(model, c.example, cfg.hardware).total.energy_j / c.dense_j,
+        "val_top1": top1(model, data.val, data.num_classes),
+        "test_top1": top1(model, data.test, data.num_classes) if data.test else None,
+        "measured_verdict": None,
+    }
+
+
+def _int8_option(c: _Context, folder: Path, relaxed: float, int8: dict | None) -> dict[str, Any]:
+    """'prune+int8': pruned less (to ``relaxed``), then int8 within what the guardrail has left."""
+    cfg, data = c.cfg, c.data
+    model, plan = _pruned(c.dense, data, cfg, relaxed, folder, c.arch, log=c.log, **c.run_kw)
+    left = cfg.max_acc_drop - 100 * (c.dense_val - top1(model, data.val, data.num_classes))
+    option: dict[str, Any] = {"option": PRUNE_INT8, "folder": str(folder / "int8")}
+    option["pruning_target"] = relaxed
+    try:
+        q, report = int8_with_guardrail(
+            model, data, c.arch, hardware=cfg.hardware, max_acc_drop=max(left, 0.0),
+            **(int8 or {}),
+        )  # fmt: skip
+    except ConfigError as e:
+        option.update(energy_fraction=None, val_top1=None, test_top1=None, failed=str(e))
+        return option
+    save_int8(q, report, model, plan, folder / "int8")
+    option.update(
+        energy_fraction=report["estimated_energy_j"]["int8"] / c.dense_j,
+        val_top1=report["val_top1"]["int8"],
+        test_top1=(report["test_top1"] or {}).get("int8"),
+        float_layers=report["float_layers"],
+        method=report["method"],
+        measured_verdict=report["measurement"]["verdict"],
+        measured_recommended=report["recommended"],
+    )
+    return option
+
+
+def _judge(o: dict[str, Any], cfg: RunConfig, dense_val: float) -> None:
+    """Mark whether an option meets the target and the guardrail (and the measurement)."""
+    o["meets_target"] = o["energy_fraction"] is not None and (
+        o["energy_fraction"] <= cfg.target_energy * 1.01
+    )
+    o["within_guardrail"] = o["val_top1"] is not None and (
+        100 * (dense_val - o["val_top1"]) <= cfg.max_acc_drop
+    )
+    o["eligible"] = (
+        o["meets_target"] and o["within_guardrail"] and o.get("measured_recommended", True)
+    )
 
 
 def _why_out(option: dict) -> str:
