@@ -172,31 +172,7 @@ def run(
     out = Path(out)
     stop = StopFlag()
     dense_j = estimate_j(model, data, cfg, arch)
-    if resume and (out / STATE).is_file():
-        state, current, plan = _restore(out, arch)
-        made_with = state.get("validation", data.val_source)
-        if made_with != data.val_source:  # the guardrail's baseline is that split's top-1
-            raise ConfigError(
-                f"the checkpoint in {out} was validated on {made_with}, this run on "
-                f"{data.val_source}: resume with the same --val-from and --seed"
-            )
-        log(f"resuming after step {state['completed']} of {cfg.steps}")
-    else:
-        if resume:
-            log(f"nothing to resume in {out}: starting from the dense model")
-        dense_val = _val_top1(model, data)
-        before = _metrics(model, data, cfg, meter_device)
-        state = {
-            "completed": 0,
-            "fraction": 1.0,
-            "dense_val_top1": dense_val,
-            "validation": data.val_source,
-            "before": before.to_dict(),
-            "steps": [],
-            "stopped": None,
-            "config": json.loads(json.dumps(asdict(cfg), default=str)),
-        }
-        current, plan = model, None
+    state, current, plan = _start(model, data, cfg, out, arch, resume, meter_device, log)
     teacher = model if cfg.distill else None  # the dense model, also on --resume
     with stop.installed():
         while state["completed"] < cfg.steps and state["stopped"] is None:
@@ -210,14 +186,7 @@ def run(
             state["completed"] += 1
             _checkpoint(out, state, current, plan, arch)
             on_step(state["completed"], cfg.steps)
-        final_cfg = replace(
-            cfg.train,
-            epochs=cfg.final_epochs if cfg.final_epochs is not None else cfg.train.epochs,
-            seed=cfg.seed * 100_003 + 7,
-        )
-        if plan is not None and not finetune(
-            current, data.train, final_cfg, teacher=teacher, stop=stop, on_batch=on_batch
-        ):
+        if plan is not None and not _final_finetune(current, data, cfg, teacher, stop, on_batch):
             log("interrupted during the final fine-tune; the last step is checkpointed")
             return RunResult(current, plan, {})
     if plan is not None:
@@ -226,6 +195,46 @@ def run(
     report = _report(state, after, cfg)
     report["validation"] = data.val_source
     return RunResult(current, plan, report)
+
+
+def _start(
+    model, data: Data, cfg: RunConfig, out: Path, arch: str, resume: bool, meter_device, log
+) -> tuple[dict, nn.Module, PruningPlan | None]:
+    """The run's state, model and plan so far: restored from ``out`` on ``resume``, else the
+    dense model measured before any cut."""
+    if resume and (out / STATE).is_file():
+        state, current, plan = _restore(out, arch)
+        made_with = state.get("validation", data.val_source)
+        if made_with != data.val_source:  # the guardrail's baseline is that split's top-1
+            raise ConfigError(
+                f"the checkpoint in {out} was validated on {made_with}, this run on "
+                f"{data.val_source}: resume with the same --val-from and --seed"
+            )
+        log(f"resuming after step {state['completed']} of {cfg.steps}")
+        return state, current, plan
+    if resume:
+        log(f"nothing to resume in {out}: starting from the dense model")
+    state = {
+        "completed": 0,
+        "fraction": 1.0,
+        "dense_val_top1": _val_top1(model, data),
+        "validation": data.val_source,
+        "before": _metrics(model, data, cfg, meter_device).to_dict(),
+        "steps": [],
+        "stopped": None,
+        "config": json.loads(json.dumps(asdict(cfg), default=str)),
+    }
+    return state, model, None
+
+
+def _final_finetune(model, data: Data, cfg: RunConfig, teacher, stop, on_batch) -> bool:
+    """The last fine-tune (``final_epochs``, its own seed); False when interrupted."""
+    final_cfg = replace(
+        cfg.train,
+        epochs=cfg.final_epochs if cfg.final_epochs is not None else cfg.train.epochs,
+        seed=cfg.seed * 100_003 + 7,
+    )
+    return finetune(model, data.train, final_cfg, teacher=teacher, stop=stop, on_batch=on_batch)
 
 
 def _typed(metrics: dict, key: str) -> Estimated | Measured:
