@@ -161,31 +161,13 @@ def int8_with_guardrail(
         acc = top1(q.module, data.val, data.num_classes)
         return 100 * (float_val - acc) <= max_acc_drop, acc
 
-    skip: list[str] = []
-    method = "post-training"
-    q = quantize_int8(model, example, data.val, max_batches=calibration_batches)
-    ok, int8_val = passes(q)
-    if not ok and qat is not None:
-        trial = quantize_int8(
-            model,
-            example,
-            data.train,
-            max_batches=calibration_batches,
-            train=lambda fq: finetune(fq, data.train, qat),
-        )
-        trial_ok, trial_val = passes(trial)
-        if trial_ok or trial_val > int8_val:
-            q, ok, int8_val, method = trial, trial_ok, trial_val, "quantisation-aware"
-    while not ok and len(q.int8_layers) > 1:
-        layers = q.int8_layers + skip
-        skip.append(_most_sensitive(model, example, data, layers, skip, calibration_batches))
-        q = quantize_int8(model, example, data.val, skip=skip, max_batches=calibration_batches)
-        method = "post-training, mixed precision"
-        ok, int8_val = passes(q)
+    q, method, ok, int8_val, skipped = _within(
+        model, example, data, passes, qat, calibration_batches
+    )
     if not ok:
         raise ConfigError(
             f"int8 loses {100 * (float_val - int8_val):.2f} pt of validation top-1 even with "
-            f"{len(skip)} layers in float (guardrail {max_acc_drop} pt): keep fp32"
+            f"{skipped} layers in float (guardrail {max_acc_drop} pt): keep fp32"
         )
     test = None
     if data.test is not None:
@@ -215,6 +197,29 @@ def int8_with_guardrail(
         "recommended": measured["recommended"],
     }
     return q, report
+
+
+def _within(model, example, data: Data, passes, qat, batches: int):
+    """The first int8 model that ``passes``: post-training, then quantisation-aware, then
+    post-training with the most sensitive layers kept in float one at a time. Returns it, how it
+    was made, whether it passes, its validation top-1 and how many layers stayed in float."""
+    skip: list[str] = []
+    method = "post-training"
+    q = quantize_int8(model, example, data.val, max_batches=batches)
+    ok, int8_val = passes(q)
+    if not ok and qat is not None:
+        train = lambda fq: finetune(fq, data.train, qat)  # noqa: E731
+        trial = quantize_int8(model, example, data.train, max_batches=batches, train=train)
+        trial_ok, trial_val = passes(trial)
+        if trial_ok or trial_val > int8_val:
+            q, ok, int8_val, method = trial, trial_ok, trial_val, "quantisation-aware"
+    while not ok and len(q.int8_layers) > 1:
+        layers = q.int8_layers + skip
+        skip.append(_most_sensitive(model, example, data, layers, skip, batches))
+        q = quantize_int8(model, example, data.val, skip=skip, max_batches=batches)
+        method = "post-training, mixed precision"
+        ok, int8_val = passes(q)
+    return q, method, ok, int8_val, len(skip)
 
 
 def save_int8(
