@@ -124,11 +124,10 @@ def _dense_for_search(args, built, data, console: Console):
 
 
 def _run_search(args: argparse.Namespace, console: Console) -> int:
-    from rich.table import Table
-
     from energyprune.pipeline.driver import check_compatible, meter_device_for
     from energyprune.pipeline.finetune import TrainConfig
     from energyprune.pipeline.search import check_precisions, search
+    from energyprune.reports.report import front_table
 
     try:
         lo, hi = (float(v) for v in args.target_range.split(":"))
@@ -167,35 +166,7 @@ def _run_search(args: argparse.Namespace, console: Console) -> int:
             precisions=precisions,
             log=lambda m: status.update(m),
         )
-    table = Table(
-        title=f"Pareto front ({len(result.front)} of {len(result.trials)} trials; "
-        f"energy {result.energy_basis}; accuracy on validation)",
-        title_justify="left",
-    )
-    for column in (
-        "trial",
-        "target",
-        "precision",
-        "criterion",
-        "round_to",
-        "val top-1",
-        "energy J",
-        "latency ms",
-    ):
-        table.add_column(column, justify="right")
-    for t in sorted(result.front, key=lambda t: t["values"]["energy_j"]):
-        mark = " ★" if t["number"] == result.knee else ""
-        table.add_row(
-            f"{t['number']}{mark}",
-            f"{t['params']['target_energy']:.2f}",
-            t["precision"],
-            t["params"]["criterion"],
-            str(t["params"]["round_to"]),
-            f"{100 * t['values']['accuracy']:.2f} %",
-            f"{t['values']['energy_j']:.4g}",
-            f"{t['values']['latency_ms']:.3f}",
-        )
-    console.print(table)
+    console.print(front_table(result))
     console.print(f"knee: trial {result.knee} (★) · wrote {args.out}/pareto.json, pareto.png")
     if args.finalize and result.knee is not None:
         _finalize(args, built, dense, data, result, console)

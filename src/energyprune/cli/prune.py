@@ -207,9 +207,41 @@ def _run_pipeline(args, built, nm, console: Console) -> int:
     from rich.progress import Progress
 
     from energyprune.pipeline.driver import check_compatible, run_and_write
-    from energyprune.pipeline.finetune import TrainConfig, distributed
-    from energyprune.pipeline.run import RunConfig
     from energyprune.reports.report import run_table
+
+    _check_pipeline_args(args)
+    data = load_data_with_bar(console, args, seed=args.seed)
+    check_compatible(built.model, data, built.name)
+    cfg = _run_config(args, nm)
+    if args.quantize == "auto":
+        return _run_tradeoff(args, built, data, cfg, console)
+    with Progress(console=console, transient=True) as bar:
+        log, on_batch, on_step = progress_callbacks(console, bar, args.steps)
+        result = run_and_write(
+            built.model.to(args.device), data, cfg, args.out, arch=built.name, seeds=args.seeds,
+            resume=args.resume, device=args.device, log=log, on_batch=on_batch, on_step=on_step,
+        )  # fmt: skip
+    if result is None:
+        console.print("stopped: the last completed step is checkpointed; rerun with --resume")
+        return 130
+    console.print(run_table(result.report))
+    if args.quantize == "int8":
+        from energyprune.cli.quantize import int8_settings, write_int8
+
+        plan = result.plan_for(built.name, args.hardware, data.input_shape)
+        write_int8(
+            result.model.cpu(), plan, data, Path(args.out) / "int8", console,
+            hardware=args.hardware, max_acc_drop=args.max_acc_drop, **int8_settings(args),
+        )  # fmt: skip
+    console.print(
+        f"wrote {args.out}/report.json, report.md, energy_layers.png, "
+        "accuracy_energy.png, plan.json, model.safetensors"
+    )
+    return 0
+
+
+def _check_pipeline_args(args) -> None:
+    from energyprune.pipeline.finetune import distributed
 
     if args.ddp and args.quantize:
         raise ConfigError(
@@ -223,20 +255,26 @@ def _run_pipeline(args, built, nm, console: Console) -> int:
         )
     if args.target_energy is None:
         raise ConfigError("the fine-tuning pipeline takes --target-energy (a fraction)")
-    data = load_data_with_bar(console, args, seed=args.seed)
-    check_compatible(built.model, data, built.name)
-    cfg = RunConfig(
+
+
+def _run_config(args, nm):
+    """The command line's run settings (the prune ones as one PruneSpec)."""
+    from energyprune.pipeline.finetune import TrainConfig
+    from energyprune.pipeline.run import RunConfig
+
+    train = TrainConfig(
+        epochs=args.finetune_epochs,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        distill_alpha=args.distill_alpha,
+        distill_temperature=args.distill_temperature,
+    )
+    return RunConfig(
         target_energy=args.target_energy,
         steps=args.steps,
         schedule=args.schedule,
         max_acc_drop=args.max_acc_drop,
-        train=TrainConfig(
-            epochs=args.finetune_epochs,
-            lr=args.lr,
-            optimizer=args.optimizer,
-            distill_alpha=args.distill_alpha,
-            distill_temperature=args.distill_temperature,
-        ),
+        train=train,
         final_epochs=args.final_epochs,
         spec=_spec(args, nm),
         seed=args.seed,
@@ -244,45 +282,6 @@ def _run_pipeline(args, built, nm, console: Console) -> int:
         distill=args.distill,
         candidates=args.candidates,
     )
-    if args.quantize == "auto":
-        return _run_tradeoff(args, built, data, cfg, console)
-    with Progress(console=console, transient=True) as bar:
-        log, on_batch, on_step = progress_callbacks(console, bar, args.steps)
-        result = run_and_write(
-            built.model.to(args.device),
-            data,
-            cfg,
-            args.out,
-            arch=built.name,
-            seeds=args.seeds,
-            resume=args.resume,
-            device=args.device,
-            log=log,
-            on_batch=on_batch,
-            on_step=on_step,
-        )
-    if result is None:
-        console.print("stopped: the last completed step is checkpointed; rerun with --resume")
-        return 130
-    console.print(run_table(result.report))
-    if args.quantize == "int8":
-        from energyprune.cli.quantize import int8_settings, write_int8
-
-        write_int8(
-            result.model.cpu(),
-            result.plan_for(built.name, args.hardware, data.input_shape),
-            data,
-            Path(args.out) / "int8",
-            console,
-            hardware=args.hardware,
-            max_acc_drop=args.max_acc_drop,
-            **int8_settings(args),
-        )
-    console.print(
-        f"wrote {args.out}/report.json, report.md, energy_layers.png, "
-        "accuracy_energy.png, plan.json, model.safetensors"
-    )
-    return 0
 
 
 def _run_tradeoff(args, built, data, cfg, console: Console) -> int:

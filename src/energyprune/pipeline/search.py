@@ -272,26 +272,9 @@ def search(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
-    with warnings.catch_warnings():  # heartbeats are "experimental" in optuna, and what we need
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        rdb = optuna.storages.RDBStorage(url, heartbeat_interval=10, grace_period=30)
     objectives = list(objectives)
-    study = optuna.create_study(
-        study_name=study_name, storage=rdb, load_if_exists=True,
-        directions=[OBJECTIVES[o] for o in objectives],
-        sampler=optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(20, trials))),
-    )  # fmt: skip
-    stored = study.user_attrs.get("objectives")
-    if stored is not None and stored != objectives:
-        raise ConfigError(f"study '{study_name}' optimises {stored}, not {objectives}: use "
-                          "another --out / --study-name")  # fmt: skip
-    study.set_user_attr("objectives", objectives)
+    study = _study(url, study_name, objectives, list(precisions), seed, trials)
     stop = optuna.study.MaxTrialsCallback(trials, states=(optuna.trial.TrialState.COMPLETE,))
-    stored = study.user_attrs.get("precisions")
-    if stored is not None and stored != list(precisions):
-        raise ConfigError(f"study '{study_name}' searches precisions {stored}, not "
-                          f"{list(precisions)}: use another --out / --study-name")  # fmt: skip
-    study.set_user_attr("precisions", list(precisions))
     objective = _objective(dense.eval(), data, hardware, proxy, _stages(dense), target_range,
                            objectives, meter_device, log, tuple(precisions))  # fmt: skip
     done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
@@ -307,6 +290,27 @@ def search(
     atomic_write_text(out / "pareto.json", json.dumps(result.to_dict(), indent=2) + "\n")
     plot_front(result, out / "pareto.png")
     return result
+
+
+def _study(url: str, name: str, objectives: list[str], precisions: list[str], seed: int,
+           trials: int) -> optuna.Study:  # fmt: skip
+    """The study at ``url`` (created, or continued when its objectives and precisions match)."""
+    with warnings.catch_warnings():  # heartbeats are "experimental" in optuna, and what we need
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        rdb = optuna.storages.RDBStorage(url, heartbeat_interval=10, grace_period=30)
+    study = optuna.create_study(
+        study_name=name, storage=rdb, load_if_exists=True,
+        directions=[OBJECTIVES[o] for o in objectives],
+        sampler=optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(20, trials))),
+    )  # fmt: skip
+    for key, value, what in (("objectives", objectives, "optimises"),
+                             ("precisions", precisions, "searches precisions")):  # fmt: skip
+        stored = study.user_attrs.get(key)
+        if stored is not None and stored != value:
+            raise ConfigError(f"study '{name}' {what} {stored}, not {value}: use another --out "
+                              "/ --study-name")  # fmt: skip
+        study.set_user_attr(key, value)
+    return study
 
 
 def plot_front(result: SearchResult, path: Path) -> None:

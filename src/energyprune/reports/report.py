@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
@@ -14,6 +14,7 @@ __all__ = [
     "comparison_table",
     "fmt_count",
     "fmt_joules",
+    "front_table",
     "int8_measurement_rows",
     "int8_table",
     "layer_table",
@@ -327,4 +328,38 @@ def tradeoff_table(report: dict) -> Table:
         f"energy: estimated fraction of dense ({report['hardware']}). chosen: "
         f"{report['choice'] or 'none'} — {report['reason']}"
     )
+    return table
+
+
+def front_table(result: Any) -> Table:
+    """The Pareto front of a search result (``front``, ``trials``, ``knee``,
+    ``energy_basis``), cheapest energy first, the knee starred."""
+    table = Table(
+        title=f"Pareto front ({len(result.front)} of {len(result.trials)} trials; "
+        f"energy {result.energy_basis}; accuracy on validation)",
+        title_justify="left",
+    )
+    for column in (
+        "trial",
+        "target",
+        "precision",
+        "criterion",
+        "round_to",
+        "val top-1",
+        "energy J",
+        "latency ms",
+    ):
+        table.add_column(column, justify="right")
+    for t in sorted(result.front, key=lambda t: t["values"]["energy_j"]):
+        mark = " ★" if t["number"] == result.knee else ""
+        table.add_row(
+            f"{t['number']}{mark}",
+            f"{t['params']['target_energy']:.2f}",
+            t["precision"],
+            t["params"]["criterion"],
+            str(t["params"]["round_to"]),
+            f"{100 * t['values']['accuracy']:.2f} %",
+            f"{t['values']['energy_j']:.4g}",
+            f"{t['values']['latency_ms']:.3f}",
+        )
     return table
