@@ -12,8 +12,9 @@ from torch import nn
 
 import energyprune
 from energyprune.errors import ConfigError
+from energyprune.models.layers import layer_widths
 from energyprune.pruning.apply import prune
-from energyprune.pruning.plan import layer_widths, replay
+from energyprune.pruning.plan import replay
 from energyprune.pruning.tracing import TraceTimeout, deadline
 from tests.pruning.test_channel import assert_equivalent
 

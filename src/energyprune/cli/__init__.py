@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
-from energyprune.cli import demo, measure, profile, prune, quantize
+from energyprune.cli import calibrate, demo, export, measure, profile, prune, quantize, search
 from energyprune.cli.common import EXIT_USAGE, Parser
 from energyprune.errors import EnergyPruneError
 
@@ -28,11 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     profile.add_profile(sub)
     measure.add_measure(sub)
-    measure.add_calibrate(sub)
+    calibrate.add_calibrate(sub)
     prune.add_prune(sub)
-    prune.add_export(sub)
+    export.add_export(sub)
     demo.add_demo(sub)
-    demo.add_search(sub)
+    search.add_search(sub)
     quantize.add_quantize(sub)
     return parser
 

@@ -22,7 +22,7 @@ from energyprune.energy.hardware import HardwareProfile, load_hardware
 from energyprune.energy.model import EnergyProfile, profile
 from energyprune.energy.trace import tensors_in
 from energyprune.errors import ConfigError
-from energyprune.models.layers import folded_copy
+from energyprune.models.layers import folded_copy, layer_widths
 from energyprune.pruning.allocate import (
     Candidate,
     Savings,
@@ -32,7 +32,7 @@ from energyprune.pruning.allocate import (
 )
 from energyprune.pruning.groups import Structure
 from energyprune.pruning.importance import CRITERIA, make_importance, taylor_gradients
-from energyprune.pruning.plan import PruningPlan, layer_widths
+from energyprune.pruning.plan import PruningPlan
 from energyprune.pruning.sparse import shapes_pay
 from energyprune.pruning.spec import GRANULARITIES, PruneSpec
 from energyprune.pruning.tracing import TRACE_SECONDS

@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from energyprune.errors import ConfigError
+from energyprune.models.layers import layer_widths
 
-__all__ = ["PLAN_VERSION", "PruningPlan", "layer_widths", "removed_input_channels", "replay"]
+__all__ = ["PLAN_VERSION", "PruningPlan", "removed_input_channels", "replay"]
 
 PLAN_VERSION = 1
 
@@ -111,17 +112,6 @@ class PruningPlan:
         if self.input_dtype.startswith("int"):
             return torch.zeros(self.input_shape, dtype=getattr(torch, self.input_dtype))
         return torch.randn(self.input_shape)
-
-
-def layer_widths(model: nn.Module) -> dict[str, list[int]]:
-    """``[in, out]`` channels of every conv and linear layer, by module name."""
-    widths = {}
-    for name, module in model.named_modules():
-        if isinstance(module, nn.modules.conv._ConvNd):
-            widths[name] = [module.in_channels, module.out_channels]
-        elif isinstance(module, nn.Linear):
-            widths[name] = [module.in_features, module.out_features]
-    return widths
 
 
 def removed_input_channels(plan: PruningPlan, dense: nn.Module) -> dict[str, list[int]]:

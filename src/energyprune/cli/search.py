@@ -1,0 +1,180 @@
+"""``energyprune search``: the accuracy × energy × latency Pareto search, and --finalize."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from energyprune.cli.common import (
+    add_model_args,
+    add_val_from,
+    load_data_with_bar,
+    load_model,
+)
+from energyprune.errors import ConfigError
+from energyprune.models.zoo import load_weights
+
+
+def add_search(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "search",
+        help="multi-objective search: accuracy × energy × latency Pareto front",
+        description="An optuna NSGA-II study over pruning configurations; each trial prunes, "
+        "fine-tunes for a short proxy budget and scores validation accuracy, energy (measured "
+        "with a meter, else estimated) and measured latency. Writes DIR/pareto.json and "
+        "DIR/pareto.png; the study (DIR/study.db) resumes when run again.",
+        epilog="examples:\n  energyprune search digits_cnn --data digits --trials 20 --out s/\n"
+        "  # two workers on one study:\n  energyprune search digits_cnn --data digits "
+        "--trials 40 --out s/ & energyprune search digits_cnn --data digits --trials 40 "
+        "--out s/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_model_args(p)
+    p.add_argument("--data", default="digits", help="digits | cifar10:PATH | ... (see prune)")
+    p.add_argument("--trials", type=int, default=20, help="complete trials the study should hold")
+    p.add_argument("--objectives", default="accuracy,energy,latency")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        help="fp32, or fp32,int8 to search precision too (int8: CPU PT2E, latency compiled)",
+    )
+    p.add_argument("--target-range", default="0.2:0.9", help="energy target range, LOW:HIGH")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--hardware", default="horowitz-45nm")
+    p.add_argument("--proxy-epochs", type=int, default=1, help="fine-tune epochs per trial")
+    p.add_argument("--proxy-batches", type=int, help="cap batches per proxy epoch")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), default="adamw")
+    p.add_argument("--batch-size", type=int, default=64)
+    add_val_from(p)
+    p.add_argument(
+        "--pretrain-epochs",
+        type=int,
+        default=30,
+        help="train the dense model first when no --weights are given",
+    )
+    p.add_argument("--storage", help="optuna storage URL shared by workers (default: DIR/study.db)")
+    p.add_argument("--study-name", default="energyprune")
+    p.add_argument("--n-jobs", type=int, default=1, help="parallel trials in this process")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--finalize",
+        action="store_true",
+        help="run the full prune → fine-tune pipeline on the knee point",
+    )
+    p.add_argument("--finetune-epochs", type=int, default=3, help="(--finalize) per step")
+    p.add_argument("--steps", type=int, default=3, help="(--finalize) pruning steps")
+    p.add_argument("--max-acc-drop", type=float, default=1.0, help="(--finalize) guardrail")
+    p.set_defaults(run=_run_search)
+
+
+def _dense_for_search(args, built, data, console: Console):
+    from safetensors.torch import save_file
+
+    from energyprune.files import atomic_path
+    from energyprune.pipeline.finetune import TrainConfig, finetune
+
+    cached = Path(args.out) / "dense.safetensors"
+    if args.weights:
+        return built.model
+    if cached.is_file():
+        load_weights(built.model, cached)
+        return built.model
+    console.print(f"no --weights: training {built.name} for {args.pretrain_epochs} epochs first")
+    torch.manual_seed(args.seed)
+    cfg = TrainConfig(epochs=args.pretrain_epochs, lr=3e-3, optimizer="adamw", seed=args.seed)
+    finetune(built.model, data.train, cfg)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(cached) as tmp:
+        save_file({k: v.contiguous() for k, v in built.model.state_dict().items()}, str(tmp))
+    return built.model
+
+
+def _run_search(args: argparse.Namespace, console: Console) -> int:
+    from energyprune.pipeline.driver import check_compatible, meter_device_for
+    from energyprune.pipeline.finetune import TrainConfig
+    from energyprune.pipeline.search import check_precisions, search
+    from energyprune.reports.report import front_table
+
+    try:
+        lo, hi = (float(v) for v in args.target_range.split(":"))
+    except ValueError:
+        raise ConfigError(
+            f"--target-range must look like 0.2:0.9, got '{args.target_range}'"
+        ) from None
+    precisions = tuple(v.strip() for v in args.precision.split(","))
+    meter_device = meter_device_for("cpu")
+    check_precisions(precisions, meter_device)
+    built, _ = load_model(args)
+    data = load_data_with_bar(console, args, seed=args.seed)
+    check_compatible(built.model, data, built.name)
+    dense = _dense_for_search(args, built, data, console)
+    proxy = TrainConfig(
+        epochs=args.proxy_epochs,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        max_batches=args.proxy_batches,
+    )
+    with console.status("searching") as status:
+        result = search(
+            dense,
+            data,
+            args.out,
+            trials=args.trials,
+            objectives=tuple(o.strip() for o in args.objectives.split(",")),
+            target_range=(lo, hi),
+            proxy=proxy,
+            hardware=args.hardware,
+            storage=args.storage,
+            study_name=args.study_name,
+            n_jobs=args.n_jobs,
+            seed=args.seed,
+            meter_device=meter_device,
+            precisions=precisions,
+            log=lambda m: status.update(m),
+        )
+    console.print(front_table(result))
+    console.print(f"knee: trial {result.knee} (★) · wrote {args.out}/pareto.json, pareto.png")
+    if args.finalize and result.knee is not None:
+        _finalize(args, built, dense, data, result, console)
+    return 0
+
+
+def _finalize(args, built, dense, data, result, console: Console) -> None:
+    from energyprune.pipeline.driver import run_and_write
+    from energyprune.pipeline.finetune import TrainConfig
+    from energyprune.pipeline.run import RunConfig
+    from energyprune.pruning.spec import PruneSpec
+    from energyprune.reports.report import run_table
+
+    knee = next(t for t in result.trials if t["number"] == result.knee)
+    spec = PruneSpec.from_dict(knee["spec"])  # the knee trial's prune, caps included
+    cfg = RunConfig(
+        target_energy=spec.target_energy,
+        steps=args.steps,
+        max_acc_drop=args.max_acc_drop,
+        train=TrainConfig(epochs=args.finetune_epochs, lr=args.lr, optimizer=args.optimizer),
+        spec=spec,
+        seed=args.seed,
+    )
+    final = run_and_write(
+        dense, data, cfg, Path(args.out) / "final", arch=built.name, log=console.print
+    )
+    if final is None:
+        return
+    console.print(run_table(final.report))
+    if knee["precision"] == "int8":
+        from energyprune.cli.quantize import write_int8
+
+        write_int8(
+            final.model.cpu(),
+            final.plan_for(built.name, args.hardware, data.input_shape),
+            data,
+            Path(args.out) / "final" / "int8",
+            console,
+            hardware=args.hardware,
+            max_acc_drop=args.max_acc_drop,
+        )
