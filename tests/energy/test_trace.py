@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from energyprune.energy.formulas import register_formula
+from energyprune.energy.cost import register_formula
 from energyprune.energy.trace import trace
 from energyprune.errors import ConfigError, UnsupportedOpError
 

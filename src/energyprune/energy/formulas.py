@@ -5,20 +5,18 @@ One small pure function per operator family, registered with :func:`register_for
 equal ``torch.utils.flop_counter`` FLOPs / 2. Fused kernels that ``flop_counter`` does not know
 (``_native_multi_head_attention``, ``_transformer_encoder_layer_fwd``, the CPU flash-attention
 kernel) have formulas of their own, because a fused op the tracer cannot cost would otherwise
-vanish from the estimate.
+vanish from the estimate. Importing this module registers them (the tracer does).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
 
-from energyprune.errors import UnsupportedOpError
+from energyprune.energy.cost import Cost, first_tensor, numel, register_formula
 
-__all__ = ["FORMULAS", "Cost", "Formula", "generic_cost", "has_rule", "register_formula"]
+__all__ = ["conv_macs", "sdpa_macs"]
 
 aten = torch.ops.aten
 
@@ -29,71 +27,9 @@ NORM_TRAIN_OPS = 4  # batch statistics, then normalise + affine
 LAYER_NORM_OPS = 5  # mean, variance, subtract, scale, affine
 
 
-@dataclass(frozen=True)
-class Cost:
-    """What one executed op costs, before a hardware profile prices it.
-
-    Attributes:
-        kind: category shown in profiles (conv, matmul, attention, norm, pool, elementwise,
-            reduction, embedding, data, view).
-        macs: dense multiply-accumulates.
-        ops: other arithmetic operations, each charged as one add.
-        mac_operands: tensors the MACs are performed against; zero-skipping hardware skips the
-            MACs against zero *parameter* elements among them.
-        reads: tensors read, each whole or as ``(tensor, elements_read)``; ``None`` = every
-            tensor argument is read whole.
-        writes_output: False for ops that only alias their input (views move no bytes).
-        channels: the reduction/output widths of a MAC op (conv: C_out, C_in/groups; matmul:
-            k, n); hardware with a preferred ``channel_multiple`` runs others less efficiently.
-    """
-
-    kind: str
-    macs: int = 0
-    ops: int = 0
-    mac_operands: tuple[torch.Tensor, ...] = ()
-    reads: tuple[torch.Tensor | tuple[torch.Tensor, int], ...] | None = None
-    writes_output: bool = True
-    channels: tuple[int, ...] = ()
-
-
-Formula = Callable[[Sequence[object], dict[str, object], object], Cost]
-FORMULAS: dict[torch._ops.OpOverloadPacket, Formula] = {}
-
-
-def register_formula(*packets: torch._ops.OpOverloadPacket) -> Callable[[Formula], Formula]:
-    """Register ``fn`` as the cost formula of each aten op packet (e.g. ``aten.mm``)."""
-
-    def decorator(fn: Formula) -> Formula:
-        for packet in packets:
-            if not isinstance(packet, torch._ops.OpOverloadPacket):
-                raise UnsupportedOpError(
-                    f"register_formula expects aten op packets such as aten.mm, got {packet!r}"
-                )
-            if packet in FORMULAS:
-                raise UnsupportedOpError(f"duplicate cost formula for {packet}")
-            FORMULAS[packet] = fn
-        return fn
-
-    return decorator
-
-
 def _aten(*names: str) -> list[torch._ops.OpOverloadPacket]:
     """The aten packets among ``names`` that this PyTorch build has (newer ops are skipped)."""
     return [getattr(aten, n) for n in names if hasattr(aten, n)]
-
-
-def _numel(t: object) -> int:
-    return t.numel() if isinstance(t, torch.Tensor) else 0
-
-
-def _first_tensor(out: object) -> torch.Tensor:
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, (tuple, list)):
-        for item in out:
-            if isinstance(item, torch.Tensor):
-                return item
-    raise UnsupportedOpError(f"expected a tensor output, got {type(out).__name__}")
 
 
 # --- convolution and matrix products --------------------------------------------------------
@@ -121,8 +57,8 @@ def conv_macs(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor, transposed: b
 def _conv(args, kwargs, out) -> Cost:
     x, w, bias = args[0], args[1], args[2]
     transposed = bool(args[6]) if len(args) > 6 else bool(kwargs.get("transposed", False))
-    y = _first_tensor(out)
-    adds = _numel(bias) and y.numel()
+    y = first_tensor(out)
+    adds = numel(bias) and y.numel()
     return Cost("conv", conv_macs(x, w, y, transposed), adds, (w,), channels=_conv_channels(w))
 
 
@@ -130,8 +66,8 @@ def _conv(args, kwargs, out) -> Cost:
 def _backend_conv(args, kwargs, out) -> Cost:
     x, w = args[0], args[1]
     bias = args[2] if isinstance(args[2], torch.Tensor) else None
-    y = _first_tensor(out)
-    adds = _numel(bias) and y.numel()
+    y = first_tensor(out)
+    adds = numel(bias) and y.numel()
     return Cost("conv", conv_macs(x, w, y, False), adds, (w,), channels=_conv_channels(w))
 
 
@@ -174,15 +110,15 @@ def _mv(args, kwargs, out) -> Cost:
 def _linear(args, kwargs, out) -> Cost:
     x, w = args[0], args[1]
     bias = args[2] if len(args) > 2 else None
-    y = _first_tensor(out)
+    y = first_tensor(out)
     macs = x.numel() // x.shape[-1] * w.numel()
-    return Cost("matmul", macs, _numel(bias) and y.numel(), (w,), channels=tuple(w.shape[:2]))
+    return Cost("matmul", macs, numel(bias) and y.numel(), (w,), channels=tuple(w.shape[:2]))
 
 
 @register_formula(*_aten("matmul"))
 def _matmul(args, kwargs, out) -> Cost:
     a, b = args[0], args[1]
-    y = _first_tensor(out)
+    y = first_tensor(out)
     return Cost("matmul", y.numel() * a.shape[-1], 0, (a, b), channels=_widths(a, b))
 
 
@@ -322,7 +258,7 @@ def _window(kernel: object, dims: int) -> int:
     )
 )
 def _pool(args, kwargs, out) -> Cost:
-    x, y = args[0], _first_tensor(out)
+    x, y = args[0], first_tensor(out)
     dims = max(1, x.dim() - 2)
     return Cost("pool", 0, y.numel() * _window(args[1], dims))
 
@@ -347,7 +283,7 @@ def _adaptive_pool(args, kwargs, out) -> Cost:
 @register_formula(*_aten("embedding", "_embedding_bag"))
 def _embedding(args, kwargs, out) -> Cost:
     """Only the gathered rows of the table are read, not the whole table."""
-    weight, indices, y = args[0], args[1], _first_tensor(out)
+    weight, indices, y = args[0], args[1], first_tensor(out)
     return Cost("embedding", reads=((weight, y.numel()), indices))
 
 
@@ -397,24 +333,3 @@ def _data(args, kwargs, out) -> Cost:
 def _empty(args, kwargs, out) -> Cost:
     """Allocation only: nothing is read or written."""
     return Cost("data", reads=(), writes_output=False)
-
-
-def has_rule(func: torch._ops.OpOverload) -> bool:
-    """True when :func:`generic_cost` prices ``func`` (views, pointwise ops, reductions)."""
-    return func.is_view or bool({torch.Tag.pointwise, torch.Tag.reduction} & set(func.tags))
-
-
-def generic_cost(func: torch._ops.OpOverload, args: Sequence[object], out: object) -> Cost | None:
-    """Cost of ops covered by a rule rather than a formula: views, pointwise ops, reductions.
-
-    Returns None when no rule applies (the op is then reported as uncosted).
-    """
-    if func.is_view:
-        return Cost("view", reads=(), writes_output=False)
-    tags = func.tags
-    if torch.Tag.pointwise in tags:
-        return Cost("elementwise", 0, _first_tensor(out).numel())
-    if torch.Tag.reduction in tags:
-        source = next((a for a in args if isinstance(a, torch.Tensor)), None)
-        return Cost("reduction", 0, _numel(source))
-    return None

@@ -20,7 +20,8 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 from torch.utils._pytree import tree_flatten, tree_map_only
 
-from energyprune.energy.formulas import FORMULAS, Cost, generic_cost, has_rule
+from energyprune.energy import formulas  # noqa: F401  (importing it registers the op formulas)
+from energyprune.energy.cost import FORMULAS, Cost, generic_cost, has_rule
 from energyprune.errors import ConfigError
 from energyprune.models.layers import TORCH_DTYPES
 
