@@ -16,9 +16,8 @@ from energyprune.energy.calibrate import (
     design_variants,
     mlp_stack,
     pairwise_agreement,
-    profile_to_yaml,
-    write_calibration,
 )
+from energyprune.energy.calibration_file import profile_to_yaml, write_calibration
 from energyprune.energy.hardware import load_hardware
 from energyprune.energy.model import estimate, profile
 from energyprune.energy.trace import trace
@@ -106,5 +105,6 @@ def test_designed_set_covers_odd_widths_batches_and_dtypes():
 
 def test_yaml_names_its_origin():
     result = calibrate("cpu", variants=small_variants()[:15], measure_fn=synthetic_meter())
-    text = profile_to_yaml(result, "nvml")
-    assert "nvml energy counter" in text and "gpu-generic" in text
+    text = profile_to_yaml(result)
+    assert "caller-supplied measure_fn" in text and "gpu-generic" in text
+    assert "fitted to those measurements: " in text and "mac:fp32" in text

@@ -1,4 +1,4 @@
-"""``energyprune calibrate``: fit a hardware profile to measurements on this device."""
+"""``energyprune calibrate``: fit a hardware profile to measurements, live or from a table."""
 
 from __future__ import annotations
 
@@ -11,56 +11,118 @@ from rich.console import Console
 def add_calibrate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "calibrate",
-        help="fit a hardware profile to measured energy on this device",
-        description="Measure a designed set of variants (conv/linear stacks over widths incl. "
-        "non-multiples of 8/16, batch sizes, dtypes, whole models) with the device's meter and "
-        "fit the profile's costs; reports held-out ordering agreement and MAPE vs plain MACs.",
-        epilog="example:\n  energyprune calibrate --device cuda --out h100.yaml "
-        "--report calibration_h100.json",
+        help="fit a hardware profile to measured energy (live, or from a measurement table)",
+        description="Live: measure a designed set of variants (conv/linear stacks over widths "
+        "incl. non-multiples of 8/16, batch sizes, dtypes, whole models) with the device's meter "
+        "and fit the profile's costs. With --from: fit to a table of measurements made anywhere "
+        "(CSV or JSON lines; docs/measurement.md). Reports held-out ordering agreement (all and "
+        "close pairs) and MAPE beside plain MACs and the uncalibrated base profile.",
+        epilog="examples:\n  energyprune calibrate --device cuda --out h100.yaml\n"
+        "  energyprune calibrate --from jetson.csv --base gpu-generic --out jetson.yaml\n"
+        "  energyprune calibrate --from runs/ --fit latency_ms --out cpu-latency.yaml",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (needs a meter)")
+    p.add_argument("--from", dest="source", metavar="FILE|DIR", help="measurement table(s)")
     p.add_argument("--out", required=True, metavar="PROFILE.yaml", help="profile to write")
     p.add_argument("--report", metavar="PATH", help="fidelity report JSON (default: beside --out)")
     p.add_argument("--base", default="gpu-generic", help="profile whose structure is refitted")
     p.add_argument("--name", help="name of the fitted profile")
-    p.add_argument("--quick", action="store_true", help="a smaller variant grid")
-    p.add_argument("--seconds", type=float, default=0.5, help="minimum window per variant (s)")
-    p.add_argument("--windows", type=int, default=3, help="windows per variant")
+    p.add_argument("--heldout", type=float, default=0.25, help="share of rows held out")
+    p.add_argument("--seed", type=int, default=0, help="seed of the held-out split")
+    table = p.add_argument_group("from a table (--from)")
+    table.add_argument(
+        "--fit",
+        choices=("joules_per_sample", "latency_ms"),
+        default="joules_per_sample",
+        help="column to fit; latency_ms makes wall-clock latency stand in for a meter",
+    )
+    table.add_argument("--skip-bad", action="store_true", help="fit without the bad rows")
+    live = p.add_argument_group("live (without --from)")
+    live.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (needs a meter)")
+    live.add_argument("--quick", action="store_true", help="a smaller variant grid")
+    live.add_argument("--seconds", type=float, default=0.5, help="minimum window per variant (s)")
+    live.add_argument("--windows", type=int, default=3, help="windows per variant")
     p.set_defaults(run=_run_calibrate)
 
 
 def _run_calibrate(args: argparse.Namespace, console: Console) -> int:
     from rich.progress import Progress
 
-    from energyprune.energy.calibrate import calibrate, write_calibration
-    from energyprune.energy.meter import open_meter
+    from energyprune.energy.calibration_file import write_calibration
 
-    backend = open_meter(args.device).backend  # fail fast, before any work, if there is none
+    if args.source is None:
+        from energyprune.energy.meter import open_meter
+
+        open_meter(args.device)  # fail fast, before any work, if there is none
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("calibrating", total=None)
 
         def progress(done: int, total: int, name: str) -> None:
-            bar.update(task, completed=done, total=total, description=f"measuring {name}")
+            verb = "tracing" if args.source else "measuring"
+            bar.update(task, completed=done, total=total, description=f"{verb} {name[:40]}")
 
-        result = calibrate(
-            args.device,
-            base=args.base,
-            name=args.name,
-            quick=args.quick,
-            seconds=args.seconds,
-            windows=args.windows,
-            progress=progress,
-        )
+        result = _from_table(args, progress) if args.source else _live(args, progress)
     report_path = args.report or str(Path(args.out).with_suffix(".json"))
-    write_calibration(result, args.out, report_path, backend)
-    rep = result.report
-    console.print(
-        f"held-out pairwise agreement {rep['pairwise_agreement']:.3f} (plain MACs "
-        f"{rep['macs_pairwise_agreement']:.3f}) · MAPE {100 * rep['mape']:.1f} % (MACs "
-        f"{100 * rep['macs_mape']:.1f} %) · {rep['n_train']} train / {rep['n_heldout']} held out "
-        f"· {rep['device']}",
-        soft_wrap=True,
-    )
+    write_calibration(result, args.out, report_path)
+    _summary(result.report, console)
     console.print(f"wrote {args.out} and {report_path}")
     return 0
+
+
+def _live(args: argparse.Namespace, progress):
+    from energyprune.energy.calibrate import calibrate
+
+    return calibrate(
+        args.device,
+        base=args.base,
+        name=args.name,
+        quick=args.quick,
+        heldout_fraction=args.heldout,
+        seed=args.seed,
+        seconds=args.seconds,
+        windows=args.windows,
+        progress=progress,
+    )
+
+
+def _from_table(args: argparse.Namespace, progress):
+    from energyprune.energy.fromfile import calibrate_from, resolve_model
+
+    def resolve(spec: str, weights: str | None):
+        if Path(spec).is_dir():  # a folder written by `prune --out`
+            from energyprune.pruning.export import load
+
+            return load(spec)[0]
+        return resolve_model(spec, weights)
+
+    return calibrate_from(
+        args.source,
+        base=args.base,
+        column=args.fit,
+        name=args.name,
+        heldout_fraction=args.heldout,
+        seed=args.seed,
+        skip_bad=args.skip_bad,
+        resolve=resolve,
+        progress=progress,
+    )
+
+
+def _summary(rep: dict, console: Console) -> None:
+    what = "latency (stand-in for energy)" if rep.get("fitted_column") == "latency_ms" else "energy"
+    console.print(
+        f"held-out ordering of {what}, all pairs / close pairs (MACs within 2x): fitted "
+        f"{rep['pairwise_agreement']:.3f} / {rep['close_pair_agreement']:.3f} · plain MACs "
+        f"{rep['macs_pairwise_agreement']:.3f} / {rep['macs_close_pair_agreement']:.3f} · "
+        f"{rep['base_profile']} uncalibrated {rep['base_pairwise_agreement']:.3f} / "
+        f"{rep['base_close_pair_agreement']:.3f}",
+        soft_wrap=True,
+    )
+    console.print(
+        f"MAPE fitted {100 * rep['mape']:.1f} % · MACs {100 * rep['macs_mape']:.1f} % · "
+        f"{rep['n_train']} train / {rep['n_heldout']} held out "
+        f"({rep['n_close_pairs_heldout']} close pairs) · {rep['device']}",
+        soft_wrap=True,
+    )
+    if rep.get("bad_rows"):
+        console.print(f"skipped {len(rep['bad_rows'])} bad row(s), listed in the report")

@@ -92,7 +92,9 @@ def _run_measure(args: argparse.Namespace, console: Console) -> int:
     if args.int8:
         _int8_coverage(model, shape, result.settings["int8_layers"], args.dtype, console)
     if args.json:
-        atomic_write_text(args.json, json.dumps(result.to_dict(), indent=2) + "\n")
+        # what was measured travels with the figures, so the file is a calibration row too
+        row = {"model": args.model, "input_shape": list(shape), "weights": args.weights}
+        atomic_write_text(args.json, json.dumps({**row, **result.to_dict()}, indent=2) + "\n")
         console.print(f"wrote {args.json}")
     return 0
 

@@ -16,30 +16,29 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from itertools import combinations
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from scipy.optimize import nnls
 from torch import nn
 
 from energyprune.energy.features import op_features
+from energyprune.energy.fidelity import close_pairs, fidelity, pairwise_agreement
 from energyprune.energy.hardware import HardwareProfile, load_hardware
 from energyprune.energy.trace import TORCH_DTYPES, trace
 from energyprune.errors import ConfigError
-from energyprune.files import atomic_write_text
 
 __all__ = [
     "CalibrationResult",
+    "Observation",
     "Variant",
     "calibrate",
     "design_variants",
+    "fit_observations",
     "fit_profile",
     "pairwise_agreement",
-    "profile_to_yaml",
-    "write_calibration",
+    "with_summary",
 ]
 
 MeasureFn = Callable[[nn.Module, torch.Tensor, "Variant"], float]
@@ -128,24 +127,6 @@ def variant_features(
     ) // batch
 
 
-def pairwise_agreement(
-    predicted: Sequence[float], measured: Sequence[float], groups: Sequence[str]
-) -> float:
-    """Fraction of same-group pairs that ``predicted`` orders like ``measured`` (ties: half)."""
-    score, pairs = 0.0, 0
-    for i, j in combinations(range(len(measured)), 2):
-        if groups[i] != groups[j] or measured[i] == measured[j]:
-            continue
-        pairs += 1
-        p = np.sign(predicted[i] - predicted[j])
-        score += 0.5 if p == 0 else float(p == np.sign(measured[i] - measured[j]))
-    return score / pairs if pairs else float("nan")
-
-
-def _mape(predicted: np.ndarray, measured: np.ndarray) -> float:
-    return float(np.mean(np.abs(predicted - measured) / measured))
-
-
 def _solve(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Non-negative least squares on relative error, with column scaling for conditioning."""
     rows = x / y[:, None]
@@ -188,13 +169,31 @@ def fit_profile(
 
 @dataclass(frozen=True)
 class CalibrationResult:
-    """The fitted profile and its fidelity on held-out variants."""
+    """The fitted profile and its fidelity on held-out rows."""
 
     profile: HardwareProfile
     report: dict[str, Any]
 
 
-def _default_measure(device: str, seconds: float, windows: int) -> MeasureFn:
+@dataclass(frozen=True)
+class Observation:
+    """One measured configuration, traced: what every fit (live or from a file) consumes.
+
+    ``features`` and ``macs`` are per sample; ``joules`` is the measured J/sample; ``group``
+    names what it may be compared with (same device, batch size and dtype).
+    """
+
+    name: str
+    group: str
+    features: Counter[str]
+    macs: float
+    joules: float
+    batch_size: int
+    dtype: str
+
+
+def _default_measure(device: str, seconds: float, windows: int) -> tuple[MeasureFn, str]:
+    """The measurement protocol on the device's meter, and what it reads (for the profile)."""
     from energyprune.energy.measure import Protocol, measure
     from energyprune.energy.meter import open_meter
 
@@ -205,7 +204,7 @@ def _default_measure(device: str, seconds: float, windows: int) -> MeasureFn:
         m = measure(model, example, device=device, meter=meter, protocol=protocol)
         return m.joules_per_sample["median"]
 
-    return run
+    return run, f"the {meter.backend} energy counter, gross"
 
 
 def calibrate(
@@ -236,43 +235,93 @@ def calibrate(
     Returns:
         :class:`CalibrationResult` with the fitted profile and its fidelity report.
     """
-    if not 0 < heldout_fraction < 1:
-        raise ConfigError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
+    _check_fraction(heldout_fraction)
     hw = load_hardware(base)
     variants = list(variants if variants is not None else design_variants(device, quick))
-    measure_fn = measure_fn or _default_measure(device, seconds, windows)
-    feats, macs, y = _observe(variants, hw, device, measure_fn, progress)
-    held, train = _holdout(len(variants), heldout_fraction, seed)
-    fitted, kept = fit_profile(
-        hw, [feats[i] for i in train], y[train], name or f"calibrated-{device.split(':')[0]}"
+    measured_with = "a caller-supplied measure_fn"
+    if measure_fn is None:
+        measure_fn, measured_with = _default_measure(device, seconds, windows)
+    observations = _observe(variants, hw, device, measure_fn, progress)
+    result = fit_observations(
+        hw, observations, name or f"calibrated-{device.split(':')[0]}", heldout_fraction, seed
     )
-    coef = fitted.coefficients()
-    predicted = np.array([sum(v * coef[k] for k, v in f.items()) * 1e-12 for f in feats])
-    report = _report(variants, y, predicted, np.array(macs, dtype=float), held, train)
-    report.update(device=_device_name(device), base_profile=hw.name, not_calibrated=kept)
-    keys = ("pairwise_agreement", "macs_pairwise_agreement", "mape", "n_train", "n_heldout")
-    summary = {k: report[k] for k in (*keys, "device", "date")}
-    fitted = replace(fitted, calibration=summary)
-    return CalibrationResult(fitted, report)
+    result.report.update(
+        device=_device_name(device),
+        measured_with=f"{len(variants)} designed variants measured with {measured_with}",
+        quantity="joules per sample",
+    )
+    return with_summary(result)
 
 
-def _observe(variants, hw, device, measure_fn, progress) -> tuple[list, list, np.ndarray]:
-    """Features, MACs and measured joules per sample of every variant (traced once each)."""
-    feats, macs, joules = [], [], []
+def _check_fraction(heldout_fraction: float) -> None:
+    if not 0 < heldout_fraction < 1:
+        raise ConfigError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
+
+
+def _observe(variants, hw, device, measure_fn, progress) -> list[Observation]:
+    """Every variant traced once and measured once."""
+    observations = []
     for i, variant in enumerate(variants):
         progress(i, len(variants), variant.name)
         dtype = TORCH_DTYPES[variant.dtype]
         model = variant.factory().eval().to(device, dtype)
         example = torch.randn(*variant.input_shape, device=device, dtype=dtype)
         f, m = variant_features(model, example, hw)
-        feats.append(f)
-        macs.append(m)
-        joules.append(measure_fn(model, example, variant))
+        joules = measure_fn(model, example, variant)
+        if joules <= 0:
+            raise ConfigError(
+                f"calibration variant {variant.name} measured {joules} J/sample; check the meter"
+            )
+        v = variant
+        observations.append(Observation(v.name, v.group, f, m, joules, v.batch_size, v.dtype))
     progress(len(variants), len(variants), "fit")
-    y = np.array(joules)
-    if (y <= 0).any():
-        raise ConfigError("a calibration variant measured <= 0 J per sample; check the meter")
-    return feats, macs, y
+    return observations
+
+
+def fit_observations(
+    base: HardwareProfile,
+    observations: Sequence[Observation],
+    name: str,
+    heldout_fraction: float = 0.25,
+    seed: int = 0,
+) -> CalibrationResult:
+    """Fit ``base``'s coefficients to the training share of ``observations`` and report
+    fidelity on the held-out share: the one fit path of live and file calibration."""
+    _check_fraction(heldout_fraction)
+    if len(observations) < 4:
+        raise ConfigError(
+            f"calibration needs at least 4 measured rows, got {len(observations)}; measure more "
+            "configurations"
+        )
+    held, train = _holdout(len(observations), heldout_fraction, seed)
+    y = np.array([o.joules for o in observations])
+    feats = [o.features for o in observations]
+    fitted, kept = fit_profile(base, [feats[i] for i in train], y[train], name)
+    report = _report(observations, _predict(feats, fitted), _predict(feats, base), held, train)
+    report.update(base_profile=base.name, not_calibrated=kept)
+    return CalibrationResult(fitted, report)
+
+
+def _predict(feats: Sequence[Counter[str]], hw: HardwareProfile) -> np.ndarray:
+    coef = hw.coefficients()
+    return np.array([sum(v * coef[k] for k, v in f.items()) * 1e-12 for f in feats])
+
+
+def with_summary(result: CalibrationResult) -> CalibrationResult:
+    """The profile carries the headline fidelity figures (they travel in its YAML)."""
+    keys = (
+        "pairwise_agreement",
+        "close_pair_agreement",
+        "macs_pairwise_agreement",
+        "macs_close_pair_agreement",
+        "mape",
+        "n_train",
+        "n_heldout",
+        "device",
+        "date",
+    )
+    summary = {k: result.report[k] for k in keys if k in result.report}
+    return CalibrationResult(replace(result.profile, calibration=summary), result.report)
 
 
 def _holdout(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -283,32 +332,39 @@ def _holdout(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
     return sorted(order[:n_held]), sorted(order[n_held:])
 
 
-def _report(variants, y, predicted, macs, held, train) -> dict[str, Any]:
-    """Held-out agreement and error of the fit and of plain MACs, and every variant's row."""
+def _report(observations, predicted, base_predicted, held, train) -> dict[str, Any]:
+    """Held-out fidelity of the fit, of plain MACs and of the base profile, and every row."""
+    y = np.array([o.joules for o in observations])
+    macs = np.array([o.macs for o in observations], dtype=float)
+    groups = np.array([o.group for o in observations])
     macs_scale = float(np.median(y[train] / np.maximum(macs[train], 1)))
-    groups = np.array([v.group for v in variants])
-    return {
-        "pairwise_agreement": pairwise_agreement(predicted[held], y[held], groups[held]),
-        "macs_pairwise_agreement": pairwise_agreement(macs[held], y[held], groups[held]),
-        "mape": _mape(predicted[held], y[held]),
-        "macs_mape": _mape(macs_scale * macs[held], y[held]),
-        "train_pairwise_agreement": pairwise_agreement(predicted[train], y[train], groups[train]),
-        "n_train": len(train),
-        "n_heldout": len(held),
-        "date": time.strftime("%Y-%m-%d"),
-        "variants": [
+    report: dict[str, Any] = {}
+    predictors = {"": predicted, "macs_": macs_scale * macs, "base_": base_predicted}
+    for prefix, values in predictors.items():
+        figures = fidelity(values[held], y[held], macs[held], groups[held])
+        report.update({prefix + k: v for k, v in figures.items()})
+    train_figures = fidelity(predicted[train], y[train], macs[train], groups[train])
+    report.update(
+        train_pairwise_agreement=train_figures["pairwise_agreement"],
+        n_train=len(train),
+        n_heldout=len(held),
+        n_close_pairs_heldout=len(close_pairs(macs[held], groups[held])),
+        date=time.strftime("%Y-%m-%d"),
+        variants=[
             {
-                "name": v.name,
-                "batch_size": v.batch_size,
-                "dtype": v.dtype,
+                "name": o.name,
+                "group": o.group,
+                "batch_size": o.batch_size,
+                "dtype": o.dtype,
                 "heldout": i in held,
                 "measured_j_per_sample": float(y[i]),
                 "predicted_j_per_sample": float(predicted[i]),
                 "macs_per_sample": int(macs[i]),
             }
-            for i, v in enumerate(variants)
+            for i, o in enumerate(observations)
         ],
-    }
+    )
+    return report
 
 
 def _device_name(device: str) -> str:
@@ -317,45 +373,3 @@ def _device_name(device: str) -> str:
     from energyprune.energy.meter import cpu_name
 
     return cpu_name()
-
-
-def profile_to_yaml(result: CalibrationResult, meter_backend: str = "meter") -> str:
-    """The fitted profile as a YAML hardware-profile file (citing how it was made)."""
-    hw, rep = result.profile, result.report
-    data = {
-        "name": hw.name,
-        "description": (
-            f"Calibrated on {rep['device']} ({rep['date']}) by `energyprune calibrate` from "
-            f"{rep['n_train']} measured variants; gross joules per sample."
-        ),
-        "sources": [
-            f"energyprune calibrate: {rep['n_train'] + rep['n_heldout']} variants measured with "
-            f"the {meter_backend} energy counter on {rep['device']}, {rep['date']}",
-            f"structure and uncalibrated coefficients from {rep['base_profile']}",
-        ],
-        "assumptions": [
-            "Fitted by non-negative least squares on relative error of J/sample.",
-            f"Kept from {rep['base_profile']} (not exercised): {', '.join(rep['not_calibrated'])}",
-        ],
-        "compute_pj": hw.compute_pj,
-        "memory_pj_per_byte": hw.memory_pj_per_byte,
-        "buffer_bytes": hw.buffer_bytes,
-        "accesses_per_mac": hw.accesses_per_mac,
-        "zero_skipping": hw.zero_skipping,
-        "channel_multiple": hw.channel_multiple,
-        "launch_pj": hw.launch_pj,
-        "unaligned_mac_pj": hw.unaligned_mac_pj,
-        "calibration": hw.calibration,
-    }
-    return yaml.safe_dump(data, sort_keys=False, width=100)
-
-
-def write_calibration(
-    result: CalibrationResult, out: str, report_path: str | None, meter_backend: str = "meter"
-) -> None:
-    """Write the profile YAML (and the fidelity JSON) atomically."""
-    import json
-
-    atomic_write_text(out, profile_to_yaml(result, meter_backend))
-    if report_path:
-        atomic_write_text(report_path, json.dumps(result.report, indent=2) + "\n")

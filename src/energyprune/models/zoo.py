@@ -19,6 +19,7 @@ from torch import nn
 
 from energyprune.errors import ConfigError, WeightsError
 from energyprune.models import architectures
+from energyprune.models.layerspec import default_input_shape, is_layer_spec, parse_layer
 
 __all__ = [
     "BUILTIN_MODELS",
@@ -47,7 +48,7 @@ class BuiltModel:
 
     model: nn.Module
     name: str
-    source: str  # "builtin" | "torchvision" | "factory"
+    source: str  # "builtin" | "torchvision" | "factory" | "layer"
     input_shape: tuple[int, ...]
 
 
@@ -75,7 +76,8 @@ def _from_factory(spec: str) -> nn.Module:
 
 
 def build_model(spec: str) -> BuiltModel:
-    """Build a model from a built-in name, a torchvision classification name or ``module:factory``.
+    """Build a model from a built-in name, a torchvision classification name, ``module:factory``
+    or one ``torch.nn`` constructor call such as ``Conv2d(3, 16, 3)`` (parsed safely).
 
     Raises:
         ConfigError: unknown name (with close matches) or a factory that cannot be imported.
@@ -83,6 +85,9 @@ def build_model(spec: str) -> BuiltModel:
     if spec in BUILTIN_MODELS:
         factory, shape = BUILTIN_MODELS[spec]
         return BuiltModel(factory(), spec, "builtin", shape)
+    if is_layer_spec(spec):
+        layer = parse_layer(spec)
+        return BuiltModel(layer, spec, "layer", default_input_shape(layer))
     if ":" in spec:
         return BuiltModel(_from_factory(spec), spec, "factory", IMAGENET_INPUT)
     names = _torchvision_names()
@@ -94,7 +99,8 @@ def build_model(spec: str) -> BuiltModel:
     hint = f"did you mean {', '.join(close)}? " if close else ""
     raise ConfigError(
         f"unknown model '{spec}': {hint}use a built-in ({', '.join(BUILTIN_MODELS)}), a "
-        "torchvision classification model name, or package.module:factory"
+        "torchvision classification model name, package.module:factory, or a torch.nn "
+        "constructor such as Conv2d(3, 16, 3)"
     )
 
 

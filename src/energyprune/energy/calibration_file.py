@@ -1,0 +1,54 @@
+"""A fitted profile as a YAML file that says where every coefficient came from."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from energyprune.energy.calibrate import CalibrationResult
+from energyprune.files import atomic_write_text
+
+__all__ = ["profile_to_yaml", "write_calibration"]
+
+
+def profile_to_yaml(result: CalibrationResult) -> str:
+    """The fitted profile as a hardware-profile YAML, citing the measurements it was fitted to
+    and naming, coefficient by coefficient, which were fitted and which were kept."""
+    hw, rep = result.profile, result.report
+    kept = rep["not_calibrated"]
+    fitted = sorted(set(hw.coefficients()) - set(kept))
+    quantity = rep.get("quantity", "joules per sample")
+    data = {
+        "name": hw.name,
+        "description": (
+            f"Calibrated on {rep['device']} ({rep['date']}) by `energyprune calibrate` from "
+            f"{rep['n_train']} measured rows; fitted to {quantity}."
+        ),
+        "sources": [
+            f"energyprune calibrate: {rep['measured_with']} on {rep['device']}, {rep['date']}",
+            f"fitted to those measurements: {', '.join(fitted)}",
+            f"structure and uncalibrated coefficients from {rep['base_profile']}",
+        ],
+        "assumptions": [
+            f"Fitted by non-negative least squares on relative error of {quantity}.",
+            f"Kept from {rep['base_profile']} (not exercised): {', '.join(kept) or 'none'}",
+        ],
+        "compute_pj": hw.compute_pj,
+        "memory_pj_per_byte": hw.memory_pj_per_byte,
+        "buffer_bytes": hw.buffer_bytes,
+        "accesses_per_mac": hw.accesses_per_mac,
+        "zero_skipping": hw.zero_skipping,
+        "channel_multiple": hw.channel_multiple,
+        "launch_pj": hw.launch_pj,
+        "unaligned_mac_pj": hw.unaligned_mac_pj,
+        "calibration": hw.calibration,
+    }
+    return yaml.safe_dump(data, sort_keys=False, width=100)
+
+
+def write_calibration(result: CalibrationResult, out: str, report_path: str | None) -> None:
+    """Write the profile YAML (and the fidelity JSON) atomically."""
+    atomic_write_text(out, profile_to_yaml(result))
+    if report_path:
+        atomic_write_text(report_path, json.dumps(result.report, indent=2) + "\n")

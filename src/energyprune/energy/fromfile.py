@@ -1,0 +1,143 @@
+"""Calibrate from measurements made anywhere: fit a profile to a measurement table.
+
+The table (:mod:`energyprune.energy.table`) is read, each distinct (model, weights, input
+shape, dtype) is built and traced once, and the rows go through the same fit as live
+calibration (:func:`energyprune.energy.calibrate.fit_observations`). Rows that cannot be used
+(an unparsable model, a shape the model refuses, a non-positive figure) are reported by line;
+the fit goes on without them only when asked to.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from energyprune.energy.calibrate import (
+    CalibrationResult,
+    Observation,
+    fit_observations,
+    variant_features,
+    with_summary,
+)
+from energyprune.energy.hardware import HardwareProfile, load_hardware
+from energyprune.energy.table import FITTABLE, BadRow, Row, read_table
+from energyprune.energy.trace import TORCH_DTYPES
+from energyprune.errors import ConfigError, EnergyPruneError
+from energyprune.models.zoo import build_model, load_weights
+
+__all__ = ["Resolve", "calibrate_from", "resolve_model"]
+
+#: ``(model spec, weights or None) -> module``; the CLI's resolver also opens saved folders.
+Resolve = Callable[[str, "str | None"], nn.Module]
+_Key = tuple[str, "str | None", tuple[int, ...], str]
+_SHOWN = 5
+
+
+def resolve_model(spec: str, weights: str | None) -> nn.Module:
+    """A built-in, torchvision or ``module:factory`` model, or one ``torch.nn`` constructor."""
+    model = build_model(spec).model
+    if weights:
+        load_weights(model, weights)
+    return model
+
+
+def calibrate_from(
+    source: str | Path,
+    *,
+    base: str | HardwareProfile = "gpu-generic",
+    column: str = "joules_per_sample",
+    name: str | None = None,
+    heldout_fraction: float = 0.25,
+    seed: int = 0,
+    skip_bad: bool = False,
+    resolve: Resolve = resolve_model,
+    progress: Callable[[int, int, str], None] = lambda done, total, name: None,
+) -> CalibrationResult:
+    """Fit ``base``'s coefficients to the rows of a measurement table (file or folder).
+
+    Args:
+        column: the measured quantity to fit: ``joules_per_sample``, or ``latency_ms`` where
+            wall-clock latency stands in for a meter (the profile then says so).
+        skip_bad: fit without the bad rows (listed in the report) instead of refusing.
+        resolve: builds a row's model; the default knows every spec but saved folders.
+
+    Raises:
+        ConfigError: bad rows without ``skip_bad`` (each named by file and line), or too few
+            usable rows.
+    """
+    hw = load_hardware(base)
+    rows, bad = read_table(source, column)
+    observations, unusable = _observe_rows(rows, hw, resolve, progress)
+    bad = sorted(bad + unusable, key=lambda b: b.order)
+    if bad and not skip_bad:
+        raise ConfigError(_bad_message(bad))
+    result = fit_observations(
+        hw, observations, name or f"calibrated-{Path(source).stem}", heldout_fraction, seed
+    )
+    devices = sorted({r.device for r in rows if r.device}) or ["unnamed device"]
+    result.report.update(
+        device=", ".join(devices),
+        measured_with=f"{len(observations)} rows of {Path(source).name} ({rows[0].kind})",
+        quantity=FITTABLE[column],
+        fitted_column=column,
+        bad_rows=[str(b) for b in bad],
+    )
+    return with_summary(result)
+
+
+def _observe_rows(
+    rows: list[Row], hw: HardwareProfile, resolve: Resolve, progress
+) -> tuple[list[Observation], list[BadRow]]:
+    """Observations of the usable rows; each distinct configuration is traced once."""
+    traced: dict[_Key, tuple[Counter[str], int] | str] = {}
+    observations, bad = [], []
+    for i, row in enumerate(rows):
+        progress(i, len(rows), row.model)
+        key = (row.model, row.weights, row.input_shape, row.dtype)
+        if key not in traced:
+            traced[key] = _trace_row(row, hw, resolve)
+        found = traced[key]
+        if isinstance(found, str):
+            bad.append(BadRow(row.where, found, row.order))
+            continue
+        features, macs = found
+        observations.append(
+            Observation(
+                f"{row.model} @ {'x'.join(map(str, row.input_shape))}",
+                row.group,
+                features,
+                macs,
+                row.value,
+                row.input_shape[0],
+                row.dtype,
+            )
+        )
+    progress(len(rows), len(rows), "fit")
+    return observations, bad
+
+
+def _trace_row(row: Row, hw: HardwareProfile, resolve: Resolve) -> tuple[Counter[str], int] | str:
+    """Per-sample features and MACs of a row's configuration, or why it cannot be traced."""
+    try:
+        model = resolve(row.model, row.weights).eval().to(TORCH_DTYPES[row.dtype])
+    except EnergyPruneError as e:
+        return str(e)
+    example = torch.randn(*row.input_shape, dtype=TORCH_DTYPES[row.dtype])
+    try:
+        return variant_features(model, example, hw)
+    except (RuntimeError, ValueError, IndexError, TypeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        return f"{row.model} refused an input of shape {list(row.input_shape)} ({first})"
+
+
+def _bad_message(bad: list[BadRow]) -> str:
+    shown = "; ".join(str(b) for b in bad[:_SHOWN])
+    more = f"; and {len(bad) - _SHOWN} more" if len(bad) > _SHOWN else ""
+    return (
+        f"{len(bad)} bad measurement row(s): {shown}{more}; fix them, or pass --skip-bad to fit "
+        "without them (they are listed in the report)"
+    )
