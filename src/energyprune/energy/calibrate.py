@@ -24,7 +24,7 @@ from scipy.optimize import nnls
 from torch import nn
 
 from energyprune.energy.features import op_features
-from energyprune.energy.fidelity import close_pairs, fidelity, pairwise_agreement
+from energyprune.energy.fidelity import fidelity, n_close_pairs, pairwise_agreement
 from energyprune.energy.hardware import HardwareProfile, load_hardware
 from energyprune.energy.trace import TORCH_DTYPES, trace
 from energyprune.errors import ConfigError
@@ -348,7 +348,7 @@ def _report(observations, predicted, base_predicted, held, train) -> dict[str, A
         train_pairwise_agreement=train_figures["pairwise_agreement"],
         n_train=len(train),
         n_heldout=len(held),
-        n_close_pairs_heldout=len(close_pairs(macs[held], groups[held])),
+        n_close_pairs_heldout=n_close_pairs(macs[held], groups[held]),
         date=time.strftime("%Y-%m-%d"),
         variants=[
             {

@@ -10,38 +10,60 @@ actually lie. MAPE says how far off the absolute figure is.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import combinations
 
 import numpy as np
 
-__all__ = ["CLOSE_PAIR_RATIO", "close_pairs", "fidelity", "mape", "pairwise_agreement"]
+__all__ = [
+    "CLOSE_PAIR_RATIO",
+    "agreement",
+    "fidelity",
+    "mape",
+    "n_close_pairs",
+    "pairwise_agreement",
+]
 
 #: Two rows form a close pair when their MACs are within this ratio.
 CLOSE_PAIR_RATIO = 2.0
 
 
-def _pairs(groups: Sequence[str]) -> list[tuple[int, int]]:
-    return [(i, j) for i, j in combinations(range(len(groups)), 2) if groups[i] == groups[j]]
+_BLOCK = 1024  # rows compared at once (bounds memory at a few MB per block)
 
 
-def close_pairs(macs: Sequence[float], groups: Sequence[str]) -> list[tuple[int, int]]:
-    """Same-group pairs whose MACs are within :data:`CLOSE_PAIR_RATIO` of each other."""
-    out = []
-    for i, j in _pairs(groups):
-        lo, hi = sorted((float(macs[i]), float(macs[j])))
-        if lo > 0 and hi / lo <= CLOSE_PAIR_RATIO:
-            out.append((i, j))
-    return out
+def _blocks(groups: Sequence[str]):
+    """(rows i, rows j, upper-triangle mask) blocks covering every same-group pair i < j."""
+    groups = np.asarray(groups)
+    for g in np.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        for a in range(0, len(idx), _BLOCK):
+            rows = idx[a : a + _BLOCK]
+            upper = np.arange(a, a + len(rows))[:, None] < np.arange(len(idx))[None, :]
+            yield rows, idx, upper
 
 
-def _agreement(predicted, measured, pairs: Sequence[tuple[int, int]]) -> float:
+def _close(macs: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    lo = np.minimum(macs[i][:, None], macs[j][None, :])
+    hi = np.maximum(macs[i][:, None], macs[j][None, :])
+    return (lo > 0) & (hi <= CLOSE_PAIR_RATIO * lo)
+
+
+def n_close_pairs(macs: Sequence[float], groups: Sequence[str]) -> int:
+    """How many same-group pairs have MACs within :data:`CLOSE_PAIR_RATIO` of each other."""
+    macs = np.asarray(macs, dtype=float)
+    return sum(int((upper & _close(macs, i, j)).sum()) for i, j, upper in _blocks(groups))
+
+
+def agreement(predicted, measured, groups, macs=None) -> float:
+    """Share of same-group pairs (close pairs only, given ``macs``) ordered like the meter."""
+    predicted, measured = np.asarray(predicted, float), np.asarray(measured, float)
     score, n = 0.0, 0
-    for i, j in pairs:
-        if measured[i] == measured[j]:
-            continue
-        n += 1
-        p = np.sign(predicted[i] - predicted[j])
-        score += 0.5 if p == 0 else float(p == np.sign(measured[i] - measured[j]))
+    for i, j, upper in _blocks(groups):
+        m = np.sign(measured[i][:, None] - measured[j][None, :])
+        p = np.sign(predicted[i][:, None] - predicted[j][None, :])
+        keep = upper & (m != 0)
+        if macs is not None:
+            keep &= _close(np.asarray(macs, float), i, j)
+        n += int(keep.sum())
+        score += float(np.where(p == 0, 0.5, (p == m).astype(float))[keep].sum())
     return score / n if n else float("nan")
 
 
@@ -49,7 +71,7 @@ def pairwise_agreement(
     predicted: Sequence[float], measured: Sequence[float], groups: Sequence[str]
 ) -> float:
     """Fraction of same-group pairs that ``predicted`` orders like ``measured`` (ties: half)."""
-    return _agreement(predicted, measured, _pairs(groups))
+    return agreement(predicted, measured, groups)
 
 
 def mape(predicted: np.ndarray, measured: np.ndarray) -> float:
@@ -62,7 +84,7 @@ def fidelity(
 ) -> dict[str, float]:
     """Agreement on all and on close pairs, and MAPE, of ``predicted`` against ``measured``."""
     return {
-        "pairwise_agreement": pairwise_agreement(predicted, measured, groups),
-        "close_pair_agreement": _agreement(predicted, measured, close_pairs(macs, groups)),
+        "pairwise_agreement": agreement(predicted, measured, groups),
+        "close_pair_agreement": agreement(predicted, measured, groups, macs),
         "mape": mape(predicted, measured),
     }

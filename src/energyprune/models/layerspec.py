@@ -27,7 +27,7 @@ _LITERALS = (int, float, str, bool, type(None))
 
 def is_layer_spec(spec: str) -> bool:
     """True when ``spec`` looks like a constructor call (``Name(...)``), not a model name."""
-    return "(" in spec and spec.rstrip().endswith(")")
+    return "(" in spec
 
 
 def parse_layer(text: str) -> nn.Module:
@@ -41,7 +41,7 @@ def parse_layer(text: str) -> nn.Module:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as e:
         raise ConfigError(f"layer spec '{text}' does not parse ({e.msg}); {_HINT}") from e
-    module = _build(tree.body, text)
+    module = _build(tree.body, text) if isinstance(tree.body, ast.Call) else None
     if not isinstance(module, nn.Module):
         raise ConfigError(f"layer spec '{text}' is not a module constructor; {_HINT}")
     return module

@@ -1,0 +1,167 @@
+"""calibrate --from: tables read by line, one fit path, a known synthetic device recovered."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from energyprune.cli import main
+from energyprune.energy import fromfile
+from energyprune.energy.fromfile import calibrate_from
+from energyprune.energy.hardware import load_hardware
+from energyprune.energy.meter import CounterMeter
+from energyprune.energy.model import estimate
+from energyprune.energy.table import read_table
+from energyprune.energy.trace import trace
+from energyprune.errors import ConfigError
+from energyprune.models.layerspec import parse_layer
+
+# A synthetic device: launches cost 2 µJ, widths off a multiple of 8 cost 3 pJ/MAC extra.
+TRUTH = replace(
+    load_hardware("gpu-generic"),
+    name="truth",
+    compute_pj={"fp32": {"mac": 2.0, "add": 0.5}},
+    memory_pj_per_byte={"buffer": 4.0, "dram": 30.0},
+    launch_pj=2e6,
+    unaligned_mac_pj=3.0,
+)
+HEADER = ["model", "input_shape", "dtype", "joules_per_sample", "device"]
+
+
+def sweep() -> list[tuple[str, tuple[int, ...]]]:
+    rows = [
+        (f"Conv2d({cin}, {cout}, {k}, padding={k // 2})", (bs, cin, px, px))
+        for cin, cout, k, px, bs in itertools.product(
+            (3, 12, 16, 30), (8, 14, 16, 24, 32), (1, 3), (8, 16), (1, 4)
+        )
+    ]
+    rows += [
+        (f"Linear({i}, {o})", (bs, i))
+        for i, o, bs in itertools.product((16, 20, 32, 48, 64), (16, 24, 30, 64), (1, 8))
+    ]
+    return rows
+
+
+def write_synthetic(path, noise: float = 0.02, repeat: int = 1) -> None:
+    rng = np.random.default_rng(0)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(HEADER)
+        for spec, shape in sweep() * repeat:
+            with torch.no_grad():
+                joules = estimate(trace(parse_layer(spec), torch.randn(*shape)), TRUTH).total
+            value = joules.energy_j / shape[0] * (1 + noise * rng.standard_normal())
+            writer.writerow([spec, ",".join(map(str, shape)), "fp32", value, "bench"])
+
+
+def test_fit_recovers_a_known_device_and_beats_macs_on_close_pairs(tmp_path):
+    table = tmp_path / "bench.csv"
+    write_synthetic(table)
+    result = calibrate_from(table, base="gpu-generic")
+    rep, coef = result.report, result.profile.coefficients()
+    for name, truth in [
+        ("launch", 2e6),
+        ("mac:unaligned", 3.0),
+        ("mac:fp32", 2.0),
+        ("bytes:buffer", 4.0),
+        ("bytes:dram", 30.0),
+    ]:
+        assert coef[name] == pytest.approx(truth, rel=0.15), name
+    assert rep["n_close_pairs_heldout"] > 50
+    assert rep["close_pair_agreement"] > rep["macs_close_pair_agreement"]
+    assert rep["close_pair_agreement"] > rep["base_close_pair_agreement"]
+    assert rep["mape"] < 0.05 < rep["base_mape"]
+    assert rep["quantity"] == "joules per sample" and rep["device"] == "bench"
+
+
+def test_ten_thousand_rows_trace_each_configuration_once(tmp_path, monkeypatch):
+    table = tmp_path / "big.csv"
+    write_synthetic(table, repeat=50)  # 10,000 rows, 200 configurations
+    calls = []
+    real = fromfile.variant_features
+    monkeypatch.setattr(fromfile, "variant_features", lambda *a: calls.append(1) or real(*a))
+    start = time.perf_counter()
+    result = calibrate_from(table)
+    assert len(calls) == 200 and result.report["n_train"] + result.report["n_heldout"] == 10_000
+    assert time.perf_counter() - start < 60  # "a few minutes" is the promise; ~5 s here
+
+
+BAD = [
+    ["Linear(8, 4)", "2,8", "fp32", "1e-6", "d"],
+    ["Linear(8, 4)", "2,9", "fp32", "1e-6", "d"],  # line 3: shape mismatch
+    ["Conv2d(3, 4,", "1,3,8,8", "fp32", "1e-6", "d"],  # line 4: unparsable
+    ["Linear(8, 4)", "2,8", "fp32", "0", "d"],  # line 5: non-positive
+    ["Linear(8, 5)", "2,8", "fp32", "", "d"],  # line 6: missing joules
+    ["Linear(8, 6)", "2,8", "fp99", "1e-6", "d"],  # line 7: unknown dtype
+] + [[f"Linear(8, {n})", "2,8", "fp32", f"{n}e-7", "d"] for n in range(4, 12)]
+
+
+def write_bad(path) -> None:
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows([HEADER, *BAD])
+
+
+def test_bad_rows_are_named_by_line_and_stop_the_fit_unless_skipped(tmp_path, capsys):
+    table = tmp_path / "bad.csv"
+    write_bad(table)
+    with pytest.raises(ConfigError) as err:
+        calibrate_from(table)
+    message = str(err.value)
+    for line in (3, 4, 5, 6, 7):
+        assert f"bad.csv line {line}:" in message
+    assert "bad.csv line 2:" not in message and "--skip-bad" in message
+    assert "shape [2, 9]" in message and "does not parse" in message
+
+    out = tmp_path / "p.yaml"
+    assert main(["calibrate", "--from", str(table), "--out", str(out)]) == 2
+    assert not out.exists()  # nothing half-written
+    assert capsys.readouterr().err.count("\n") == 1  # one line, no traceback
+    assert main(["calibrate", "--from", str(table), "--out", str(out), "--skip-bad"]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert len(report["bad_rows"]) == 5 and report["bad_rows"][0].startswith("bad.csv line 3")
+    assert report["n_train"] + report["n_heldout"] == len(BAD) - 5
+    assert "fitted to those measurements" in out.read_text()
+
+
+def test_jsonl_and_folders_read_like_csv(tmp_path):
+    rows = [dict(zip(HEADER, r, strict=True)) for r in BAD[6:]]
+    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(r) for r in rows[:4]) + "\n\n")
+    (tmp_path / "b.json").write_text(json.dumps(rows[4:]))
+    (tmp_path / "notes.txt").write_text("ignored")
+    read, bad = read_table(tmp_path)
+    assert bad == [] and len(read) == len(rows)
+    assert read[0].where == "a.jsonl line 1" and read[-1].where == "b.json item 4"
+    assert read[0].input_shape == (2, 8) and read[0].group == "d/bs2/fp32"
+
+
+def test_gross_and_active_rows_are_not_mixed(tmp_path):
+    table = tmp_path / "mixed.jsonl"
+    base = {"model": "Linear(8, 4)", "input_shape": [1, 8], "dtype": "fp32"}
+    lines = [{**base, "joules_per_sample": 1e-6, "gross_or_active": k} for k in ("gross", "active")]
+    table.write_text("\n".join(json.dumps(r) for r in lines))
+    with pytest.raises(ConfigError, match="mixes gross and active"):
+        read_table(table)
+
+
+def test_a_measure_json_output_is_a_row(tmp_path, monkeypatch):
+    watts = 40.0
+    meter = CounterMeter(lambda: watts * time.perf_counter(), update_period_s=0.001)
+    monkeypatch.setattr("energyprune.energy.measure.open_meter", lambda device: meter)
+    out = tmp_path / "m.json"
+    argv = ["measure", "Linear(16, 8)", "--input-shape", "4,16", "--device", "cpu"]
+    timing = ["--seconds", "0.02", "--windows", "2", "--warmup", "0.01", "--idle", "0"]
+    assert main([*argv, *timing, "--json", str(out)]) == 0
+    measured = json.loads(out.read_text())
+    (row,), bad = read_table(out)
+    assert bad == [] and row.model == "Linear(16, 8)" and row.input_shape == (4, 16)
+    assert row.value == measured["joules_per_sample"]["median"] > 0
+    assert row.dtype == "fp32" and row.kind == "gross" and row.device
+    (as_latency,), _ = read_table(out, column="latency_ms")
+    assert as_latency.value == pytest.approx(measured["latency_ms"]["p50"] / 1000 / 4)
