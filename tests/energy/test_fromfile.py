@@ -14,6 +14,7 @@ import torch
 
 from energyprune.cli import main
 from energyprune.energy import fromfile
+from energyprune.energy.calibration_file import write_calibration
 from energyprune.energy.fromfile import calibrate_from
 from energyprune.energy.hardware import load_hardware
 from energyprune.energy.meter import CounterMeter
@@ -79,6 +80,10 @@ def test_fit_recovers_a_known_device_and_beats_macs_on_close_pairs(tmp_path):
     assert rep["close_pair_agreement"] > rep["base_close_pair_agreement"]
     assert rep["mape"] < 0.05 < rep["base_mape"]
     assert rep["quantity"] == "joules per sample" and rep["device"] == "bench"
+    write_calibration(result, str(tmp_path / "fit.yaml"), None)
+    fitted = load_hardware(tmp_path / "fit.yaml")  # usable wherever a profile is
+    assert fitted.launch_pj == result.profile.launch_pj
+    assert fitted.calibration["close_pair_agreement"] == rep["close_pair_agreement"]
 
 
 def test_ten_thousand_rows_trace_each_configuration_once(tmp_path, monkeypatch):
@@ -165,3 +170,19 @@ def test_a_measure_json_output_is_a_row(tmp_path, monkeypatch):
     assert row.dtype == "fp32" and row.kind == "gross" and row.device
     (as_latency,), _ = read_table(out, column="latency_ms")
     assert as_latency.value == pytest.approx(measured["latency_ms"]["p50"] / 1000 / 4)
+
+
+def test_latency_standing_in_for_a_meter_says_so_everywhere(tmp_path, capsys):
+    table = tmp_path / "cpu.csv"
+    with table.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["model", "input_shape", "dtype", "latency_ms"])
+        writer.writerows([f"Linear(8, {n})", "2,8", "fp32", 0.01 * n] for n in range(4, 16))
+    out = tmp_path / "cpu.yaml"
+    assert main(["calibrate", "--from", str(table), "--fit", "latency_ms", "--out", str(out)]) == 0
+    assert "ordering of latency (stand-in for energy)" in capsys.readouterr().out
+    text = out.read_text()
+    assert "name: latency-standin-cpu" in text and "picoseconds" in text
+    assert "a stand-in for a meter, not energy" in text and "gross" not in text
+    with pytest.raises(ConfigError, match="missing joules_per_sample"):
+        calibrate_from(table)  # the default column is energy, which this table does not have

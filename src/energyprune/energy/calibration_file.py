@@ -11,6 +11,11 @@ from energyprune.files import atomic_write_text
 
 __all__ = ["profile_to_yaml", "write_calibration"]
 
+_LATENCY_UNITS = (
+    "Fitted to latency, not energy: every fitted coefficient is picoseconds per unit although "
+    "the fields say pJ, so estimates priced with this profile are seconds labelled as joules.",
+)
+
 
 def profile_to_yaml(result: CalibrationResult) -> str:
     """The fitted profile as a hardware-profile YAML, citing the measurements it was fitted to
@@ -33,6 +38,7 @@ def profile_to_yaml(result: CalibrationResult) -> str:
         "assumptions": [
             f"Fitted by non-negative least squares on relative error of {quantity}.",
             f"Kept from {rep['base_profile']} (not exercised): {', '.join(kept) or 'none'}",
+            *_LATENCY_UNITS * (rep.get("fitted_column") == "latency_ms"),
         ],
         "compute_pj": hw.compute_pj,
         "memory_pj_per_byte": hw.memory_pj_per_byte,

@@ -75,13 +75,15 @@ def calibrate_from(
     bad = sorted(bad + unusable, key=lambda b: b.order)
     if bad and not skip_bad:
         raise ConfigError(_bad_message(bad))
+    prefix = "calibrated" if column == "joules_per_sample" else "latency-standin"
     result = fit_observations(
-        hw, observations, name or f"calibrated-{Path(source).stem}", heldout_fraction, seed
+        hw, observations, name or f"{prefix}-{Path(source).stem}", heldout_fraction, seed
     )
     devices = sorted({r.device for r in rows if r.device}) or ["unnamed device"]
     result.report.update(
         device=", ".join(devices),
-        measured_with=f"{len(observations)} rows of {Path(source).name} ({rows[0].kind})",
+        measured_with=f"{len(observations)} rows of {Path(source).name}"
+        + (f" ({rows[0].kind} joules)" if column == "joules_per_sample" else " (latency)"),
         quantity=FITTABLE[column],
         fitted_column=column,
         bad_rows=[str(b) for b in bad],
