@@ -7,15 +7,17 @@ import itertools
 import json
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import energyprune
 from energyprune.cli import main
 from energyprune.energy import fromfile
 from energyprune.energy.calibration_file import write_calibration
-from energyprune.energy.fromfile import calibrate_from
+from energyprune.energy.fromfile import calibrate_from, resolve_model
 from energyprune.energy.hardware import load_hardware
 from energyprune.energy.meter import CounterMeter
 from energyprune.energy.model import estimate
@@ -186,3 +188,41 @@ def test_latency_standing_in_for_a_meter_says_so_everywhere(tmp_path, capsys):
     assert "a stand-in for a meter, not energy" in text and "gross" not in text
     with pytest.raises(ConfigError, match="missing joules_per_sample"):
         calibrate_from(table)  # the default column is energy, which this table does not have
+
+
+def test_a_saved_pruned_folder_is_a_row_model(tmp_path):
+    from energyprune.models.zoo import build_model
+    from energyprune.pruning.apply import prune
+    from energyprune.pruning.export import save
+
+    dense = build_model("digits_cnn").model.eval()
+    folder = save(prune(dense, torch.randn(1, 1, 8, 8), 0.5), tmp_path / "pruned", "digits_cnn")
+    table = tmp_path / "t.jsonl"
+    rows = [(str(folder), 2e-6), ("digits_cnn", 4e-6)] + [
+        (f"Linear(64, {n})", 1e-7 * n) for n in range(4, 10)
+    ]
+    table.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "model": m,
+                    "input_shape": [1, 1, 8, 8] if "Linear" not in m else [1, 64],
+                    "dtype": "fp32",
+                    "joules_per_sample": j,
+                }
+            )
+            for m, j in rows
+        )
+    )
+    out = tmp_path / "p.yaml"
+    assert main(["calibrate", "--from", str(table), "--out", str(out), "--heldout", "0.5"]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    macs = {v["name"].split(" @ ")[0]: v["macs_per_sample"] for v in report["variants"]}
+    assert macs[str(folder)] < macs["digits_cnn"]  # the pruned folder was loaded, not the dense
+    with pytest.raises(ConfigError, match="is a folder"):
+        calibrate_from(table)  # the energy layer's resolver names the fix instead
+
+    def load(spec, weights):
+        return energyprune.load(spec)[0] if Path(spec).is_dir() else resolve_model(spec, weights)
+
+    assert calibrate_from(table, resolve=load, heldout_fraction=0.5).report["bad_rows"] == []

@@ -39,6 +39,12 @@ _SHOWN = 5
 
 def resolve_model(spec: str, weights: str | None) -> nn.Module:
     """A built-in, torchvision or ``module:factory`` model, or one ``torch.nn`` constructor."""
+    if Path(spec).is_dir():  # rebuilding a saved pruned model is the pruning layer's job
+        raise ConfigError(
+            f"'{spec}' is a folder (a saved model), which this resolver cannot rebuild; use "
+            "`energyprune calibrate --from`, or pass resolve=lambda spec, weights: "
+            "energyprune.load(spec)[0]"
+        )
     model = build_model(spec).model
     if weights:
         load_weights(model, weights)
