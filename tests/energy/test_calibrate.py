@@ -15,9 +15,9 @@ from energyprune.energy.calibrate import (
     conv_stack,
     design_variants,
     mlp_stack,
-    pairwise_agreement,
 )
 from energyprune.energy.calibration_file import profile_to_yaml, write_calibration
+from energyprune.energy.fidelity import pairwise_agreement
 from energyprune.energy.hardware import load_hardware
 from energyprune.energy.model import estimate, profile
 from energyprune.energy.trace import trace

@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from energyprune.energy.fidelity import CLOSE_PAIR_RATIO, agreement, n_close_pairs
+from energyprune.energy.fidelity import CLOSE_PAIR_RATIO, n_close_pairs, pairwise_agreement
 
 
 def by_definition(predicted, measured, groups, macs=None) -> tuple[float, int]:
@@ -40,6 +40,6 @@ def test_agreement_equals_its_definition(data):
     predicted, measured, macs, groups = (np.array(c) for c in zip(*data, strict=True))
     for m in (None, macs.astype(float)):
         expected, _ = by_definition(predicted, measured, groups, m)
-        got = agreement(predicted, measured, groups, m)
+        got = pairwise_agreement(predicted, measured, groups, m)
         assert (np.isnan(got) and np.isnan(expected)) or got == expected
     assert n_close_pairs(macs, groups) == by_definition(predicted, measured, groups, macs)[1]

@@ -24,7 +24,7 @@ from scipy.optimize import nnls
 from torch import nn
 
 from energyprune.energy.features import op_features
-from energyprune.energy.fidelity import fidelity, n_close_pairs, pairwise_agreement
+from energyprune.energy.fidelity import fidelity, n_close_pairs
 from energyprune.energy.hardware import HardwareProfile, load_hardware
 from energyprune.energy.trace import TORCH_DTYPES, trace
 from energyprune.errors import ConfigError
@@ -37,8 +37,6 @@ __all__ = [
     "design_variants",
     "fit_observations",
     "fit_profile",
-    "pairwise_agreement",
-    "with_summary",
 ]
 
 MeasureFn = Callable[[nn.Module, torch.Tensor, "Variant"], float]
@@ -242,15 +240,15 @@ def calibrate(
     if measure_fn is None:
         measure_fn, measured_with = _default_measure(device, seconds, windows)
     observations = _observe(variants, hw, device, measure_fn, progress)
-    result = fit_observations(
-        hw, observations, name or f"calibrated-{device.split(':')[0]}", heldout_fraction, seed
-    )
-    result.report.update(
+    return fit_observations(
+        hw,
+        observations,
+        name or f"calibrated-{device.split(':')[0]}",
+        heldout_fraction,
+        seed,
         device=_device_name(device),
         measured_with=f"{len(variants)} designed variants measured with {measured_with}",
-        quantity="joules per sample",
     )
-    return with_summary(result)
 
 
 def _check_fraction(heldout_fraction: float) -> None:
@@ -272,8 +270,11 @@ def _observe(variants, hw, device, measure_fn, progress) -> list[Observation]:
             raise ConfigError(
                 f"calibration variant {variant.name} measured {joules} J/sample; check the meter"
             )
-        v = variant
-        observations.append(Observation(v.name, v.group, f, m, joules, v.batch_size, v.dtype))
+        observations.append(
+            Observation(
+                variant.name, variant.group, f, m, joules, variant.batch_size, variant.dtype
+            )
+        )
     progress(len(variants), len(variants), "fit")
     return observations
 
@@ -284,9 +285,19 @@ def fit_observations(
     name: str,
     heldout_fraction: float = 0.25,
     seed: int = 0,
+    *,
+    device: str,
+    measured_with: str,
+    quantity: str = "joules per sample",
+    **context: Any,
 ) -> CalibrationResult:
     """Fit ``base``'s coefficients to the training share of ``observations`` and report
-    fidelity on the held-out share: the one fit path of live and file calibration."""
+    fidelity on the held-out share: the one fit path of live and file calibration.
+
+    ``device``, ``measured_with`` and ``quantity`` say what was measured (the profile YAML cites
+    them); further ``context`` goes into the report only. The fitted profile carries the
+    headline figures in ``calibration``.
+    """
     _check_fraction(heldout_fraction)
     if len(observations) < 4:
         raise ConfigError(
@@ -298,8 +309,15 @@ def fit_observations(
     feats = [o.features for o in observations]
     fitted, kept = fit_profile(base, [feats[i] for i in train], y[train], name)
     report = _report(observations, _predict(feats, fitted), _predict(feats, base), held, train)
-    report.update(base_profile=base.name, not_calibrated=kept)
-    return CalibrationResult(fitted, report)
+    report.update(
+        base_profile=base.name,
+        not_calibrated=kept,
+        device=device,
+        measured_with=measured_with,
+        quantity=quantity,
+        **context,
+    )
+    return CalibrationResult(replace(fitted, calibration=_summary(report)), report)
 
 
 def _predict(feats: Sequence[Counter[str]], hw: HardwareProfile) -> np.ndarray:
@@ -307,8 +325,8 @@ def _predict(feats: Sequence[Counter[str]], hw: HardwareProfile) -> np.ndarray:
     return np.array([sum(v * coef[k] for k, v in f.items()) * 1e-12 for f in feats])
 
 
-def with_summary(result: CalibrationResult) -> CalibrationResult:
-    """The profile carries the headline fidelity figures (they travel in its YAML)."""
+def _summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The headline fidelity figures a fitted profile carries (they travel in its YAML)."""
     keys = (
         "pairwise_agreement",
         "close_pair_agreement",
@@ -320,8 +338,7 @@ def with_summary(result: CalibrationResult) -> CalibrationResult:
         "device",
         "date",
     )
-    summary = {k: result.report[k] for k in keys if k in result.report}
-    return CalibrationResult(replace(result.profile, calibration=summary), result.report)
+    return {k: report[k] for k in keys}
 
 
 def _holdout(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:

@@ -15,7 +15,6 @@ import numpy as np
 
 __all__ = [
     "CLOSE_PAIR_RATIO",
-    "agreement",
     "fidelity",
     "mape",
     "n_close_pairs",
@@ -52,26 +51,26 @@ def n_close_pairs(macs: Sequence[float], groups: Sequence[str]) -> int:
     return sum(int((upper & _close(macs, i, j)).sum()) for i, j, upper in _blocks(groups))
 
 
-def agreement(predicted, measured, groups, macs=None) -> float:
-    """Share of same-group pairs (close pairs only, given ``macs``) ordered like the meter."""
+def pairwise_agreement(
+    predicted: Sequence[float],
+    measured: Sequence[float],
+    groups: Sequence[str],
+    macs: Sequence[float] | None = None,
+) -> float:
+    """Fraction of same-group pairs that ``predicted`` orders like ``measured`` (ties: half);
+    given ``macs``, of the close pairs only."""
     predicted, measured = np.asarray(predicted, float), np.asarray(measured, float)
+    macs = None if macs is None else np.asarray(macs, float)
     score, n = 0.0, 0
     for i, j, upper in _blocks(groups):
         m = np.sign(measured[i][:, None] - measured[j][None, :])
         p = np.sign(predicted[i][:, None] - predicted[j][None, :])
         keep = upper & (m != 0)
         if macs is not None:
-            keep &= _close(np.asarray(macs, float), i, j)
+            keep &= _close(macs, i, j)
         n += int(keep.sum())
         score += float(np.where(p == 0, 0.5, (p == m).astype(float))[keep].sum())
     return score / n if n else float("nan")
-
-
-def pairwise_agreement(
-    predicted: Sequence[float], measured: Sequence[float], groups: Sequence[str]
-) -> float:
-    """Fraction of same-group pairs that ``predicted`` orders like ``measured`` (ties: half)."""
-    return agreement(predicted, measured, groups)
 
 
 def mape(predicted: np.ndarray, measured: np.ndarray) -> float:
@@ -84,7 +83,7 @@ def fidelity(
 ) -> dict[str, float]:
     """Agreement on all and on close pairs, and MAPE, of ``predicted`` against ``measured``."""
     return {
-        "pairwise_agreement": agreement(predicted, measured, groups),
-        "close_pair_agreement": agreement(predicted, measured, groups, macs),
+        "pairwise_agreement": pairwise_agreement(predicted, measured, groups),
+        "close_pair_agreement": pairwise_agreement(predicted, measured, groups, macs),
         "mape": mape(predicted, measured),
     }

@@ -21,7 +21,6 @@ from energyprune.energy.calibrate import (
     Observation,
     fit_observations,
     variant_features,
-    with_summary,
 )
 from energyprune.energy.hardware import HardwareProfile, load_hardware
 from energyprune.energy.table import FITTABLE, BadRow, Row, read_table
@@ -82,11 +81,13 @@ def calibrate_from(
     if bad and not skip_bad:
         raise ConfigError(_bad_message(bad))
     prefix = "calibrated" if column == "joules_per_sample" else "latency-standin"
-    result = fit_observations(
-        hw, observations, name or f"{prefix}-{Path(source).stem}", heldout_fraction, seed
-    )
     devices = sorted({r.device for r in rows if r.device}) or ["unnamed device"]
-    result.report.update(
+    return fit_observations(
+        hw,
+        observations,
+        name or f"{prefix}-{Path(source).stem}",
+        heldout_fraction,
+        seed,
         device=", ".join(devices),
         measured_with=f"{len(observations)} rows of {Path(source).name}"
         + (f" ({rows[0].kind} joules)" if column == "joules_per_sample" else " (latency)"),
@@ -94,7 +95,6 @@ def calibrate_from(
         fitted_column=column,
         bad_rows=[str(b) for b in bad],
     )
-    return with_summary(result)
 
 
 def _observe_rows(
