@@ -9,6 +9,7 @@ __all__ = [
     "MeterUnavailableError",
     "UnsupportedOpError",
     "WeightsError",
+    "first_line",
 ]
 
 
@@ -34,3 +35,10 @@ class MeterUnavailableError(EnergyPruneError):
 
 class MeterError(EnergyPruneError):
     """A meter failed or returned an impossible reading (0 J window, counter went backwards)."""
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty), for
+    one-line errors that quote what PyTorch said."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -6,7 +6,6 @@ import csv
 import itertools
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,16 +24,8 @@ from energyprune.energy.table import read_table
 from energyprune.energy.trace import trace
 from energyprune.errors import ConfigError
 from energyprune.models.layerspec import parse_layer
+from tests.energy.test_calibrate import TRUTH  # the same synthetic device as live calibration
 
-# A synthetic device: launches cost 2 µJ, widths off a multiple of 8 cost 3 pJ/MAC extra.
-TRUTH = replace(
-    load_hardware("gpu-generic"),
-    name="truth",
-    compute_pj={"fp32": {"mac": 2.0, "add": 0.5}},
-    memory_pj_per_byte={"buffer": 4.0, "dram": 30.0},
-    launch_pj=2e6,
-    unaligned_mac_pj=3.0,
-)
 HEADER = ["model", "input_shape", "dtype", "joules_per_sample", "device"]
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from energyprune.errors import ConfigError
+from energyprune.errors import ConfigError, first_line
 from energyprune.models.zoo import BuiltModel, build_model, load_weights, parse_input_shape
 
 if TYPE_CHECKING:
@@ -107,10 +107,9 @@ def load_source(
 
 
 def shape_error(name: str, shape: tuple[int, ...], e: Exception) -> ConfigError:
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return ConfigError(
         f"model '{name}' failed on an input of shape {','.join(map(str, shape))} "
-        f"({first}); pass the shape it expects with --input-shape"
+        f"({first_line(e)}); pass the shape it expects with --input-shape"
     )
 
 

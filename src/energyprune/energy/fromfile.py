@@ -25,7 +25,7 @@ from energyprune.energy.calibrate import (
 from energyprune.energy.hardware import HardwareProfile, load_hardware
 from energyprune.energy.table import FITTABLE, BadRow, Row, read_table
 from energyprune.energy.trace import TORCH_DTYPES
-from energyprune.errors import ConfigError, EnergyPruneError
+from energyprune.errors import ConfigError, EnergyPruneError, first_line
 from energyprune.models.zoo import build_model, load_weights
 
 __all__ = ["Resolve", "calibrate_from", "resolve_model"]
@@ -138,8 +138,7 @@ def _trace_row(row: Row, hw: HardwareProfile, resolve: Resolve) -> tuple[Counter
     try:
         return variant_features(model, example, hw)
     except (RuntimeError, ValueError, IndexError, TypeError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        return f"{row.model} refused an input of shape {list(row.input_shape)} ({first})"
+        return f"{row.model} refused an input of shape {list(row.input_shape)} ({first_line(e)})"
 
 
 def _bad_message(bad: list[BadRow]) -> str:
