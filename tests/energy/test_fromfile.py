@@ -139,6 +139,17 @@ def test_jsonl_and_folders_read_like_csv(tmp_path):
     assert read[0].input_shape == (2, 8) and read[0].group == "d/bs2/fp32"
 
 
+def test_a_json_list_shape_is_checked_like_a_text_one(tmp_path):
+    table = tmp_path / "shapes.jsonl"
+    base = {"model": "Linear(8, 4)", "dtype": "fp32", "latency_ms": 1.0}
+    shapes = [[0, 8], [2.5, 8], "0,8", [2, 8]]
+    table.write_text("\n".join(json.dumps({**base, "input_shape": s}) for s in shapes))
+    rows, bad = read_table(table, column="latency_ms")
+    assert [r.input_shape for r in rows] == [(2, 8)]
+    assert [b.where for b in bad] == [f"shapes.jsonl line {n}" for n in (1, 2, 3)]
+    assert all("malformed input shape" in b.reason for b in bad)
+
+
 def test_gross_and_active_rows_are_not_mixed(tmp_path):
     table = tmp_path / "mixed.jsonl"
     base = {"model": "Linear(8, 4)", "input_shape": [1, 8], "dtype": "fp32"}

@@ -152,8 +152,8 @@ def _parse(record: dict[str, Any], where: str, column: str, folder: Path) -> Row
     missing = [c for c in ("model", "input_shape", "dtype", column) if _blank(record.get(c))]
     if missing:
         raise ValueError(f"missing {', '.join(missing)}")
-    shape = record["input_shape"]
-    shape = tuple(int(d) for d in shape) if isinstance(shape, list) else parse_input_shape(shape)
+    shape = record["input_shape"]  # "8,3,32,32" or a JSON list: one parser checks both
+    shape = parse_input_shape(",".join(map(str, shape)) if isinstance(shape, list) else shape)
     dtype = str(record["dtype"]).strip()
     if dtype not in TORCH_DTYPES:
         raise ValueError(f"unknown dtype '{dtype}' (use one of {', '.join(TORCH_DTYPES)})")
@@ -179,10 +179,9 @@ def _blank(value: object) -> bool:
 def _from_measurement(m: dict[str, Any]) -> dict[str, Any]:
     """An ``energyprune measure --json`` output as a table row (gross median J/sample)."""
     joules = m.get("joules_per_sample") if m.get("measured") else None
-    shape = m.get("input_shape")
     return {
         "model": m.get("model"),
-        "input_shape": shape,
+        "input_shape": m.get("input_shape"),
         "dtype": m.get("dtype"),
         "joules_per_sample": joules.get("median") if isinstance(joules, dict) else None,
         "latency_ms": m["latency_ms"].get("p50"),
