@@ -30,6 +30,7 @@ import torch
 from energyprune.cli import main as cli
 from energyprune.energy.meter import cpu_name
 from energyprune.files import atomic_write_text
+from energyprune.models.placement import example_input
 from energyprune.models.zoo import build_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -86,7 +87,7 @@ def write_table(path: Path, device: str, budget_s: float) -> int:
         writer.writerow(["model", "input_shape", "dtype", "latency_ms", "device"])
         for i, (spec, shape) in enumerate(rows):
             model = build_model(spec).model.eval().to(device)
-            ms = latency_ms(model, torch.randn(*shape, device=device), device, budget_s)
+            ms = latency_ms(model, example_input(model, shape), device, budget_s)
             writer.writerow([spec, ",".join(map(str, shape)), "fp32", f"{ms:.6g}", cpu_name()])
             if i % 50 == 0:
                 print(f"{i}/{len(rows)} {spec} {shape}: {ms:.4f} ms", flush=True)

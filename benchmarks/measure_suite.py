@@ -27,6 +27,7 @@ from torch import nn
 
 from energyprune.energy.measure import Protocol, measure
 from energyprune.files import atomic_write_text
+from energyprune.models.placement import example_input
 from energyprune.models.zoo import build_model, load_weights
 
 FIXTURE = (
@@ -52,7 +53,7 @@ def prune(
     model: nn.Module, shape: tuple[int, ...], ratio: float, round_to: int | None
 ) -> nn.Module:
     """Torch-Pruning's uniform channel pruning with group L2 magnitude (its default recipe)."""
-    example = torch.randn(*shape)
+    example = example_input(model, shape)
     ignored = [
         m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features in (10, 1000)
     ]
@@ -122,7 +123,8 @@ def _trace(model: nn.Module, shape: tuple[int, ...]):
     from energyprune.energy.trace import trace
 
     with torch.no_grad():
-        return trace(model.float().cpu(), torch.randn(*shape)).records
+        model = model.float().cpu()
+        return trace(model, example_input(model, shape)).records
 
 
 def main(argv: list[str] | None = None) -> int:

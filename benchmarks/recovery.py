@@ -14,7 +14,9 @@ the guardrail is off so no arm trains longer). Validation is a fixed half of CIF
 * ``candidates``: both, each step choosing among 4 ways to meet the budget by recalibrated
   accuracy (EagleEye);
 * ``tp``: Torch-Pruning's default (global group-L2, its own pruner) bisected to the MACs of the
-  ``both`` arm, fine-tuned like the control.
+  ``both`` arm, fine-tuned like the control (plain cross-entropy, no recalibration);
+* ``tp_recovered``: the same cut given our arms' recovery: BN recalibration after the cut, then
+  the E epochs distilled from the frozen dense teacher (what ``both`` gets).
 
     python benchmarks/recovery.py --out benchmarks/results/recovery_resnet20.json
     python benchmarks/recovery.py --device cuda --epochs 30 --model resnet56 --target-energy 0.33
@@ -36,10 +38,12 @@ import torch
 
 from energyprune.energy.model import profile
 from energyprune.files import atomic_write_text
+from energyprune.models.placement import example_input
 from energyprune.models.zoo import build_model, load_weights
 from energyprune.pipeline.data import load_data
 from energyprune.pipeline.evaluate import top1
 from energyprune.pipeline.finetune import TrainConfig, finetune
+from energyprune.pipeline.recover import Teacher, recalibrate_bn
 from energyprune.pipeline.run import RunConfig, run
 from energyprune.pruning.spec import PruneSpec
 
@@ -48,7 +52,8 @@ from cifar10_resnet56 import tp_default
 from provenance import provenance
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
-ARMS = ("control", "loop", "bn", "distill", "both", "gradual", "candidates", "tp")
+ARMS = ("control", "loop", "bn", "distill", "both", "gradual", "candidates", "tp", "tp_recovered")
+BASELINES = ("control", "tp", "tp_recovered")  # arms that do not run the pipeline
 LOOP_STEPS = 3
 
 
@@ -79,7 +84,9 @@ def _pipeline_cfg(arm: str, args: argparse.Namespace, train: TrainConfig) -> Run
 
 def _row(arm: str, model, data, dense_j: float, args, wall: float, report=None) -> dict:
     model = model.cpu()
-    prof = profile(model, torch.randn(*data.input_shape), args.hardware, name=arm, shapes_only=True)
+    prof = profile(
+        model, example_input(model, data.input_shape), args.hardware, name=arm, shapes_only=True
+    )
     entry = {
         "arm": arm,
         "test_top1": top1(model, data.test, data.num_classes),
@@ -95,17 +102,31 @@ def _row(arm: str, model, data, dense_j: float, args, wall: float, report=None) 
     return entry
 
 
+def _baseline(arm: str, dense, data, args, train: TrainConfig, rows: list[dict]):
+    """The dense control or Torch-Pruning's cut, fine-tuned outside the pipeline."""
+    if arm == "control":
+        model = copy.deepcopy(dense)
+        finetune(model, data.train, replace(train, epochs=args.epochs))
+        return model
+    both = next((r for r in rows if r["arm"] == "both"), None)
+    if both is None:
+        raise SystemExit(f"the {arm} arm prunes to the 'both' arm's MACs: run 'both' first")
+    model = tp_default(copy.deepcopy(dense).cpu(), both["macs"]).to(args.device)
+    if arm == "tp":  # labelled plain cross-entropy in the table
+        finetune(model, data.train, replace(train, epochs=args.epochs))
+        return model
+    torch.manual_seed(0)
+    recalibrate_bn(model, data.train, args.bn_batches)
+    teacher = Teacher(dense)
+    finetune(model, data.train, replace(train, epochs=args.epochs), teacher=teacher.module)
+    teacher.check()
+    return model
+
+
 def _arm(arm: str, dense, data, args, train: TrainConfig, rows: list[dict], dense_j: float):
     start = time.perf_counter()
-    if arm in ("control", "tp"):
-        if arm == "control":
-            model = copy.deepcopy(dense)
-        else:
-            both = next((r for r in rows if r["arm"] == "both"), None)
-            if both is None:
-                raise SystemExit("the tp arm prunes to the 'both' arm's MACs: run 'both' first")
-            model = tp_default(copy.deepcopy(dense).cpu(), both["macs"]).to(args.device)
-        finetune(model, data.train, replace(train, epochs=args.epochs))
+    if arm in BASELINES:
+        model = _baseline(arm, dense, data, args, train, rows)
         return _row(arm, model, data, dense_j, args, time.perf_counter() - start)
     cfg = _pipeline_cfg(arm, args, train)
     result = run(
@@ -129,10 +150,12 @@ def _summary(rows: list[dict]) -> dict:
         ("both_pt", "both", "loop"),
         ("gradual_over_both_pt", "gradual", "both"),
         ("candidates_over_both_pt", "candidates", "both"),
+        ("recovery_for_tp_pt", "tp_recovered", "tp"),
+        ("ours_over_tp_same_recovery_pt", "both", "tp_recovered"),
     ):
         if arm in by and base in by:
             out[name] = by[arm] - by[base]
-    pruned = [r for r in rows if r["arm"] not in ("control", "tp")]
+    pruned = [r for r in rows if r["arm"] not in BASELINES]
     if pruned and "control" in by:
         best = max(pruned, key=lambda r: r["test_top1"])
         out["best_arm"] = best["arm"]
@@ -164,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     data = load_data(args.data, batch_size=args.batch_size, val_from="test")
     dense = build_model(args.model).model
     load_weights(dense, args.weights or SHARED / "fixtures" / f"cifar10_{args.model}.safetensors")
-    example = torch.randn(*data.input_shape)
+    example = example_input(dense, data.input_shape)
     dense_j = profile(dense, example, args.hardware, name="dense", shapes_only=True).total.energy_j
     dense = dense.to(args.device).eval()
     train = TrainConfig(epochs=args.epochs, lr=args.lr, max_batches=args.max_batches)

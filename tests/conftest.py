@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny models, the shared fixtures folder (skipped when absent)."""
+"""Shared fixtures: tiny models, the shared fixtures folder (an error under CI when absent,
+else a skip)."""
 
 from __future__ import annotations
 
@@ -17,11 +18,21 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+def shared_or_skip(path: Path, what: str) -> Path:
+    """``path`` when it exists. Missing, it is an error under CI (``CI=true``), which always
+    has ``../shared``: a skip there could only hide a broken path. Elsewhere it is a skip."""
+    if path.exists():
+        return path
+    message = f"{what} not found at {path} (set ENERGYPRUNE_SHARED to the shared folder)"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"CI=true: {message}")
+    pytest.skip(message)
+
+
 @pytest.fixture
 def fixtures_dir() -> Path:
     path = SHARED / "fixtures"
-    if not (path / "cifar10_resnet56.safetensors").is_file():
-        pytest.skip(f"pretrained fixtures not found in {path} (set ENERGYPRUNE_SHARED)")
+    shared_or_skip(path / "cifar10_resnet56.safetensors", "pretrained fixtures")
     return path
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -235,11 +234,10 @@ def test_pipeline_class_count_mismatch(tmp_path, capsys):
 
 
 def test_demo_meets_its_promise(tmp_path):
-    start = time.perf_counter()
+    """Energy and accuracy; its time (< 2 min on 2 cores) is benchmarks/demo_time.py's."""
     code = main(["demo", "--out", str(tmp_path)])
-    elapsed = time.perf_counter() - start
     report = json.loads((tmp_path / "report.json").read_text())
-    assert code == 0 and elapsed < 120
+    assert code == 0
     assert report["energy_reduction"] >= 0.40 and report["accuracy_drop"] <= 1.0
     assert report["validation"] == "10% of train (seed 0)"
 

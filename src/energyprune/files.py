@@ -1,4 +1,5 @@
-"""Atomic file writes: a killed run never leaves a half-written file behind."""
+"""Files: atomic writes (a killed run never leaves a half-written file behind), text reads that
+name a damaged file in one line, and output folders checked before any long work starts."""
 
 from __future__ import annotations
 
@@ -8,7 +9,49 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_text"]
+from energyprune.errors import ConfigError, first_line
+
+__all__ = [
+    "atomic_path",
+    "atomic_write_text",
+    "check_writable",
+    "check_writable_file",
+    "read_text",
+]
+
+
+def read_text(path: str | os.PathLike[str], what: str) -> str:
+    """The UTF-8 text of ``path``; unreadable or not text is one line naming the file."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{what} {path} is damaged or not UTF-8 text (byte {e.start}): "
+            "replace it with a good copy"
+        ) from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {path}: {first_line(e)}") from None
+
+
+def check_writable(folder: str | os.PathLike[str], flag: str = "--out") -> Path:
+    """Prove that ``folder`` can be created or written, before the work that will fill it, and
+    without creating anything: a path under a file, or without permission, is one line."""
+    out = Path(folder)
+    existing = next(p for p in (out, *out.parents) if p.exists() or p == p.parent)
+    if not existing.is_dir():
+        raise ConfigError(f"{flag} {out}: {existing} is a file, not a folder; choose another path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {out}: {existing} is not writable; choose another path")
+    return out
+
+
+def check_writable_file(path: str | os.PathLike[str], flag: str) -> Path:
+    """Like :func:`check_writable` for a file to be written at ``path``."""
+    target = Path(path)
+    if target.is_dir():
+        raise ConfigError(f"{flag} {target} is a folder; name a file to write")
+    check_writable(target.parent, flag)
+    return target
 
 
 @contextlib.contextmanager

@@ -10,12 +10,11 @@ from energyprune.energy.model import profile
 from energyprune.energy.trace import trace
 
 
-def test_resnet50_macs_layers_and_speed():
+def test_resnet50_macs_and_layers():
     with torch.no_grad():
         prof = profile(torchvision.models.resnet50(), torch.randn(1, 3, 224, 224))
     assert abs(prof.total.macs / 4_089_184_256 - 1) < 0.005
     assert len(prof.layers) >= 50
-    assert prof.wall_s < 3.0
 
 
 @pytest.mark.parametrize("no_grad", [True, False])

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
-import torch
 
 from energyprune.energy.model import profile
+from energyprune.models.placement import example_input
 from energyprune.pipeline.finetune import TrainConfig
 from energyprune.pipeline.run import RunConfig
 from energyprune.pipeline.steps import prune_step
@@ -15,6 +16,7 @@ from energyprune.pipeline.steps import prune_step
 pytest.importorskip("torchao")
 
 from energyprune.pipeline.codesign import (
+    choose,
     int8_energy_ratio,
     prune_or_quantize,
     relaxed_target,
@@ -23,7 +25,7 @@ from energyprune.pipeline.codesign import (
 
 def test_relaxed_target_lands_int8_energy_on_the_target(trained_digits):
     model, data = trained_digits
-    example = torch.randn(*data.input_shape)
+    example = example_input(model, data.input_shape)
     cfg = RunConfig(target_energy=0.15)
     t = relaxed_target(model, example, cfg)
     assert 0.15 < t < 1.0
@@ -37,16 +39,19 @@ def test_relaxed_target_lands_int8_energy_on_the_target(trained_digits):
     assert relaxed_target(model, example, RunConfig(target_energy=0.9)) == 1.0
 
 
+_CFG = {
+    "target_energy": 0.2,
+    "steps": 1,
+    "max_acc_drop": 5.0,
+    "train": TrainConfig(epochs=1, lr=1e-3, optimizer="adamw", max_batches=5),
+}
+
+
 def test_both_options_run_and_the_choice_is_consistent(trained_digits, tmp_path):
     from energyprune.energy.measure import Protocol
 
     model, data = trained_digits
-    cfg = RunConfig(
-        target_energy=0.2,
-        steps=1,
-        max_acc_drop=5.0,
-        train=TrainConfig(epochs=1, lr=1e-3, optimizer="adamw", max_batches=5),
-    )
+    cfg = RunConfig(**_CFG)
     protocol = Protocol(min_window_s=0.02, windows=2, warmup_s=0.02, idle_s=0.0)
     int8 = {"compile": False, "protocol": protocol, "qat": None, "calibration_batches": 2}
     int8["measure_batch"] = 8  # energy stays per sample whatever the measurement's batch
@@ -56,23 +61,47 @@ def test_both_options_run_and_the_choice_is_consistent(trained_digits, tmp_path)
     assert json.loads((tmp_path / "tradeoff.json").read_text()) == report
     prune, quant = report["options"]
     assert prune["option"] == "prune" and quant["option"] == "prune+int8"
+    assert quant["pruning_target"] > prune["pruning_target"]  # prunes less
+    assert "failed" not in quant  # a 5-pt guardrail leaves room for int8 on digits
+    assert quant["energy_fraction"] < quant["pruning_target"]
+    assert (tmp_path / "prune+int8" / "int8" / "model.pt2").is_file()
+    assert quant["measured_verdict"].startswith("int8 runs at")
     for o in report["options"]:  # the guardrail may stop a run short of the target
         fraction = o["energy_fraction"]
-        assert o["meets_target"] == (fraction is not None and fraction <= 0.2 * 1.01)
-    assert quant["pruning_target"] > prune["pruning_target"]  # prunes less
-    if "failed" not in quant:
-        assert quant["energy_fraction"] < quant["pruning_target"]
-        assert (tmp_path / "prune+int8" / "int8" / "model.pt2").is_file()
-        assert quant["measured_verdict"].startswith("int8 runs at")
-    eligible = [o for o in report["options"] if o["eligible"]]
-    chosen = next((o for o in report["options"] if o["option"] == report["choice"]), None)
-    if eligible:
-        assert chosen["eligible"]
-        assert chosen["val_top1"] == max(o["val_top1"] for o in eligible)
-    else:
-        assert report["choice"] is None and report["reason"].startswith("neither option holds")
-    if quant.get("measured_recommended") is False:
-        assert report["choice"] != "prune+int8"  # measured slower or costlier: never chosen
+        assert o["meets_target"] == (fraction <= 0.2 * 1.01)
+    chosen = choose(copy.deepcopy(report["options"]), RunConfig(**_CFG), report["dense_val_top1"])
+    assert report["choice"] == (chosen["option"] if chosen else None)
+
+
+def _option(name: str, val: float, energy: float | None, **extra) -> dict:
+    return {"option": name, "val_top1": val, "energy_fraction": energy, **extra}
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        # both hold: the higher validation top-1 wins
+        ([_option("prune", 0.90, 0.20), _option("prune+int8", 0.93, 0.19)], "prune+int8"),
+        # equal top-1: the lower energy
+        ([_option("prune", 0.93, 0.18), _option("prune+int8", 0.93, 0.19)], "prune"),
+        # int8 measured slower or costlier: never chosen, whatever its accuracy
+        (
+            [
+                _option("prune", 0.90, 0.20),
+                _option("prune+int8", 0.95, 0.19, measured_recommended=False),
+            ],
+            "prune",
+        ),
+        # misses the target / breaks the guardrail / failed: out
+        ([_option("prune", 0.95, 0.30), _option("prune+int8", 0.91, 0.19)], "prune+int8"),
+        ([_option("prune", 0.80, 0.20), _option("prune+int8", 0.91, 0.19)], "prune+int8"),
+        ([_option("prune", 0.80, 0.20), _option("prune+int8", None, None, failed="x")], None),
+    ],
+)
+def test_choice_follows_target_guardrail_and_measurement(options, expected):
+    cfg = RunConfig(target_energy=0.2, max_acc_drop=5.0)
+    chosen = choose(options, cfg, dense_val=0.95)
+    assert (chosen["option"] if chosen else None) == expected
 
 
 def test_cli_auto(tmp_path, capsys):

@@ -11,7 +11,7 @@ from PIL import Image
 
 from energyprune.errors import ConfigError
 from energyprune.pipeline.data import load_cifar10, load_data
-from tests.conftest import SHARED
+from tests.conftest import SHARED, shared_or_skip
 
 
 def test_digits_splits_are_disjoint_and_seeded():
@@ -87,9 +87,7 @@ def test_bad_specs(spec, message):
 
 
 def test_cifar10_archive():
-    archive = SHARED / "datasets" / "cifar10-jpeg.tar.xz"
-    if not archive.is_file():
-        pytest.skip(f"CIFAR-10 archive not found at {archive}")
+    archive = shared_or_skip(SHARED / "datasets" / "cifar10-jpeg.tar.xz", "CIFAR-10 archive")
     splits = load_cifar10(archive)
     assert splits.train_x.shape == (50_000, 3, 32, 32) and splits.test_x.shape[0] == 10_000
     assert splits.classes[0] == "airplane" and int(splits.test_y.bincount().min()) == 1000

@@ -17,6 +17,7 @@ from rich.console import Console
 from energyprune.cli import calibrate, demo, export, measure, profile, prune, quantize, search
 from energyprune.cli.common import EXIT_USAGE, Parser
 from energyprune.errors import EnergyPruneError
+from energyprune.files import check_writable, check_writable_file
 
 __all__ = ["build_parser", "main"]
 
@@ -37,6 +38,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: command → (argument, flag, "folder" | "file") outputs, checked before any work starts
+_OUTPUTS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "prune": (("out", "--out", "folder"),),
+    "search": (("out", "--out", "folder"),),
+    "quantize": (("out", "--out", "folder"),),
+    "demo": (("out", "--out", "folder"),),
+    "calibrate": (("out", "--out", "file"), ("report", "--report", "file")),
+    "profile": (("json", "--json", "file"), ("plot", "--plot", "file")),
+    "measure": (("json", "--json", "file"),),
+    "export": (("onnx", "--onnx", "file"),),
+}
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """A place we cannot write is refused before a long run, not after it."""
+    for name, flag, kind in _OUTPUTS.get(args.command, ()):
+        value = getattr(args, name, None)
+        if value:
+            (check_writable if kind == "folder" else check_writable_file)(value, flag)
+
+
 _NOISY_LOGGERS = ("torch.utils._pytree", "torch.utils.cpp_extension", "torch.export")
 _NOISY_WARNINGS = ("torch_pruning", "torchao", "torch._inductor", "torch.export", "torch._export")
 
@@ -54,9 +76,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``energyprune`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     console = Console(width=max(Console().width, 120) if sys.stdout.isatty() else 140)
-    if not args.debug:
+    if args.debug:  # the library's own reasons (e.g. a trace that fell back) on stderr
+        logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+        logging.getLogger("energyprune").setLevel(logging.DEBUG)
+    else:
         _quiet_library_chatter()
     try:
+        _check_outputs(args)
         code = args.run(args, console)
     except EnergyPruneError as e:
         if args.debug:

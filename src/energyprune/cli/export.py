@@ -23,6 +23,6 @@ def _run_export(args: argparse.Namespace, console: Console) -> int:
     from energyprune.pruning.export import export_onnx, load
 
     model, plan = load(args.dir)
-    export_onnx(model, plan.example_input(), args.onnx)
+    export_onnx(model, plan.example_input(model), args.onnx)
     console.print(f"wrote {args.onnx}")
     return 0

@@ -13,6 +13,7 @@ from energyprune.cli.common import add_model_args, load_source, shape_error
 from energyprune.energy.measure import Protocol, measure
 from energyprune.errors import ConfigError, EnergyPruneError
 from energyprune.files import atomic_write_text
+from energyprune.models.placement import example_input
 from energyprune.reports.report import fmt_joules, measurement_table
 
 
@@ -73,7 +74,7 @@ def _run_measure(args: argparse.Namespace, console: Console) -> int:
         try:
             result = measure(
                 model,
-                torch.randn(*shape),
+                example_input(model, shape),
                 device=args.device,
                 meter=None if args.no_meter else "auto",
                 dtype=args.dtype,
@@ -103,7 +104,7 @@ def _int8_coverage(model, shape, layers: list[str], dtype: str | None, console: 
     """How much of the model the torchao int8 path covers: for a CNN, little."""
     from energyprune.pipeline.int8 import int8_mac_share
 
-    share = int8_mac_share(model.cpu(), torch.randn(*shape), layers)
+    share = int8_mac_share(model.cpu(), example_input(model, shape), layers)
     console.print(
         f"int8 (torchao, Linear layers only): {len(layers)} layer(s), {share:.2%} of the MACs; "
         f"the rest runs in {dtype or 'fp32'}"
@@ -139,7 +140,7 @@ def _measure_int8(args, console: Console, model, name: str, shape, protocol: Pro
         result = compare_int8(
             model,
             q,
-            torch.randn(*shape),
+            example_input(model, shape),
             compile=args.compile,
             protocol=protocol,
             meter=None if args.no_meter else "auto",

@@ -16,6 +16,7 @@ from energyprune.energy.hardware import BUILTIN_PROFILES
 from energyprune.energy.model import DTYPES, EnergyProfile, profile
 from energyprune.errors import ConfigError, EnergyPruneError
 from energyprune.files import atomic_write_text
+from energyprune.models.placement import example_input
 from energyprune.reports.plots import plot_layer_energy
 from energyprune.reports.report import layer_table, summary_line
 
@@ -57,7 +58,11 @@ def _run_profile(args: argparse.Namespace, console: Console) -> int:
     try:
         with torch.no_grad():
             prof: EnergyProfile = profile(
-                built.model, torch.randn(*shape), args.hardware, args.dtype, name=built.name
+                built.model,
+                example_input(built.model, shape),
+                args.hardware,
+                args.dtype,
+                name=built.name,
             )
     except (RuntimeError, ValueError, IndexError) as e:
         if isinstance(e, EnergyPruneError):

@@ -18,6 +18,7 @@ from energyprune.cli.common import (
 from energyprune.energy.hardware import BUILTIN_PROFILES
 from energyprune.errors import ConfigError
 from energyprune.files import atomic_write_text
+from energyprune.models.placement import example_input
 
 
 def add_prune(sub: argparse._SubParsersAction) -> None:
@@ -162,6 +163,13 @@ def add_recovery_args(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> N
         metavar="K",
         help="score K ways to meet each step's budget after BN recalibration, fine-tune the best",
     )
+    p.add_argument(
+        "--score-batches",
+        type=int,
+        default=8,
+        metavar="K",
+        help="training batches that score channels for --criterion taylor (default: 8)",
+    )
 
 
 def _spec(args: argparse.Namespace, nm: tuple[int, int]):
@@ -191,7 +199,8 @@ def _run_prune(args: argparse.Namespace, console: Console) -> int:
             "--quantize needs --data: calibration batches come from its validation split"
         )
     with console.status(f"pruning {built.name}"):
-        result = prune(built.model, torch.randn(*shape), spec=_spec(args, (n, m)), name=built.name)
+        example = example_input(built.model, shape)
+        result = prune(built.model, example, spec=_spec(args, (n, m)), name=built.name)
     result.plan.arch = {"name": built.name, "source": built.source}
     console.print(comparison_table(result.before, result.after))
     out = save(result, args.out)
@@ -281,6 +290,7 @@ def _run_config(args, nm):
         bn_batches=args.bn_batches,
         distill=args.distill,
         candidates=args.candidates,
+        score_batches=args.score_batches,
     )
 
 

@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import types
+import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +25,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from energyprune.errors import ConfigError
-from energyprune.files import atomic_path, atomic_write_text
+from energyprune.errors import ConfigError, first_line
+from energyprune.files import atomic_path, atomic_write_text, read_text
 from energyprune.models.layers import folded_copy
+from energyprune.models.placement import example_input
 
 __all__ = [
     "QuantizedModel",
@@ -186,7 +188,7 @@ def save_quantized(q: QuantizedModel, directory: str | os.PathLike[str]) -> Path
     and is its latency baseline in ``measure``."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    example = torch.randn(*q.example_shape)
+    example = example_input(q.module, q.example_shape)
     program = torch.export.export(q.module, (example,), dynamic_shapes=_BATCH)
     with atomic_path(out / "model.pt2") as tmp:
         torch.export.save(program, str(tmp))
@@ -237,15 +239,28 @@ def load_quantized(directory: str | os.PathLike[str]) -> QuantizedModel:
     folder = Path(directory)
     if not (folder / "model.pt2").is_file() or not (folder / "quant.json").is_file():
         raise ConfigError(f"{folder} holds no quantised model (model.pt2 + quant.json)")
-    meta = json.loads((folder / "quant.json").read_text(encoding="utf-8"))
+    try:
+        meta = json.loads(read_text(folder / "quant.json", "int8 metadata"))
+        meta = {k: meta[k] for k in ("int8_layers", "float_layers", "example_shape")}
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(
+            f"{folder / 'quant.json'} is damaged ({type(e).__name__}: {first_line(e)}): "
+            "quantise the model again"
+        ) from None
     try:
         # registers the quantized_decomposed ops *and* Inductor's x86 int8 fusion passes: without
         # the passes a compiled int8 program runs dequantize + fp32 kernels (3x slower here)
         import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # noqa: F401
     except ImportError as e:
         raise ConfigError("loading an int8 model needs torchao: pip install torchao") from e
-    with _weights_only():
-        program = torch.export.load(str(folder / "model.pt2"))
+    try:
+        with _weights_only():
+            program = torch.export.load(str(folder / "model.pt2"))
+    except (RuntimeError, ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise ConfigError(
+            f"{folder / 'model.pt2'} is damaged ({type(e).__name__}: {first_line(e)}): "
+            "quantise the model again"
+        ) from None
     return QuantizedModel(
         _allow_eval(program.module()),
         meta["int8_layers"],

@@ -14,6 +14,7 @@ from torch import nn
 from energyprune.deploy.quantize import quantize_int8_linear
 from energyprune.errors import ConfigError
 from energyprune.models.layers import TORCH_DTYPES
+from energyprune.models.placement import to_model
 
 __all__ = ["compile_for_inference", "prepare"]
 
@@ -58,10 +59,9 @@ def prepare(
     if dtype is not None and dtype not in TORCH_DTYPES:
         raise ConfigError(f"measure --dtype must be one of {', '.join(TORCH_DTYPES)}, got {dtype}")
     model = model.eval().to(device)
-    x = example.to(device)
     if dtype is not None:
         model = model.to(TORCH_DTYPES[dtype])
-        x = x.to(TORCH_DTYPES[dtype]) if x.is_floating_point() else x
+    x = to_model(example, model)
     if channels_last and x.dim() == 4:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)

@@ -28,6 +28,7 @@ from energyprune.energy.fidelity import fidelity, n_close_pairs
 from energyprune.energy.hardware import HardwareProfile, load_hardware
 from energyprune.energy.trace import TORCH_DTYPES, trace
 from energyprune.errors import ConfigError
+from energyprune.models.placement import example_input
 
 __all__ = [
     "CalibrationResult",
@@ -263,7 +264,7 @@ def _observe(variants, hw, device, measure_fn, progress) -> list[Observation]:
         progress(i, len(variants), variant.name)
         dtype = TORCH_DTYPES[variant.dtype]
         model = variant.factory().eval().to(device, dtype)
-        example = torch.randn(*variant.input_shape, device=device, dtype=dtype)
+        example = example_input(model, variant.input_shape)
         f, m = variant_features(model, example, hw)
         joules = measure_fn(model, example, variant)
         if joules <= 0:

@@ -35,8 +35,10 @@ class Cost:
             reduction, embedding, data, view).
         macs: dense multiply-accumulates.
         ops: other arithmetic operations, each charged as one add.
-        mac_operands: tensors the MACs are performed against; zero-skipping hardware skips the
-            MACs against zero *parameter* elements among them.
+        mac_operands: tensors the MACs are performed against, each whole or as
+            ``(tensor, macs)`` when a fused op splits its MACs between weights; zero-skipping
+            hardware skips the MACs against zero *parameter* elements among them. MACs that a
+            split names against no parameter (attention scores) are never skipped.
         reads: tensors read, each whole or as ``(tensor, elements_read)``; ``None`` = every
             tensor argument is read whole.
         writes_output: False for ops that only alias their input (views move no bytes).
@@ -47,7 +49,7 @@ class Cost:
     kind: str
     macs: int = 0
     ops: int = 0
-    mac_operands: tuple[torch.Tensor, ...] = ()
+    mac_operands: tuple[torch.Tensor | tuple[torch.Tensor, int], ...] = ()
     reads: tuple[torch.Tensor | tuple[torch.Tensor, int], ...] | None = None
     writes_output: bool = True
     channels: tuple[int, ...] = ()

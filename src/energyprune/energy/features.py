@@ -15,8 +15,17 @@ from dataclasses import dataclass, field
 
 from energyprune.energy.hardware import HardwareProfile
 from energyprune.energy.trace import Operand, OpRecord
+from energyprune.errors import ConfigError
 
-__all__ = ["FLOATING", "ITEMSIZE", "OpFeatures", "op_features", "price_dtype", "split_energy"]
+__all__ = [
+    "FLOATING",
+    "ITEMSIZE",
+    "OpFeatures",
+    "itemsize",
+    "op_features",
+    "price_dtype",
+    "split_energy",
+]
 
 ITEMSIZE = {
     "fp64": 8,
@@ -28,9 +37,22 @@ ITEMSIZE = {
     "int32": 4,
     "int64": 8,
     "bool": 1,
+    "fp8_e4m3": 1,
+    "fp8_e5m2": 1,
 }
 FLOATING = frozenset({"fp64", "fp32", "fp16", "bf16"})
 COMPUTE_PREFIXES = ("mac:", "add:")
+
+
+def itemsize(dtype: str) -> int:
+    """Bytes per element of a traced dtype; a dtype we cannot size is refused, never guessed."""
+    try:
+        return ITEMSIZE[dtype]
+    except KeyError:
+        raise ConfigError(
+            f"cannot price tensors of dtype {dtype}: energyprune sizes "
+            f"{', '.join(ITEMSIZE)}; cast the model to one of them (e.g. --dtype fp16)"
+        ) from None
 
 
 def price_dtype(traced: str, override: str | None) -> str:
@@ -59,22 +81,24 @@ def op_features(record: OpRecord, hw: HardwareProfile, override: str | None) -> 
     floating = [o.dtype for o in record.operands if o.dtype in FLOATING]
     traced = floating[0] if floating else (record.operands[0].dtype if record.operands else "fp32")
     dtype = price_dtype(traced, override)
-    row = hw.compute_row(dtype)
+    for operand in record.operands:  # a dtype we cannot size is refused before any pricing
+        itemsize(operand.dtype)
     macs = record.macs * (record.mac_density if hw.zero_skipping else 1.0)
     feats = OpFeatures(dtype, macs_charged=macs)
     amounts = feats.amounts
+    row = hw.compute_row(dtype) if macs or record.ops else ""
     if macs:
         amounts[f"mac:{row}"] += macs
         multiple = hw.channel_multiple
         if multiple > 1 and any(c % multiple for c in record.channels):
             amounts["mac:unaligned"] += macs
         for level, accesses in hw.accesses_per_mac.items():
-            amounts[f"bytes:{level}"] += macs * ITEMSIZE.get(dtype, 4) * accesses
+            amounts[f"bytes:{level}"] += macs * itemsize(dtype) * accesses
     if record.ops:
         amounts[f"add:{row}"] += record.ops
     moved = 0.0
     for operand in record.operands:
-        nbytes = operand.numel * ITEMSIZE.get(price_dtype(operand.dtype, override), 4)
+        nbytes = operand.numel * itemsize(price_dtype(operand.dtype, override))
         if operand.role == "param" and hw.zero_skipping:
             nbytes *= operand.density
         moved += nbytes

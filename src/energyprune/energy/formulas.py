@@ -35,7 +35,11 @@ def _aten(*names: str) -> list[torch._ops.OpOverloadPacket]:
 # --- convolution and matrix products --------------------------------------------------------
 
 
-def _conv_channels(w: torch.Tensor) -> tuple[int, int]:
+def _conv_channels(w: torch.Tensor) -> tuple[int, ...]:
+    """(C_out, C_in/groups); a depthwise conv (one input channel per group) tiles over its
+    channels alone, so it is judged by C_out, not by its width-1 reduction."""
+    if int(w.shape[1]) == 1:
+        return (int(w.shape[0]),)
     return int(w.shape[0]), int(w.shape[1])
 
 
@@ -152,11 +156,12 @@ def _sdpa(args, kwargs, out) -> Cost:
     return Cost("attention", macs, SOFTMAX_OPS * scores, (q, k, v), channels=_widths(q, v))
 
 
-def _mha_macs(batch: int, length: int, source: int, embed: int, self_attention: bool) -> int:
-    projections = batch * length * embed * embed * 2  # query and output projections
-    projections += batch * source * embed * embed * 2  # key and value projections
-    del self_attention  # packed or separate, the in-projection MACs are the same
-    return projections + 2 * batch * length * source * embed
+def _mha_macs(batch: int, length: int, source: int, embed: int) -> tuple[int, int, int]:
+    """(in-projection MACs, out-projection MACs, attention MACs) of multi-head attention; the
+    attention part (Q Kᵀ and the weighted sum of V) is activation × activation."""
+    in_proj = batch * length * embed * embed + 2 * batch * source * embed * embed  # q; k and v
+    out_proj = batch * length * embed * embed
+    return in_proj, out_proj, 2 * batch * length * source * embed
 
 
 @register_formula(*_aten("_native_multi_head_attention"))
@@ -170,11 +175,13 @@ def _native_mha(args, kwargs, out) -> Cost:
     embed, heads = int(args[3]), int(args[4])
     qkv_w, proj_w = args[5], args[7]
     batch, length, source = q.shape[0], q.shape[1], k.shape[1]
-    macs = _mha_macs(batch, length, source, embed, q is k)
+    in_proj, out_proj, attention = _mha_macs(batch, length, source, embed)
     scores = batch * heads * length * source
     adds = batch * length * 4 * embed  # qkv and output-projection biases
     ops = SOFTMAX_OPS * scores + adds
-    return Cost("attention", macs, ops, (qkv_w, proj_w), channels=(embed // heads, embed))
+    macs = in_proj + out_proj + attention
+    operands = ((qkv_w, in_proj), (proj_w, out_proj))
+    return Cost("attention", macs, ops, operands, channels=(embed // heads, embed))
 
 
 @register_formula(*_aten("_transformer_encoder_layer_fwd"))
@@ -189,13 +196,15 @@ def _encoder_layer(args, kwargs, out) -> Cost:
     ffn_w1, ffn_w2 = args[14], args[16]
     batch, length = src.shape[0], src.shape[1]
     hidden = ffn_w1.shape[0]
-    macs = _mha_macs(batch, length, length, embed, True) + 2 * batch * length * embed * hidden
+    in_proj, out_proj, attention = _mha_macs(batch, length, length, embed)
+    mlp = batch * length * embed * hidden  # each of the two MLP layers
+    macs = in_proj + out_proj + attention + 2 * mlp
     tokens = batch * length
     ops = SOFTMAX_OPS * batch * heads * length * length + tokens * (4 * embed + hidden + embed)
     ops += (
         2 * LAYER_NORM_OPS * tokens * embed + 2 * tokens * embed + tokens * hidden
     )  # residual, act
-    operands = (args[3], args[5], ffn_w1, ffn_w2)
+    operands = ((args[3], in_proj), (args[5], out_proj), (ffn_w1, mlp), (ffn_w2, mlp))
     return Cost("attention", macs, ops, operands, channels=(embed // heads, embed, hidden))
 
 
@@ -294,7 +303,6 @@ def _embedding(args, kwargs, out) -> Cost:
         "clone",
         "copy_",
         "_to_copy",
-        "_unsafe_view",
         "index_select",
         "gather",
         "index",
@@ -327,6 +335,13 @@ def _embedding(args, kwargs, out) -> Cost:
 def _data(args, kwargs, out) -> Cost:
     """Zero-arithmetic ops whose bytes still move: concatenation, copies, padding, fills."""
     return Cost("data")
+
+
+@register_formula(*_aten("_unsafe_view", "alias", "lift_fresh"))
+def _alias(args, kwargs, out) -> Cost:
+    """Views that aten does not tag as views (``_unsafe_view`` ends every bias-free
+    ``nn.Linear`` on a 3-D input): the output shares the input's bytes, nothing moves."""
+    return Cost("view", reads=(), writes_output=False)
 
 
 @register_formula(*_aten("empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided"))

@@ -13,7 +13,6 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from energyprune.energy.calibrate import (
@@ -26,6 +25,7 @@ from energyprune.energy.hardware import HardwareProfile, load_hardware
 from energyprune.energy.table import FITTABLE, BadRow, Row, read_table
 from energyprune.energy.trace import TORCH_DTYPES
 from energyprune.errors import ConfigError, EnergyPruneError, first_line
+from energyprune.models.placement import example_input
 from energyprune.models.zoo import build_model, load_weights
 
 __all__ = ["Resolve", "calibrate_from", "resolve_model"]
@@ -134,7 +134,7 @@ def _trace_row(row: Row, hw: HardwareProfile, resolve: Resolve) -> tuple[Counter
         model = resolve(row.model, row.weights).eval().to(TORCH_DTYPES[row.dtype])
     except EnergyPruneError as e:
         return str(e)
-    example = torch.randn(*row.input_shape, dtype=TORCH_DTYPES[row.dtype])
+    example = example_input(model, row.input_shape)
     try:
         return variant_features(model, example, hw)
     except (RuntimeError, ValueError, IndexError, TypeError) as e:

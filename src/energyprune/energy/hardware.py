@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from energyprune.errors import ConfigError
+from energyprune.files import read_text
 
 __all__ = ["BUILTIN_PROFILES", "HardwareProfile", "load_hardware"]
 
@@ -168,7 +169,7 @@ def load_hardware(spec: str | os.PathLike[str] | HardwareProfile) -> HardwarePro
                 f"hardware profile '{text_spec}' is neither a built-in "
                 f"({', '.join(BUILTIN_PROFILES)}) nor an existing YAML file: check the name or path"
             )
-        text, origin = path.read_text(encoding="utf-8"), str(path)
+        text, origin = read_text(path, "hardware profile"), str(path)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

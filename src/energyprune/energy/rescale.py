@@ -53,7 +53,7 @@ def rescaled_energy(
 
 
 def _param_op(record: OpRecord, r: Resize) -> OpRecord:
-    depthwise = record.kind == "conv" and len(record.channels) == 2 and record.channels[1] == 1
+    depthwise = record.kind == "conv" and len(record.channels) == 1  # (C_out,): see formulas
     f_in, f_out = (r.f_out, r.f_out) if depthwise else (r.f_in, r.f_out)
     both = f_out if depthwise else f_in * f_out
     operands = []
@@ -73,8 +73,11 @@ def _param_op(record: OpRecord, r: Resize) -> OpRecord:
 
 
 def _channels(record: OpRecord, f_in: float, f_out: float, depthwise: bool) -> tuple[int, ...]:
-    """The tiled widths: (C_out, C_in/groups) for a conv, (K, N) for a matmul."""
+    """The tiled widths: (C_out, C_in/groups) for a conv, (C_out,) for a depthwise one, (K, N)
+    for a matmul."""
     c = record.channels
+    if depthwise:
+        return (round(c[0] * f_out),)
     if len(c) != 2:
         return c
     if record.kind == "conv":

@@ -35,6 +35,7 @@ from typing import Any
 
 from energyprune.energy.trace import TORCH_DTYPES
 from energyprune.errors import ConfigError
+from energyprune.files import read_text
 from energyprune.models.zoo import parse_input_shape
 
 __all__ = ["FITTABLE", "BadRow", "Row", "read_table"]
@@ -102,6 +103,11 @@ def read_table(
         for n, (where, record) in enumerate(_records(file)):
             parsed = replace(_row(record, where, column, file.parent), order=(file.name, n))
             (rows if isinstance(parsed, Row) else bad).append(parsed)
+    if not rows and not bad:
+        raise ConfigError(
+            f"measurement table '{source}' holds no rows: add a header and one row per "
+            "measured configuration (see docs/measurement.md)"
+        )
     kinds = {r.kind for r in rows}
     if len(kinds) > 1:
         raise ConfigError(
@@ -113,7 +119,7 @@ def read_table(
 
 def _records(file: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """(where, raw record) for every row of ``file``; ``where`` is ``name line N``."""
-    text = file.read_text(encoding="utf-8")
+    text = read_text(file, "measurement table")
     if file.suffix == ".csv":
         reader = csv.DictReader(text.splitlines())
         for record in reader:

@@ -8,6 +8,7 @@ hooks. Nothing is priced here: :mod:`energyprune.energy.model` applies a hardwar
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -16,13 +17,21 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch._subclasses.fake_tensor import FakeTensorMode
+from torch._subclasses.fake_tensor import (
+    DataDependentOutputException,
+    DynamicOutputShapeException,
+    FakeTensorMode,
+    UnsupportedFakeTensorException,
+    UnsupportedOperatorException,
+)
+from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 from torch.utils._pytree import tree_flatten, tree_map_only
 
 from energyprune.energy import formulas  # noqa: F401  (importing it registers the op formulas)
 from energyprune.energy.cost import FORMULAS, Cost, generic_cost, has_rule
-from energyprune.errors import ConfigError
+from energyprune.energy.storage import read_once, storage_key
+from energyprune.errors import ConfigError, first_line
 from energyprune.models.layers import TORCH_DTYPES
 
 __all__ = [
@@ -48,7 +57,22 @@ _DTYPE_NAMES = {
     torch.int32: "int32",
     torch.int64: "int64",
     torch.bool: "bool",
+    torch.float8_e4m3fn: "fp8_e4m3",
+    torch.float8_e4m3fnuz: "fp8_e4m3",
+    torch.float8_e5m2: "fp8_e5m2",
+    torch.float8_e5m2fnuz: "fp8_e5m2",
 }
+
+#: What fake tensors raise where a forward needs values or an op has no fake kernel; any
+#: other error (a device or dtype mismatch, a wrong shape) is the model's and propagates.
+_FAKE_LIMITS: tuple[type[BaseException], ...] = (
+    DataDependentOutputException,
+    DynamicOutputShapeException,
+    UnsupportedOperatorException,
+    UnsupportedFakeTensorException,
+    GuardOnDataDependentSymNode,
+)
+_log = logging.getLogger("energyprune")
 
 #: Ops that carry no data or arithmetic and are not worth a record.
 _SKIP = {"prim.device", "aten.sym_size", "aten.sym_stride", "aten.sym_numel", "aten.is_same_size"}
@@ -188,7 +212,7 @@ class _TraceMode(TorchDispatchMode):
         return out
 
     def _param_name(self, t: torch.Tensor) -> str | None:
-        key = _storage_key(t)
+        key = storage_key(t)
         return None if key is None else self.param_names.get(key)
 
     def _density(self, t: torch.Tensor) -> float:
@@ -196,7 +220,7 @@ class _TraceMode(TorchDispatchMode):
         weights when the forward runs on fake tensors)."""
         if not t.numel():
             return 1.0
-        key = (_storage_key(t), t.storage_offset(), t.numel(), t.stride())
+        key = (storage_key(t), t.storage_offset(), t.numel(), t.stride())
         if key not in self._densities:
             real = self.real_of.get(key[0])
             with _disable_current_modes():  # a real count, also under a FakeTensorMode
@@ -218,33 +242,46 @@ class _TraceMode(TorchDispatchMode):
 
     def _record(self, op: str, cost: Cost, args, kwargs, out) -> OpRecord:
         in_tensors, out_tensors = tensors_in((args, kwargs)), tensors_in(out)
-        if cost.reads is None:
-            operands = [self._operand(t, "input") for t in in_tensors]
-        else:
-            operands = [
-                self._operand(r[0], "input", r[1])
-                if isinstance(r, tuple)
-                else self._operand(r, "input")
-                for r in cost.reads
-            ]
+        reads = in_tensors if cost.reads is None else cost.reads
+        operands = [
+            self._operand(r[0], "input", r[1])
+            if isinstance(r, tuple)
+            else self._operand(r, "input")
+            for r in read_once(reads)
+        ]
         if cost.writes_output:
             operands += [Operand("output", t.numel(), dtype_name(t.dtype)) for t in out_tensors]
-        mac_density = 1.0
-        for t in cost.mac_operands:
-            if self._param_name(t) is not None:
-                mac_density *= self._density(t)
         return OpRecord(
             op=op,
             kind=cost.kind,
             module=self.modules.stack[-1],
             macs=int(cost.macs),
             ops=int(cost.ops),
-            mac_density=mac_density,
+            mac_density=self._mac_density(cost),
             operands=tuple(operands),
             input_shapes=tuple(tuple(t.shape) for t in in_tensors),
             output_shapes=tuple(tuple(t.shape) for t in out_tensors),
             channels=tuple(int(c) for c in cost.channels),
         )
+
+    def _mac_density(self, cost: Cost) -> float:
+        """Share of the op's MACs against non-zero weights. A whole operand that is a parameter
+        scales every MAC (two such operands: both must be non-zero); a ``(weight, macs)`` split
+        scales only that weight's MACs, and MACs named against no weight (activation ×
+        activation, as in attention scores) stay dense."""
+        whole, split, named = 1.0, 0.0, 0
+        for item in cost.mac_operands:
+            t, share = item if isinstance(item, tuple) else (item, None)
+            if self._param_name(t) is None:
+                continue
+            if share is None:
+                whole *= self._density(t)
+            else:
+                split += share * self._density(t)
+                named += share
+        if not named or not cost.macs:
+            return whole
+        return whole * (split + max(0, cost.macs - named)) / cost.macs
 
 
 def tensors_in(obj: Any) -> list[torch.Tensor]:
@@ -264,14 +301,6 @@ def as_call(example_inputs: Any) -> tuple[tuple, dict]:
         "example_inputs must be a tensor, a tuple of positional inputs or a dict of keyword "
         f"inputs, got {type(example_inputs).__name__}"
     )
-
-
-def _storage_key(t: torch.Tensor) -> int | None:
-    """Identity of a tensor's storage, shared by its views (real, meta or fake)."""
-    try:
-        return t.untyped_storage()._cdata
-    except (RuntimeError, NotImplementedError, AttributeError):
-        return None
 
 
 def trace(
@@ -297,8 +326,9 @@ def trace(
             return _trace(
                 model, example_inputs, eval_mode, FakeTensorMode(allow_non_fake_inputs=True)
             )
-        except Exception:  # values needed (e.g. .item() in forward): trace for real
-            pass
+        except _FAKE_LIMITS as e:  # values needed (e.g. .item() in forward): trace for real
+            _log.debug("fake-tensor trace of %s fell back to a real forward: %s: %s",
+                       type(model).__name__, type(e).__name__, first_line(e))  # fmt: skip
     return _trace(model, example_inputs, eval_mode, None)
 
 
@@ -310,9 +340,9 @@ def _trace(model: nn.Module, example_inputs: Any, eval_mode: bool, fake) -> Trac
     for pname, tensor in [*model.named_buffers(), *model.named_parameters()]:
         if fake is not None:  # the forward runs on fake twins of the weights
             fakes[pname] = fake.from_tensor(tensor)
-            real_of.setdefault(_storage_key(fakes[pname]), tensor)
+            real_of.setdefault(storage_key(fakes[pname]), tensor)
         if tensor.numel():
-            param_names.setdefault(_storage_key(fakes.get(pname, tensor)), pname)
+            param_names.setdefault(storage_key(fakes.get(pname, tensor)), pname)
     modules: dict[str, ModuleInfo] = {}
     seen: set[int] = set()
     total_params = 0

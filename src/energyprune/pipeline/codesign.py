@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from torch import nn
 from energyprune.energy.model import profile
 from energyprune.errors import ConfigError
 from energyprune.files import atomic_write_text
+from energyprune.models.placement import example_input
 from energyprune.pipeline.data import Data
 from energyprune.pipeline.driver import run_and_write
 from energyprune.pipeline.evaluate import top1
@@ -31,7 +32,7 @@ from energyprune.pipeline.run import RunConfig
 from energyprune.pipeline.steps import prune_step
 from energyprune.pruning.plan import PruningPlan
 
-__all__ = ["int8_energy_ratio", "prune_or_quantize", "relaxed_target"]
+__all__ = ["choose", "int8_energy_ratio", "prune_or_quantize", "relaxed_target"]
 
 PRUNE, PRUNE_INT8 = "prune", "prune+int8"
 
@@ -47,7 +48,11 @@ def int8_energy_ratio(model: nn.Module, example: torch.Tensor, hardware: str) ->
 
 
 def relaxed_target(
-    dense: nn.Module, example: torch.Tensor, cfg: RunConfig, rounds: int = 4
+    dense: nn.Module,
+    example: torch.Tensor,
+    cfg: RunConfig,
+    rounds: int = 4,
+    data: Data | None = None,
 ) -> float:
     """The fp32 pruning target whose int8 version meets ``cfg.target_energy``.
 
@@ -61,7 +66,7 @@ def relaxed_target(
         if t >= 1.0:
             return 1.0
         try:
-            pruned = prune_step(dense, example, cfg, t * dense_j).model
+            pruned = prune_step(dense, example, cfg, t * dense_j, data).model
         except ConfigError:  # unreachable: the pipeline will say so
             return t
         t_next = min(1.0, cfg.target_energy / int8_energy_ratio(pruned, example, cfg.hardware))
@@ -76,7 +81,7 @@ def _pruned(dense, data, cfg: RunConfig, target: float, out: Path, arch: str, **
     if target >= 1.0:
         plan = PruningPlan.unpruned(dense, arch, data.input_shape, cfg.hardware)
         return copy.deepcopy(dense).eval(), plan
-    cfg = replace(cfg, target_energy=target)
+    cfg = cfg.with_target(target)
     result = run_and_write(dense, data, cfg, out, arch=arch, **run_kw)
     if result is None:
         raise KeyboardInterrupt
@@ -111,22 +116,19 @@ def prune_or_quantize(
         The trade-off report (also in ``tradeoff.json``).
     """
     out = Path(out)
-    example = torch.randn(*data.input_shape)
-    dense = dense.cpu().eval()
+    dense = dense.cpu().eval()  # int8 quantises on the CPU
+    example = example_input(dense, data.input_shape)
     dense_j = profile(dense, example, cfg.hardware).total.energy_j
     dense_val = top1(dense, data.val, data.num_classes)
     ratio = int8_energy_ratio(dense, example, cfg.hardware)
-    relaxed = relaxed_target(dense, example, cfg)
+    relaxed = relaxed_target(dense, example, cfg, data=data)
     log(
         f"int8 prices the dense model at {ratio:.3f} of fp32 ({cfg.hardware}, estimated): "
         f"'{PRUNE_INT8}' prunes to {relaxed:.3f} of dense, then int8"
     )
     ctx = _Context(dense, data, cfg, example, dense_j, dense_val, arch, log, run_kw)
     options = [_prune_option(ctx, out / PRUNE), _int8_option(ctx, out / PRUNE_INT8, relaxed, int8)]
-    for o in options:
-        _judge(o, cfg, dense_val)
-    eligible = [o for o in options if o["eligible"]]
-    chosen = max(eligible, key=lambda o: (o["val_top1"], -o["energy_fraction"]), default=None)
+    chosen = choose(options, cfg, dense_val)
     report = {
         "target_energy": cfg.target_energy,
         "hardware": cfg.hardware,
@@ -199,6 +201,15 @@ def _int8_option(c: _Context, folder: Path, relaxed: float, int8: dict | None) -
         measured_recommended=report["recommended"],
     )
     return option
+
+
+def choose(options: list[dict[str, Any]], cfg: RunConfig, dense_val: float) -> dict | None:
+    """Judge each option (target, guardrail, measurement) and return the eligible one with the
+    best validation top-1 (ties: the lower estimated energy), or None."""
+    for o in options:
+        _judge(o, cfg, dense_val)
+    eligible = [o for o in options if o["eligible"]]
+    return max(eligible, key=lambda o: (o["val_top1"], -o["energy_fraction"]), default=None)
 
 
 def _judge(o: dict[str, Any], cfg: RunConfig, dense_val: float) -> None:

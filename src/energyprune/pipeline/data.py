@@ -17,8 +17,10 @@ from __future__ import annotations
 import hashlib
 import importlib
 import io
+import lzma
 import os
 import tarfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 
-from energyprune.errors import ConfigError
+from energyprune.errors import ConfigError, first_line
 from energyprune.files import atomic_path
 
 __all__ = [
@@ -83,6 +85,10 @@ class Data:
     val_source: str = "the factory's validation loader"  # where val came from, for reports
 
 
+#: What a damaged archive or image raises while it is read.
+_DAMAGED = (OSError, EOFError, tarfile.TarError, lzma.LZMAError, zlib.error, ValueError, IndexError)
+
+
 def _cache_dir() -> Path:
     return Path(os.environ.get("ENERGYPRUNE_CACHE", Path.home() / ".cache" / "energyprune"))
 
@@ -131,17 +137,23 @@ def load_image_folder(
     state = hashlib.sha256(f"{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:8]
     cache = _cache_dir() / f"images-{where}-{state}.safetensors"
     if cache.is_file():
-        t = load_file(str(cache))
-        classes = tuple(bytes(t.pop("classes").tolist()).decode().split("\n"))
-        return ImageSplits(**t, classes=classes)
+        try:
+            t = load_file(str(cache))
+            classes = tuple(bytes(t.pop("classes").tolist()).decode().split("\n"))
+            return ImageSplits(**t, classes=classes)
+        except Exception:  # our own cache, damaged (disk full, killed copy): decode again
+            cache.unlink(missing_ok=True)
     found: dict[str, list[tuple[str, np.ndarray]]] = {"train": [], "test": []}
     try:
         for split, cls, blob in _members(src, progress):
             split = "test" if split == "val" else split
             if split in found:
                 found[split].append((cls, _decode(blob)))
-    except (OSError, tarfile.TarError) as e:
-        raise ConfigError(f"cannot read images from {src}: {e}") from e
+    except _DAMAGED as e:  # a cut archive ends in EOFError, a bad image in OSError
+        raise ConfigError(
+            f"cannot read images from {src}: it is damaged ({type(e).__name__}: "
+            f"{first_line(e)}); replace it with a good copy"
+        ) from e
     if not found["train"] or not found["test"]:
         raise ConfigError(
             f"{src} holds no train/<class>/ and test/<class>/ images: pass a folder or archive "

@@ -20,6 +20,7 @@ from torch import nn
 from energyprune.energy.model import profile
 from energyprune.errors import ConfigError, MeterUnavailableError
 from energyprune.files import atomic_write_text
+from energyprune.models.placement import example_input
 from energyprune.pipeline.data import Data
 from energyprune.pipeline.finetune import is_main_process
 from energyprune.pipeline.run import RunConfig, RunResult, run
@@ -34,7 +35,7 @@ def check_compatible(model: nn.Module, data: Data, name: str) -> None:
     """The model must accept the data's samples and have one output per class."""
     try:
         with torch.no_grad():
-            out = model.eval()(torch.zeros(*data.input_shape))
+            out = model.eval()(example_input(model, data.input_shape, zeros=True))
     except (RuntimeError, ValueError) as e:
         raise ConfigError(
             f"model '{name}' cannot take {data.name} samples of shape "
@@ -68,7 +69,7 @@ def _write(
 ) -> None:
     if not is_main_process():
         return
-    example = torch.randn(*data.input_shape)
+    example = example_input(dense, data.input_shape)
     before = profile(dense, example, cfg.hardware, name=arch, shapes_only=True)
     after = profile(result.model, example, cfg.hardware, name=arch, shapes_only=True)
     if result.plan is not None:

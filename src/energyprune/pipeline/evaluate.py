@@ -13,6 +13,7 @@ from safetensors.torch import save as save_bytes
 from torch import nn
 
 from energyprune.energy.quantity import Estimated, Measured
+from energyprune.models.placement import placement, to_model
 
 __all__ = [
     "Metrics",
@@ -30,10 +31,10 @@ def predict(model: nn.Module, loader: Iterable) -> tuple[torch.Tensor, torch.Ten
     was_training = model.training
     model.eval()
     preds, labels = [], []
-    device = next(model.parameters()).device
+    where = placement(model)
     with torch.no_grad():
         for x, y in loader:
-            preds.append(model(x.to(device)).argmax(1).cpu())
+            preds.append(model(to_model(x, where)).argmax(1).cpu())
             labels.append(y.cpu())
     model.train(was_training)
     return torch.cat(preds), torch.cat(labels)

@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from energyprune.errors import ConfigError
+from energyprune.models.placement import placement, to_model
 from energyprune.pipeline.recover import distillation_loss
 
 __all__ = ["StopFlag", "TrainConfig", "distributed", "finetune", "is_main_process"]
@@ -175,13 +176,15 @@ def finetune(
     if cfg.epochs == 0:
         return True
     torch.manual_seed(cfg.seed)
-    device = next(model.parameters()).device
+    where = placement(model)
     sampler = None
     if distributed():
         sampler = torch.utils.data.DistributedSampler(loader.dataset, seed=cfg.seed)
         loader = DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler)
     elif loader.generator is not None:
         loader.generator.manual_seed(cfg.seed)
+    if teacher is model:
+        raise ConfigError("the teacher is the model being trained: pass a frozen copy (Teacher)")
     if teacher is not None:
         teacher.eval()
     trainer = _Trainer(model, cfg)
@@ -197,7 +200,7 @@ def finetune(
                 swapped = on_every(trainer.model, done, total)
                 if swapped is not trainer.model:
                     trainer.use(swapped)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x, y = to_model((x, y), where, non_blocking=True)
             loss = trainer.step(x, y, teacher, _lr(cfg, done, total))
             done += 1
             on_batch(epoch, i, per_epoch, loss.item())

@@ -17,6 +17,7 @@ from energyprune.energy.measure import Protocol, measure
 from energyprune.energy.model import profile
 from energyprune.errors import ConfigError
 from energyprune.files import atomic_write_text
+from energyprune.models.placement import example_input
 from energyprune.pipeline.data import Data
 from energyprune.pipeline.evaluate import top1
 from energyprune.pipeline.finetune import TrainConfig, finetune
@@ -154,7 +155,7 @@ def int8_with_guardrail(
         ConfigError: the guardrail fails even with only one layer left in int8.
     """
     model.eval()
-    example = torch.randn(4, *data.input_shape[1:])
+    example = example_input(model, (4, *data.input_shape[1:]))
     float_val = top1(model, data.val, data.num_classes)
 
     def passes(q: QuantizedModel) -> tuple[bool, float]:
@@ -175,9 +176,10 @@ def int8_with_guardrail(
             "fp32": top1(model, data.test, data.num_classes),
             "int8": top1(q.module, data.test, data.num_classes),
         }
-    x = torch.randn(measure_batch, *data.input_shape[1:])
+    x = example_input(model, (measure_batch, *data.input_shape[1:]))
     measured = compare_int8(model, q, x, hardware=hardware, compile=compile, protocol=protocol)
-    one = torch.randn(*data.input_shape)  # energy per forward of one sample, as the pipeline's
+    # energy per forward of one sample, as the pipeline's
+    one = example_input(model, data.input_shape)
     fp32 = profile(model, one, hardware, name=name)
     int8 = profile(model, one, hardware, name=name, layer_dtypes=q.layer_dtypes)
     report = {

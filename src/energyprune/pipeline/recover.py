@@ -11,13 +11,49 @@ compression pipelines: the dense model's softened outputs carry more than the la
 
 from __future__ import annotations
 
+import copy
+import hashlib
 from collections.abc import Iterable
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ["distillation_loss", "recalibrate_bn"]
+from energyprune.models.placement import placement, to_model
+
+__all__ = ["Teacher", "distillation_loss", "recalibrate_bn"]
+
+
+class Teacher:
+    """The dense model as a distillation teacher, frozen for the whole run.
+
+    A deep copy in eval mode with ``requires_grad=False``, so that no fine-tune, optimiser or
+    batch-norm update can reach it, even when the model being pruned started as the same
+    object. :meth:`check` proves it after every fine-tune: modes, gradient flags and a digest of
+    every parameter and buffer (running statistics included) are as they were made.
+    """
+
+    def __init__(self, dense: nn.Module) -> None:
+        self.module = copy.deepcopy(dense).eval().requires_grad_(False)
+        self._digest = _digest(self.module)
+
+    def check(self) -> None:
+        """Raise when anything changed the teacher (a bug, never a user error)."""
+        m = self.module
+        if any(x.training for x in m.modules()) or any(p.requires_grad for p in m.parameters()):
+            raise RuntimeError("the distillation teacher left eval mode or regained gradients")
+        if _digest(m) != self._digest:
+            raise RuntimeError("the distillation teacher's weights or statistics changed")
+
+
+def _digest(model: nn.Module) -> str:
+    """A hash of the bytes of every parameter and buffer, in state-dict order."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        flat = t.detach().contiguous().reshape(-1).cpu()
+        h.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    return h.hexdigest()
 
 
 def recalibrate_bn(model: nn.Module, loader: Iterable, batches: int = 50) -> int:
@@ -33,7 +69,7 @@ def recalibrate_bn(model: nn.Module, loader: Iterable, batches: int = 50) -> int
         return 0
     was_training = model.training
     momenta = [m.momentum for m in norms]
-    device = next(model.parameters()).device
+    where = placement(model)
     model.eval()
     for m in norms:
         m.reset_running_stats()
@@ -45,7 +81,7 @@ def recalibrate_bn(model: nn.Module, loader: Iterable, batches: int = 50) -> int
             for x, _ in loader:
                 if used >= batches:
                     break
-                model(x.to(device, non_blocking=True))
+                model(to_model(x, where, non_blocking=True))
                 used += 1
     finally:
         for m, momentum in zip(norms, momenta, strict=True):

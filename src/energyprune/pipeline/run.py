@@ -15,16 +15,17 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from energyprune.energy.quantity import Estimated, Measured, energy_from_dict
-from energyprune.errors import ConfigError
-from energyprune.files import atomic_write_text
+from energyprune.errors import ConfigError, first_line
+from energyprune.files import atomic_write_text, read_text
+from energyprune.models.placement import example_input
 from energyprune.pipeline.config import RunConfig
 from energyprune.pipeline.data import Data
 from energyprune.pipeline.evaluate import Metrics, evaluate, top1
 from energyprune.pipeline.finetune import StopFlag, finetune, is_main_process
+from energyprune.pipeline.recover import Teacher
 from energyprune.pipeline.steps import estimate_j, merge_plans, take_step
 from energyprune.pruning.export import save
 from energyprune.pruning.plan import PruningPlan
@@ -67,7 +68,7 @@ def _val_top1(model: nn.Module, data: Data) -> float:
 
 
 def _metrics(model: nn.Module, data: Data, cfg: RunConfig, meter: str | None) -> Metrics:
-    example = torch.randn(*data.input_shape)
+    example = example_input(model, data.input_shape)
     loader = data.test if data.test is not None else data.val
     return evaluate(model, loader, data.num_classes, example, cfg.hardware, meter)
 
@@ -85,8 +86,15 @@ def _restore(out: Path, arch: str) -> tuple[dict, nn.Module, PruningPlan]:
     from energyprune.pruning.export import load
     from energyprune.pruning.sparse import remask
 
-    state = json.loads((out / STATE).read_text(encoding="utf-8"))
-    model, plan = load(out / "checkpoint" / f"step-{state['completed']}")
+    try:
+        state = json.loads(read_text(out / STATE, "checkpoint"))
+        folder = out / "checkpoint" / f"step-{int(state['completed'])}"
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(
+            f"{out / STATE} is damaged ({type(e).__name__}: {first_line(e)}): run again "
+            "without --resume, or with another --out"
+        ) from None
+    model, plan = load(folder)
     remask(model, plan)
     if plan.arch.get("name") != arch:
         raise ConfigError(f"checkpoint in {out} is for '{plan.arch.get('name')}', not '{arch}'")
@@ -173,10 +181,14 @@ def run(
     stop = StopFlag()
     dense_j = estimate_j(model, data, cfg, arch)
     state, current, plan = _start(model, data, cfg, out, arch, resume, meter_device, log)
-    teacher = model if cfg.distill else None  # the dense model, also on --resume
+    # the dense model, frozen once for the run (also on --resume), checked after every fine-tune
+    frozen = Teacher(model) if cfg.distill else None
+    teacher = frozen.module if frozen is not None else None
     with stop.installed():
         while state["completed"] < cfg.steps and state["stopped"] is None:
             step = _step(current, data, cfg, state, dense_j, teacher, stop, on_batch, log)
+            if frozen is not None:
+                frozen.check()
             if step is None:
                 log("interrupted: the last completed step is checkpointed; use --resume")
                 return RunResult(current, plan, {})
@@ -189,6 +201,8 @@ def run(
         if plan is not None and not _final_finetune(current, data, cfg, teacher, stop, on_batch):
             log("interrupted during the final fine-tune; the last step is checkpointed")
             return RunResult(current, plan, {})
+        if frozen is not None:
+            frozen.check()
     if plan is not None:
         plan.spec = cfg.spec.to_dict()  # what the run asked for (each step pruned to its share)
     after = _metrics(current, data, cfg, meter_device)

@@ -29,6 +29,7 @@ from energyprune.energy.hardware import load_hardware
 from energyprune.energy.quantity import Estimated, Measured, energy_from_dict
 from energyprune.errors import ConfigError
 from energyprune.files import atomic_path, atomic_write_text
+from energyprune.models.placement import example_input
 from energyprune.pipeline.data import Data
 from energyprune.pipeline.evaluate import median_latency_ms, top1
 from energyprune.pipeline.finetune import TrainConfig, finetune
@@ -133,7 +134,9 @@ def _scored(model: nn.Module, fp32_j: float, precision: str, data: Data, example
 
     energy = fp32_j
     if precision == "int8":
-        q = quantize_int8(model, torch.randn(4, *example.shape[1:]), data.val, max_batches=4)
+        q = quantize_int8(
+            model, example_input(model, (4, *example.shape[1:])), data.val, max_batches=4
+        )
         energy = profile(model, example, hardware, layer_dtypes=q.layer_dtypes).total.energy_j
         model = q.module
     timed = compile_for_inference(model) if compiled else model
@@ -173,7 +176,7 @@ def _basis(study: optuna.Study, hardware: str) -> str:
 def _objective(dense: nn.Module, data: Data, hardware: str, proxy: TrainConfig, stages: list[str],
                target_range: tuple[float, float], objectives: list[str], meter_device: str | None,
                log: Callable[[str], None], precisions: tuple[str, ...] = ("fp32",)):  # fmt: skip
-    example = torch.randn(*data.input_shape)
+    example = example_input(dense, data.input_shape)
     alignments = [1, 4, 8] if load_hardware(hardware).channel_multiple <= 8 else [1, 8, 16]
 
     def objective(trial: optuna.Trial) -> tuple[float, ...]:

@@ -27,11 +27,13 @@ from torch import nn
 
 from energyprune.energy.model import profile
 from energyprune.errors import ConfigError
+from energyprune.models.placement import example_input
 from energyprune.pipeline.data import Data
 from energyprune.pipeline.evaluate import top1
 from energyprune.pipeline.finetune import StopFlag, finetune
 from energyprune.pipeline.recover import recalibrate_bn
 from energyprune.pruning.apply import PruneResult, prune
+from energyprune.pruning.importance import CRITERIA
 from energyprune.pruning.plan import PruningPlan
 
 if TYPE_CHECKING:
@@ -78,10 +80,20 @@ def merge_plans(plan: PruningPlan | None, step: PruningPlan) -> PruningPlan:
 
 
 def prune_step(
-    model: nn.Module, example: torch.Tensor, cfg: RunConfig, target_j: float
+    model: nn.Module,
+    example: torch.Tensor,
+    cfg: RunConfig,
+    target_j: float,
+    data: Data | None = None,
 ) -> PruneResult:
-    """One-shot prune of ``model`` to ``target_j`` estimated joules with the run's spec."""
-    return prune(model, example, spec=replace(cfg.spec, target_energy=None, max_joules=target_j))
+    """One-shot prune of ``model`` to ``target_j`` estimated joules with the run's spec; a
+    gradient criterion (``taylor``) scores on ``cfg.score_batches`` of ``data``'s training
+    batches (without ``data`` it falls back to its data-free proxy)."""
+    spec = replace(cfg.spec, target_energy=None, max_joules=target_j)
+    batches = None
+    if data is not None and CRITERIA[spec.criterion].needs_gradients:
+        batches = list(itertools.islice(data.train, cfg.score_batches))
+    return prune(model, example, spec=spec, data=batches)
 
 
 def _settings(cfg: RunConfig) -> dict[str, Any]:
@@ -122,14 +134,14 @@ def _score(model: nn.Module, data: Data, batches: int | None) -> float:
 def _choose(model, data, cfg: RunConfig, target_j, dense_j, seed) -> tuple:
     """(pruned result, its entry, every entry): ``cfg.candidates`` distinct cuts, each
     recalibrated and scored; settings that make a cut already scored are listed, not scored."""
-    example = torch.randn(*data.input_shape)
+    example = example_input(model, data.input_shape)
     score_batches = None if cfg.candidates == 1 else SCORE_BATCHES
     best, tried, cuts = None, [], []
     for variant in _variants(cfg):
         if len(cuts) >= cfg.candidates:
             break
         try:
-            result = prune_step(model, example, variant, target_j)
+            result = prune_step(model, example, variant, target_j, data)
         except ConfigError as e:
             if cfg.candidates == 1:
                 raise
@@ -177,7 +189,7 @@ def _one_shot(model, data, cfg: RunConfig, target_j, dense_j, train, teacher, st
 
 
 def _gradual(model, data, cfg: RunConfig, target_j, start_j, train, teacher, stop, on_batch):
-    example = torch.randn(*data.input_shape)
+    example = example_input(model, data.input_shape)
     per_epoch = len(data.train) if train.max_batches is None else train.max_batches
     total = train.epochs * min(per_epoch, len(data.train))
     events = max(1, min(GRADUAL_EVENTS, total))
@@ -189,7 +201,8 @@ def _gradual(model, data, cfg: RunConfig, target_j, start_j, train, teacher, sto
             return current
         state["done"] += 1
         left = 1 - state["done"] / events
-        result = prune_step(current, example, cfg, target_j + (start_j - target_j) * left**3)
+        step_j = target_j + (start_j - target_j) * left**3
+        result = prune_step(current, example, cfg, step_j, data)
         state["model"], state["energy_j"] = result.model, result.after.total.energy_j
         state["plan"] = merge_plans(state["plan"], result.plan)
         return result.model
@@ -250,5 +263,5 @@ def take_step(
 
 def estimate_j(model: nn.Module, data: Data, cfg: RunConfig, arch: str) -> float:
     """The model's estimated joules per forward pass under the run's profile (masks folded)."""
-    example = torch.randn(*data.input_shape)
+    example = example_input(model, data.input_shape)
     return profile(model, example, cfg.hardware, name=arch, shapes_only=True).total.energy_j

@@ -19,8 +19,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from energyprune.errors import ConfigError
-from energyprune.files import atomic_path, atomic_write_text
+from energyprune.errors import ConfigError, first_line
+from energyprune.files import atomic_path, atomic_write_text, read_text
 from energyprune.models.layers import folded_copy
 from energyprune.models.zoo import build_model, load_weights
 from energyprune.pruning.plan import PruningPlan, replay
@@ -76,11 +76,24 @@ def load(
             "(written by `energyprune prune --out` or energyprune.save)"
         )
     try:
-        plan = PruningPlan.from_dict(json.loads(plan_path.read_text(encoding="utf-8")))
-    except (ValueError, TypeError) as e:
-        raise ConfigError(f"{plan_path} is not a valid plan: {e}") from e
+        data = json.loads(read_text(plan_path, "plan"))
+        if not isinstance(data, dict):
+            raise TypeError(f"expected a JSON object, got {type(data).__name__}")
+        plan = PruningPlan.from_dict(data)
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise ConfigError(
+            f"{plan_path} is not a valid plan ({first_line(e)}): save the model again"
+        ) from e
     model = _dense(plan, plan_path, model)
-    replay(model, plan)
+    try:
+        replay(model, plan)
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(
+            f"{plan_path} does not replay on its architecture ({type(e).__name__}: "
+            f"{first_line(e)}): the plan is damaged; save the model again"
+        ) from e
     load_weights(model, weights)
     return model, plan
 

@@ -18,6 +18,7 @@ from torch import nn
 
 from energyprune.energy.trace import as_call
 from energyprune.errors import ConfigError
+from energyprune.models.placement import placement, to_model
 
 __all__ = ["CRITERIA", "Criterion", "make_importance", "taylor_gradients"]
 
@@ -84,5 +85,7 @@ def taylor_gradients(
             out = out if isinstance(out, torch.Tensor) else out[0]
             (out.float() ** 2).mean().backward()
             return
+        where = placement(model)
         for x, y in batches:
+            x, y = to_model((x, y), where)
             nn.functional.cross_entropy(model(x), y).backward()

@@ -18,6 +18,7 @@ from torch import nn
 
 from energyprune.errors import ConfigError
 from energyprune.models.layers import layer_widths
+from energyprune.models.placement import example_input, placement
 
 __all__ = ["PLAN_VERSION", "PruningPlan", "removed_input_channels", "replay"]
 
@@ -92,7 +93,7 @@ class PruningPlan:
         are the model's estimate under ``hardware``."""
         from energyprune.energy.model import profile
 
-        dense_j = profile(model, torch.randn(*input_shape), hardware).total.energy_j
+        dense_j = profile(model, example_input(model, input_shape), hardware).total.energy_j
         return cls(
             granularity="none",
             criterion="none",
@@ -107,11 +108,14 @@ class PruningPlan:
             input_shape=list(input_shape),
         )
 
-    def example_input(self) -> torch.Tensor:
-        """A random input of the traced shape and dtype (to rebuild the dependency graph)."""
+    def example_input(self, model: nn.Module) -> torch.Tensor:
+        """An input of the traced shape on ``model``'s device (to rebuild the dependency
+        graph): token ids stay integer, images take the model's floating dtype."""
         if self.input_dtype.startswith("int"):
-            return torch.zeros(self.input_shape, dtype=getattr(torch, self.input_dtype))
-        return torch.randn(self.input_shape)
+            where = placement(model)
+            dtype = getattr(torch, self.input_dtype)
+            return torch.zeros(self.input_shape, dtype=dtype, device=where.device)
+        return example_input(model, self.input_shape)
 
 
 def removed_input_channels(plan: PruningPlan, dense: nn.Module) -> dict[str, list[int]]:
@@ -138,7 +142,7 @@ def replay(model: nn.Module, plan: PruningPlan, example_inputs: Any = None) -> n
     """Apply ``plan``'s channel removals to a freshly built dense ``model`` (in place)."""
     from energyprune.pruning.groups import Structure
 
-    example = plan.example_input() if example_inputs is None else example_inputs
+    example = plan.example_input(model) if example_inputs is None else example_inputs
     for entries in plan.rounds:
         structure = Structure(model, example, prune_residual=True, parts=plan.traced_parts)
         for entry in entries:
