@@ -268,3 +268,24 @@ def test_nan_weights_are_refused_by_every_command(command, nan_weights, tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "NaN/Inf" in err[0] and f"'{key}'" in err[0]
     assert not out.exists()  # nothing written
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--target-energy", "50"], "did you mean 0.5?"),
+        (["--target-energy", "0.5", "--max-layer-ratio", "90"], "did you mean 0.9?"),
+        (["--target-energy", "0.5", "--hardware", "horowitz45"], "did you mean horowitz-45nm?"),
+        (["--target-energy", "0.5", "--round-to", "0"], "--round-to must be >= 1"),
+        (["--target-energy", "0.5", "--data", "digits", "--bn-batches", "-1"], "--bn-batches"),
+    ],
+)
+def test_errors_speak_in_flags_and_suggest_fixes(extra, expected, tmp_path, capsys):
+    try:  # argparse's own refusals exit, the library's return
+        code = main(["prune", "digits_cnn", *extra, "--out", str(tmp_path / "o")])
+    except SystemExit as e:
+        code = e.code
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0], err
+    assert not (tmp_path / "o").exists()

@@ -84,7 +84,7 @@ def test_guardrail_rolls_back_and_stops(trained, tmp_path):
     cfg = RunConfig(
         target_energy=0.2,
         steps=1,
-        train=TrainConfig(epochs=0),
+        train=TrainConfig(epochs=1, max_batches=1, lr=1e-6),  # trained, so not refused up front
         max_acc_drop=0.0,
         retries=1,
         bn_batches=0,  # recalibrated statistics can put a small cut above the dense model
@@ -95,6 +95,39 @@ def test_guardrail_rolls_back_and_stops(trained, tmp_path):
     assert steps[1]["target_fraction"] > steps[0]["target_fraction"]  # retried smaller
     assert "guardrail" in result.report["stopped_early"]
     assert result.report["after"]["macs"] == result.report["before"]["macs"]  # dense kept
+
+
+def test_a_guardrail_no_untrained_step_can_pass_is_refused_up_front(trained, tmp_path, capsys):
+    from energyprune.cli import main
+
+    model, data = trained
+    cfg = RunConfig(
+        target_energy=0.2, steps=1, train=TrainConfig(epochs=0), max_acc_drop=0.0, bn_batches=0
+    )
+    with pytest.raises(ConfigError, match="no step can pass the guardrail without training"):
+        run_and_write(model, data, cfg, tmp_path / "api", arch="digits_cnn", log=lambda m: None)
+    assert not (tmp_path / "api").exists()
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "trained.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    argv = ["prune", "digits_cnn", "--weights", str(weights), "--data", "digits"]
+    argv += [
+        "--target-energy",
+        "0.2",
+        "--steps",
+        "1",
+        "--finetune-epochs",
+        "0",
+        "--max-acc-drop",
+        "0",
+        "--bn-batches",
+        "0",
+    ]
+    argv += ["--out", str(tmp_path / "cli")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--max-acc-drop 0.0 pt" in err[0] and "--finetune-epochs" in err[0]
 
 
 def _cli(out: Path, *extra: str) -> list[str]:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from rich.console import Console
 
 from energyprune.cli import calibrate, demo, export, measure, profile, prune, quantize, search
-from energyprune.cli.common import EXIT_USAGE, Parser
+from energyprune.cli.common import EXIT_USAGE, Parser, in_flags
 from energyprune.errors import EnergyPruneError
 from energyprune.files import check_writable, check_writable_file
 
@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EnergyPruneError as e:
         if args.debug:
             raise
-        print(f"energyprune: error: {e}", file=sys.stderr)
+        print(f"energyprune: error: {in_flags(str(e))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("energyprune: interrupted", file=sys.stderr)

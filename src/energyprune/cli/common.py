@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,9 +21,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EXIT_USAGE",
+    "FLAGS",
     "Parser",
     "add_model_args",
     "add_val_from",
+    "fraction",
+    "in_flags",
     "load_data_with_bar",
     "load_model",
     "load_source",
@@ -30,6 +35,48 @@ __all__ = [
 ]
 
 EXIT_USAGE = 2
+
+#: settings the library validates → the flag that sets them, so an error names what was typed
+FLAGS = {
+    "target_energy": "--target-energy",
+    "max_joules": "--max-joules",
+    "max_layer_ratio": "--max-layer-ratio",
+    "round_to": "--round-to",
+    "sparsity_scope": "--sparsity-scope",
+    "max_acc_drop": "--max-acc-drop",
+    "bn_batches": "--bn-batches",
+    "score_batches": "--score-batches",
+    "distill_alpha": "--distill-alpha",
+    "distill_temperature": "--distill-temperature",
+    "final_epochs": "--final-epochs",
+    "max_batches": "--max-batches",
+}
+_FLAG_WORDS = re.compile(r"\b(" + "|".join(FLAGS) + r")\b")
+
+
+def in_flags(message: str) -> str:
+    """A library message in the command line's words (``target_energy`` → ``--target-energy``)."""
+    return _FLAG_WORDS.sub(lambda m: FLAGS[m.group(1)], message)
+
+
+def fraction(what: str = "a fraction") -> Callable[[str], float]:
+    """An argparse type for a value in (0, 1]; a percentage gets "did you mean 0.5?" (argparse
+    names the flag before the message)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"takes {what}, e.g. 0.5; got '{text}'") from None
+        if 1 < value <= 100:
+            raise argparse.ArgumentTypeError(
+                f"is {what} in (0, 1], got {text}: did you mean {value / 100:g}?"
+            )
+        if not 0 < value <= 1:
+            raise argparse.ArgumentTypeError(f"is {what} in (0, 1], got {text}")
+        return value
+
+    return parse
 
 
 class Parser(argparse.ArgumentParser):

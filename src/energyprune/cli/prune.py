@@ -11,6 +11,7 @@ from rich.console import Console
 from energyprune.cli.common import (
     add_model_args,
     add_val_from,
+    fraction,
     load_data_with_bar,
     load_model,
     progress_callbacks,
@@ -51,7 +52,7 @@ def _add_spec_args(p: argparse.ArgumentParser) -> None:
     budget = p.add_mutually_exclusive_group(required=True)
     budget.add_argument(
         "--target-energy",
-        type=float,
+        type=fraction("a fraction of dense energy"),
         metavar="F",
         help="fraction of the dense estimate to reach, e.g. 0.5",
     )
@@ -74,7 +75,7 @@ def _add_spec_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--max-layer-ratio",
-        type=float,
+        type=fraction("a fraction of a group's channels"),
         default=0.9,
         help="at most this fraction of any group's channels is removed",
     )

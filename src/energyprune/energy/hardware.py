@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass, field
 from importlib import resources
@@ -165,9 +166,12 @@ def load_hardware(spec: str | os.PathLike[str] | HardwareProfile) -> HardwarePro
     else:
         path = Path(text_spec)
         if not path.is_file():
+            close = difflib.get_close_matches(text_spec, BUILTIN_PROFILES, n=2, cutoff=0.6)
+            hint = f"did you mean {' or '.join(close)}? " if close else ""
             raise ConfigError(
                 f"hardware profile '{text_spec}' is neither a built-in "
-                f"({', '.join(BUILTIN_PROFILES)}) nor an existing YAML file: check the name or path"
+                f"({', '.join(BUILTIN_PROFILES)}) nor an existing YAML file: {hint}"
+                "check the name or path"
             )
         text, origin = read_text(path, "hardware profile"), str(path)
     try:

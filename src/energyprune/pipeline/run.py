@@ -26,7 +26,7 @@ from energyprune.pipeline.data import Data
 from energyprune.pipeline.evaluate import Metrics, evaluate, top1
 from energyprune.pipeline.finetune import StopFlag, finetune, is_main_process
 from energyprune.pipeline.recover import Teacher
-from energyprune.pipeline.steps import estimate_j, merge_plans, take_step
+from energyprune.pipeline.steps import estimate_j, merge_plans, take_step, untrained_guardrail
 from energyprune.pruning.export import save
 from energyprune.pruning.plan import PruningPlan
 
@@ -228,6 +228,7 @@ def _start(
         return state, current, plan
     if resume:
         log(f"nothing to resume in {out}: starting from the dense model")
+    untrained_guardrail(model, data, cfg, schedule_targets(cfg)[0])
     state = {
         "completed": 0,
         "fraction": 1.0,

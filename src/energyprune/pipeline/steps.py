@@ -39,7 +39,15 @@ from energyprune.pruning.plan import PruningPlan
 if TYPE_CHECKING:
     from energyprune.pipeline.config import RunConfig
 
-__all__ = ["GRADUAL_EVENTS", "VARIANTS", "StepOutcome", "merge_plans", "prune_step", "take_step"]
+__all__ = [
+    "GRADUAL_EVENTS",
+    "VARIANTS",
+    "StepOutcome",
+    "merge_plans",
+    "prune_step",
+    "take_step",
+    "untrained_guardrail",
+]
 
 GRADUAL_EVENTS = 8  # cuts per gradual step
 GRADUAL_SPAN = 0.5  # share of the step's optimiser steps over which the cuts happen
@@ -259,6 +267,31 @@ def take_step(
     if out.plan is None:
         raise ConfigError("the step made no cut")
     return out
+
+
+def untrained_guardrail(model: nn.Module, data: Data, cfg: RunConfig, first: float) -> None:
+    """Refuse up front a run whose steps cannot pass the guardrail: without fine-tuning
+    (``train.epochs == 0``) only BN recalibration recovers accuracy, so the smallest cut the
+    back-tracking would try for step 1 (``first`` of dense, halved toward 1 per retry) is cut
+    and scored once; when even it breaks the guardrail, no attempt will pass."""
+    if cfg.train.epochs > 0:
+        return
+    fraction = 1 - (1 - first) / 2**cfg.retries
+    example = example_input(model, data.input_shape)
+    dense_j = estimate_j(model, data, cfg, type(model).__name__)
+    try:
+        cut = prune_step(model, example, cfg, fraction * dense_j, data).model
+    except ConfigError:
+        return  # unreachable targets are the run's to report
+    _recalibrate(cut, data, cfg, cfg.seed)
+    drop = 100 * (_score(model, data, None) - _score(cut, data, None))
+    if drop > cfg.max_acc_drop:
+        raise ConfigError(
+            f"no step can pass the guardrail without training: even the smallest cut tried "
+            f"({fraction:.3f} of dense energy, after BN recalibration) drops validation top-1 "
+            f"{drop:.2f} pt, past max_acc_drop {cfg.max_acc_drop} pt; fine-tune "
+            "(--finetune-epochs 1 or more) or allow a larger drop"
+        )
 
 
 def estimate_j(model: nn.Module, data: Data, cfg: RunConfig, arch: str) -> float:
