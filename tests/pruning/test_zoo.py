@@ -103,12 +103,16 @@ def test_swin_t_prunes_mlp_hidden_units_inside_its_blocks():
             assert m.out_features == dense[n].out_features
 
 
-def test_tracing_has_a_time_limit():
-    start = time.perf_counter()
+def test_tracing_has_a_time_limit_in_cpu_time():
+    """A busy loop is stopped; sleeping (what a loaded machine looks like from inside) uses
+    no CPU time, so it is not."""
+    start = time.process_time()
     with pytest.raises(TraceTimeout, match=r"longer than 0\.2 s"), deadline(0.2):
         while True:
-            time.sleep(0.01)
-    assert time.perf_counter() - start < 2
+            sum(range(1000))
+    assert time.process_time() - start >= 0.2
+    with deadline(0.2):
+        time.sleep(0.5)
 
 
 def test_below_the_structural_floor_the_rest_is_pruned_unstructured_on_top(tmp_path, caplog):

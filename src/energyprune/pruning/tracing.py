@@ -45,6 +45,7 @@ __all__ = [
     "trace_parts",
 ]
 
+# limits in CPU seconds of this process (see deadline)
 TRACE_SECONDS = 30.0  # whole model: build the graph and list its groups
 PART_SECONDS = 1.0  # one part (a block that traces takes ~50 ms)
 AROUND_SECONDS = 5.0  # the model around its parts
@@ -59,8 +60,9 @@ class TraceTimeout(BaseException):
 
 @contextmanager
 def deadline(seconds: float | None) -> Iterator[None]:
-    """Raise :class:`TraceTimeout` in the block after ``seconds`` (main thread, POSIX only:
-    elsewhere the block runs without a limit)."""
+    """Raise :class:`TraceTimeout` in the block after ``seconds`` of this process's CPU time
+    (main thread, POSIX only: elsewhere the block runs without a limit). CPU time, not wall
+    time: a machine busy with other work must not change what gets traced, and so pruned."""
     usable = (
         seconds is not None
         and hasattr(signal, "setitimer")
@@ -73,13 +75,13 @@ def deadline(seconds: float | None) -> Iterator[None]:
     def _expire(signum, frame):
         raise TraceTimeout(f"tracing took longer than {seconds:g} s")
 
-    previous = signal.signal(signal.SIGALRM, _expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds, 0.05)
+    previous = signal.signal(signal.SIGPROF, _expire)
+    signal.setitimer(signal.ITIMER_PROF, seconds, 0.05)
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, previous)
 
 
 def build_graph(
