@@ -81,8 +81,7 @@ def op_features(record: OpRecord, hw: HardwareProfile, override: str | None) -> 
     floating = [o.dtype for o in record.operands if o.dtype in FLOATING]
     traced = floating[0] if floating else (record.operands[0].dtype if record.operands else "fp32")
     dtype = price_dtype(traced, override)
-    for operand in record.operands:  # a dtype we cannot size is refused before any pricing
-        itemsize(operand.dtype)
+    size = itemsize(dtype)  # refused here, before a profile is asked for a row it cannot have
     macs = record.macs * (record.mac_density if hw.zero_skipping else 1.0)
     feats = OpFeatures(dtype, macs_charged=macs)
     amounts = feats.amounts
@@ -93,7 +92,7 @@ def op_features(record: OpRecord, hw: HardwareProfile, override: str | None) -> 
         if multiple > 1 and any(c % multiple for c in record.channels):
             amounts["mac:unaligned"] += macs
         for level, accesses in hw.accesses_per_mac.items():
-            amounts[f"bytes:{level}"] += macs * itemsize(dtype) * accesses
+            amounts[f"bytes:{level}"] += macs * size * accesses
     if record.ops:
         amounts[f"add:{row}"] += record.ops
     moved = 0.0

@@ -16,24 +16,23 @@ def storage_key(t: torch.Tensor) -> int | None:
         return None
 
 
-def read_once(reads) -> list:
-    """``reads`` with repeats of one tensor dropped: self-attention passes one tensor as query,
-    key and value, and ``x @ x.T`` reads ``x`` once. Two reads are the same when they share
-    storage and offset (views of one tensor at another shape or stride included); the larger
-    element count is kept."""
+def read_once(reads) -> list[tuple[torch.Tensor, int]]:
+    """``(tensor, elements read)`` for each of ``reads`` (tensors, or such pairs), repeats of
+    one tensor dropped: self-attention passes one tensor as query, key and value, and
+    ``x @ x.T`` reads ``x`` once. Two reads are the same when they share storage and offset
+    (views of one tensor at another shape or stride included); the larger count is kept."""
     kept: dict[tuple, int] = {}
-    out: list = []
+    out: list[tuple[torch.Tensor, int]] = []
     for r in reads:
         t, n = r if isinstance(r, tuple) else (r, r.numel())
         storage = storage_key(t)
         key = (storage, t.storage_offset()) if storage is not None and t.numel() else None
-        if key is None or key not in kept:
-            if key is not None:
-                kept[key] = len(out)
-            out.append((t, int(n)) if isinstance(r, tuple) else r)
+        if key in kept:
+            i = kept[key]
+            if n > out[i][1]:
+                out[i] = (t, int(n))
             continue
-        i = kept[key]
-        previous = out[i][1] if isinstance(out[i], tuple) else out[i].numel()
-        if n > previous:
-            out[i] = (t, int(n))
+        if key is not None:
+            kept[key] = len(out)
+        out.append((t, int(n)))
     return out

@@ -229,12 +229,13 @@ class _TraceMode(TorchDispatchMode):
                 self._densities[key] = float(torch.count_nonzero(t)) / t.numel()
         return self._densities[key]
 
-    def _operand(self, t: torch.Tensor, role: str, numel: int | None = None) -> Operand:
-        pname = self._param_name(t) if role == "input" else None
+    def _read(self, t: torch.Tensor, numel: int) -> Operand:
+        """A tensor the op reads: a parameter when its storage is one of the model's."""
+        pname = self._param_name(t)
         density = self._density(t) if pname is not None else 1.0
         return Operand(
-            role="param" if pname is not None else role,
-            numel=t.numel() if numel is None else int(numel),
+            role="param" if pname is not None else "input",
+            numel=numel,
             dtype=dtype_name(t.dtype),
             density=density,
             name=pname,
@@ -243,12 +244,7 @@ class _TraceMode(TorchDispatchMode):
     def _record(self, op: str, cost: Cost, args, kwargs, out) -> OpRecord:
         in_tensors, out_tensors = tensors_in((args, kwargs)), tensors_in(out)
         reads = in_tensors if cost.reads is None else cost.reads
-        operands = [
-            self._operand(r[0], "input", r[1])
-            if isinstance(r, tuple)
-            else self._operand(r, "input")
-            for r in read_once(reads)
-        ]
+        operands = [self._read(t, n) for t, n in read_once(reads)]
         if cost.writes_output:
             operands += [Operand("output", t.numel(), dtype_name(t.dtype)) for t in out_tensors]
         return OpRecord(
