@@ -180,7 +180,7 @@ def run(
     out = Path(out)
     stop = StopFlag()
     dense_j = estimate_j(model, data, cfg, arch)
-    state, current, plan = _start(model, data, cfg, out, arch, resume, meter_device, log)
+    state, current, plan = _start(model, data, cfg, out, arch, resume, meter_device, log, dense_j)
     # the dense model, frozen once for the run (also on --resume), checked after every fine-tune
     frozen = Teacher(model) if cfg.distill else None
     teacher = frozen.module if frozen is not None else None
@@ -212,7 +212,15 @@ def run(
 
 
 def _start(
-    model, data: Data, cfg: RunConfig, out: Path, arch: str, resume: bool, meter_device, log
+    model,
+    data: Data,
+    cfg: RunConfig,
+    out: Path,
+    arch: str,
+    resume: bool,
+    meter_device,
+    log,
+    dense_j: float,
 ) -> tuple[dict, nn.Module, PruningPlan | None]:
     """The run's state, model and plan so far: restored from ``out`` on ``resume``, else the
     dense model measured before any cut."""
@@ -228,11 +236,12 @@ def _start(
         return state, current, plan
     if resume:
         log(f"nothing to resume in {out}: starting from the dense model")
-    untrained_guardrail(model, data, cfg, schedule_targets(cfg)[0])
+    dense_val = _val_top1(model, data)
+    untrained_guardrail(model, data, cfg, schedule_targets(cfg)[0], dense_j, dense_val)
     state = {
         "completed": 0,
         "fraction": 1.0,
-        "dense_val_top1": _val_top1(model, data),
+        "dense_val_top1": dense_val,
         "validation": data.val_source,
         "before": _metrics(model, data, cfg, meter_device).to_dict(),
         "steps": [],

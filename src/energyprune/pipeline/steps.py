@@ -269,22 +269,24 @@ def take_step(
     return out
 
 
-def untrained_guardrail(model: nn.Module, data: Data, cfg: RunConfig, first: float) -> None:
+def untrained_guardrail(
+    model: nn.Module, data: Data, cfg: RunConfig, first: float, dense_j: float, dense_val: float
+) -> None:
     """Refuse up front a run whose steps cannot pass the guardrail: without fine-tuning
     (``train.epochs == 0``) only BN recalibration recovers accuracy, so the smallest cut the
     back-tracking would try for step 1 (``first`` of dense, halved toward 1 per retry) is cut
-    and scored once; when even it breaks the guardrail, no attempt will pass."""
+    and scored once against the run's dense figures; when even it breaks the guardrail, no
+    attempt will pass."""
     if cfg.train.epochs > 0:
         return
     fraction = 1 - (1 - first) / 2**cfg.retries
     example = example_input(model, data.input_shape)
-    dense_j = estimate_j(model, data, cfg, type(model).__name__)
     try:
         cut = prune_step(model, example, cfg, fraction * dense_j, data).model
     except ConfigError:
         return  # unreachable targets are the run's to report
     _recalibrate(cut, data, cfg, cfg.seed)
-    drop = 100 * (_score(model, data, None) - _score(cut, data, None))
+    drop = 100 * (dense_val - _score(cut, data, None))
     if drop > cfg.max_acc_drop:
         raise ConfigError(
             f"no step can pass the guardrail without training: even the smallest cut tried "

@@ -87,9 +87,9 @@ def load(
     model = _dense(plan, plan_path, model)
     try:
         replay(model, plan)
+    except ConfigError:
+        raise
     except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as e:
-        if isinstance(e, ConfigError):
-            raise
         raise ConfigError(
             f"{plan_path} does not replay on its architecture ({type(e).__name__}: "
             f"{first_line(e)}): the plan is damaged; save the model again"
