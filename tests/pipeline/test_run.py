@@ -236,3 +236,80 @@ def test_a_resumed_run_never_divides_a_measurement_by_an_estimate():
     old = {"energy_j": 10.0, "energy_measured": True, "energy_estimated_j": 4.0}
     old["hardware"] = "horowitz-45nm"
     assert _energy_ratio(old, after)[0] == 0.25  # a checkpoint from before the typed figures
+
+
+class _Killed(BaseException):
+    """Stands in for SIGKILL inside one process: nothing after the raise runs."""
+
+
+def test_a_kill_in_step_1_keeps_the_dense_baseline_for_resume(trained, tmp_path, monkeypatch):
+    import energyprune.pipeline.run as run_module
+    import energyprune.pipeline.steps as steps_module
+
+    model, data = trained
+    cfg = RunConfig(target_energy=0.6, steps=1, train=TrainConfig(epochs=1), max_acc_drop=100.0)
+
+    def killed(*args, **kwargs):
+        raise _Killed
+
+    monkeypatch.setattr(steps_module, "finetune", killed)
+    with pytest.raises(_Killed):
+        run_and_write(model, data, cfg, tmp_path, arch="digits_cnn", log=lambda m: None)
+    state = json.loads((tmp_path / "checkpoint.json").read_text())
+    assert state["completed"] == 0 and state["before"]["top1"] > 0.5
+    assert state["config"]["target_energy"] == 0.6
+    monkeypatch.undo()
+    with pytest.raises(ConfigError, match="made from other weights"):  # not that baseline
+        run_and_write(digits_cnn(), data, cfg, tmp_path, arch="digits_cnn", resume=True)
+    calls = []
+    for name in ("_metrics", "_val_top1"):
+        original = getattr(run_module, name)
+
+        def counted(*args, _name=name, _original=original, **kwargs):
+            calls.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(run_module, name, counted)
+    lines = []
+    result = run_and_write(
+        model, data, cfg, tmp_path, arch="digits_cnn", resume=True, log=lines.append
+    )
+    assert calls.count("_metrics") == 1  # the final model's: the dense one was checkpointed
+    assert calls.count("_val_top1") == 1  # step 1's guardrail
+    assert result.report["before"]["top1"] == state["before"]["top1"]
+    assert lines[0].startswith("resuming after step 0 of 1")
+
+
+def test_output_to_a_file_shows_progress_and_a_kill_in_step_1_resumes(tmp_path):
+    """As CI, nohup and cluster jobs run it: stdout is a file, then SIGKILL during step 1."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    weights, _ = _trained_weights(tmp_path)
+    out, log = tmp_path / "run", tmp_path / "log.txt"
+    argv = [*_cli(out, "--weights", str(weights)), "--steps", "1", "--finetune-epochs", "40"]
+    argv += ["--final-epochs", "1"]
+    with log.open("w") as sink:
+        proc = subprocess.Popen(argv, env=env, stdout=sink, stderr=subprocess.STDOUT)
+        deadline = time.time() + 900  # a busy machine is slow, never wrong
+        while time.time() < deadline and proc.poll() is None:
+            if "step 1/1 fine-tune · epoch 2 " in log.read_text():
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.05)
+        assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    before_kill = log.read_text().splitlines()
+    assert before_kill[0] == "dense baseline: evaluating digits_cnn on validation and test"
+    assert before_kill[1].startswith("dense baseline: val top-1")
+    assert before_kill[1].endswith(f"checkpointed in {out / 'checkpoint.json'}")  # one line
+    assert before_kill[2] == "step 1/1 attempt 0: cutting to 0.500 of dense energy"
+    assert before_kill[3].startswith("step 1/1 fine-tune · epoch 1 · batch 1/")
+    assert json.loads((out / "checkpoint.json").read_text())["completed"] == 0
+    resumed = subprocess.run(
+        [*argv, "--resume"], env=env, check=True, capture_output=True, text=True
+    ).stdout
+    assert resumed.startswith("resuming after step 0 of 1 (dense baseline from")
+    assert "dense baseline: evaluating" not in resumed
+    report = json.loads((out / "report.json").read_text())
+    assert (
+        report["before"]["top1"]
+        == json.loads((out / "checkpoint.json").read_text())["before"]["top1"]
+    )

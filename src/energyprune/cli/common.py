@@ -30,7 +30,6 @@ __all__ = [
     "load_data_with_bar",
     "load_model",
     "load_source",
-    "progress_callbacks",
     "shape_error",
 ]
 
@@ -107,18 +106,15 @@ def add_val_from(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
 
 
 def load_data_with_bar(console: Console, args: argparse.Namespace, **kwargs) -> Data:
-    """``load_data`` for ``--data`` / ``--batch-size`` / ``--val-from``, with a bar over the
+    """``load_data`` for ``--data`` / ``--batch-size`` / ``--val-from``, with progress over the
     first decode of an image archive (~20 s for CIFAR-10; later runs read the cache)."""
-    from rich.progress import Progress
-
+    from energyprune.cli.progress import Progress
     from energyprune.pipeline.data import load_data
 
-    with Progress(console=console, transient=True) as bar:
-        # hidden until a decode reports: digits and cached archives show no bar at all
-        task = bar.add_task("decoding images once (cached for later runs)", visible=False)
+    with Progress(console) as bar:
 
         def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total, visible=True)
+            bar.on_items(done, total, "decoding images once (cached for later runs)")
 
         return load_data(
             args.data,
@@ -158,19 +154,3 @@ def shape_error(name: str, shape: tuple[int, ...], e: Exception) -> ConfigError:
         f"model '{name}' failed on an input of shape {','.join(map(str, shape))} "
         f"({first_line(e)}); pass the shape it expects with --input-shape"
     )
-
-
-def progress_callbacks(console: Console, bar, steps: int | None = None) -> tuple:
-    """(log, on_batch, on_step) drawing a steps bar and an epoch bar on a rich Progress."""
-    step_task = bar.add_task("pruning steps", total=steps)
-    epoch_task = bar.add_task("fine-tuning", total=None)
-
-    def on_step(done: int, total: int) -> None:
-        bar.update(step_task, completed=done, total=total, description=f"step {done}/{total}")
-
-    def on_batch(epoch: int, i: int, n: int, loss: float) -> None:
-        bar.update(
-            epoch_task, completed=i + 1, total=n, description=f"epoch {epoch + 1} · loss {loss:.3f}"
-        )
-
-    return bar.console.print, on_batch, on_step

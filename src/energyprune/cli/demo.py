@@ -6,9 +6,7 @@ import argparse
 
 from rich.console import Console
 
-from energyprune.cli.common import (
-    progress_callbacks,
-)
+from energyprune.cli.progress import Progress
 
 
 def add_demo(sub: argparse._SubParsersAction) -> None:
@@ -25,14 +23,14 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_demo(args: argparse.Namespace, console: Console) -> int:
-    from rich.progress import Progress
-
-    from energyprune.pipeline.demo import demo
+    from energyprune.pipeline.demo import DEMO_CONFIG, demo
     from energyprune.reports.report import run_table
 
-    with Progress(console=console, transient=True) as bar:
-        log, on_batch, on_step = progress_callbacks(console, bar)
-        result = demo(args.out, args.seed, log=log, on_batch=on_batch, on_step=on_step)
+    with Progress(console, DEMO_CONFIG.steps) as bar:
+        result = demo(
+            args.out, args.seed, log=bar.log, on_batch=bar.on_batch, on_step=bar.on_step,
+            on_pretrain_batch=bar.for_stage("pre-training"),
+        )  # fmt: skip
     if result is None:
         return 130
     console.print(run_table(result.report))

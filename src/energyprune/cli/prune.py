@@ -14,8 +14,8 @@ from energyprune.cli.common import (
     fraction,
     load_data_with_bar,
     load_model,
-    progress_callbacks,
 )
+from energyprune.cli.progress import Progress
 from energyprune.energy.hardware import BUILTIN_PROFILES
 from energyprune.errors import ConfigError
 from energyprune.files import atomic_write_text
@@ -108,6 +108,12 @@ def _add_pipeline_args(loop: argparse._ArgumentGroup) -> None:
         "inside its fine-tune",
     )
     loop.add_argument("--finetune-epochs", type=int, default=1, help="epochs after each step")
+    loop.add_argument(
+        "--max-batches",
+        type=int,
+        metavar="N",
+        help="cap every fine-tuning epoch at N batches (a quick try; default: the whole split)",
+    )
     add_recovery_args(loop)
     loop.add_argument("--final-epochs", type=int, help="final fine-tune (default: same)")
     loop.add_argument(
@@ -214,8 +220,6 @@ def _run_prune(args: argparse.Namespace, console: Console) -> int:
 
 
 def _run_pipeline(args, built, nm, console: Console) -> int:
-    from rich.progress import Progress
-
     from energyprune.pipeline.driver import check_compatible, run_and_write
     from energyprune.reports.report import run_table
 
@@ -225,8 +229,8 @@ def _run_pipeline(args, built, nm, console: Console) -> int:
     cfg = _run_config(args, nm)
     if args.quantize == "auto":
         return _run_tradeoff(args, built, data, cfg, console)
-    with Progress(console=console, transient=True) as bar:
-        log, on_batch, on_step = progress_callbacks(console, bar, args.steps)
+    with Progress(console, args.steps) as bar:
+        log, on_batch, on_step = bar.log, bar.on_batch, bar.on_step
         result = run_and_write(
             built.model.to(args.device), data, cfg, args.out, arch=built.name, seeds=args.seeds,
             resume=args.resume, device=args.device, log=log, on_batch=on_batch, on_step=on_step,
@@ -274,6 +278,7 @@ def _run_config(args, nm):
 
     train = TrainConfig(
         epochs=args.finetune_epochs,
+        max_batches=args.max_batches,
         lr=args.lr,
         optimizer=args.optimizer,
         distill_alpha=args.distill_alpha,
@@ -296,14 +301,12 @@ def _run_config(args, nm):
 
 
 def _run_tradeoff(args, built, data, cfg, console: Console) -> int:
-    from rich.progress import Progress
-
     from energyprune.cli.quantize import int8_settings
     from energyprune.pipeline.codesign import prune_or_quantize
     from energyprune.reports.report import tradeoff_table
 
-    with Progress(console=console, transient=True) as bar:
-        log, on_batch, on_step = progress_callbacks(console, bar, args.steps)
+    with Progress(console, args.steps) as bar:
+        log, on_batch, on_step = bar.log, bar.on_batch, bar.on_step
         try:
             report = prune_or_quantize(
                 built.model.to(args.device),

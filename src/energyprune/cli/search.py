@@ -14,6 +14,7 @@ from energyprune.cli.common import (
     load_data_with_bar,
     load_model,
 )
+from energyprune.cli.progress import Progress
 from energyprune.errors import ConfigError
 from energyprune.models.zoo import load_weights
 
@@ -86,7 +87,8 @@ def _dense_for_search(args, built, data, console: Console):
     console.print(f"no --weights: training {built.name} for {args.pretrain_epochs} epochs first")
     torch.manual_seed(args.seed)
     cfg = TrainConfig(epochs=args.pretrain_epochs, lr=3e-3, optimizer="adamw", seed=args.seed)
-    finetune(built.model, data.train, cfg)
+    with Progress(console, stage="pre-training") as bar:
+        finetune(built.model, data.train, cfg, on_batch=bar.on_batch)
     cached.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(cached) as tmp:
         save_file({k: v.contiguous() for k, v in built.model.state_dict().items()}, str(tmp))
@@ -118,7 +120,7 @@ def _run_search(args: argparse.Namespace, console: Console) -> int:
         optimizer=args.optimizer,
         max_batches=args.proxy_batches,
     )
-    with console.status("searching") as status:
+    with Progress(console, stage="trial fine-tune") as bar:
         result = search(
             dense,
             data,
@@ -134,7 +136,8 @@ def _run_search(args: argparse.Namespace, console: Console) -> int:
             seed=args.seed,
             meter_device=meter_device,
             precisions=precisions,
-            log=lambda m: status.update(m),
+            log=bar.log,
+            on_batch=bar.on_batch,
         )
     console.print(front_table(result))
     console.print(f"knee: trial {result.knee} (★) · wrote {args.out}/pareto.json, pareto.png")

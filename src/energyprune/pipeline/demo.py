@@ -32,14 +32,16 @@ def demo(
     log: Callable[[str], None] = print,
     on_batch: Callable[[int, int, int, float], None] = lambda *a: None,
     on_step: Callable[[int, int], None] = lambda *a: None,
+    on_pretrain_batch: Callable[[int, int, int, float], None] | None = None,
 ) -> RunResult | None:
-    """Train ``digits_cnn`` on scikit-learn's digits, then prune → fine-tune → evaluate."""
+    """Train ``digits_cnn`` on scikit-learn's digits, then prune → fine-tune → evaluate
+    (``on_pretrain_batch``, default ``on_batch``, reports the dense training)."""
     torch.manual_seed(seed)
     data = load_data("digits", batch_size=64, seed=seed)
     model = digits_cnn()
     log("training digits_cnn on scikit-learn digits (dense baseline)")
     train = TrainConfig(epochs=30, lr=3e-3, optimizer="adamw", weight_decay=1e-4, seed=seed)
-    finetune(model, data.train, train, on_batch=on_batch)
+    finetune(model, data.train, train, on_batch=on_pretrain_batch or on_batch)
     cfg = RunConfig(**{**DEMO_CONFIG.__dict__, "seed": seed})
     return run_and_write(
         model, data, cfg, out, arch="digits_cnn", log=log, on_batch=on_batch, on_step=on_step

@@ -24,9 +24,11 @@ from energyprune.errors import ConfigError
 from energyprune.models.placement import placement, to_model
 from energyprune.pipeline.recover import distillation_loss
 
-__all__ = ["StopFlag", "TrainConfig", "distributed", "finetune", "is_main_process"]
+__all__ = ["OnBatch", "StopFlag", "TrainConfig", "distributed", "finetune", "is_main_process"]
 
 OPTIMIZERS = ("sgd", "adamw")
+#: called after every optimiser step with (epoch, batch index, batches per epoch, loss)
+OnBatch = Callable[[int, int, int, float], None]
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class TrainConfig:
             )
         if self.epochs < 0 or self.lr <= 0:
             raise ConfigError(f"need epochs >= 0 and lr > 0, got {self.epochs}, {self.lr}")
+        if self.max_batches is not None and self.max_batches < 1:
+            raise ConfigError(f"max_batches must be >= 1 (or unset), got {self.max_batches}")
         if not 0 <= self.distill_alpha <= 1 or self.distill_temperature <= 0:
             raise ConfigError(
                 "need 0 <= distill_alpha <= 1 and distill_temperature > 0, got "
@@ -161,7 +165,7 @@ def finetune(
     *,
     teacher: nn.Module | None = None,
     stop: StopFlag | None = None,
-    on_batch: Callable[[int, int, int, float], None] = lambda epoch, i, n, loss: None,
+    on_batch: OnBatch = lambda epoch, i, n, loss: None,
     every: int = 0,
     on_every: Callable[[nn.Module, int, int], nn.Module] | None = None,
 ) -> bool:

@@ -21,7 +21,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from energyprune.models.placement import placement, to_model
 
-__all__ = ["Teacher", "distillation_loss", "recalibrate_bn"]
+__all__ = ["Teacher", "distillation_loss", "recalibrate_bn", "state_digest"]
 
 
 class Teacher:
@@ -35,19 +35,20 @@ class Teacher:
 
     def __init__(self, dense: nn.Module) -> None:
         self.module = copy.deepcopy(dense).eval().requires_grad_(False)
-        self._digest = _digest(self.module)
+        self._digest = state_digest(self.module)
 
     def check(self) -> None:
         """Raise when anything changed the teacher (a bug, never a user error)."""
         m = self.module
         if any(x.training for x in m.modules()) or any(p.requires_grad for p in m.parameters()):
             raise RuntimeError("the distillation teacher left eval mode or regained gradients")
-        if _digest(m) != self._digest:
+        if state_digest(m) != self._digest:
             raise RuntimeError("the distillation teacher's weights or statistics changed")
 
 
-def _digest(model: nn.Module) -> str:
-    """A hash of the bytes of every parameter and buffer, in state-dict order."""
+def state_digest(model: nn.Module) -> str:
+    """A hash of the bytes of every parameter and buffer, in state-dict order (a run's
+    checkpoint names its dense model by it)."""
     h = hashlib.blake2b(digest_size=16)
     for name, t in model.state_dict().items():
         h.update(name.encode())

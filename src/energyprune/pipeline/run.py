@@ -25,10 +25,11 @@ from energyprune.pipeline.config import RunConfig
 from energyprune.pipeline.data import Data
 from energyprune.pipeline.evaluate import Metrics, evaluate, top1
 from energyprune.pipeline.finetune import StopFlag, finetune, is_main_process
-from energyprune.pipeline.recover import Teacher
+from energyprune.pipeline.recover import Teacher, state_digest
 from energyprune.pipeline.steps import estimate_j, merge_plans, take_step, untrained_guardrail
 from energyprune.pruning.export import save
 from energyprune.pruning.plan import PruningPlan
+from energyprune.reports.report import fmt_joules
 
 __all__ = ["RunConfig", "RunResult", "run", "schedule_targets"]
 
@@ -73,28 +74,40 @@ def _metrics(model: nn.Module, data: Data, cfg: RunConfig, meter: str | None) ->
     return evaluate(model, loader, data.num_classes, example, cfg.hardware, meter)
 
 
-def _checkpoint(out: Path, state: dict, model: nn.Module, plan: PruningPlan, arch: str) -> None:
-    """Weights and plan under step-numbered names first, then the state naming them."""
+def _checkpoint(
+    out: Path, state: dict, model: nn.Module | None, plan: PruningPlan | None, arch: str
+) -> None:
+    """Weights and plan under step-numbered names first, then the state naming them (the dense
+    baseline, step 0, is the state alone: its model is the one the run is given)."""
     if not is_main_process():
         return
-    step = state["completed"]
-    save(RunResult(model, plan, {}), out / "checkpoint" / f"step-{step}", arch=arch)
+    if model is not None:
+        step = state["completed"]
+        save(RunResult(model, plan, {}), out / "checkpoint" / f"step-{step}", arch=arch)
+    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / STATE, json.dumps(state, indent=2) + "\n")
 
 
-def _restore(out: Path, arch: str) -> tuple[dict, nn.Module, PruningPlan]:
+def _restore(out: Path, arch: str, dense: nn.Module) -> tuple[dict, nn.Module, PruningPlan | None]:
     from energyprune.pruning.export import load
     from energyprune.pruning.sparse import remask
 
     try:
         state = json.loads(read_text(out / STATE, "checkpoint"))
-        folder = out / "checkpoint" / f"step-{int(state['completed'])}"
+        completed = int(state["completed"])
     except (ValueError, KeyError, TypeError) as e:
         raise ConfigError(
             f"{out / STATE} is damaged ({type(e).__name__}: {first_line(e)}): run again "
             "without --resume, or with another --out"
         ) from None
-    model, plan = load(folder)
+    if completed == 0:  # killed during step 1: the baseline holds if the dense model is the same
+        if state.get("dense_digest") != state_digest(dense):
+            raise ConfigError(
+                f"the dense baseline in {out} was made from other weights: resume with the "
+                "same model and --weights, or run again without --resume"
+            )
+        return state, dense, None
+    model, plan = load(out / "checkpoint" / f"step-{completed}")
     remask(model, plan)
     if plan.arch.get("name") != arch:
         raise ConfigError(f"checkpoint in {out} is for '{plan.arch.get('name')}', not '{arch}'")
@@ -110,6 +123,7 @@ def _step(current, data, cfg: RunConfig, state, dense_j, teacher, stop, on_batch
     start_j = estimate_j(current, data, cfg, type(current).__name__)
     outcome = None
     for attempt in range(cfg.retries + 1):
+        log(f"step {k}/{cfg.steps} attempt {attempt}: cutting to {fraction:.3f} of dense energy")
         try:
             outcome = take_step(
                 current,
@@ -225,29 +239,41 @@ def _start(
     """The run's state, model and plan so far: restored from ``out`` on ``resume``, else the
     dense model measured before any cut."""
     if resume and (out / STATE).is_file():
-        state, current, plan = _restore(out, arch)
+        state, current, plan = _restore(out, arch, model)
         made_with = state.get("validation", data.val_source)
         if made_with != data.val_source:  # the guardrail's baseline is that split's top-1
             raise ConfigError(
                 f"the checkpoint in {out} was validated on {made_with}, this run on "
                 f"{data.val_source}: resume with the same --val-from and --seed"
             )
-        log(f"resuming after step {state['completed']} of {cfg.steps}")
+        log(
+            f"resuming after step {state['completed']} of {cfg.steps} (dense baseline from "
+            f"{out / STATE}: val top-1 {100 * state['dense_val_top1']:.2f} %)"
+        )
         return state, current, plan
     if resume:
         log(f"nothing to resume in {out}: starting from the dense model")
+    log(f"dense baseline: evaluating {arch} on validation and test")
     dense_val = _val_top1(model, data)
     untrained_guardrail(model, data, cfg, schedule_targets(cfg)[0], dense_j, dense_val)
+    before = _metrics(model, data, cfg, meter_device)
     state = {
         "completed": 0,
         "fraction": 1.0,
         "dense_val_top1": dense_val,
+        "dense_digest": state_digest(model),
         "validation": data.val_source,
-        "before": _metrics(model, data, cfg, meter_device).to_dict(),
+        "before": before.to_dict(),
         "steps": [],
         "stopped": None,
         "config": json.loads(json.dumps(asdict(cfg), default=str)),
     }
+    _checkpoint(out, state, None, None, arch)  # a kill during step 1 keeps the baseline
+    log(
+        f"dense baseline: val top-1 {100 * dense_val:.2f} %, test top-1 {100 * before.top1:.2f} %,"
+        f" {fmt_joules(before.energy.joules)} {before.energy.label}; checkpointed in "
+        f"{out / STATE}"
+    )
     return state, model, None
 
 

@@ -32,7 +32,7 @@ from energyprune.files import atomic_path, atomic_write_text
 from energyprune.models.placement import example_input
 from energyprune.pipeline.data import Data
 from energyprune.pipeline.evaluate import median_latency_ms, top1
-from energyprune.pipeline.finetune import TrainConfig, finetune
+from energyprune.pipeline.finetune import OnBatch, TrainConfig, finetune
 from energyprune.pruning.apply import prune
 from energyprune.pruning.spec import PruneSpec
 
@@ -175,7 +175,8 @@ def _basis(study: optuna.Study, hardware: str) -> str:
 
 def _objective(dense: nn.Module, data: Data, hardware: str, proxy: TrainConfig, stages: list[str],
                target_range: tuple[float, float], objectives: list[str], meter_device: str | None,
-               log: Callable[[str], None], precisions: tuple[str, ...] = ("fp32",)):  # fmt: skip
+               log: Callable[[str], None], precisions: tuple[str, ...] = ("fp32",),
+               on_batch: OnBatch = lambda epoch, i, n, loss: None):  # fmt: skip
     example = example_input(dense, data.input_shape)
     alignments = [1, 4, 8] if load_hardware(hardware).channel_multiple <= 8 else [1, 8, 16]
 
@@ -196,8 +197,12 @@ def _objective(dense: nn.Module, data: Data, hardware: str, proxy: TrainConfig, 
             result = prune(copy.deepcopy(dense), example, spec=spec)
         except ConfigError as e:
             raise optuna.TrialPruned(str(e)) from e
+        log(
+            f"trial {trial.number}: pruned to {params['target_energy']:.3f} of dense energy, "
+            "fine-tuning (proxy)"
+        )
         finetune(result.model, data.train, TrainConfig(**{**proxy.__dict__,
-                                                          "seed": trial.number}))  # fmt: skip
+                 "seed": trial.number}), on_batch=on_batch)  # fmt: skip
         scored, energy, latency = _scored(result.model, result.after.total.energy_j, precision,
                                           data, example, hardware, len(precisions) > 1)  # fmt: skip
         figure = _figure(scored, example, Estimated(energy, hardware), meter_device,
@@ -249,6 +254,7 @@ def search(
     meter_device: str | None = None,
     precisions: tuple[str, ...] = ("fp32",),
     log: Callable[[str], None] = lambda message: None,
+    on_batch: OnBatch = lambda epoch, i, n, loss: None,
 ) -> SearchResult:
     """Run (or continue) the study until it holds ``trials`` complete trials; write
     ``pareto.json`` and ``pareto.png`` in ``out``.
@@ -279,7 +285,8 @@ def search(
     study = _study(url, study_name, objectives, list(precisions), seed, trials)
     stop = optuna.study.MaxTrialsCallback(trials, states=(optuna.trial.TrialState.COMPLETE,))
     objective = _objective(dense.eval(), data, hardware, proxy, _stages(dense), target_range,
-                           objectives, meter_device, log, tuple(precisions))  # fmt: skip
+                           objectives, meter_device, log, tuple(precisions),
+                           on_batch)  # fmt: skip
     done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     if done < trials:
         optuna.logging.set_verbosity(optuna.logging.WARNING)

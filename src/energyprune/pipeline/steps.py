@@ -18,7 +18,7 @@ Every fine-tune distils from the dense model when the run has one (``RunConfig.d
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,7 @@ from energyprune.errors import ConfigError
 from energyprune.models.placement import example_input
 from energyprune.pipeline.data import Data
 from energyprune.pipeline.evaluate import top1
-from energyprune.pipeline.finetune import StopFlag, finetune
+from energyprune.pipeline.finetune import OnBatch, StopFlag, finetune
 from energyprune.pipeline.recover import recalibrate_bn
 from energyprune.pruning.apply import PruneResult, prune
 from energyprune.pruning.importance import CRITERIA
@@ -63,8 +63,6 @@ VARIANTS: tuple[dict[str, Any], ...] = (
     {"criterion": "l2", "strategy": "layerwise-energy"},
     {"criterion": "l2", "round_to": 8},
 )
-
-OnBatch = Callable[[int, int, int, float], None]
 
 
 @dataclass
