@@ -85,10 +85,8 @@ def test_ten_thousand_rows_trace_each_configuration_once(tmp_path, monkeypatch):
     calls = []
     real = fromfile.variant_features
     monkeypatch.setattr(fromfile, "variant_features", lambda *a: calls.append(1) or real(*a))
-    start = time.perf_counter()
-    result = calibrate_from(table)
+    result = calibrate_from(table)  # its time is a benchmark's, never a test's
     assert len(calls) == 200 and result.report["n_train"] + result.report["n_heldout"] == 10_000
-    assert time.perf_counter() - start < 60  # "a few minutes" is the promise; ~5 s here
 
 
 BAD = [

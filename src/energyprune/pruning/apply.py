@@ -31,6 +31,7 @@ from energyprune.pruning.allocate import (
     removal,
 )
 from energyprune.pruning.groups import Structure
+from energyprune.pruning.hf_config import sync_config
 from energyprune.pruning.importance import CRITERIA, make_importance, taylor_gradients
 from energyprune.pruning.plan import PruningPlan
 from energyprune.pruning.sparse import shapes_pay
@@ -302,6 +303,7 @@ def _prune(model, example_inputs, spec: PruneSpec, data, name, trace_seconds) ->
         )
     plan.achieved_j = after.total.energy_j
     plan.widths = layer_widths(work)
+    sync_config(work)
     work.train(was_training)
     return PruneResult(work, plan, before, after)
 

@@ -19,6 +19,7 @@ from torch import nn
 from energyprune.errors import ConfigError
 from energyprune.models.layers import layer_widths
 from energyprune.models.placement import example_input, placement
+from energyprune.pruning.hf_config import sync_config
 
 __all__ = ["PLAN_VERSION", "PruningPlan", "removed_input_channels", "replay"]
 
@@ -147,6 +148,7 @@ def replay(model: nn.Module, plan: PruningPlan, example_inputs: Any = None) -> n
         structure = Structure(model, example, prune_residual=True, parts=plan.traced_parts)
         for entry in entries:
             structure.remove(entry["root"], entry["removed"])
+    sync_config(model)
     got = layer_widths(model)
     wrong = {k: (got.get(k), v) for k, v in plan.widths.items() if got.get(k) != v}
     if wrong:
