@@ -92,6 +92,14 @@ def _option(name: str, val: float, energy: float | None, **extra) -> dict:
             ],
             "prune",
         ),
+        # a noisy int8 measurement (None) neither qualifies nor disqualifies it
+        (
+            [
+                _option("prune", 0.90, 0.20),
+                _option("prune+int8", 0.95, 0.19, measured_recommended=None, measured_verdict="x"),
+            ],
+            "prune+int8",
+        ),
         # misses the target / breaks the guardrail / failed: out
         ([_option("prune", 0.95, 0.30), _option("prune+int8", 0.91, 0.19)], "prune+int8"),
         ([_option("prune", 0.80, 0.20), _option("prune+int8", 0.91, 0.19)], "prune+int8"),
@@ -118,3 +126,18 @@ def test_cli_auto(tmp_path, capsys):
         report = json.loads((tmp_path / name).read_text())
         assert report["validation"].startswith("half of test (180 images"), name
     assert "validation split: half of test" in (tmp_path / "prune" / "report.md").read_text()
+
+
+def test_a_noisy_measurement_is_named_in_the_reason():
+    from energyprune.pipeline.codesign import _reason
+
+    options = [
+        _option("prune", 0.90, 0.20),
+        _option("prune+int8", 0.95, 0.19, measured_recommended=None, measured_verdict="x"),
+    ]
+    chosen = choose(options, RunConfig(target_energy=0.2, max_acc_drop=5.0), dense_val=0.95)
+    reason = _reason(chosen, options)
+    assert reason.endswith(
+        "'prune+int8' was judged without its measurement (too noisy to judge; rerun on an idle "
+        "machine)"
+    )

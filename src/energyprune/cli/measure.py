@@ -160,7 +160,7 @@ def _measure_int8(args, console: Console, model, name: str, shape, protocol: Pro
     console.print(table)
     if result["measured_joules_per_sample"] is None:
         console.print(f"energy not measured: {result['int8']['unavailable_reason']}")
-    colour = "green" if result["recommended"] else "yellow"
+    colour = {True: "green", False: "yellow"}.get(result["recommended"], "red")
     console.print(f"[{colour}]{result['verdict']}[/]")
     if not args.compile:
         console.print("eager int8 runs reference (quantize/dequantize) kernels: add --compile")

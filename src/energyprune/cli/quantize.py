@@ -109,7 +109,7 @@ def write_int8(model, plan: PruningPlan, data, out, console: Console, **settings
         q, report = int8_with_guardrail(model, data, plan.arch["name"], **settings)
     save_int8(q, report, model, plan, out)
     console.print(int8_table(report))
-    colour = "green" if report["recommended"] else "yellow"
+    colour = {True: "green", False: "yellow"}.get(report["recommended"], "red")
     console.print(f"[{colour}]{report['measurement']['verdict']}[/]")
     console.print(
         f"wrote {out}/model.pt2, quant.json, plan.json, model.safetensors, quant_report.json"

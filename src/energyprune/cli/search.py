@@ -15,6 +15,7 @@ from energyprune.cli.common import (
     load_model,
 )
 from energyprune.cli.progress import Progress
+from energyprune.energy.noise import TOO_NOISY
 from energyprune.errors import ConfigError
 from energyprune.models.zoo import load_weights
 
@@ -141,6 +142,12 @@ def _run_search(args: argparse.Namespace, console: Console) -> int:
         )
     console.print(front_table(result))
     console.print(f"knee: trial {result.knee} (★) · wrote {args.out}/pareto.json, pareto.png")
+    if result.noisy_front and "latency" in result.objectives:
+        numbers = ", ".join(map(str, result.noisy_front))
+        console.print(
+            f"[yellow]latency of front trials {numbers}: {TOO_NOISY}; their place on the "
+            "front and the knee may be wrong[/]"
+        )
     if args.finalize and result.knee is not None:
         _finalize(args, built, dense, data, result, console)
     return 0

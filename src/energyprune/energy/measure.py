@@ -23,6 +23,7 @@ from torch import nn
 
 from energyprune.deploy.runtime import prepare
 from energyprune.energy.meter import Meter, cpu_name, open_meter
+from energyprune.energy.noise import Noise, iqr_fraction, other_load
 from energyprune.energy.quantity import Measured
 from energyprune.energy.trace import dtype_name
 from energyprune.errors import ConfigError, MeterError, MeterUnavailableError
@@ -101,6 +102,12 @@ class Measurement:
     environment: dict[str, Any] = field(default_factory=dict)
     unavailable_reason: str | None = None
     estimate: dict[str, Any] | None = None
+    noise: dict[str, Any] | None = None  # Noise.to_dict(): spread, other load, noisy, reason
+
+    @property
+    def noisy(self) -> str | None:
+        """Why this reading cannot be trusted (energy/noise.py), or None."""
+        return (self.noise or {}).get("reason")
 
     @property
     def energy(self) -> Measured | None:
@@ -283,17 +290,19 @@ def measure(
     step, sync = prepare(
         model, example_inputs, device, dtype, channels_last, cuda_graph, compile, int8_linear
     )
-    run = run_protocol(
-        step,
-        samples_per_step=example_inputs.shape[0],
-        meter=meter,
-        protocol=protocol,
-        sync=sync,
-        clock=clock,
-        sleep=sleep,
-        progress=progress,
-    )
+    with other_load() as load:
+        run = run_protocol(
+            step,
+            samples_per_step=example_inputs.shape[0],
+            meter=meter,
+            protocol=protocol,
+            sync=sync,
+            clock=clock,
+            sleep=sleep,
+            progress=progress,
+        )
     return _summarise(
+        load.cores,
         run,
         meter,
         device,
@@ -333,7 +342,9 @@ def _estimate(model, example, hardware, dtype, layer_dtypes, estimated) -> dict[
     return {"estimated": True, "hardware": prof.hardware, "joules_per_sample": joules}
 
 
-def _summarise(run: _Run, meter, device, example, dtype, reason, estimate, settings) -> Measurement:
+def _summarise(
+    load: float | None, run: _Run, meter, device, example, dtype, reason, estimate, settings
+) -> Measurement:
     latencies_ms = np.array(run.latencies_s) * 1e3
     samples = sum(w.samples for w in run.windows)
     seconds = sum(w.seconds for w in run.windows)
@@ -345,6 +356,8 @@ def _summarise(run: _Run, meter, device, example, dtype, reason, estimate, setti
             np.median([(w.joules - run.idle_power_w * w.seconds) / w.samples for w in run.windows])
         )
     spread = None
+    repeats = jps if measured else [w.seconds / w.samples for w in run.windows]
+    noise = Noise(iqr_fraction(list(repeats)), load)
     if measured:
         quartiles = np.percentile(jps, [25, 75])
         spread = {"median": float(np.median(jps)), "iqr": float(quartiles[1] - quartiles[0])}
@@ -368,4 +381,5 @@ def _summarise(run: _Run, meter, device, example, dtype, reason, estimate, setti
         environment=_environment(device, meter),
         unavailable_reason=reason,
         estimate=estimate,
+        noise=noise.to_dict(),
     )

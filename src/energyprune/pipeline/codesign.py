@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from energyprune.energy.model import profile
+from energyprune.energy.noise import TOO_NOISY
 from energyprune.errors import ConfigError
 from energyprune.files import atomic_write_text
 from energyprune.models.placement import example_input
@@ -220,8 +221,11 @@ def _judge(o: dict[str, Any], cfg: RunConfig, dense_val: float) -> None:
     o["within_guardrail"] = o["val_top1"] is not None and (
         100 * (dense_val - o["val_top1"]) <= cfg.max_acc_drop
     )
+    # a noisy measurement (None) neither qualifies nor disqualifies: the reason says so
     o["eligible"] = (
-        o["meets_target"] and o["within_guardrail"] and o.get("measured_recommended", True)
+        o["meets_target"]
+        and o["within_guardrail"]
+        and o.get("measured_recommended", True) is not False
     )
 
 
@@ -236,6 +240,16 @@ def _why_out(option: dict) -> str:
 
 
 def _reason(chosen: dict | None, options: list[dict]) -> str:
+    noisy = [
+        o for o in options if "measured_recommended" in o and o["measured_recommended"] is None
+    ]
+    note = "".join(
+        f"; '{o['option']}' was judged without its measurement ({TOO_NOISY})" for o in noisy
+    )
+    return _chosen_because(chosen, options) + note
+
+
+def _chosen_because(chosen: dict | None, options: list[dict]) -> str:
     if chosen is None:
         return "neither option holds: " + "; ".join(
             f"'{o['option']}': {_why_out(o)}" for o in options

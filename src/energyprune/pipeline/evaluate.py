@@ -12,16 +12,18 @@ import torch
 from safetensors.torch import save as save_bytes
 from torch import nn
 
+from energyprune.energy.noise import Noise, iqr_fraction, other_load
 from energyprune.energy.quantity import Estimated, Measured
 from energyprune.models.placement import placement, to_model
 
 __all__ = [
     "Metrics",
+    "Timing",
     "classification_metrics",
     "confusion_matrix",
     "evaluate",
-    "median_latency_ms",
     "predict",
+    "time_forward",
     "top1",
 ]
 
@@ -88,6 +90,7 @@ class Metrics:
     params: int
     size_bytes: int
     confusion_matrix: list[list[int]]
+    latency_noise: dict[str, Any] | None = None  # Noise.to_dict() of the latency reading
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -100,11 +103,20 @@ class Metrics:
         return data
 
 
-def median_latency_ms(model: nn.Module, example: torch.Tensor, repeats: int = 20) -> float:
-    """Median wall time of single forward passes (after 3 warm-up passes), in ms (CPU timing;
-    the measurement protocol in energy/measure.py is the synchronised, windowed one)."""
+@dataclass(frozen=True)
+class Timing:
+    """Median wall time of single forward passes and how far it can be trusted."""
+
+    median_ms: float
+    noise: Noise
+
+
+def time_forward(model: nn.Module, example: torch.Tensor, repeats: int = 20) -> Timing:
+    """Median of ``repeats`` forward passes after 3 warm-up passes, in ms, with its spread and
+    the other load on the machine (CPU timing; the measurement protocol in energy/measure.py is
+    the synchronised, windowed one)."""
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), other_load() as load:
         for _ in range(3):
             model(example)
         times = []
@@ -112,7 +124,8 @@ def median_latency_ms(model: nn.Module, example: torch.Tensor, repeats: int = 20
             start = time.perf_counter()
             model(example)
             times.append(time.perf_counter() - start)
-    return 1e3 * sorted(times)[len(times) // 2]
+    median = 1e3 * sorted(times)[len(times) // 2]
+    return Timing(median, Noise(iqr_fraction(times), load.cores))
 
 
 def evaluate(
@@ -139,6 +152,7 @@ def evaluate(
         if m.energy is not None:
             energy = m.energy.scaled(example.shape[0])  # per sample → per batch, as estimated
     state = {k: v.contiguous() for k, v in folded_copy(model).state_dict().items()}
+    timing = time_forward(model, example)
     return Metrics(
         top1=metrics["top1"],
         precision=metrics["precision"],
@@ -146,7 +160,8 @@ def evaluate(
         f1=metrics["f1"],
         energy=energy,
         estimate=prof.energy,
-        latency_ms=median_latency_ms(model, example),
+        latency_ms=timing.median_ms,
+        latency_noise=timing.noise.to_dict(),
         macs=prof.total.macs,
         params=prof.total.params,
         size_bytes=len(save_bytes(state)),

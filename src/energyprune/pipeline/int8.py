@@ -15,6 +15,7 @@ from torch import nn
 from energyprune.deploy.quantize import QuantizedModel, quantize_int8, save_quantized
 from energyprune.energy.measure import Protocol, measure
 from energyprune.energy.model import profile
+from energyprune.energy.noise import TOO_NOISY
 from energyprune.errors import ConfigError
 from energyprune.files import atomic_write_text
 from energyprune.models.placement import example_input
@@ -83,7 +84,10 @@ def compare_int8(
     if all(m.measured for m in runs.values()):
         energy = {k: m.joules_per_sample["median"] for k, m in runs.items()}
     mode = "torch.compile (Inductor, freezing)" if compile else "eager"
-    recommended, verdict = int8_verdict(p50, energy, f"{mode}, batch {example.shape[0]}")
+    noisy = next((f"{k}: {m.noisy}" for k, m in runs.items() if m.noisy), None)
+    recommended, verdict = int8_verdict(
+        p50, energy, f"{mode}, batch {example.shape[0]}", noisy=noisy
+    )
     return {
         "fp32": runs["fp32"].to_dict(),
         "int8": runs["int8"].to_dict(),
@@ -101,15 +105,19 @@ def int8_verdict(
     joules: dict[str, float] | None,
     setting: str,
     baseline: str = "fp32",
-) -> tuple[bool, str]:
+    noisy: str | None = None,
+) -> tuple[bool | None, str]:
     """Recommend int8 only when it measures neither slower nor (where metered) costlier than
-    the float ``baseline`` (the dicts' other key)."""
+    the float ``baseline`` (the dicts' other key). A ``noisy`` reading (its reason) judges
+    nothing: the recommendation is None and the verdict says so."""
     speedup = p50_ms[baseline] / p50_ms["int8"]
     text = f"int8 runs at {speedup:.2f}× the speed of {baseline} ({setting})"
     if joules is not None:
         text += f" and uses {joules['int8'] / joules[baseline]:.2f}× its measured energy per sample"
     else:
         text += "; energy not measured (no meter), only estimated"
+    if noisy:
+        return None, f"{text} — {TOO_NOISY} ({noisy})"
     problems = [
         word
         for word, bad in (

@@ -207,6 +207,7 @@ def run(
                 log("interrupted: the last completed step is checkpointed; use --resume")
                 return RunResult(current, plan, {})
             if state["stopped"] is not None:
+                log(f"stopped early ({state['stopped']}): keeping step {state['completed']}")
                 break
             current, plan = step.model, merge_plans(plan, step.plan)
             state["completed"] += 1
@@ -325,8 +326,8 @@ def _report(state: dict, after: Metrics, cfg: RunConfig) -> dict[str, Any]:
         "estimate",
         "confusion_matrix",
     )
-    b = {k: before[k] for k in keys}
-    a = {k: after.to_dict()[k] for k in keys}
+    b = {k: before[k] for k in keys} | {"latency_noise": before.get("latency_noise")}
+    a = {k: after.to_dict()[k] for k in (*keys, "latency_noise")}
     ratio, basis = _energy_ratio(before, after)
     return {
         "before": b,

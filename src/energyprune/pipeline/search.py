@@ -26,12 +26,13 @@ import torch
 from torch import nn
 
 from energyprune.energy.hardware import load_hardware
+from energyprune.energy.noise import TOO_NOISY
 from energyprune.energy.quantity import Estimated, Measured, energy_from_dict
 from energyprune.errors import ConfigError
 from energyprune.files import atomic_path, atomic_write_text
 from energyprune.models.placement import example_input
 from energyprune.pipeline.data import Data
-from energyprune.pipeline.evaluate import median_latency_ms, top1
+from energyprune.pipeline.evaluate import Timing, time_forward, top1
 from energyprune.pipeline.finetune import OnBatch, TrainConfig, finetune
 from energyprune.pruning.apply import prune
 from energyprune.pruning.spec import PruneSpec
@@ -59,6 +60,11 @@ class SearchResult:
     @property
     def front(self) -> list[dict[str, Any]]:
         return [t for t in self.trials if t["pareto"]]
+
+    @property
+    def noisy_front(self) -> list[int]:
+        """Front trials whose latency reading was too noisy to rank them by (numbers)."""
+        return [t["number"] for t in self.front if t.get("latency_noisy")]
 
     def to_dict(self) -> dict[str, Any]:
         return {"objectives": self.objectives, "trials": self.trials, "knee": self.knee,
@@ -124,7 +130,7 @@ def check_precisions(precisions: tuple[str, ...], meter_device: str | None) -> N
 
 
 def _scored(model: nn.Module, fp32_j: float, precision: str, data: Data, example: torch.Tensor,
-            hardware: str, compiled: bool) -> tuple[nn.Module, float, float]:  # fmt: skip
+            hardware: str, compiled: bool) -> tuple[nn.Module, float, Timing]:  # fmt: skip
     """(module to score, estimated joules, latency ms) of a fine-tuned trial at ``precision``:
     int8 is post-training PT2E, priced as int8 in the same energy model; latency is measured
     compiled (with freezing) whenever int8 is in the search, so both precisions are timed alike."""
@@ -140,7 +146,7 @@ def _scored(model: nn.Module, fp32_j: float, precision: str, data: Data, example
         energy = profile(model, example, hardware, layer_dtypes=q.layer_dtypes).total.energy_j
         model = q.module
     timed = compile_for_inference(model) if compiled else model
-    return model, energy, median_latency_ms(timed, example, 15)
+    return model, energy, time_forward(timed, example, 15)
 
 
 def _figure(model: nn.Module, example: torch.Tensor, estimate: Estimated,
@@ -203,19 +209,21 @@ def _objective(dense: nn.Module, data: Data, hardware: str, proxy: TrainConfig, 
         )
         finetune(result.model, data.train, TrainConfig(**{**proxy.__dict__,
                  "seed": trial.number}), on_batch=on_batch)  # fmt: skip
-        scored, energy, latency = _scored(result.model, result.after.total.energy_j, precision,
+        scored, energy, timing = _scored(result.model, result.after.total.energy_j, precision,
                                           data, example, hardware, len(precisions) > 1)  # fmt: skip
         figure = _figure(scored, example, Estimated(energy, hardware), meter_device,
                          len(precisions) > 1)  # fmt: skip
         values = {"accuracy": top1(scored, data.val, data.num_classes),
-                  "energy_j": figure.joules, "latency_ms": latency}  # fmt: skip
+                  "energy_j": figure.joules, "latency_ms": timing.median_ms}  # fmt: skip
         trial.set_user_attr("energy", figure.to_dict())
         trial.set_user_attr("values", values)
         trial.set_user_attr("macs", result.after.total.macs)
         trial.set_user_attr("precision", precision)
+        trial.set_user_attr("latency_noisy", timing.noise.reason)
+        noisy = f" ({TOO_NOISY}: {timing.noise.reason})" if timing.noise.noisy else ""
         log(
             f"trial {trial.number} ({precision}): val top-1 {100 * values['accuracy']:.2f} %, "
-            f"energy {values['energy_j']:.4g} J, latency {values['latency_ms']:.3f} ms"
+            f"energy {values['energy_j']:.4g} J, latency {values['latency_ms']:.3f} ms{noisy}"
         )
         return tuple(values[_VALUE_KEYS[o]] for o in objectives)
 
@@ -230,7 +238,8 @@ def _collect(study: optuna.Study, objectives: list[str]) -> tuple[list[dict], in
     trials = [{"number": t.number, "params": t.params, "values": t.user_attrs["values"],
                "spec": t.user_attrs.get("spec"),
                "macs": t.user_attrs.get("macs"),
-               "precision": t.user_attrs.get("precision", "fp32"), "pareto": flag}
+               "precision": t.user_attrs.get("precision", "fp32"),
+               "latency_noisy": t.user_attrs.get("latency_noisy"), "pareto": flag}
               for t, flag in zip(complete, flags, strict=True)]  # fmt: skip
     front = [i for i, f in enumerate(flags) if f]
     k = knee([values[i] for i in front], directions)

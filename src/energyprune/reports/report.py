@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
+from energyprune.energy.noise import TOO_NOISY
+
 if TYPE_CHECKING:
     from energyprune.energy.measure import Measurement
     from energyprune.energy.model import EnergyProfile
@@ -17,8 +19,10 @@ __all__ = [
     "front_table",
     "int8_measurement_rows",
     "int8_table",
+    "latency_change",
     "layer_table",
     "measurement_table",
+    "noisy_reason",
     "run_markdown",
     "run_table",
     "summary_line",
@@ -129,6 +133,14 @@ def measurement_table(m: Measurement, model: str) -> Table:
         "latency p50 / p95 (measured)", f"{m.latency_ms['p50']:.3f} / {m.latency_ms['p95']:.3f} ms"
     )
     table.add_row("throughput (measured)", f"{m.throughput_sps:,.1f} samples/s")
+    noise = m.noise or {}
+    load = noise.get("other_load_cores")
+    spread = f"{noise.get('spread', 0):.1%} IQR/median over windows"
+    table.add_row(
+        "spread / other load", spread + (f", {load:.1f} cores" if load is not None else "")
+    )
+    if m.noisy:
+        table.add_row("[yellow]noisy[/]", f"[yellow]{m.noisy}: {TOO_NOISY}[/]")
     return table
 
 
@@ -176,7 +188,7 @@ def run_table(report: dict) -> Table:
             "latency (measured, CPU median)",
             f"{b['latency_ms']:.3f} ms",
             f"{a['latency_ms']:.3f} ms",
-            f"{a['latency_ms'] / b['latency_ms']:.2f}×",
+            latency_change(b, a),
         ),
         ("MACs", fmt_count(b["macs"]), fmt_count(a["macs"]), f"{a['macs'] / b['macs']:.2f}×"),
         (
@@ -195,6 +207,19 @@ def run_table(report: dict) -> Table:
     for row in rows:
         table.add_row(*row)
     return table
+
+
+def noisy_reason(*figures: dict) -> str | None:
+    """Why any of these latency readings is too noisy to compare (energy/noise.py), or None."""
+    reasons = [(f.get("latency_noise") or {}).get("reason") for f in figures]
+    return next((r for r in reasons if r), None)
+
+
+def latency_change(before: dict, after: dict) -> str:
+    """after / before, or why the two readings cannot be compared."""
+    if noisy_reason(before, after):
+        return f"{TOO_NOISY} ({noisy_reason(before, after)})"
+    return f"{after['latency_ms'] / before['latency_ms']:.2f}×"
 
 
 def _bn_cell(step: dict) -> str:
@@ -227,7 +252,8 @@ def run_markdown(report: dict, title: str) -> str:
     lines += [
         f"| energy per inference, {report['energy_basis']} | {fmt_joules(b['energy_j'])} | "
         f"{fmt_joules(a['energy_j'])} |",
-        f"| latency (measured) | {b['latency_ms']:.3f} ms | {a['latency_ms']:.3f} ms |",
+        f"| latency (measured) | {b['latency_ms']:.3f} ms | {a['latency_ms']:.3f} ms "
+        f"({latency_change(b, a)}) |",
         f"| MACs | {fmt_count(b['macs'])} | {fmt_count(a['macs'])} |",
         f"| params | {fmt_count(b['params'])} | {fmt_count(a['params'])} |",
         f"| size on disk | {fmt_count(b['size_bytes'], 'B')} | {fmt_count(a['size_bytes'], 'B')} |",
@@ -360,6 +386,6 @@ def front_table(result: Any) -> Table:
             str(t["params"]["round_to"]),
             f"{100 * t['values']['accuracy']:.2f} %",
             f"{t['values']['energy_j']:.4g}",
-            f"{t['values']['latency_ms']:.3f}",
+            f"{t['values']['latency_ms']:.3f}" + (" (noisy)" if t.get("latency_noisy") else ""),
         )
     return table
