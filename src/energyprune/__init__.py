@@ -1,35 +1,88 @@
-"""energyprune: prune PyTorch models to an energy budget that holds on the target hardware."""
+"""energyprune: prune PyTorch models to an energy budget that holds on the target hardware.
 
-from energyprune.deploy.quantize import (
-    QuantizedModel,
-    load_quantized,
-    quantize_int8,
-    quantize_int8_linear,
-    save_quantized,
-)
-from energyprune.energy.calibrate import calibrate
-from energyprune.energy.hardware import BUILTIN_PROFILES, HardwareProfile, load_hardware
-from energyprune.energy.measure import Measurement, Protocol, measure
-from energyprune.energy.meter import EnergyMeter, Meter
-from energyprune.energy.model import EnergyProfile, LayerEnergy, Totals, estimate, profile
-from energyprune.energy.trace import Trace, trace
-from energyprune.errors import (
-    ConfigError,
-    EnergyPruneError,
-    MeterError,
-    MeterUnavailableError,
-    UnsupportedOpError,
-    WeightsError,
-)
-from energyprune.models.zoo import build_model, load_weights
-from energyprune.pipeline.recover import distillation_loss, recalibrate_bn
-from energyprune.pruning.apply import PruneResult, prune
-from energyprune.pruning.export import export_onnx, load, save
-from energyprune.pruning.plan import PruningPlan
-from energyprune.pruning.spec import PruneSpec
-from energyprune.reports.plots import plot_layer_energy
+The public API is imported on first use (PEP 562), so ``import energyprune`` and the CLI's
+``--help`` do not pay for Torch-Pruning, SciPy or torchao until a call needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from energyprune.deploy.quantize import (
+        QuantizedModel,
+        load_quantized,
+        quantize_int8,
+        quantize_int8_linear,
+        save_quantized,
+    )
+    from energyprune.energy.calibrate import calibrate
+    from energyprune.energy.hardware import BUILTIN_PROFILES, HardwareProfile, load_hardware
+    from energyprune.energy.measure import Measurement, Protocol, measure
+    from energyprune.energy.meter import EnergyMeter, Meter
+    from energyprune.energy.model import EnergyProfile, LayerEnergy, Totals, estimate, profile
+    from energyprune.energy.trace import Trace, trace
+    from energyprune.errors import (
+        ConfigError,
+        EnergyPruneError,
+        MeterError,
+        MeterUnavailableError,
+        UnsupportedOpError,
+        WeightsError,
+    )
+    from energyprune.models.zoo import build_model, load_weights
+    from energyprune.pipeline.recover import distillation_loss, recalibrate_bn
+    from energyprune.pruning.apply import PruneResult, prune
+    from energyprune.pruning.export import export_onnx, load, save
+    from energyprune.pruning.plan import PruningPlan
+    from energyprune.pruning.spec import PruneSpec
+    from energyprune.reports.plots import plot_layer_energy
 
 __version__ = "0.1.0"
+
+#: public name → the module that defines it
+_EXPORTS = {
+    "QuantizedModel": "energyprune.deploy.quantize",
+    "load_quantized": "energyprune.deploy.quantize",
+    "quantize_int8": "energyprune.deploy.quantize",
+    "quantize_int8_linear": "energyprune.deploy.quantize",
+    "save_quantized": "energyprune.deploy.quantize",
+    "calibrate": "energyprune.energy.calibrate",
+    "BUILTIN_PROFILES": "energyprune.energy.hardware",
+    "HardwareProfile": "energyprune.energy.hardware",
+    "load_hardware": "energyprune.energy.hardware",
+    "Measurement": "energyprune.energy.measure",
+    "Protocol": "energyprune.energy.measure",
+    "measure": "energyprune.energy.measure",
+    "EnergyMeter": "energyprune.energy.meter",
+    "Meter": "energyprune.energy.meter",
+    "EnergyProfile": "energyprune.energy.model",
+    "LayerEnergy": "energyprune.energy.model",
+    "Totals": "energyprune.energy.model",
+    "estimate": "energyprune.energy.model",
+    "profile": "energyprune.energy.model",
+    "Trace": "energyprune.energy.trace",
+    "trace": "energyprune.energy.trace",
+    "ConfigError": "energyprune.errors",
+    "EnergyPruneError": "energyprune.errors",
+    "MeterError": "energyprune.errors",
+    "MeterUnavailableError": "energyprune.errors",
+    "UnsupportedOpError": "energyprune.errors",
+    "WeightsError": "energyprune.errors",
+    "build_model": "energyprune.models.zoo",
+    "load_weights": "energyprune.models.zoo",
+    "distillation_loss": "energyprune.pipeline.recover",
+    "recalibrate_bn": "energyprune.pipeline.recover",
+    "PruneResult": "energyprune.pruning.apply",
+    "prune": "energyprune.pruning.apply",
+    "export_onnx": "energyprune.pruning.export",
+    "load": "energyprune.pruning.export",
+    "save": "energyprune.pruning.export",
+    "PruningPlan": "energyprune.pruning.plan",
+    "PruneSpec": "energyprune.pruning.spec",
+    "plot_layer_energy": "energyprune.reports.plots",
+}
 
 __all__ = [
     "BUILTIN_PROFILES",
@@ -73,3 +126,16 @@ __all__ = [
     "save_quantized",
     "trace",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'energyprune' has no attribute '{name}'")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # once: later lookups skip this hook
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

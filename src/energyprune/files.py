@@ -14,6 +14,7 @@ from energyprune.errors import ConfigError, first_line
 __all__ = [
     "atomic_path",
     "atomic_write_text",
+    "cache_dir",
     "check_writable",
     "check_writable_file",
     "read_text",
@@ -82,3 +83,9 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` to ``path`` atomically (temp file in the same folder, then ``os.replace``)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def cache_dir() -> Path:
+    """Where derived data is kept between runs (decoded images, model name lists):
+    ``$ENERGYPRUNE_CACHE``, default ``~/.cache/energyprune``."""
+    return Path(os.environ.get("ENERGYPRUNE_CACHE", Path.home() / ".cache" / "energyprune"))

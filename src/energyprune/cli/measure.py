@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from rich.console import Console
 
 from energyprune.cli.common import add_model_args, load_source, shape_error
-from energyprune.energy.measure import Protocol, measure
 from energyprune.errors import ConfigError, EnergyPruneError
 from energyprune.files import atomic_write_text
 from energyprune.models.placement import example_input
-from energyprune.reports.report import fmt_joules, measurement_table
+
+if TYPE_CHECKING:
+    from energyprune.energy.measure import Protocol
 
 
 def add_measure(sub: argparse._SubParsersAction) -> None:
@@ -56,6 +58,9 @@ def add_measure(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_measure(args: argparse.Namespace, console: Console) -> int:
+    from energyprune.energy.measure import Protocol, measure  # lazily: --help is fast
+    from energyprune.reports.report import measurement_table
+
     model, name, shape, plan = load_source(args)
     if plan is not None:
         name = f"{name} ({Path(args.model).name})"
@@ -112,6 +117,8 @@ def _int8_coverage(model, shape, layers: list[str], dtype: str | None, console: 
 
 
 def _measure_int8(args, console: Console, model, name: str, shape, protocol: Protocol) -> int:
+    from energyprune.reports.report import fmt_joules
+
     """An int8 folder: measure it against its float twin, same settings, and give the verdict."""
     from rich.table import Table
 

@@ -12,13 +12,10 @@ from energyprune.cli.common import (
     load_model,
     shape_error,
 )
-from energyprune.energy.hardware import BUILTIN_PROFILES
-from energyprune.energy.model import DTYPES, EnergyProfile, profile
+from energyprune.energy.hardware import BUILTIN_PROFILES, DTYPES, load_hardware
 from energyprune.errors import ConfigError, EnergyPruneError
 from energyprune.files import atomic_write_text
 from energyprune.models.placement import example_input
-from energyprune.reports.plots import plot_layer_energy
-from energyprune.reports.report import layer_table, summary_line
 
 
 def add_profile(sub: argparse._SubParsersAction) -> None:
@@ -54,7 +51,12 @@ def add_profile(sub: argparse._SubParsersAction) -> None:
 def _run_profile(args: argparse.Namespace, console: Console) -> int:
     if args.top < 0:
         raise ConfigError(f"--top must be >= 0, got {args.top}")
-    built, shape = load_model(args)
+    load_hardware(args.hardware)  # a misspelled profile fails before the model is built
+    built, shape = load_model(args)  # and a misspelled model before the tracer is imported
+    from energyprune.energy.model import EnergyProfile, profile
+    from energyprune.reports.plots import plot_layer_energy
+    from energyprune.reports.report import layer_table, summary_line
+
     try:
         with torch.no_grad():
             prof: EnergyProfile = profile(

@@ -16,7 +16,7 @@ from energyprune.cli.common import (
     load_model,
 )
 from energyprune.cli.progress import Progress
-from energyprune.energy.hardware import BUILTIN_PROFILES
+from energyprune.energy.hardware import BUILTIN_PROFILES, load_hardware
 from energyprune.errors import ConfigError
 from energyprune.files import atomic_write_text
 from energyprune.models.placement import example_input
@@ -45,9 +45,7 @@ def add_prune(sub: argparse._SubParsersAction) -> None:
 
 def _add_spec_args(p: argparse.ArgumentParser) -> None:
     """The PruneSpec's settings."""
-    from energyprune.pruning.allocate import STRATEGIES
-    from energyprune.pruning.apply import GRANULARITIES
-    from energyprune.pruning.importance import CRITERIA
+    from energyprune.pruning.spec import CRITERION_NAMES, GRANULARITIES, STRATEGY_NAMES
 
     budget = p.add_mutually_exclusive_group(required=True)
     budget.add_argument(
@@ -60,8 +58,8 @@ def _add_spec_args(p: argparse.ArgumentParser) -> None:
         "--max-joules", type=float, metavar="J", help="absolute estimated joules per forward pass"
     )
     p.add_argument("--granularity", choices=GRANULARITIES, default="channel")
-    p.add_argument("--criterion", choices=tuple(CRITERIA), default="energy")
-    p.add_argument("--strategy", choices=STRATEGIES, default="global")
+    p.add_argument("--criterion", choices=CRITERION_NAMES, default="energy")
+    p.add_argument("--strategy", choices=STRATEGY_NAMES, default="global")
     p.add_argument(
         "--hardware",
         default="horowitz-45nm",
@@ -190,6 +188,7 @@ def _spec(args: argparse.Namespace, nm: tuple[int, int]):
 
 
 def _run_prune(args: argparse.Namespace, console: Console) -> int:
+    load_hardware(args.hardware)  # a misspelled profile fails before the model is built
     from energyprune.pruning.apply import prune
     from energyprune.pruning.export import save
     from energyprune.reports.report import comparison_table

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import types
 import zipfile
@@ -36,6 +37,7 @@ __all__ = [
     "quantize_int8",
     "quantize_int8_linear",
     "save_quantized",
+    "torchao_quietly",
 ]
 
 _BATCH = ({0: torch.export.Dim("batch", min=1)},)  # any batch size
@@ -47,6 +49,19 @@ class _ReLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(x)
+
+
+@contextlib.contextmanager
+def torchao_quietly() -> Iterator[None]:
+    """Import torchao without torch's pytree warnings about its enums (``register_constant``
+    is deprecated for Enum subclasses): torchao's to fix, nothing a user can act on."""
+    log = logging.getLogger("torch.utils._pytree")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def _unshare_activations(model: nn.Module) -> nn.Module:
@@ -61,7 +76,11 @@ def _allow_eval(module: nn.Module) -> nn.Module:
     """Exported modules refuse ``.train()``/``.eval()``; the pipeline calls them everywhere
     (and chains them, so they return the module, unlike torchao's helper). Only dropout and
     batch norm change behaviour, which is all an exported graph can switch."""
-    from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
+    with torchao_quietly():
+        from torchao.quantization.pt2e import (
+            move_exported_model_to_eval,
+            move_exported_model_to_train,
+        )
 
     def train(self, mode: bool = True):
         (move_exported_model_to_train if mode else move_exported_model_to_eval)(self)
@@ -89,7 +108,8 @@ class QuantizedModel:
 
 def _quantizer(skip: Sequence[str], qat: bool = False):
     try:
-        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
+        with torchao_quietly():
+            import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
     except ImportError as e:
         raise ConfigError("int8 quantisation needs torchao: pip install torchao") from e
     quantizer = xiq.X86InductorQuantizer()
@@ -119,11 +139,12 @@ def quantize_int8(
         train: quantisation-aware training instead of post-training: called once on the
             fake-quantised model (e.g. a short fine-tune) between calibration and conversion.
     """
-    from torchao.quantization.pt2e.quantize_pt2e import (
-        convert_pt2e,
-        prepare_pt2e,
-        prepare_qat_pt2e,
-    )
+    with torchao_quietly():
+        from torchao.quantization.pt2e.quantize_pt2e import (
+            convert_pt2e,
+            prepare_pt2e,
+            prepare_qat_pt2e,
+        )
 
     if example.shape[0] < 2:  # a batch of 1 would be specialised, not exported as dynamic
         example = torch.cat([example, example])
@@ -166,7 +187,8 @@ def quantize_int8_linear(model: nn.Module, *, skip: Sequence[str] = ()) -> Quant
     :func:`save_quantized`: apply it at deployment.
     """
     try:
-        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+        with torchao_quietly():
+            from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
     except ImportError as e:
         raise ConfigError("int8 on CUDA needs torchao: pip install torchao") from e
     linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n not in skip]
@@ -250,7 +272,8 @@ def load_quantized(directory: str | os.PathLike[str]) -> QuantizedModel:
     try:
         # registers the quantized_decomposed ops *and* Inductor's x86 int8 fusion passes: without
         # the passes a compiled int8 program runs dequantize + fp32 kernels (3x slower here)
-        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # noqa: F401
+        with torchao_quietly():
+            import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # noqa: F401
     except ImportError as e:
         raise ConfigError("loading an int8 model needs torchao: pip install torchao") from e
     try:

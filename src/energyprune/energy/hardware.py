@@ -14,7 +14,10 @@ import yaml
 from energyprune.errors import ConfigError
 from energyprune.files import read_text
 
-__all__ = ["BUILTIN_PROFILES", "HardwareProfile", "load_hardware"]
+__all__ = ["BUILTIN_PROFILES", "DTYPES", "HardwareProfile", "load_hardware"]
+
+#: the dtypes a profile prices tensors as
+DTYPES = ("fp32", "fp16", "bf16", "int8")
 
 _PROFILE_DIR = resources.files("energyprune.energy") / "profiles"
 BUILTIN_PROFILES: tuple[str, ...] = tuple(

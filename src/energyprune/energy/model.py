@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from energyprune.energy.features import op_features, split_energy
-from energyprune.energy.hardware import HardwareProfile, load_hardware
+from energyprune.energy.hardware import DTYPES, HardwareProfile, load_hardware
 from energyprune.energy.quantity import Estimated
 from energyprune.energy.trace import OpRecord, Trace, trace
 from energyprune.errors import ConfigError
@@ -46,7 +46,6 @@ __all__ = [
 ]
 
 PJ = 1e-12
-DTYPES = ("fp32", "fp16", "bf16", "int8")
 
 
 @dataclass(frozen=True)

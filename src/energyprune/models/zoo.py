@@ -6,8 +6,10 @@ Weights load through safetensors (single file, or sharded with a Hugging Face st
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
+import importlib.metadata
 import json
 import os
 from collections.abc import Callable
@@ -18,6 +20,7 @@ import torch
 from torch import nn
 
 from energyprune.errors import ConfigError, WeightsError
+from energyprune.files import atomic_write_text, cache_dir
 from energyprune.models import architectures
 from energyprune.models.layerspec import default_input_shape, is_layer_spec, parse_layer
 
@@ -53,11 +56,25 @@ class BuiltModel:
 
 
 def _torchvision_names() -> list[str]:
+    """torchvision's classification model names, cached per torchvision version: importing
+    torchvision to learn them costs ~1 s, which a misspelled name should not pay."""
     try:
-        import torchvision
-    except ImportError:
+        version = importlib.metadata.version("torchvision")
+    except importlib.metadata.PackageNotFoundError:
         return []
-    return sorted(torchvision.models.list_models(module=torchvision.models))
+    cached = cache_dir() / f"torchvision-{version}-models.json"
+    try:
+        names = json.loads(cached.read_text(encoding="utf-8"))
+        if isinstance(names, list) and all(isinstance(n, str) for n in names):
+            return names
+    except (OSError, ValueError):
+        pass  # absent or damaged: list them again
+    import torchvision
+
+    names = sorted(torchvision.models.list_models(module=torchvision.models))
+    with contextlib.suppress(OSError):  # a read-only cache only costs the import next time
+        atomic_write_text(cached, json.dumps(names) + "\n")
+    return names
 
 
 def _from_factory(spec: str) -> nn.Module:

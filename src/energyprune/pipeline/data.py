@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 
 from energyprune.errors import ConfigError, first_line
-from energyprune.files import atomic_path
+from energyprune.files import atomic_path, cache_dir
 
 __all__ = [
     "CIFAR10_MEAN",
@@ -89,10 +89,6 @@ class Data:
 _DAMAGED = (OSError, EOFError, tarfile.TarError, lzma.LZMAError, zlib.error, ValueError, IndexError)
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("ENERGYPRUNE_CACHE", Path.home() / ".cache" / "energyprune"))
-
-
 def _decode(blob: bytes) -> np.ndarray:
     from PIL import Image
 
@@ -135,7 +131,7 @@ def load_image_folder(
     stat = src.stat()
     where = hashlib.sha256(str(src.resolve()).encode()).hexdigest()[:12]
     state = hashlib.sha256(f"{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:8]
-    cache = _cache_dir() / f"images-{where}-{state}.safetensors"
+    cache = cache_dir() / f"images-{where}-{state}.safetensors"
     if cache.is_file():
         try:
             t = load_file(str(cache))

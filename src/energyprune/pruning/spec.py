@@ -11,12 +11,14 @@ from typing import Any
 
 from energyprune.energy.hardware import HardwareProfile
 from energyprune.errors import ConfigError
-from energyprune.pruning.allocate import STRATEGIES
-from energyprune.pruning.importance import CRITERIA
 
-__all__ = ["GRANULARITIES", "PruneSpec"]
+__all__ = ["CRITERION_NAMES", "GRANULARITIES", "STRATEGY_NAMES", "PruneSpec"]
 
 GRANULARITIES = ("channel", "nm", "unstructured")
+# names only, so that a spec (and the CLI's --help) is made without Torch-Pruning; the
+# registries (importance.CRITERIA, allocate.STRATEGIES) are tested to hold exactly these
+CRITERION_NAMES = ("l1", "l2", "energy", "taylor", "bn_scale", "random")
+STRATEGY_NAMES = ("global", "layerwise-energy")
 SCOPES = ("global", "layer")
 
 
@@ -62,8 +64,8 @@ class PruneSpec:
             yield f"max_joules must be > 0, got {self.max_joules}"
         for name, value, allowed in (
             ("granularity", self.granularity, GRANULARITIES),
-            ("criterion", self.criterion, tuple(CRITERIA)),
-            ("strategy", self.strategy, STRATEGIES),
+            ("criterion", self.criterion, CRITERION_NAMES),
+            ("strategy", self.strategy, STRATEGY_NAMES),
             ("sparsity_scope", self.sparsity_scope, SCOPES),
         ):
             if value not in allowed:
