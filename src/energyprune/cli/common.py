@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 
 from energyprune.errors import ConfigError, first_line
-from energyprune.models.zoo import BuiltModel, build_model, load_weights, parse_input_shape
+from energyprune.models.zoo import (
+    BUILTIN_MODELS,
+    BuiltModel,
+    build_model,
+    load_weights,
+    parse_input_shape,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -30,6 +36,7 @@ __all__ = [
     "load_data_with_bar",
     "load_model",
     "load_source",
+    "model_help",
     "shape_error",
 ]
 
@@ -85,8 +92,17 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"energyprune: error: {message} (see '{self.prog} --help')\n")
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="resnet20 | resnet56 | vgg16_bn | a torchvision name | module:fn")
+def model_help(folders: bool = False) -> str:
+    """MODEL's help: every kind of spec ``build_model`` takes (and saved folders where read)."""
+    text = (
+        f"a built-in ({', '.join(BUILTIN_MODELS)}), a torchvision classification name "
+        "(resnet50), package.module:factory, or one torch.nn constructor ('Conv2d(3, 16, 3)')"
+    )
+    return text + (", or a folder written by `prune --out` / `quantize --out`" if folders else "")
+
+
+def add_model_args(p: argparse.ArgumentParser, folders: bool = False) -> None:
+    p.add_argument("model", help=model_help(folders))
     p.add_argument("--weights", help="safetensors file, shard index JSON, or weights-only .pt")
     p.add_argument(
         "--input-shape",

@@ -32,7 +32,7 @@ def add_measure(sub: argparse._SubParsersAction) -> None:
         "  energyprune measure out/int8 --device cpu --compile --batch-size 64",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_model_args(p)
+    add_model_args(p, folders=True)
     p.add_argument(
         "--device",
         help="cpu, cuda or cuda:N (default: cuda when available; cpu for an int8 folder)",

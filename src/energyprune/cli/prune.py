@@ -28,8 +28,11 @@ def add_prune(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "prune",
         help="prune a model to an estimated-energy budget",
-        description="Prune a model so its estimated energy meets a target (no fine-tuning). "
-        "Writes plan.json, model.safetensors, profile_before.json and profile_after.json.",
+        description="Prune a model so its estimated energy meets a target. Without --data: one "
+        "cut, no fine-tuning; writes plan.json, model.safetensors, profile_before.json and "
+        "profile_after.json. With --data: the pipeline (steps toward the target, each "
+        "fine-tuned and checked by an accuracy guardrail, resumable); also writes report.json, "
+        "report.md and plots.",
         epilog="examples:\n  energyprune prune resnet56 --weights cifar10_resnet56.safetensors "
         "--target-energy 0.5 --out pruned/\n  energyprune prune resnet50 --target-energy 0.6 "
         "--criterion l2 --round-to 8 --ignore 're:layer4\\..*' --out r50/",

@@ -6,7 +6,7 @@ import argparse
 
 from rich.console import Console
 
-from energyprune.cli.common import add_val_from, load_data_with_bar, load_source
+from energyprune.cli.common import add_val_from, load_data_with_bar, load_source, model_help
 from energyprune.errors import ConfigError
 from energyprune.pruning.plan import PruningPlan
 
@@ -21,7 +21,7 @@ def add_quantize(sub: argparse._SubParsersAction) -> None:
         "precision). Writes DIR/model.pt2 (torch.export program), quant.json and "
         "quant_report.json.",
     )
-    p.add_argument("model", help="model spec or a pruned folder (plan.json + model.safetensors)")
+    p.add_argument("model", help=model_help(folders=True))
     p.add_argument("--weights", help="weights for a model spec")
     p.add_argument("--input-shape", help="input shape (default from the data)")
     p.add_argument("--data", default="digits", help="digits | cifar10:PATH | ...")

@@ -11,7 +11,18 @@ from energyprune.files import atomic_path
 if TYPE_CHECKING:
     from energyprune.energy.model import EnergyProfile
 
-__all__ = ["plot_layer_energy", "plot_run"]
+__all__ = ["layer_labels", "plot_layer_energy", "plot_run"]
+
+
+def layer_labels(layers) -> list[str]:
+    """Layer names for a plot; a block that also has children (ResNet's ``layer1.0``) is priced
+    for its own ops only (the residual add, the activation after it), and says so."""
+    names = [layer.name for layer in layers]
+    parents = {n for n in names for other in names if other.startswith(n + ".")}
+    return [
+        f"{layer.name} ({layer.type}'s own ops)" if layer.name in parents else layer.name
+        for layer in layers
+    ]
 
 
 def plot_layer_energy(prof: EnergyProfile, path: str | os.PathLike[str], top: int = 30) -> None:
@@ -21,8 +32,9 @@ def plot_layer_energy(prof: EnergyProfile, path: str | os.PathLike[str], top: in
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    labels = dict(zip((la.name for la in prof.layers), layer_labels(prof.layers), strict=True))
     layers = sorted(prof.layers, key=lambda layer: layer.energy_j, reverse=True)[:top][::-1]
-    names = [layer.name for layer in layers]
+    names = [labels[layer.name] for layer in layers]
     compute = [layer.compute_j * 1e3 for layer in layers]
     memory = [layer.memory_j * 1e3 for layer in layers]
     fig, ax = plt.subplots(figsize=(9, 0.28 * len(layers) + 1.6))
@@ -61,7 +73,7 @@ def plot_run(report: dict, before: EnergyProfile, after: EnergyProfile, folder) 
         0.4,
         label="after",
     )
-    ax.set_xticks(list(x), [la.name for la in layers], rotation=90, fontsize=6)
+    ax.set_xticks(list(x), layer_labels(layers), rotation=90, fontsize=6)
     ax.set_ylabel(f"estimated µJ per inference ({before.hardware})")
     ax.set_title("Per-layer energy before vs after pruning (estimated)")
     ax.legend()
@@ -78,13 +90,14 @@ def plot_run(report: dict, before: EnergyProfile, after: EnergyProfile, folder) 
         marker="o",
         label="validation, accepted steps",
     )
-    ax.scatter(
-        [s["energy_fraction"] for s in rejected],
-        [100 * s["val_top1"] for s in rejected],
-        marker="x",
-        color="red",
-        label="rolled back",
-    )
+    if rejected:  # a legend entry for nothing would say something happened
+        ax.scatter(
+            [s["energy_fraction"] for s in rejected],
+            [100 * s["val_top1"] for s in rejected],
+            marker="x",
+            color="red",
+            label="rolled back (failed the guardrail)",
+        )
     ax.scatter(
         [1 - report["energy_reduction"]],
         [100 * report["after"]["top1"]],
@@ -93,7 +106,7 @@ def plot_run(report: dict, before: EnergyProfile, after: EnergyProfile, folder) 
         color="green",
         label="final, test split",
     )
-    ax.set_xlabel(f"energy / dense ({report['energy_basis']})")
+    ax.set_xlabel(f"energy / dense, {report['energy_basis']}")
     ax.set_ylabel("top-1 (%)")
     ax.invert_xaxis()
     ax.legend()
