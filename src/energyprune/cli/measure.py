@@ -11,6 +11,7 @@ import torch
 from rich.console import Console
 
 from energyprune.cli.common import add_model_args, load_source, shape_error
+from energyprune.cli.progress import status
 from energyprune.errors import ConfigError, EnergyPruneError
 from energyprune.files import atomic_write_text
 from energyprune.models.placement import example_input
@@ -75,7 +76,7 @@ def _run_measure(args: argparse.Namespace, console: Console) -> int:
         args.device = args.device or "cpu"
         return _measure_int8(args, console, model, name, shape, protocol)
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    with console.status("measuring") as status:
+    with status(console, f"measuring {name}") as update:
         try:
             result = measure(
                 model,
@@ -88,7 +89,7 @@ def _run_measure(args: argparse.Namespace, console: Console) -> int:
                 compile=args.compile,
                 int8_linear=args.int8,
                 protocol=protocol,
-                progress=lambda stage: status.update(f"measuring {name}: {stage}"),
+                progress=lambda stage: update(f"measuring {name}: {stage}"),
             )
         except (RuntimeError, ValueError, IndexError) as e:
             if isinstance(e, EnergyPruneError):
@@ -143,7 +144,7 @@ def _measure_int8(args, console: Console, model, name: str, shape, protocol: Pro
             "measure it with --device cpu [--compile]"
         )
     q = load_quantized(args.model)
-    with console.status(f"measuring {name}: fp32 and int8"):
+    with status(console, f"measuring {name}: fp32 and int8"):
         result = compare_int8(
             model,
             q,

@@ -8,13 +8,14 @@ one per epoch and per step, each with the stage, batch, mean loss and ETA.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import TracebackType
 
 from rich.console import Console
 
-__all__ = ["EVERY_S", "Progress", "clock_text"]
+__all__ = ["EVERY_S", "Progress", "clock_text", "status"]
 
 EVERY_S = 10.0
 
@@ -133,3 +134,22 @@ class Progress:
     def _line(self, now: float, text: str) -> None:
         self._last = now
         self.console.print(text, highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def status(console: Console, message: str) -> Iterator[Callable[[str], None]]:
+    """A spinner on a terminal; elsewhere the message as a line, then updates at most one per
+    :data:`EVERY_S` seconds. Yields the update callback."""
+    if console.is_terminal:
+        with console.status(message) as spinner:
+            yield lambda text: spinner.update(text)
+        return
+    console.print(message, highlight=False, soft_wrap=True)
+    last = [time.monotonic()]
+
+    def update(text: str) -> None:
+        if time.monotonic() - last[0] >= EVERY_S:
+            last[0] = time.monotonic()
+            console.print(text, highlight=False, soft_wrap=True)
+
+    yield update

@@ -15,7 +15,7 @@ from energyprune.cli.common import (
     load_data_with_bar,
     load_model,
 )
-from energyprune.cli.progress import Progress
+from energyprune.cli.progress import Progress, status
 from energyprune.energy.hardware import BUILTIN_PROFILES, load_hardware
 from energyprune.errors import ConfigError
 from energyprune.files import atomic_write_text
@@ -207,7 +207,7 @@ def _run_prune(args: argparse.Namespace, console: Console) -> int:
         raise ConfigError(
             "--quantize needs --data: calibration batches come from its validation split"
         )
-    with console.status(f"pruning {built.name}"):
+    with status(console, f"pruning {built.name}"):
         example = example_input(built.model, shape)
         result = prune(built.model, example, spec=_spec(args, (n, m)), name=built.name)
     result.plan.arch = {"name": built.name, "source": built.source}

@@ -7,6 +7,7 @@ import argparse
 from rich.console import Console
 
 from energyprune.cli.common import add_val_from, load_data_with_bar, load_source, model_help
+from energyprune.cli.progress import status
 from energyprune.errors import ConfigError
 from energyprune.pruning.plan import PruningPlan
 
@@ -105,7 +106,7 @@ def write_int8(model, plan: PruningPlan, data, out, console: Console, **settings
     from energyprune.pipeline.int8 import int8_with_guardrail, save_int8
     from energyprune.reports.report import int8_table
 
-    with console.status("quantising to int8 and measuring fp32 vs int8"):
+    with status(console, "quantising to int8 and measuring fp32 vs int8"):
         q, report = int8_with_guardrail(model, data, plan.arch["name"], **settings)
     save_int8(q, report, model, plan, out)
     console.print(int8_table(report))
