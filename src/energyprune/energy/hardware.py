@@ -45,6 +45,10 @@ class HardwareProfile:
         unaligned_mac_pj: extra energy per MAC of an op whose widths are not multiples of
             ``channel_multiple`` (GPU tensor-core tiles; fitted by calibration).
         calibration: fidelity report of a calibrated profile (None for hand-written ones).
+        peak_flops / bandwidth / launch_s / static_w: rates for the roofline (energy/roofline.py):
+            FLOP/s per dtype, bytes/s per memory level, seconds per kernel launch, and static
+            (idle) watts charged over the ops' time. Without ``peak_flops`` and ``bandwidth``
+            no time and no static energy is priced.
         sources / assumptions: citations and modelling assumptions, from the file.
         path: file it was loaded from.
     """
@@ -59,10 +63,19 @@ class HardwareProfile:
     launch_pj: float = 0.0
     unaligned_mac_pj: float = 0.0
     calibration: dict[str, Any] | None = None
+    peak_flops: dict[str, float] = field(default_factory=dict)
+    bandwidth: dict[str, float] = field(default_factory=dict)
+    launch_s: float = 0.0
+    static_w: float = 0.0
     sources: tuple[str, ...] = ()
     assumptions: tuple[str, ...] = ()
     description: str = ""
     path: str = ""
+
+    @property
+    def timed(self) -> bool:
+        """Whether the profile prices op time (and so static energy)."""
+        return bool(self.peak_flops and self.bandwidth)
 
     def compute_row(self, dtype: str) -> str:
         """Which ``compute_pj`` row prices ``dtype`` (fp64 → fp32, wide ints → int32)."""
@@ -95,6 +108,28 @@ class HardwareProfile:
                 f"hardware profile '{self.name}' has no memory level '{level}'; it has "
                 f"{sorted(self.memory_pj_per_byte)}: add it under memory_pj_per_byte"
             ) from None
+
+
+def _rates(data: dict, origin: str, memory: dict) -> list[Any]:
+    """The roofline rates' values, after checking what they name."""
+    peak, bandwidth = data.get("peak_flops") or {}, data.get("bandwidth") or {}
+    if not isinstance(peak, dict) or not isinstance(bandwidth, dict):
+        raise ConfigError(f"hardware profile {origin}: peak_flops and bandwidth must be mappings")
+    if bool(peak) != bool(bandwidth):
+        raise ConfigError(
+            f"hardware profile {origin}: give both peak_flops and bandwidth (or neither): the "
+            "roofline needs both"
+        )
+    unknown = [level for level in bandwidth if level not in memory]
+    if unknown:
+        raise ConfigError(
+            f"hardware profile {origin}: bandwidth names {unknown[0]}, which has no cost in "
+            "memory_pj_per_byte"
+        )
+    rates = [*peak.values(), *bandwidth.values()]
+    if any(isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0 for v in rates):
+        raise ConfigError(f"hardware profile {origin}: peak_flops and bandwidth must be > 0")
+    return [*rates, data.get("launch_s", 0.0), data.get("static_w", 0.0)]
 
 
 def _check(data: Any, origin: str) -> HardwareProfile:
@@ -134,12 +169,23 @@ def _check(data: Any, origin: str) -> HardwareProfile:
         data["buffer_bytes"],
         data.get("launch_pj", 0.0),
         data.get("unaligned_mac_pj", 0.0),
+        *_rates(data, origin, memory),
     ]
     if any(not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 for v in numbers):
-        raise ConfigError(f"hardware profile {origin}: every cost must be a number >= 0")
+        raise ConfigError(
+            f"hardware profile {origin}: every cost must be a number >= 0 (YAML reads 1e12 as "
+            "text: write 1.0e+12)"
+        )
     multiple = data.get("channel_multiple", 1)
     if not isinstance(multiple, int) or multiple < 1:
         raise ConfigError(f"hardware profile {origin}: channel_multiple must be an integer >= 1")
+    return _build(data, origin)
+
+
+def _build(data: dict, origin: str) -> HardwareProfile:
+    """A checked profile mapping as a :class:`HardwareProfile`."""
+    compute, memory = data["compute_pj"], data["memory_pj_per_byte"]
+    accesses = data.get("accesses_per_mac") or {}
     return HardwareProfile(
         name=str(data["name"]),
         compute_pj={str(k): {n: float(x) for n, x in v.items()} for k, v in compute.items()},
@@ -147,10 +193,14 @@ def _check(data: Any, origin: str) -> HardwareProfile:
         buffer_bytes=int(data["buffer_bytes"]),
         accesses_per_mac={str(k): float(v) for k, v in accesses.items()},
         zero_skipping=bool(data.get("zero_skipping", False)),
-        channel_multiple=multiple,
+        channel_multiple=data.get("channel_multiple", 1),
         launch_pj=float(data.get("launch_pj", 0.0)),
         unaligned_mac_pj=float(data.get("unaligned_mac_pj", 0.0)),
         calibration=data.get("calibration"),
+        peak_flops={str(k): float(v) for k, v in (data.get("peak_flops") or {}).items()},
+        bandwidth={str(k): float(v) for k, v in (data.get("bandwidth") or {}).items()},
+        launch_s=float(data.get("launch_s", 0.0)),
+        static_w=float(data.get("static_w", 0.0)),
         sources=tuple(str(s) for s in data["sources"]),
         assumptions=tuple(str(s) for s in data.get("assumptions") or ()),
         description=str(data.get("description", "")),

@@ -30,6 +30,7 @@ from torch import nn
 from energyprune.energy.features import op_features, split_energy
 from energyprune.energy.hardware import DTYPES, HardwareProfile, load_hardware
 from energyprune.energy.quantity import Estimated
+from energyprune.energy.roofline import op_seconds
 from energyprune.energy.trace import OpRecord, Trace, trace
 from energyprune.errors import ConfigError
 from energyprune.models.layers import folded_copy
@@ -59,18 +60,21 @@ class OpEnergy:
     compute_j: float
     memory_j: float
     overhead_j: float = 0.0
+    seconds: float = 0.0  # roofline time (0 under profiles without rates)
+    static_j: float = 0.0  # static power over that time
 
     @property
     def energy_j(self) -> float:
-        return self.compute_j + self.memory_j + self.overhead_j
+        return self.compute_j + self.memory_j + self.overhead_j + self.static_j
 
 
 @dataclass(frozen=True)
 class Totals:
     """Sums over ops: dense MACs, parameters, bytes moved and estimated joules.
 
-    ``energy_j = compute_j + memory_j + overhead_j``; overhead (per-kernel launch energy) is
-    zero except under calibrated profiles.
+    ``energy_j = compute_j + memory_j + overhead_j + static_j``; overhead (per-kernel launch
+    energy) is zero except under calibrated profiles; ``seconds`` (roofline time) and
+    ``static_j`` (static power over it) are zero under profiles without rates.
     """
 
     macs: int
@@ -80,20 +84,31 @@ class Totals:
     compute_j: float
     memory_j: float
     overhead_j: float = 0.0
+    seconds: float = 0.0
+    static_j: float = 0.0
 
     @classmethod
     def of(cls, ops: Iterable[OpEnergy], params: int) -> Totals:
         """Sum priced ops (dense MACs, bytes and energies)."""
         macs = nbytes = 0
-        compute = memory = overhead = 0.0
+        compute = memory = overhead = seconds = static = 0.0
         for op in ops:
             macs += op.record.macs
             nbytes += op.bytes
             compute += op.compute_j
             memory += op.memory_j
             overhead += op.overhead_j
-        energy = compute + memory + overhead
-        return cls(macs, params, nbytes, energy, compute, memory, overhead)
+            seconds += op.seconds
+            static += op.static_j
+        energy = compute + memory + overhead + static
+        return cls(macs, params, nbytes, energy, compute, memory, overhead, seconds, static)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON fields; ``seconds`` and ``static_j`` only where a profile priced time."""
+        data = asdict(self)
+        if not self.seconds:
+            del data["seconds"], data["static_j"]
+        return data
 
 
 @dataclass(frozen=True)
@@ -105,7 +120,7 @@ class LayerEnergy(Totals):
     dtype: str = ""  # the dtype its costliest op was priced as
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "type": self.type, "dtype": self.dtype, **asdict(self)}
+        return {"name": self.name, "type": self.type, "dtype": self.dtype, **super().to_dict()}
 
 
 @dataclass(frozen=True)
@@ -147,7 +162,7 @@ class EnergyProfile:
             "dtype": self.dtype,
             "input_shape": list(self.input_shape),
             "estimated": self.estimated,
-            "total": asdict(self.total),
+            "total": self.total.to_dict(),
             "layers": [layer.to_dict() for layer in self.layers],
             "uncosted_ops": dict(self.uncosted_ops),
             "wall_s": self.wall_s,
@@ -164,6 +179,7 @@ def price_op(
     """One traced op priced under ``hw`` (``coef``: its coefficients; ``override``: dtype)."""
     feats = op_features(record, hw, override)
     compute, memory, overhead = split_energy(feats.amounts, coef)
+    seconds = op_seconds(feats.amounts, hw)
     return OpEnergy(
         record,
         feats.dtype,
@@ -172,6 +188,8 @@ def price_op(
         compute * PJ,
         memory * PJ,
         overhead * PJ,
+        seconds,
+        hw.static_w * seconds,
     )
 
 
