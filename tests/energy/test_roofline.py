@@ -84,3 +84,16 @@ def test_the_h100_profile_is_timed_and_cites_its_figures():
     # decode-like: one token through a 4096x4096 bf16 projection is bound by its weight bytes
     prof = profile(torch.nn.Linear(4096, 4096, bias=False), torch.randn(1, 4096), hw, "bf16")
     assert prof.total.seconds == pytest.approx(4096 * 4096 * 2 / 3.35e12 + 4e-6, rel=0.01)
+
+
+def test_a_model_built_on_the_meta_device_prices_like_the_real_one():
+    """A config-only model (weights on the meta device, no memory) is priced dense, with the
+    MACs and bytes of the same model holding real weights."""
+    torch.manual_seed(0)
+    real = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8))
+    with torch.device("meta"):
+        meta = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8))
+    a = profile(real, torch.randn(4, 32), "h100-sxm", shapes_only=True)
+    b = profile(meta, torch.randn(4, 32, device="meta"), "h100-sxm", shapes_only=True)
+    assert (a.total.macs, a.total.bytes) == (b.total.macs, b.total.bytes)
+    assert b.total.energy_j == pytest.approx(a.total.energy_j)

@@ -226,7 +226,11 @@ class _TraceMode(TorchDispatchMode):
             with _disable_current_modes():  # a real count, also under a FakeTensorMode
                 if real is not None:
                     t = real.as_strided(t.shape, t.stride(), t.storage_offset())
-                self._densities[key] = float(torch.count_nonzero(t)) / t.numel()
+                # weights on the meta device (a model built from its config alone) hold no
+                # values: priced dense
+                self._densities[key] = (
+                    1.0 if t.is_meta else float(torch.count_nonzero(t)) / t.numel()
+                )
         return self._densities[key]
 
     def _read(self, t: torch.Tensor, numel: int) -> Operand:
