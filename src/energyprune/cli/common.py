@@ -38,6 +38,7 @@ __all__ = [
     "load_source",
     "model_help",
     "shape_error",
+    "verdict_colour",
 ]
 
 EXIT_USAGE = 2
@@ -163,6 +164,11 @@ def load_source(
     model, plan = load(folder)
     shape = parse_input_shape(args.input_shape) if args.input_shape else tuple(plan.input_shape)
     return model, plan.arch["name"], shape, plan
+
+
+def verdict_colour(recommended: bool | None) -> str:
+    """Colour of an int8 verdict: recommended, not recommended, or too noisy to judge (None)."""
+    return {True: "green", False: "yellow"}.get(recommended, "red")
 
 
 def shape_error(name: str, shape: tuple[int, ...], e: Exception) -> ConfigError:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import torch
 from rich.console import Console
 
-from energyprune.cli.common import add_model_args, load_source, shape_error
+from energyprune.cli.common import add_model_args, load_source, shape_error, verdict_colour
 from energyprune.cli.progress import status
 from energyprune.errors import ConfigError, EnergyPruneError
 from energyprune.files import atomic_write_text
@@ -118,14 +118,12 @@ def _int8_coverage(model, shape, layers: list[str], dtype: str | None, console: 
 
 
 def _measure_int8(args, console: Console, model, name: str, shape, protocol: Protocol) -> int:
-    from energyprune.reports.report import fmt_joules
-
     """An int8 folder: measure it against its float twin, same settings, and give the verdict."""
     from rich.table import Table
 
     from energyprune.deploy.quantize import load_quantized
     from energyprune.pipeline.int8 import compare_int8
-    from energyprune.reports.report import int8_measurement_rows
+    from energyprune.reports.report import fmt_joules, int8_measurement_rows
 
     unsupported = [
         flag
@@ -168,8 +166,7 @@ def _measure_int8(args, console: Console, model, name: str, shape, protocol: Pro
     console.print(table)
     if result["measured_joules_per_sample"] is None:
         console.print(f"energy not measured: {result['int8']['unavailable_reason']}")
-    colour = {True: "green", False: "yellow"}.get(result["recommended"], "red")
-    console.print(f"[{colour}]{result['verdict']}[/]")
+    console.print(f"[{verdict_colour(result['recommended'])}]{result['verdict']}[/]")
     if not args.compile:
         console.print("eager int8 runs reference (quantize/dequantize) kernels: add --compile")
     if args.json:

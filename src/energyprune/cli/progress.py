@@ -92,17 +92,24 @@ class Progress:
             self._update("steps", completed=done, total=total, description=f"step {done}/{total}")
 
     def on_batch(self, epoch: int, i: int, n: int, loss: float) -> None:
+        self._batch(self._stage(), epoch, i, n, loss)
+
+    def for_stage(self, stage: str) -> Callable[[int, int, int, float], None]:
+        """An ``on_batch`` for work outside the steps (pre-training), labelled ``stage``."""
+        return lambda epoch, i, n, loss: self._batch(stage, epoch, i, n, loss)
+
+    def _batch(self, stage: str, epoch: int, i: int, n: int, loss: float) -> None:
         now = self.clock()
         if epoch != self._epoch[0] or i == 0:
             self._epoch = (epoch, now, 0.0)
         _, start, summed = self._epoch
         self._epoch = (epoch, start, summed + loss)
         if self._bar is not None:
-            description = f"{self._stage()} · epoch {epoch + 1} · loss {loss:.3f}"
+            description = f"{stage} · epoch {epoch + 1} · loss {loss:.3f}"
             self._update("batches", completed=i + 1, total=n, description=description)
             return
         mean, elapsed = (summed + loss) / (i + 1), now - start  # timed from the first batch
-        where = f"{self._stage()} · epoch {epoch + 1} · batch {i + 1}/{n} · mean loss {mean:.3f}"
+        where = f"{stage} · epoch {epoch + 1} · batch {i + 1}/{n} · mean loss {mean:.3f}"
         if i + 1 == n:
             self._line(now, f"{where} · epoch done in {clock_text(elapsed)}")
         elif i == 0 and epoch == 0:  # a fine-tune began
@@ -110,18 +117,6 @@ class Progress:
         elif self._last is None or now - self._last >= self.every_s:
             eta = elapsed / i * (n - i - 1)
             self._line(now, f"{where} · {clock_text(elapsed)} elapsed · ETA {clock_text(eta)}")
-
-    def for_stage(self, stage: str) -> Callable[[int, int, int, float], None]:
-        """An ``on_batch`` for work outside the steps (pre-training), labelled ``stage``."""
-
-        def on_batch(epoch: int, i: int, n: int, loss: float) -> None:
-            before, self.stage = self.stage, stage
-            try:
-                self.on_batch(epoch, i, n, loss)
-            finally:
-                self.stage = before
-
-        return on_batch
 
     def on_items(self, done: int, total: int, what: str) -> None:
         """A count of ``total`` things (images decoded, variants measured)."""

@@ -232,10 +232,10 @@ def _run_pipeline(args, built, nm, console: Console) -> int:
     if args.quantize == "auto":
         return _run_tradeoff(args, built, data, cfg, console)
     with Progress(console, args.steps) as bar:
-        log, on_batch, on_step = bar.log, bar.on_batch, bar.on_step
         result = run_and_write(
             built.model.to(args.device), data, cfg, args.out, arch=built.name, seeds=args.seeds,
-            resume=args.resume, device=args.device, log=log, on_batch=on_batch, on_step=on_step,
+            resume=args.resume, device=args.device, log=bar.log, on_batch=bar.on_batch,
+            on_step=bar.on_step,
         )  # fmt: skip
     if result is None:
         console.print("stopped: the last completed step is checkpointed; rerun with --resume")
@@ -308,7 +308,6 @@ def _run_tradeoff(args, built, data, cfg, console: Console) -> int:
     from energyprune.reports.report import tradeoff_table
 
     with Progress(console, args.steps) as bar:
-        log, on_batch, on_step = bar.log, bar.on_batch, bar.on_step
         try:
             report = prune_or_quantize(
                 built.model.to(args.device),
@@ -317,12 +316,12 @@ def _run_tradeoff(args, built, data, cfg, console: Console) -> int:
                 args.out,
                 arch=built.name,
                 int8=int8_settings(args),
-                log=log,
+                log=bar.log,
                 seeds=args.seeds,
                 resume=args.resume,
                 device=args.device,
-                on_batch=on_batch,
-                on_step=on_step,
+                on_batch=bar.on_batch,
+                on_step=bar.on_step,
             )
         except KeyboardInterrupt:
             console.print("stopped: rerun with --resume to continue the pruning runs")

@@ -6,7 +6,13 @@ import argparse
 
 from rich.console import Console
 
-from energyprune.cli.common import add_val_from, load_data_with_bar, load_source, model_help
+from energyprune.cli.common import (
+    add_val_from,
+    load_data_with_bar,
+    load_source,
+    model_help,
+    verdict_colour,
+)
 from energyprune.cli.progress import status
 from energyprune.errors import ConfigError
 from energyprune.pruning.plan import PruningPlan
@@ -110,8 +116,8 @@ def write_int8(model, plan: PruningPlan, data, out, console: Console, **settings
         q, report = int8_with_guardrail(model, data, plan.arch["name"], **settings)
     save_int8(q, report, model, plan, out)
     console.print(int8_table(report))
-    colour = {True: "green", False: "yellow"}.get(report["recommended"], "red")
-    console.print(f"[{colour}]{report['measurement']['verdict']}[/]")
+    verdict = report["measurement"]["verdict"]
+    console.print(f"[{verdict_colour(report['recommended'])}]{verdict}[/]")
     console.print(
         f"wrote {out}/model.pt2, quant.json, plan.json, model.safetensors, quant_report.json"
     )

@@ -84,7 +84,6 @@ def _checkpoint(
     if model is not None:
         step = state["completed"]
         save(RunResult(model, plan, {}), out / "checkpoint" / f"step-{step}", arch=arch)
-    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / STATE, json.dumps(state, indent=2) + "\n")
 
 

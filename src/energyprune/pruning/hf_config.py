@@ -73,9 +73,11 @@ def config_widths(model: nn.Module) -> dict[str, list[int]]:
     found: dict[str, dict[int, int]] = {}
     for name, module in model.named_modules():
         layer = _LAYER.search(name)
+        if layer is None:  # embeddings, heads, the model itself: no per-layer width
+            continue
         for field, read in READERS.items():
             width = read(module)
-            if width is not None and layer is not None:
+            if width is not None:
                 found.setdefault(field, {}).setdefault(int(layer.group(1)), width)
     return {field: [w for _, w in sorted(by_layer.items())] for field, by_layer in found.items()}
 

@@ -217,8 +217,9 @@ def noisy_reason(*figures: dict) -> str | None:
 
 def latency_change(before: dict, after: dict) -> str:
     """after / before, or why the two readings cannot be compared."""
-    if noisy_reason(before, after):
-        return f"{TOO_NOISY} ({noisy_reason(before, after)})"
+    reason = noisy_reason(before, after)
+    if reason:
+        return f"{TOO_NOISY} ({reason})"
     return f"{after['latency_ms'] / before['latency_ms']:.2f}×"
 
 
