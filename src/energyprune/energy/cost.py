@@ -42,6 +42,9 @@ class Cost:
         reads: tensors read, each whole or as ``(tensor, elements_read)``; ``None`` = every
             tensor argument is read whole.
         writes_output: False for ops that only alias their input (views move no bytes).
+        writes: elements written per output, as ``(tensor, elements)``, for in-place updates
+            that write part of their output (a KV cache gaining one token); ``None`` = every
+            output is written whole (when ``writes_output``).
         channels: the reduction/output widths of a MAC op (conv: C_out, C_in/groups; matmul:
             k, n); hardware with a preferred ``channel_multiple`` runs others less efficiently.
     """
@@ -52,6 +55,7 @@ class Cost:
     mac_operands: tuple[torch.Tensor | tuple[torch.Tensor, int], ...] = ()
     reads: tuple[torch.Tensor | tuple[torch.Tensor, int], ...] | None = None
     writes_output: bool = True
+    writes: tuple[tuple[torch.Tensor, int], ...] | None = None
     channels: tuple[int, ...] = ()
 
 

@@ -15,6 +15,7 @@ import math
 import torch
 
 from energyprune.energy.cost import Cost, first_tensor, numel, register_formula
+from energyprune.energy.tensors import tensors_in
 
 __all__ = ["conv_macs", "sdpa_macs"]
 
@@ -129,31 +130,59 @@ def _matmul(args, kwargs, out) -> Cost:
 # --- attention --------------------------------------------------------------------------------
 
 
-def sdpa_macs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[int, int]:
+def sdpa_macs(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False
+) -> tuple[int, int]:
     """MACs of softmax(Q Kᵀ) V for (..., L, E) queries and (..., S, E/Ev) keys/values, and the
-    element count of the score matrix (for the softmax's arithmetic)."""
+    element count of the score matrix (for the softmax's arithmetic).
+
+    Under ``causal`` only the visible (query, key) pairs count: fused kernels skip the masked
+    tiles, so a causal prefill of S tokens computes S(S+1)/2 scores per head, not S². The mask
+    is aligned to the end of the keys (queries are the last L positions), as in PyTorch."""
     batch_heads = math.prod(q.shape[:-2])
     length, emb = q.shape[-2], q.shape[-1]
     source, emb_v = k.shape[-2], v.shape[-1]
-    scores = batch_heads * length * source
+    pairs = length * source
+    if causal:  # query i sees keys 0 .. i + (source - length)
+        pairs = sum(min(source, i + 1 + source - length) for i in range(length))
+    scores = batch_heads * pairs
     return scores * emb + scores * emb_v, scores
 
 
-@register_formula(
-    *_aten(
-        "_scaled_dot_product_flash_attention_for_cpu",
-        "_scaled_dot_product_flash_attention",
-        "_scaled_dot_product_efficient_attention",
-        "_scaled_dot_product_cudnn_attention",
-        "_scaled_dot_product_fused_attention_overrideable",
-        "_flash_attention_forward",
-        "_efficient_attention_forward",
-    )
-)
-def _sdpa(args, kwargs, out) -> Cost:
-    q, k, v = args[0], args[1], args[2]
-    macs, scores = sdpa_macs(q, k, v)
-    return Cost("attention", macs, SOFTMAX_OPS * scores, (q, k, v), channels=_widths(q, v))
+#: Where each fused kernel takes ``is_causal`` (None: it has no such flag; efficient attention
+#: forward encodes causality in ``custom_mask_type``, 1 = causal from the top left).
+_CAUSAL_ARG = {
+    "_scaled_dot_product_flash_attention_for_cpu": 4,
+    "_scaled_dot_product_flash_attention": 4,
+    "_scaled_dot_product_efficient_attention": 6,
+    "_scaled_dot_product_cudnn_attention": 6,
+    "_scaled_dot_product_fused_attention_overrideable": 6,
+    "_flash_attention_forward": 8,
+    "_efficient_attention_forward": None,
+}
+
+
+def _fused_attention(causal_at: int | None):
+    def formula(args, kwargs, out) -> Cost:
+        if causal_at is None:
+            causal = kwargs.get("custom_mask_type", args[9] if len(args) > 9 else 0) in (1, 2)
+        else:
+            causal = kwargs.get("is_causal", args[causal_at] if len(args) > causal_at else 0)
+        return sdpa_attention_cost(args[0], args[1], args[2], bool(causal))
+
+    return formula
+
+
+for _name, _at in _CAUSAL_ARG.items():
+    register_formula(*_aten(_name))(_fused_attention(_at))
+
+
+def sdpa_attention_cost(q, k, v, causal: bool, reads=None) -> Cost:
+    """A fused attention kernel: softmax(Q Kᵀ) V, reading its inputs once (``reads``: every
+    tensor argument when None)."""
+    macs, scores = sdpa_macs(q, k, v, causal=causal)
+    channels = _widths(q, v)
+    return Cost("attention", macs, SOFTMAX_OPS * scores, (q, k, v), reads, channels=channels)
 
 
 def _mha_macs(batch: int, length: int, source: int, embed: int) -> tuple[int, int, int]:
@@ -333,8 +362,15 @@ def _embedding(args, kwargs, out) -> Cost:
     )
 )
 def _data(args, kwargs, out) -> Cost:
-    """Zero-arithmetic ops whose bytes still move: concatenation, copies, padding, fills."""
-    return Cost("data")
+    """Zero-arithmetic ops whose bytes still move: concatenation, copies, padding, fills. A
+    broadcast view (stride 0, e.g. ``expand``) is read once per distinct element: copying K
+    expanded over a query group (``repeat_kv``) reads the cache once and writes it G times."""
+    return Cost("data", reads=tuple((t, distinct_elements(t)) for t in tensors_in((args, kwargs))))
+
+
+def distinct_elements(t: torch.Tensor) -> int:
+    """Elements of ``t`` at distinct addresses along its dims (broadcast dims count once)."""
+    return math.prod(n for n, stride in zip(t.shape, t.stride(), strict=True) if stride)
 
 
 @register_formula(*_aten("_unsafe_view", "alias", "lift_fresh"))

@@ -8,10 +8,11 @@ hooks. Nothing is priced here: :mod:`energyprune.energy.model` applies a hardwar
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,12 +27,17 @@ from torch._subclasses.fake_tensor import (
 )
 from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
-from torch.utils._pytree import tree_flatten, tree_map_only
+from torch.utils._pytree import tree_map_only
 
-from energyprune.energy import formulas  # noqa: F401  (importing it registers the op formulas)
+from energyprune.energy import (  # noqa: F401  (importing them registers the op formulas)
+    formulas,
+    formulas_decoder,
+)
 from energyprune.energy.cost import FORMULAS, Cost, generic_cost, has_rule
+from energyprune.energy.fused import MetaAttention
 from energyprune.energy.storage import read_once, storage_key
-from energyprune.errors import ConfigError, first_line
+from energyprune.energy.tensors import as_call, dtype_name, tensors_in
+from energyprune.errors import first_line
 from energyprune.models.layers import TORCH_DTYPES
 
 __all__ = [
@@ -45,23 +51,6 @@ __all__ = [
     "tensors_in",
     "trace",
 ]
-
-_DTYPE_NAMES = {
-    torch.float32: "fp32",
-    torch.float16: "fp16",
-    torch.bfloat16: "bf16",
-    torch.float64: "fp64",
-    torch.int8: "int8",
-    torch.uint8: "int8",
-    torch.int16: "int16",
-    torch.int32: "int32",
-    torch.int64: "int64",
-    torch.bool: "bool",
-    torch.float8_e4m3fn: "fp8_e4m3",
-    torch.float8_e4m3fnuz: "fp8_e4m3",
-    torch.float8_e5m2: "fp8_e5m2",
-    torch.float8_e5m2fnuz: "fp8_e5m2",
-}
 
 #: What fake tensors raise where a forward needs values or an op has no fake kernel; any
 #: other error (a device or dtype mismatch, a wrong shape) is the model's and propagates.
@@ -78,21 +67,17 @@ _log = logging.getLogger("energyprune")
 _SKIP = {"prim.device", "aten.sym_size", "aten.sym_stride", "aten.sym_numel", "aten.is_same_size"}
 
 
-def dtype_name(dtype: torch.dtype) -> str:
-    """Short name of a torch dtype (``torch.float16`` → ``"fp16"``)."""
-    return _DTYPE_NAMES.get(dtype, str(dtype).removeprefix("torch."))
-
-
 @dataclass(frozen=True)
 class Operand:
     """One tensor an op reads or writes.
 
     Attributes:
-        role: ``"param"`` (a parameter or buffer of the model), ``"input"`` or ``"output"``.
+        role: ``"param"`` (a parameter or buffer of the model), ``"kv"`` (a KV-cache tensor
+            handed to :func:`trace`, read or written), ``"input"`` or ``"output"``.
         numel: elements moved.
         dtype: short dtype name as traced (``"fp32"``).
         density: fraction of non-zero elements (parameters only; 1.0 otherwise).
-        name: parameter or buffer name for ``role="param"``.
+        name: parameter or buffer name for ``role="param"``, cache entry for ``role="kv"``.
     """
 
     role: str
@@ -182,9 +167,12 @@ class _ModuleStack:
 
 
 class _TraceMode(TorchDispatchMode):
-    def __init__(self, param_names: dict[int, str], modules: _ModuleStack) -> None:
+    def __init__(
+        self, param_names: dict[int, str], modules: _ModuleStack, kv_names: dict[int, str]
+    ) -> None:
         super().__init__()
         self.param_names = param_names
+        self.kv_names = kv_names
         self.modules = modules
         self.records: list[OpRecord] = []
         self.uncosted: Counter[str] = Counter()
@@ -211,6 +199,10 @@ class _TraceMode(TorchDispatchMode):
         self.records.append(self._record(str(func), cost, args, kwargs, out))
         return out
 
+    def add_record(self, op: str, cost: Cost, args, kwargs, out) -> None:
+        """Record an op priced outside the dispatcher (fused attention on the meta device)."""
+        self.records.append(self._record(op, cost, args, kwargs, out))
+
     def _param_name(self, t: torch.Tensor) -> str | None:
         key = storage_key(t)
         return None if key is None else self.param_names.get(key)
@@ -235,6 +227,9 @@ class _TraceMode(TorchDispatchMode):
 
     def _read(self, t: torch.Tensor, numel: int) -> Operand:
         """A tensor the op reads: a parameter when its storage is one of the model's."""
+        kv = self.kv_names.get(storage_key(t))
+        if kv is not None:
+            return Operand("kv", numel, dtype_name(t.dtype), name=kv)
         pname = self._param_name(t)
         density = self._density(t) if pname is not None else 1.0
         return Operand(
@@ -249,8 +244,10 @@ class _TraceMode(TorchDispatchMode):
         in_tensors, out_tensors = tensors_in((args, kwargs)), tensors_in(out)
         reads = in_tensors if cost.reads is None else cost.reads
         operands = [self._read(t, n) for t, n in read_once(reads)]
-        if cost.writes_output:
-            operands += [Operand("output", t.numel(), dtype_name(t.dtype)) for t in out_tensors]
+        writes = cost.writes
+        if writes is None:
+            writes = tuple((t, t.numel()) for t in out_tensors) if cost.writes_output else ()
+        operands += [self._written(t, n) for t, n in writes]
         return OpRecord(
             op=op,
             kind=cost.kind,
@@ -263,6 +260,10 @@ class _TraceMode(TorchDispatchMode):
             output_shapes=tuple(tuple(t.shape) for t in out_tensors),
             channels=tuple(int(c) for c in cost.channels),
         )
+
+    def _written(self, t: torch.Tensor, numel: int) -> Operand:
+        kv = self.kv_names.get(storage_key(t))
+        return Operand("output" if kv is None else "kv", numel, dtype_name(t.dtype), name=kv)
 
     def _mac_density(self, cost: Cost) -> float:
         """Share of the op's MACs against non-zero weights. A whole operand that is a parameter
@@ -284,27 +285,13 @@ class _TraceMode(TorchDispatchMode):
         return whole * (split + max(0, cost.macs - named)) / cost.macs
 
 
-def tensors_in(obj: Any) -> list[torch.Tensor]:
-    """The tensors in a nest of tuples, lists and dicts (inputs, outputs), in order."""
-    return [t for t in tree_flatten(obj)[0] if isinstance(t, torch.Tensor)]
-
-
-def as_call(example_inputs: Any) -> tuple[tuple, dict]:
-    """``(args, kwargs)`` to call a model with: a tensor, a tuple of inputs, or a dict."""
-    if isinstance(example_inputs, torch.Tensor):
-        return (example_inputs,), {}
-    if isinstance(example_inputs, Mapping):
-        return (), dict(example_inputs)
-    if isinstance(example_inputs, Sequence) and not isinstance(example_inputs, str):
-        return tuple(example_inputs), {}
-    raise ConfigError(
-        "example_inputs must be a tensor, a tuple of positional inputs or a dict of keyword "
-        f"inputs, got {type(example_inputs).__name__}"
-    )
-
-
 def trace(
-    model: nn.Module, example_inputs: Any, *, eval_mode: bool = True, shapes_only: bool = False
+    model: nn.Module,
+    example_inputs: Any,
+    *,
+    eval_mode: bool = True,
+    shapes_only: bool = False,
+    kv_cache: Mapping[str, torch.Tensor] | None = None,
 ) -> Trace:
     """Run one forward pass of ``model`` and record every executed aten op.
 
@@ -316,23 +303,38 @@ def trace(
             prices a ResNet-50 at 224² in a fraction of a real forward); weight densities are
             still counted on the real weights. A model whose forward needs values (data-
             dependent control flow) is traced for real instead.
+        kv_cache: name → tensor of a KV cache the inputs hold; reads and writes of their memory
+            are recorded as ``role="kv"`` (what a decode step pays per token of context). A
+            model on the meta device is traced for real (meta kernels compute no values).
 
     Returns:
         A :class:`Trace`. The caller's grad mode is respected, so fused inference kernels appear
         under ``torch.no_grad()`` exactly as they would in deployment.
     """
-    if shapes_only:
+    kv_names = {storage_key(t): name for name, t in (kv_cache or {}).items()}
+    if shapes_only and not kv_names:
         try:
             return _trace(
-                model, example_inputs, eval_mode, FakeTensorMode(allow_non_fake_inputs=True)
+                model, example_inputs, eval_mode, FakeTensorMode(allow_non_fake_inputs=True), {}
             )
         except _FAKE_LIMITS as e:  # values needed (e.g. .item() in forward): trace for real
             _log.debug("fake-tensor trace of %s fell back to a real forward: %s: %s",
                        type(model).__name__, type(e).__name__, first_line(e))  # fmt: skip
-    return _trace(model, example_inputs, eval_mode, None)
+    return _trace(model, example_inputs, eval_mode, None, kv_names)
 
 
-def _trace(model: nn.Module, example_inputs: Any, eval_mode: bool, fake) -> Trace:
+def _meta_attention(model: nn.Module, mode: _TraceMode) -> contextlib.AbstractContextManager:
+    """Fused attention for a model on the meta device; nothing otherwise (any function mode
+    turns off ``nn.MultiheadAttention``'s fused fast path, which real traces must see)."""
+    tensors = [*model.parameters(), *model.buffers()]
+    if tensors and tensors[0].is_meta:
+        return MetaAttention(mode.add_record)
+    return contextlib.nullcontext()
+
+
+def _trace(
+    model: nn.Module, example_inputs: Any, eval_mode: bool, fake, kv_names: dict[int, str]
+) -> Trace:
     args, kwargs = as_call(example_inputs)
     param_names: dict[int, str] = {}
     real_of: dict[int, torch.Tensor] = {}
@@ -357,12 +359,12 @@ def _trace(model: nn.Module, example_inputs: Any, eval_mode: bool, fake) -> Trac
     if eval_mode:
         model.eval()
     stack = _ModuleStack(model)
-    mode = _TraceMode(param_names, stack)
+    mode = _TraceMode(param_names, stack, kv_names)
     mode.real_of = real_of
     start = time.perf_counter()
     try:
         if fake is None:
-            with mode:
+            with mode, _meta_attention(model, mode):
                 model(*args, **kwargs)
         else:
             args, kwargs = tree_map_only(torch.Tensor, fake.from_tensor, (args, kwargs))

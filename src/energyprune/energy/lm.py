@@ -1,0 +1,283 @@
+"""Energy per token of a decoder-only language model in a stated serving regime (an estimate).
+
+:func:`profile_lm` builds each forward pass of the regime (:mod:`energyprune.energy.regimes`)
+with a real static cache (:mod:`energyprune.models.hf`), traces the model's own code on the
+meta device, prices it under a hardware profile, and divides by the tokens the regime counts.
+Cache traffic is its own category: the tracer tags the cache's memory, so KV bytes are what
+the model's attention reads and writes, not a formula of ours.
+
+Mixture-of-experts rule: compute is the active experts' (top-k per token, as routed); weight
+bytes are the experts a step is expected to touch, :func:`~energyprune.energy.regimes.
+touched_experts` = E (1 - (1 - k/E)^T) for T tokens in the step, of the whole expert stack the
+grouped kernel is handed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from energyprune.energy.features import itemsize, price_dtype
+from energyprune.energy.hardware import HardwareProfile, load_hardware
+from energyprune.energy.model import EnergyProfile, OpEnergy, estimate
+from energyprune.energy.regimes import Decode, Prefill, Regime, Workload, touched_experts
+from energyprune.energy.trace import Trace, trace
+from energyprune.errors import ConfigError
+
+__all__ = ["LMPass", "LMProfile", "LayerSplit", "profile_lm"]
+
+_ROLE_FIELD = {"param": "weight_bytes", "kv": "kv_bytes"}  # anything else: activations
+
+
+@dataclass(frozen=True)
+class LayerSplit:
+    """One module's share of a token's estimated cost (FLOPs = 2 per MAC)."""
+
+    name: str
+    type: str
+    flops: float = 0.0
+    weight_bytes: float = 0.0
+    kv_bytes: float = 0.0
+    activation_bytes: float = 0.0
+    compute_j: float = 0.0
+    memory_j: float = 0.0
+    static_j: float = 0.0
+    overhead_j: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def energy_j(self) -> float:
+        return self.compute_j + self.memory_j + self.static_j + self.overhead_j
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "energy_j": self.energy_j}
+
+
+@dataclass(frozen=True)
+class LMPass:
+    """One traced forward pass of a regime and how many times the regime runs it."""
+
+    phase: str
+    batch: int
+    length: int  # prompt tokens (prefill) or cached tokens (decode)
+    count: float
+    profile: EnergyProfile = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        key = "prompt" if self.phase == "prefill" else "context"
+        total = self.profile.total
+        return {
+            "phase": self.phase,
+            "batch": self.batch,
+            key: self.length,
+            "count": self.count,
+            "energy_j": total.energy_j,
+            "seconds": total.seconds,
+        }
+
+
+@dataclass(frozen=True)
+class LMProfile:
+    """Estimated energy per token of a language model in one regime. Never a measurement.
+
+    ``energy_j``/``seconds`` are per token of ``regime.basis``; ``seconds`` is device time per
+    token (the inverse of throughput), 0 under profiles without rates. ``layers`` split one
+    token's cost by module and sum to it.
+    """
+
+    model: str
+    hardware: str
+    hardware_source: str
+    dtype: str
+    regime: Regime
+    energy_j: float
+    seconds: float
+    layers: tuple[LayerSplit, ...]
+    passes: tuple[LMPass, ...]
+    moe: dict[str, Any] | None = None
+    uncosted_ops: dict[str, int] = field(default_factory=dict)
+    wall_s: float = 0.0
+    estimated: bool = True
+
+    def total(self, name: str) -> float:
+        """A per-token sum over layers (``"flops"``, ``"kv_bytes"``, ``"compute_j"``...)."""
+        return sum(getattr(layer, name) for layer in self.layers)
+
+    def to_dict(self) -> dict[str, Any]:
+        sums = (
+            "flops",
+            "weight_bytes",
+            "kv_bytes",
+            "activation_bytes",
+            "compute_j",
+            "memory_j",
+            "static_j",
+            "overhead_j",
+        )
+        return {
+            "model": self.model,
+            "hardware": self.hardware,
+            "hardware_source": self.hardware_source,
+            "dtype": self.dtype,
+            "estimated": self.estimated,
+            "regime": self.regime.to_dict(),
+            "per_token": {
+                "energy_j": self.energy_j,
+                "seconds": self.seconds,
+                "basis": self.regime.basis,
+                **{k: self.total(k) for k in sums},
+            },
+            "layers": [layer.to_dict() for layer in self.layers],
+            "passes": [p.to_dict() for p in self.passes],
+            "moe": self.moe,
+            "uncosted_ops": dict(self.uncosted_ops),
+            "wall_s": self.wall_s,
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+
+def _moe(config: Any) -> tuple[int, int] | None:
+    experts = getattr(config, "num_local_experts", None) or getattr(config, "num_experts", None)
+    top_k = getattr(config, "num_experts_per_tok", None)
+    return (int(experts), int(top_k)) if experts and top_k else None
+
+
+def _touched(tr: Trace, experts: int, top_k: int, tokens: int) -> Trace:
+    """The trace with each grouped expert matmul reading only the experts its tokens touch."""
+    share = touched_experts(experts, top_k, tokens) / experts
+    records = []
+    for r in tr.records:
+        if r.op.startswith("aten._grouped_mm"):
+            ops = tuple(
+                dataclasses.replace(o, numel=round(o.numel * share)) if o.role == "param" else o
+                for o in r.operands
+            )
+            r = dataclasses.replace(r, operands=ops)
+        records.append(r)
+    return dataclasses.replace(tr, records=tuple(records))
+
+
+def _as_model(model_or_config: Any) -> tuple[nn.Module, str]:
+    from energyprune.models import hf
+
+    if isinstance(model_or_config, nn.Module):
+        if not hasattr(model_or_config, "config"):
+            raise ConfigError(
+                f"profile_lm prices Hugging Face causal LMs; {type(model_or_config).__name__} "
+                "has no .config: use energyprune.profile for other models"
+            )
+        return hf.meta_twin(model_or_config), type(model_or_config).__name__
+    if isinstance(model_or_config, (str, os.PathLike)):
+        spec = str(model_or_config)
+        spec = spec if hf.is_hf_spec(spec) else hf.HF_PREFIX + spec
+        return hf.build_hf(hf.read_hf_config(spec)), spec
+    return hf.build_hf(model_or_config), type(model_or_config).__name__.removesuffix("Config")
+
+
+def _passes(regime: Regime) -> list[tuple[str, int, int, float]]:
+    """(phase, batch, length, count) of each forward pass the regime runs."""
+    if isinstance(regime, Prefill):
+        return [("prefill", regime.batch, regime.prompt, 1.0)]
+    if isinstance(regime, Decode):
+        return [("decode", regime.batch, regime.context, 1.0)]
+    if isinstance(regime, Workload):
+        contexts = regime.decode_contexts()
+        steps = [("decode", regime.batch, c, regime.output / len(contexts)) for c in contexts]
+        return [("prefill", regime.batch, regime.prompt, 1.0), *steps]
+    raise ConfigError(f"regime must be Prefill, Decode or Workload, got {regime!r}")
+
+
+def _tokens(regime: Regime) -> int:
+    if isinstance(regime, Prefill):
+        return regime.batch * regime.prompt
+    if isinstance(regime, Decode):
+        return regime.batch
+    return regime.batch * regime.output
+
+
+def _split(weighted: Iterable[tuple[OpEnergy, float]], hw: HardwareProfile, dtype, types):
+    rows: dict[str, dict[str, float]] = {}
+    for op, weight in weighted:
+        row = rows.setdefault(op.record.module or "(root)", {})
+        row["flops"] = row.get("flops", 0.0) + 2 * op.record.macs * weight
+        for o in op.record.operands:
+            key = _ROLE_FIELD.get(o.role, "activation_bytes")
+            nbytes = o.numel * itemsize(price_dtype(o.dtype, dtype))
+            if o.role == "param" and hw.zero_skipping:
+                nbytes *= o.density
+            row[key] = row.get(key, 0.0) + nbytes * weight
+        for key in ("compute_j", "memory_j", "static_j", "overhead_j", "seconds"):
+            row[key] = row.get(key, 0.0) + getattr(op, key) * weight
+    return tuple(LayerSplit(name, types.get(name, "?"), **row) for name, row in rows.items())
+
+
+def profile_lm(
+    model_or_config: Any,
+    regime: Regime,
+    hardware: str | os.PathLike[str] | HardwareProfile = "horowitz-45nm",
+    dtype: str | None = None,
+    *,
+    name: str | None = None,
+) -> LMProfile:
+    """Estimate a language model's energy per token in ``regime`` (an estimate, never a
+    measurement).
+
+    Args:
+        model_or_config: a Hugging Face causal LM (priced by shape: its weights are not
+            used), a ``PretrainedConfig``, or an ``hf:`` spec / path to a ``config.json``.
+        regime: :class:`Prefill`, :class:`Decode` or :class:`Workload`.
+        hardware: profile name, YAML path or :class:`HardwareProfile`; profiles with rates
+            (``h100-sxm``) also give time per token and static energy.
+        dtype: price floating tensors as this dtype (default: the model's).
+    """
+    start = time.perf_counter()
+    hw = load_hardware(hardware)
+    model, default_name = _as_model(model_or_config)
+    from energyprune.models import hf
+
+    moe = _moe(model.config)
+    passes, weighted, uncosted = [], [], {}
+    for phase, batch, length, count in _passes(regime):
+        step = (hf.prefill_step if phase == "prefill" else hf.decode_step)(model, batch, length)
+        tr = trace(model, step.inputs, kv_cache=step.kv_cache)
+        if moe:
+            tr = _touched(tr, *moe, tokens=step.tokens)
+        prof = estimate(tr, hw, dtype, model_name=name or default_name)
+        passes.append(LMPass(phase, batch, length, count, prof))
+        share = count / _tokens(regime)
+        weighted += [(op, share) for op in prof.ops]
+        for op, n in prof.uncosted_ops.items():
+            uncosted[op] = uncosted.get(op, 0) + n
+    types = {m: info.type for m, info in tr.modules.items()} | {"(root)": type(model).__name__}
+    layers = _split(weighted, hw, dtype, types)
+    moe_info = None
+    if moe:
+        moe_info = {
+            "experts": moe[0],
+            "top_k": moe[1],
+            "rule": "compute: top-k active experts "
+            "per token; weight bytes: E(1-(1-k/E)^T) experts touched by T tokens",
+        }
+    return LMProfile(
+        model=name or default_name,
+        hardware=hw.name,
+        hardware_source=hw.path,
+        dtype=passes[0].profile.dtype,
+        regime=regime,
+        energy_j=sum(layer.energy_j for layer in layers),
+        seconds=sum(layer.seconds for layer in layers),
+        layers=layers,
+        passes=tuple(passes),
+        moe=moe_info,
+        uncosted_ops=uncosted,
+        wall_s=time.perf_counter() - start,
+    )

@@ -1,0 +1,128 @@
+"""Serving regimes of a language model: what one priced token is.
+
+Energy per token moves 6-10x with batch size alone (decode reads every weight once per step,
+however many sequences share it), so an LLM figure means nothing without its regime:
+
+* :class:`Prefill` ``(batch, prompt)``: a prompt written into the cache, J per prompt token;
+* :class:`Decode` ``(batch, context)``: one token per sequence after ``context`` cached ones,
+  J per generated token;
+* :class:`Workload` ``(prompt, output, batch)``: a whole request, prefill included, J per output
+  token, as a server's meter sees it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from energyprune.errors import ConfigError
+
+__all__ = ["Decode", "Prefill", "Regime", "Workload", "parse_workload", "touched_experts"]
+
+
+def _positive(**values: int) -> None:
+    for name, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Prefill:
+    """``batch`` prompts of ``prompt`` tokens each; priced per prompt token."""
+
+    batch: int = 1
+    prompt: int = 1024
+    phase: str = "prefill"
+    basis: str = "prompt token"
+
+    def __post_init__(self) -> None:
+        _positive(batch=self.batch, prompt=self.prompt)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Decode:
+    """One generated token for each of ``batch`` sequences holding ``context`` cached tokens;
+    priced per generated token."""
+
+    batch: int = 1
+    context: int = 1024
+    phase: str = "decode"
+    basis: str = "generated token"
+
+    def __post_init__(self) -> None:
+        _positive(batch=self.batch, context=self.context)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """``batch`` requests of ``prompt`` tokens in and ``output`` tokens out, priced per output
+    token with the prefill included.
+
+    Decode step t (t = 0 .. output-1) holds ``prompt + t`` cached tokens. Every op's FLOPs and
+    bytes are affine in the context, so the ``output`` steps cost exactly ``output`` times the
+    step at the mean context ``prompt + (output - 1) / 2`` (priced as the mean of the two whole
+    contexts around it). The roofline's max() is convex, so time, and static energy with it,
+    is a slight underestimate where an op crosses from compute- to memory-bound mid-request.
+    """
+
+    prompt: int = 512
+    output: int = 256
+    batch: int = 1
+    phase: str = "workload"
+    basis: str = "output token"
+
+    def __post_init__(self) -> None:
+        _positive(prompt=self.prompt, output=self.output, batch=self.batch)
+
+    def decode_contexts(self) -> tuple[int, ...]:
+        """The whole contexts whose mean is the mean context (one or two)."""
+        mean = self.prompt + (self.output - 1) / 2
+        return tuple(sorted({math.floor(mean), math.ceil(mean)}))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+Regime = Prefill | Decode | Workload
+
+
+def parse_workload(text: str) -> Workload:
+    """``"prompt=512,output=256,batch=64"`` → :class:`Workload` (``batch`` defaults to 1)."""
+    fields: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or key not in ("prompt", "output", "batch"):
+            raise ConfigError(
+                f"--workload takes prompt=S,output=N[,batch=B], got {part!r} in {text!r}"
+            )
+        try:
+            fields[key] = int(value)
+        except ValueError:
+            raise ConfigError(f"--workload {key} must be a whole number, got {value!r}") from None
+    missing = [k for k in ("prompt", "output") if k not in fields]
+    if missing:
+        raise ConfigError(f"--workload needs {' and '.join(missing)}: e.g. prompt=512,output=256")
+    return Workload(**fields)
+
+
+def touched_experts(experts: int, top_k: int, tokens: int) -> float:
+    """Experts a step is expected to read, of ``experts``, when each of ``tokens`` tokens routes
+    to ``top_k`` distinct experts, uniformly and independently: E (1 - (1 - k/E)^T).
+
+    Decode at batch 1 reads k experts' weights; a large batch reads nearly all of them. Real
+    routers are not uniform (some experts are hot), which makes fewer experts touched: this
+    is the upper end for a balanced router, the one load-balancing losses train towards."""
+    if experts < 1 or not 1 <= top_k <= experts or tokens < 1:
+        raise ConfigError(
+            f"need 1 <= top_k <= experts and tokens >= 1, got experts={experts}, "
+            f"top_k={top_k}, tokens={tokens}"
+        )
+    return experts * (1.0 - (1.0 - top_k / experts) ** tokens)

@@ -1,0 +1,237 @@
+"""Hugging Face causal language models from a config alone: ``hf:PATH``.
+
+PATH is a ``config.json``, a folder holding one, or a local model folder. The model is built on
+the meta device (shapes, no memory, no values), so a 70B config costs nothing to describe and
+the tracer prices it as dense weights; weights are read only by :func:`load_hf_weights`, for
+the commands that need values. ``transformers`` is the optional ``energyprune[hf]`` extra.
+Nothing here touches the network: configs and weights are read from local files only.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from energyprune.errors import ConfigError
+from energyprune.files import read_text
+from energyprune.models.placement import placement
+
+__all__ = [
+    "HF_PREFIX",
+    "LMStep",
+    "build_hf",
+    "config_dtype",
+    "decode_step",
+    "hf_path",
+    "is_hf_spec",
+    "kv_layout",
+    "load_hf_weights",
+    "meta_twin",
+    "prefill_step",
+    "read_hf_config",
+    "require_transformers",
+]
+
+HF_PREFIX = "hf:"
+_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+#: Attention as servers run it: SDPA (fused kernels); eager only where transformers has no SDPA
+#: path (Gemma-2's logit soft-capping), and then its KV expansion is priced as executed.
+_ATTENTION = ("sdpa", "eager")
+#: Mixtures of experts run grouped matmuls (one kernel per projection, with static shapes): the
+#: per-expert loop needs routing values that a meta tensor does not have.
+_EXPERTS = "grouped_mm"
+
+
+def is_hf_spec(spec: str) -> bool:
+    return spec.startswith(HF_PREFIX)
+
+
+def require_transformers() -> Any:
+    """The ``transformers`` module, or a one-line error naming the extra to install."""
+    try:
+        import transformers
+    except ImportError:
+        raise ConfigError(
+            "hf: models need Hugging Face transformers: pip install 'energyprune[hf]'"
+        ) from None
+    return transformers
+
+
+def hf_path(spec: str) -> Path:
+    """The ``config.json`` an ``hf:`` spec names (a file, or a folder holding one)."""
+    path = Path(spec.removeprefix(HF_PREFIX)).expanduser()
+    if path.is_dir():
+        path = path / "config.json"
+    if not path.is_file():
+        raise ConfigError(
+            f"no Hugging Face config at {path}: pass hf:PATH with PATH a config.json or a "
+            "folder holding one (nothing is downloaded)"
+        )
+    return path
+
+
+def read_hf_config(spec: str | os.PathLike[str]) -> Any:
+    """The ``PretrainedConfig`` of an ``hf:`` spec, read from the local file only."""
+    transformers = require_transformers()
+    path = hf_path(str(spec))
+    try:
+        data = json.loads(read_text(path, "model config"))
+    except ValueError as e:
+        raise ConfigError(f"{path} is not valid JSON ({e}); re-save the model's config") from None
+    if not isinstance(data, dict) or not isinstance(data.get("model_type"), str):
+        raise ConfigError(f"{path} has no model_type: is it a Hugging Face config.json?")
+    model_type = data.pop("model_type")
+    try:
+        return transformers.AutoConfig.for_model(model_type, **data)
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(
+            f"{path}: transformers {transformers.__version__} cannot build a '{model_type}' "
+            f"config ({str(e).splitlines()[0]}); upgrade transformers or fix the file"
+        ) from None
+
+
+def config_dtype(config: Any) -> torch.dtype:
+    """The dtype a config says its weights are in (``dtype``/``torch_dtype``); bf16 if none."""
+    value = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    if isinstance(value, torch.dtype):
+        return value
+    return _DTYPES.get(str(value).removeprefix("torch."), torch.bfloat16)
+
+
+def build_hf(config: Any, dtype: torch.dtype | None = None) -> nn.Module:
+    """A causal LM of ``config`` on the meta device, in eval mode (no memory, no values)."""
+    transformers = require_transformers()
+    mapping = transformers.models.auto.modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    if config.model_type not in mapping:
+        raise ConfigError(
+            f"'{config.model_type}' is not a causal language model transformers knows; "
+            "energyprune prices decoder-only LMs (Llama, Mistral, Qwen, Gemma, Phi, Mixtral...)"
+        )
+    model_class = transformers.AutoModelForCausalLM._model_mapping[type(config)]
+    options: dict[str, Any] = {"dtype": dtype or config_dtype(config)}
+    if getattr(model_class, "_can_set_experts_implementation", lambda: False)():
+        options["experts_implementation"] = _EXPERTS
+    options["attn_implementation"] = next(
+        (a for a in _ATTENTION if a == "eager" or getattr(model_class, f"_supports_{a}", False)),
+        "eager",
+    )
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(config, **options)
+    return model.eval()
+
+
+def load_hf_weights(spec: str) -> nn.Module:
+    """The model of a local ``hf:`` folder with its weights (safetensors), in eval mode."""
+    transformers = require_transformers()
+    folder = hf_path(spec).parent
+    if not any(folder.glob("*.safetensors")):
+        raise ConfigError(
+            f"{folder} holds no *.safetensors weights: pass a model folder saved with "
+            "save_pretrained, or profile the config alone"
+        )
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        folder, local_files_only=True, use_safetensors=True, attn_implementation="sdpa"
+    )
+    return model.eval()
+
+
+@dataclass(frozen=True)
+class LMStep:
+    """One forward pass of a serving regime: keyword inputs, the cache they hold, and how many
+    tokens the step produces (decode) or consumes (prefill)."""
+
+    inputs: dict[str, Any]
+    kv_cache: dict[str, torch.Tensor]
+    tokens: int
+
+
+def meta_twin(model: nn.Module) -> nn.Module:
+    """``model`` with every parameter and buffer on the meta device (same shapes, no memory,
+    no values): a decode step at batch 512 and a long context then allocates nothing."""
+    if all(t.is_meta for t in [*model.parameters(), *model.buffers()]):
+        return model
+    memo: dict[int, Any] = {}
+    for t in [*model.parameters(), *model.buffers()]:
+        meta = t.detach().to("meta")
+        memo[id(t)] = nn.Parameter(meta, t.requires_grad) if isinstance(t, nn.Parameter) else meta
+    return copy.deepcopy(model, memo).eval()
+
+
+def kv_layout(model: nn.Module) -> tuple[list[int], list[int]]:
+    """(KV heads, head dim) of each decoder layer, read from the attention modules (so a
+    pruned model's own widths), else from the config."""
+    config = model.config
+    heads, dims = [], []
+    for module in model.modules():
+        if not hasattr(module, "head_dim") or not hasattr(module, "config"):
+            continue
+        k_proj = getattr(module, "k_proj", None)
+        if isinstance(k_proj, nn.Linear):
+            heads.append(k_proj.out_features // int(module.head_dim))
+            dims.append(int(module.head_dim))
+        elif hasattr(module, "qkv_proj") or hasattr(module, "o_proj"):
+            heads.append(int(config.num_key_value_heads))
+            dims.append(int(module.head_dim))
+    if len(heads) != config.num_hidden_layers:
+        dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        count = config.num_hidden_layers
+        return [int(config.num_key_value_heads)] * count, [int(dim)] * count
+    return heads, dims
+
+
+def _static_cache(model: nn.Module, batch: int, length: int) -> tuple[Any, dict[str, torch.Tensor]]:
+    """A static cache of ``length`` positions (sliding layers hold their window), allocated on
+    the model's device: the layout a server preallocates."""
+    transformers = require_transformers()
+    where = placement(model)
+    cache = transformers.StaticCache(config=model.config, max_cache_len=length)
+    heads, dims = kv_layout(model)
+    cache.early_initialization(batch, heads, dims, where.dtype, where.device)
+    tensors = {}
+    for i, layer in enumerate(cache.layers):
+        tensors[f"layers.{i}.keys"] = layer.keys
+        tensors[f"layers.{i}.values"] = layer.values
+    return cache, tensors
+
+
+def _cache_arg(model: nn.Module) -> str:
+    """The keyword the model's forward takes its cache by (``cache`` since transformers 5.x
+    deprecated ``past_key_values``)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def prefill_step(model: nn.Module, batch: int, prompt: int) -> LMStep:
+    """A prompt of ``prompt`` tokens per sequence written into an empty cache; logits for the
+    last position only (the one a server samples from)."""
+    cache, tensors = _static_cache(model, batch, prompt)
+    device = placement(model).device
+    inputs = {
+        "input_ids": torch.zeros(batch, prompt, dtype=torch.long, device=device),
+        _cache_arg(model): cache,
+        "cache_position": torch.arange(prompt, device=device),
+        "use_cache": True,
+        "logits_to_keep": 1,
+    }
+    return LMStep(inputs, tensors, batch * prompt)
+
+
+def decode_step(model: nn.Module, batch: int, context: int) -> LMStep:
+    """One new token per sequence after ``context`` cached tokens: the model's own attention
+    reads the cache (GQA, sliding windows, routing as the model runs them)."""
+    cache, tensors = _static_cache(model, batch, context + 1)
+    device = placement(model).device
+    inputs = {
+        "input_ids": torch.zeros(batch, 1, dtype=torch.long, device=device),
+        _cache_arg(model): cache,
+        "cache_position": torch.tensor([context], device=device),
+        "use_cache": True,
+    }
+    return LMStep(inputs, tensors, batch)
