@@ -14,7 +14,7 @@ from energyprune.cli.common import (
 )
 from energyprune.energy.hardware import BUILTIN_PROFILES, DTYPES, load_hardware
 from energyprune.errors import ConfigError, EnergyPruneError
-from energyprune.files import atomic_write_text
+from energyprune.files import atomic_write_text, check_writable_file
 from energyprune.models.placement import example_input
 
 
@@ -26,7 +26,11 @@ def add_profile(sub: argparse._SubParsersAction) -> None:
         "under a hardware profile. Figures are estimates, never measurements.",
         epilog="examples:\n  energyprune profile resnet56 --weights cifar10_resnet56.safetensors\n"
         "  energyprune profile resnet50 --hardware eyeriss-65nm --json r.json --plot r.png\n"
-        "  energyprune profile mypkg.models:build --input-shape 1,3,64,64",
+        "  energyprune profile mypkg.models:build --input-shape 1,3,64,64\n"
+        "  energyprune profile hf:llama/config.json --phase decode --batch 8 --context 1024 "
+        "--hardware h100-sxm\n"
+        "  energyprune profile hf:llama/ --workload prompt=512,output=256,batch=64 "
+        "--hardware h100-sxm",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_args(p)
@@ -45,13 +49,77 @@ def add_profile(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="show the N costliest layers (0 = all, in execution order)",
     )
+    _add_regime_args(p)
     p.set_defaults(run=_run_profile)
+
+
+def _add_regime_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "language models (hf:PATH: a config.json or a model folder, priced per token)"
+    )
+    g.add_argument("--phase", choices=("prefill", "decode"), help="price one pass (default decode)")
+    g.add_argument("--batch", type=int, default=1, metavar="B", help="sequences per pass (1)")
+    g.add_argument("--prompt", type=int, default=1024, metavar="S", help="prefill tokens (1024)")
+    g.add_argument(
+        "--context", type=int, default=1024, metavar="L", help="cached tokens in decode (1024)"
+    )
+    g.add_argument(
+        "--workload",
+        metavar="prompt=S,output=N,batch=B",
+        help="whole requests: J per output token, prefill included (instead of --phase)",
+    )
+
+
+def _regime(args: argparse.Namespace):
+    from energyprune.energy.regimes import Decode, Prefill, parse_workload
+
+    if args.workload and args.phase:
+        raise ConfigError("pass --workload or --phase, not both")
+    if args.workload:
+        return parse_workload(args.workload)
+    if args.phase == "prefill":
+        return Prefill(batch=args.batch, prompt=args.prompt)
+    return Decode(batch=args.batch, context=args.context)
+
+
+def _run_lm(args: argparse.Namespace, console: Console) -> int:
+    from energyprune.energy.lm import profile_lm
+    from energyprune.models.hf import read_hf_config
+    from energyprune.reports.lm import lm_layer_table, lm_summary_line
+
+    regime = _regime(args)
+    config = read_hf_config(args.model)
+    if args.json:
+        check_writable_file(args.json, "--json")
+    lm = profile_lm(config, regime, args.hardware, args.dtype, name=args.model)
+    console.print(lm_layer_table(lm, top=args.top))
+    console.print(lm_summary_line(lm), soft_wrap=True)
+    if lm.uncosted_ops:
+        ops = ", ".join(f"{op} ×{n}" for op, n in sorted(lm.uncosted_ops.items()))
+        console.print(f"[yellow]warning:[/] no cost formula for {ops}: their arithmetic is "
+                      "missing from the estimate (their bytes are counted)")  # fmt: skip
+    if args.json:
+        atomic_write_text(args.json, lm.to_json() + "\n")
+        console.print(f"wrote {args.json}")
+    return 0
 
 
 def _run_profile(args: argparse.Namespace, console: Console) -> int:
     if args.top < 0:
         raise ConfigError(f"--top must be >= 0, got {args.top}")
     load_hardware(args.hardware)  # a misspelled profile fails before the model is built
+    if args.model.startswith("hf:"):
+        if args.plot or args.weights or args.input_shape:
+            raise ConfigError(
+                "--plot, --weights and --input-shape are not for hf: models: their regime "
+                "flags set the shapes (--phase, --workload)"
+            )
+        return _run_lm(args, console)
+    if args.phase or args.workload:
+        raise ConfigError(
+            "--phase and --workload price language models: pass MODEL as hf:PATH "
+            "(a config.json or a folder holding one)"
+        )
     built, shape = load_model(args)  # and a misspelled model before the tracer is imported
     from energyprune.energy.model import EnergyProfile, profile
     from energyprune.reports.plots import plot_layer_energy

@@ -1,0 +1,85 @@
+"""Tables and lines for a language model's energy per token (an estimate, labelled so)."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from energyprune.energy.lm import LMProfile
+from energyprune.reports.report import fmt_count, fmt_joules
+
+__all__ = ["lm_layer_table", "lm_summary_line", "regime_text"]
+
+
+def regime_text(lm: LMProfile) -> str:
+    """``decode, batch 8, 1024 tokens of context`` and the like."""
+    r = lm.regime.to_dict()
+    if r["phase"] == "prefill":
+        return f"prefill, batch {r['batch']}, prompts of {r['prompt']} tokens"
+    if r["phase"] == "decode":
+        return f"decode, batch {r['batch']}, {r['context']} tokens of context"
+    return (
+        f"whole requests, batch {r['batch']}: {r['prompt']} prompt + {r['output']} output "
+        "tokens, prefill included"
+    )
+
+
+def lm_layer_table(lm: LMProfile, top: int = 15) -> Table:
+    """Per-module cost of one token; ``top`` > 0 shows the costliest first, 0 all in order."""
+    layers = list(lm.layers)
+    if top > 0:
+        layers = sorted(layers, key=lambda layer: layer.energy_j, reverse=True)[:top]
+    shown = f"top {len(layers)} of {len(lm.layers)} modules" if top > 0 else "all modules"
+    table = Table(
+        title=f"Estimated energy per {lm.regime.basis} — {lm.model} on {lm.hardware}, "
+        f"{lm.dtype}, {regime_text(lm)} ({shown})",
+        title_justify="left",
+    )
+    table.add_column("module", overflow="fold")
+    table.add_column("type", overflow="fold")
+    timed = lm.seconds > 0
+    columns = ["FLOPs", "weight B", "KV B", "act. B", "compute J", "memory J"]
+    columns += ["static J", "time"] * timed + ["% of total"]
+    for column in columns:
+        table.add_column(column, justify="right")
+    total = lm.energy_j or 1.0
+
+    def cells(row) -> list[str]:
+        values = [fmt_count(row.flops), fmt_count(row.weight_bytes, "B"),
+                  fmt_count(row.kv_bytes, "B"), fmt_count(row.activation_bytes, "B"),
+                  fmt_joules(row.compute_j), fmt_joules(row.memory_j)]  # fmt: skip
+        if timed:
+            values += [fmt_joules(row.static_j), f"{row.seconds * 1e6:.2f} µs"]
+        return [*values, f"{100 * row.energy_j / total:.1f}"]
+
+    for layer in layers:
+        table.add_row(layer.name, layer.type, *cells(layer))
+    table.add_section()
+    table.add_row("total", "", *cells(_Sum(lm)))
+    return table
+
+
+class _Sum:
+    """The per-token totals, shaped like a row."""
+
+    def __init__(self, lm: LMProfile) -> None:
+        for name in ("flops", "weight_bytes", "kv_bytes", "activation_bytes", "compute_j",
+                     "memory_j", "static_j", "seconds"):  # fmt: skip
+            setattr(self, name, lm.total(name))
+        self.energy_j = lm.energy_j
+
+
+def lm_summary_line(lm: LMProfile) -> str:
+    """Energy (and time) per token, labelled as an estimate with its regime and profile."""
+    timing = ""
+    if lm.seconds:
+        timing = (
+            f" · {lm.seconds * 1e3:.3f} ms of device time per token "
+            f"({1 / lm.seconds:,.0f} tokens/s, roofline lower bound)"
+        )
+    moe = f" · MoE: {lm.moe['rule']}" if lm.moe else ""
+    return (
+        f"estimated energy {fmt_joules(lm.energy_j)} per {lm.regime.basis} "
+        f"(compute {fmt_joules(lm.total('compute_j'))}, memory {fmt_joules(lm.total('memory_j'))}"
+        f", static {fmt_joules(lm.total('static_j'))}){timing} · {regime_text(lm)} · profile "
+        f"{lm.hardware}, {lm.dtype}{moe} · profiled in {lm.wall_s:.2f} s"
+    )
