@@ -1,0 +1,196 @@
+"""Energy per token of language models, on tiny random configs of each family (no download).
+
+Analytic counts the tracer must reproduce from the model's own code:
+* FLOPs = 2 x (linear MACs + attention MACs); linear MACs per token are the active weights
+  (a mixture of experts: the router and top-k experts); the LM head runs once per sequence in
+  prefill (servers sample from the last position) and once per token in decode; attention is
+  (dq + dv) MACs per visible (query, key) pair and query head, a causal prefill of S tokens
+  seeing S(S+1)/2 pairs, a decode step L + 1 (the cache and its new token).
+* weight bytes of a decode step = every weight once (the embedding table: only the gathered
+  rows; tied embeddings: the LM head reads the whole table) x dtype bytes.
+* KV bytes per decode token = 2 x layers x kv_heads x head_dim x (L + 1) x dtype bytes read
+  plus one position written.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from energyprune.energy.lm import profile_lm  # noqa: E402
+from energyprune.energy.regimes import (  # noqa: E402
+    Decode,
+    Prefill,
+    Workload,
+    parse_workload,
+    touched_experts,
+)
+from energyprune.errors import ConfigError  # noqa: E402
+
+D, INTER, LAYERS, HEADS, KV, HEAD_DIM, VOCAB = 64, 96, 2, 8, 2, 8, 128
+BF16 = 2
+COMMON = dict(
+    vocab_size=VOCAB,
+    hidden_size=D,
+    intermediate_size=INTER,
+    num_hidden_layers=LAYERS,
+    num_attention_heads=HEADS,
+    num_key_value_heads=KV,
+    max_position_embeddings=4096,
+    pad_token_id=0,
+    bos_token_id=0,
+    eos_token_id=0,
+    tie_word_embeddings=False,
+)
+EXPERTS, TOP_K, MOE_INTER = 4, 2, 32
+
+
+def _config(family: str):
+    make = {
+        "llama": lambda: transformers.LlamaConfig(**COMMON),
+        "mistral": lambda: transformers.MistralConfig(**COMMON, sliding_window=None),
+        "qwen2": lambda: transformers.Qwen2Config(**COMMON),
+        "qwen3": lambda: transformers.Qwen3Config(**COMMON, head_dim=HEAD_DIM),
+        "gemma3": lambda: transformers.Gemma3TextConfig(
+            **COMMON, head_dim=HEAD_DIM, sliding_window=4096
+        ),
+        "phi3": lambda: transformers.Phi3Config(**COMMON),
+        "mixtral": lambda: transformers.MixtralConfig(
+            **{**COMMON, "intermediate_size": MOE_INTER},
+            num_local_experts=EXPERTS,
+            num_experts_per_tok=TOP_K,
+        ),
+        "qwen3_moe": lambda: transformers.Qwen3MoeConfig(
+            **COMMON,
+            head_dim=HEAD_DIM,
+            num_experts=EXPERTS,
+            num_experts_per_tok=TOP_K,
+            moe_intermediate_size=MOE_INTER,
+            decoder_sparse_step=1,
+            mlp_only_layers=[],
+        ),
+    }
+    return make[family]()
+
+
+FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "gemma3", "phi3", "mixtral", "qwen3_moe"]
+MOE = {"mixtral", "qwen3_moe"}
+
+
+def _linear_macs_per_token(family: str) -> int:
+    attention = D * HEADS * HEAD_DIM * 2 + D * KV * HEAD_DIM * 2  # q, o; k, v
+    # a mixture of experts: the router and the active experts; else gate, up and down
+    mlp = D * EXPERTS + TOP_K * 3 * D * MOE_INTER if family in MOE else 3 * D * INTER
+    return LAYERS * (attention + mlp)
+
+
+def _attention_macs(batch: int, pairs: int) -> int:
+    return LAYERS * batch * HEADS * pairs * 2 * HEAD_DIM
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_prefill_flops_match_the_analytic_count(family):
+    batch, prompt = 2, 12
+    lm = profile_lm(_config(family), Prefill(batch, prompt))
+    tokens = batch * prompt
+    macs = _linear_macs_per_token(family) * tokens + VOCAB * D * batch
+    macs += _attention_macs(batch, prompt * (prompt + 1) // 2)  # causal: counted once
+    assert lm.total("flops") * tokens == pytest.approx(2 * macs, rel=0.01)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_decode_flops_match_the_analytic_count(family):
+    batch, context = 3, 20
+    lm = profile_lm(_config(family), Decode(batch, context))
+    macs = (_linear_macs_per_token(family) + VOCAB * D) * batch
+    macs += _attention_macs(batch, context + 1)
+    assert lm.total("flops") * batch == pytest.approx(2 * macs, rel=0.01)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_decode_reads_every_weight_once_and_the_cache_it_holds(family):
+    batch, context = 3, 20
+    config = _config(family)
+    lm = profile_lm(config, Decode(batch, context))
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(config)
+    expert_share = touched_experts(EXPERTS, TOP_K, batch) / EXPERTS
+    weights = 0.0
+    for name, p in model.named_parameters():
+        if "embed_tokens" in name:
+            weights += batch * D  # the gathered rows only
+        elif family in MOE and p.dim() == 3:  # a stack of experts
+            weights += p.numel() * expert_share
+        else:
+            weights += p.numel()
+    assert lm.total("weight_bytes") * batch == pytest.approx(weights * BF16, rel=1e-3)
+    kv_read = 2 * LAYERS * KV * HEAD_DIM * (context + 1) * BF16
+    kv_written = 2 * LAYERS * KV * HEAD_DIM * BF16
+    assert lm.total("kv_bytes") == pytest.approx(kv_read + kv_written, rel=1e-9)
+
+
+def test_a_sliding_window_caps_the_cache_a_decode_step_reads():
+    window, context = 8, 40
+    config = transformers.MistralConfig(**COMMON, sliding_window=window)
+    lm = profile_lm(config, Decode(1, context))
+    assert lm.total("kv_bytes") == 2 * LAYERS * KV * HEAD_DIM * (window + 1) * BF16
+
+
+def test_decode_energy_per_token_falls_with_batch_and_rises_with_context():
+    config = _config("llama")
+    by_batch = [profile_lm(config, Decode(b, 64), "h100-sxm").energy_j for b in (1, 4, 16)]
+    by_context = [profile_lm(config, Decode(4, c), "h100-sxm").energy_j for c in (16, 256, 1024)]
+    assert by_batch[0] > by_batch[1] > by_batch[2]
+    assert by_context[0] < by_context[1] < by_context[2]
+
+
+def test_a_workload_costs_its_prefill_plus_every_decode_step():
+    config = _config("qwen3")
+    prompt, output, batch = 10, 4, 2
+    lm = profile_lm(config, Workload(prompt, output, batch))  # a profile without time: exact
+    steps = [profile_lm(config, Decode(batch, prompt + t)).energy_j * batch for t in range(output)]
+    prefill = profile_lm(config, Prefill(batch, prompt)).energy_j * batch * prompt
+    assert lm.energy_j == pytest.approx((prefill + sum(steps)) / (batch * output), rel=1e-9)
+
+
+def test_layers_sum_to_the_per_token_figure_and_the_json_has_the_split():
+    lm = profile_lm(_config("llama"), Decode(2, 16), "h100-sxm")
+    data = lm.to_dict()
+    assert data["estimated"] is True
+    layers = sum(r["energy_j"] for r in data["layers"])
+    assert data["per_token"]["energy_j"] == pytest.approx(layers)
+    assert data["per_token"]["seconds"] > 0
+    keys = {"flops", "weight_bytes", "kv_bytes", "activation_bytes", "compute_j", "memory_j",
+            "static_j"}  # fmt: skip
+    assert keys <= set(data["layers"][0])
+    assert data["regime"] == {"batch": 2, "context": 16, "phase": "decode",
+                              "basis": "generated token"}  # fmt: skip
+
+
+def test_a_real_model_is_priced_by_its_shapes_like_its_config():
+    config = _config("llama")
+    real = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).eval()
+    a = profile_lm(real, Decode(2, 16), "h100-sxm")
+    b = profile_lm(config, Decode(2, 16), "h100-sxm")
+    assert a.energy_j == pytest.approx(b.energy_j, rel=1e-9)
+    assert not any(p.is_meta for p in real.parameters())  # the user's model is left alone
+
+
+@pytest.mark.parametrize(
+    ("experts", "top_k", "tokens", "expected"),
+    [(8, 2, 1, 2.0), (8, 8, 3, 8.0), (4, 1, 2, 4 * (1 - 0.75**2))],
+)
+def test_touched_experts(experts, top_k, tokens, expected):
+    assert touched_experts(experts, top_k, tokens) == pytest.approx(expected)
+
+
+def test_workload_text_and_bad_regimes_are_one_line_errors():
+    assert parse_workload("prompt=512,output=256,batch=64") == Workload(512, 256, 64)
+    assert parse_workload("prompt=8,output=2").batch == 1
+    for bad in ("prompt=8", "prompt=8,output=x", "prompt=8,output=2,beam=4", "8,2"):
+        with pytest.raises(ConfigError):
+            parse_workload(bad)
+    with pytest.raises(ConfigError, match="batch"):
+        Decode(0, 16)
