@@ -19,9 +19,11 @@ if TYPE_CHECKING:
     )
     from energyprune.energy.calibrate import calibrate
     from energyprune.energy.hardware import BUILTIN_PROFILES, HardwareProfile, load_hardware
+    from energyprune.energy.lm import LMProfile, profile_lm
     from energyprune.energy.measure import Measurement, Protocol, measure
     from energyprune.energy.meter import EnergyMeter, Meter
     from energyprune.energy.model import EnergyProfile, LayerEnergy, Totals, estimate, profile
+    from energyprune.energy.regimes import Decode, Prefill, Workload
     from energyprune.energy.trace import Trace, trace
     from energyprune.errors import (
         ConfigError,
@@ -52,6 +54,11 @@ _EXPORTS = {
     "BUILTIN_PROFILES": "energyprune.energy.hardware",
     "HardwareProfile": "energyprune.energy.hardware",
     "load_hardware": "energyprune.energy.hardware",
+    "LMProfile": "energyprune.energy.lm",
+    "profile_lm": "energyprune.energy.lm",
+    "Decode": "energyprune.energy.regimes",
+    "Prefill": "energyprune.energy.regimes",
+    "Workload": "energyprune.energy.regimes",
     "Measurement": "energyprune.energy.measure",
     "Protocol": "energyprune.energy.measure",
     "measure": "energyprune.energy.measure",
@@ -87,15 +94,18 @@ _EXPORTS = {
 __all__ = [
     "BUILTIN_PROFILES",
     "ConfigError",
+    "Decode",
     "EnergyMeter",
     "EnergyProfile",
     "EnergyPruneError",
     "HardwareProfile",
+    "LMProfile",
     "LayerEnergy",
     "Measurement",
     "Meter",
     "MeterError",
     "MeterUnavailableError",
+    "Prefill",
     "Protocol",
     "PruneResult",
     "PruneSpec",
@@ -105,6 +115,7 @@ __all__ = [
     "Trace",
     "UnsupportedOpError",
     "WeightsError",
+    "Workload",
     "__version__",
     "build_model",
     "calibrate",
@@ -118,6 +129,7 @@ __all__ = [
     "measure",
     "plot_layer_energy",
     "profile",
+    "profile_lm",
     "prune",
     "quantize_int8",
     "quantize_int8_linear",
