@@ -19,22 +19,28 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
         "close pairs) and MAPE beside plain MACs and the uncalibrated base profile.",
         epilog="examples:\n  energyprune calibrate --device cuda --out h100.yaml\n"
         "  energyprune calibrate --from jetson.csv --base gpu-generic --out jetson.yaml\n"
-        "  energyprune calibrate --from runs/ --fit latency_ms --out cpu-latency.yaml",
+        "  energyprune calibrate --from runs/ --fit latency_ms --out cpu-latency.yaml\n"
+        "  energyprune calibrate --from llm-tokens.csv --base h100-sxm --out h100-llm.yaml",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--from", dest="source", metavar="FILE|DIR", help="measurement table(s)")
     p.add_argument("--out", required=True, metavar="PROFILE.yaml", help="profile to write")
     p.add_argument("--report", metavar="PATH", help="fidelity report JSON (default: beside --out)")
-    p.add_argument("--base", default="gpu-generic", help="profile whose structure is refitted")
+    p.add_argument(
+        "--base",
+        help="profile whose structure is refitted (default gpu-generic; h100-sxm for "
+        "joules_per_token)",
+    )
     p.add_argument("--name", help="name of the fitted profile")
     p.add_argument("--heldout", type=float, default=0.25, help="share of rows held out")
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out split")
     table = p.add_argument_group("from a table (--from)")
     table.add_argument(
         "--fit",
-        choices=("joules_per_sample", "latency_ms"),
-        default="joules_per_sample",
-        help="column to fit; latency_ms makes wall-clock latency stand in for a meter",
+        choices=("joules_per_sample", "latency_ms", "joules_per_token"),
+        help="column to fit (default: joules_per_token when the table has it, else "
+        "joules_per_sample); latency_ms makes wall-clock latency stand in for a meter; "
+        "joules_per_token fits a timed profile to language-model rows",
     )
     table.add_argument("--skip-bad", action="store_true", help="fit without the bad rows")
     live = p.add_argument_group("live (without --from)")
@@ -74,7 +80,7 @@ def _live(args: argparse.Namespace, progress):
 
     return calibrate(
         args.device,
-        base=args.base,
+        base=args.base or "gpu-generic",
         name=args.name,
         quick=args.quick,
         heldout_fraction=args.heldout,
@@ -85,8 +91,41 @@ def _live(args: argparse.Namespace, progress):
     )
 
 
+def _fitted_column(args: argparse.Namespace) -> str:
+    """--fit, else joules_per_token when the table's first row has that column."""
+    if args.fit:
+        return args.fit
+    from energyprune.energy.table import table_records
+
+    first = next(iter(table_records(args.source)), None)
+    record = first[3] if first else None
+    return (
+        "joules_per_token"
+        if isinstance(record, dict) and "joules_per_token" in record
+        else ("joules_per_sample")
+    )
+
+
+def _from_tokens(args: argparse.Namespace, progress):
+    from energyprune.energy.lm_calibrate import calibrate_lm_from
+
+    return calibrate_lm_from(
+        args.source,
+        base=args.base or "h100-sxm",
+        name=args.name,
+        heldout_fraction=args.heldout,
+        seed=args.seed,
+        skip_bad=args.skip_bad,
+        progress=progress,
+    )
+
+
 def _from_table(args: argparse.Namespace, progress):
     from energyprune.energy.fromfile import calibrate_from, resolve_model
+
+    column = _fitted_column(args)
+    if column == "joules_per_token":
+        return _from_tokens(args, progress)
 
     def resolve(spec: str, weights: str | None):
         if Path(spec).is_dir():  # a folder written by `prune --out`
@@ -97,8 +136,8 @@ def _from_table(args: argparse.Namespace, progress):
 
     return calibrate_from(
         args.source,
-        base=args.base,
-        column=args.fit,
+        base=args.base or "gpu-generic",
+        column=column,
         name=args.name,
         heldout_fraction=args.heldout,
         seed=args.seed,
@@ -109,6 +148,9 @@ def _from_table(args: argparse.Namespace, progress):
 
 
 def _summary(rep: dict, console: Console) -> None:
+    if rep.get("fitted_column") == "joules_per_token":
+        _token_summary(rep, console)
+        return
     what = "latency (stand-in for energy)" if rep.get("fitted_column") == "latency_ms" else "energy"
     console.print(
         f"held-out ordering of {what}, all pairs / close pairs (MACs within 2x): fitted "
@@ -122,6 +164,23 @@ def _summary(rep: dict, console: Console) -> None:
         f"MAPE fitted {100 * rep['mape']:.1f} % · MACs {100 * rep['macs_mape']:.1f} % · "
         f"{rep['n_train']} train / {rep['n_heldout']} held out "
         f"({rep['n_close_pairs_heldout']} close pairs) · {rep['device']}",
+        soft_wrap=True,
+    )
+    if rep.get("bad_rows"):
+        console.print(f"skipped {len(rep['bad_rows'])} bad row(s), listed in the report")
+
+
+def _token_summary(rep: dict, console: Console) -> None:
+    console.print(
+        f"held-out MAPE of J/token: fitted {100 * rep['mape']:.1f} % · {rep['baseline']}: "
+        f"{100 * rep['macs_mape']:.1f} % · {rep['base_profile']} uncalibrated "
+        f"{100 * rep['base_mape']:.1f} % · ordering agreement {rep['pairwise_agreement']:.3f}",
+        soft_wrap=True,
+    )
+    console.print(
+        f"fitted: {rep['compute_efficiency']:.0%} of peak FLOP/s, {rep['bandwidth_efficiency']:.0%}"
+        f" of peak bandwidth, static {rep['static_w']:.1f} W · {rep['n_train']} train / "
+        f"{rep['n_heldout']} held out · {rep['device']}",
         soft_wrap=True,
     )
     if rep.get("bad_rows"):

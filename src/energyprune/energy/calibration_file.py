@@ -36,7 +36,14 @@ def profile_to_yaml(result: CalibrationResult) -> str:
             f"structure and uncalibrated coefficients from {rep['base_profile']}",
         ],
         "assumptions": [
-            f"Fitted by non-negative least squares on relative error of {quantity}.",
+            f"Fitted by non-negative least squares on relative error of {quantity}"
+            + (
+                f", with static power as the coefficient of roofline time and the compute and "
+                f"bandwidth efficiencies ({rep['compute_efficiency']:.0%}, "
+                f"{rep['bandwidth_efficiency']:.0%} of the base's peaks) chosen on a grid."
+                if "compute_efficiency" in rep
+                else "."
+            ),
             f"Kept from {rep['base_profile']} (not exercised): {', '.join(kept) or 'none'}",
             *_LATENCY_UNITS * (rep.get("fitted_column") == "latency_ms"),
         ],
@@ -50,6 +57,9 @@ def profile_to_yaml(result: CalibrationResult) -> str:
         "unaligned_mac_pj": hw.unaligned_mac_pj,
         "calibration": hw.calibration,
     }
+    if hw.timed:  # rates and static power travel too (fitted under joules_per_token)
+        data.update(peak_flops=hw.peak_flops, bandwidth=hw.bandwidth, launch_s=hw.launch_s,
+                    static_w=hw.static_w)  # fmt: skip
     return yaml.safe_dump(data, sort_keys=False, width=100)
 
 

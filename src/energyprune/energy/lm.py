@@ -31,7 +31,15 @@ from energyprune.energy.regimes import Decode, Prefill, Regime, Workload, touche
 from energyprune.energy.trace import Trace, trace
 from energyprune.errors import ConfigError
 
-__all__ = ["LMPass", "LMProfile", "LayerSplit", "profile_lm"]
+__all__ = [
+    "LMPass",
+    "LMProfile",
+    "LayerSplit",
+    "TracedPass",
+    "as_meta_model",
+    "lm_traces",
+    "profile_lm",
+]
 
 _ROLE_FIELD = {"param": "weight_bytes", "kv": "kv_bytes"}  # anything else: activations
 
@@ -220,6 +228,40 @@ def _split(weighted: Iterable[tuple[OpEnergy, float]], hw: HardwareProfile, dtyp
     return tuple(LayerSplit(name, types.get(name, "?"), **row) for name, row in rows.items())
 
 
+@dataclass(frozen=True)
+class TracedPass:
+    """One forward pass of a regime, traced (MoE rule applied); ``share`` = count / tokens,
+    the weight of its cost in one token's."""
+
+    phase: str
+    batch: int
+    length: int
+    count: float
+    share: float
+    trace: Trace
+
+
+def lm_traces(model: nn.Module, regime: Regime) -> list[TracedPass]:
+    """Trace every pass of ``regime`` on ``model`` (a meta-device LM): what pricing and
+    calibration share."""
+    from energyprune.models import hf
+
+    moe = _moe(model.config)
+    out = []
+    for phase, batch, length, count in _passes(regime):
+        step = (hf.prefill_step if phase == "prefill" else hf.decode_step)(model, batch, length)
+        tr = trace(model, step.inputs, kv_cache=step.kv_cache)
+        if moe:
+            tr = _touched(tr, *moe, tokens=step.tokens)
+        out.append(TracedPass(phase, batch, length, count, count / _tokens(regime), tr))
+    return out
+
+
+def as_meta_model(model_or_config: Any) -> tuple[nn.Module, str]:
+    """The meta-device LM of a model, a config or an ``hf:`` spec, and its default name."""
+    return _as_model(model_or_config)
+
+
 def profile_lm(
     model_or_config: Any,
     regime: Regime,
@@ -242,21 +284,15 @@ def profile_lm(
     start = time.perf_counter()
     hw = load_hardware(hardware)
     model, default_name = _as_model(model_or_config)
-    from energyprune.models import hf
-
     moe = _moe(model.config)
     passes, weighted, uncosted = [], [], {}
-    for phase, batch, length, count in _passes(regime):
-        step = (hf.prefill_step if phase == "prefill" else hf.decode_step)(model, batch, length)
-        tr = trace(model, step.inputs, kv_cache=step.kv_cache)
-        if moe:
-            tr = _touched(tr, *moe, tokens=step.tokens)
-        prof = estimate(tr, hw, dtype, model_name=name or default_name)
-        passes.append(LMPass(phase, batch, length, count, prof))
-        share = count / _tokens(regime)
-        weighted += [(op, share) for op in prof.ops]
+    for traced in lm_traces(model, regime):
+        prof = estimate(traced.trace, hw, dtype, model_name=name or default_name)
+        passes.append(LMPass(traced.phase, traced.batch, traced.length, traced.count, prof))
+        weighted += [(op, traced.share) for op in prof.ops]
         for op, n in prof.uncosted_ops.items():
             uncosted[op] = uncosted.get(op, 0) + n
+    tr = traced.trace
     types = {m: info.type for m, info in tr.modules.items()} | {"(root)": type(model).__name__}
     layers = _split(weighted, hw, dtype, types)
     moe_info = None

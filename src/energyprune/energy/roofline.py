@@ -21,7 +21,7 @@ from collections import Counter
 from energyprune.energy.hardware import HardwareProfile
 from energyprune.errors import ConfigError
 
-__all__ = ["op_seconds"]
+__all__ = ["op_rates", "op_seconds"]
 
 
 def _flop_seconds(amounts: Counter[str], hw: HardwareProfile) -> float:
@@ -40,13 +40,18 @@ def _flop_seconds(amounts: Counter[str], hw: HardwareProfile) -> float:
     return seconds
 
 
-def op_seconds(amounts: Counter[str], hw: HardwareProfile) -> float:
-    """Roofline seconds of one op's feature ``amounts`` (0 when ``hw`` gives no rates)."""
-    if not hw.timed:
-        return 0.0
+def op_rates(amounts: Counter[str], hw: HardwareProfile) -> tuple[float, float]:
+    """(compute seconds, memory seconds) of one op at ``hw``'s peak rates."""
     memory = sum(
         amount / hw.bandwidth[name.removeprefix("bytes:")]
         for name, amount in amounts.items()
         if name.startswith("bytes:") and name.removeprefix("bytes:") in hw.bandwidth
     )
-    return max(_flop_seconds(amounts, hw), memory) + hw.launch_s * amounts.get("launch", 0)
+    return _flop_seconds(amounts, hw), memory
+
+
+def op_seconds(amounts: Counter[str], hw: HardwareProfile) -> float:
+    """Roofline seconds of one op's feature ``amounts`` (0 when ``hw`` gives no rates)."""
+    if not hw.timed:
+        return 0.0
+    return max(op_rates(amounts, hw)) + hw.launch_s * amounts.get("launch", 0)

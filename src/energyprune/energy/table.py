@@ -38,7 +38,7 @@ from energyprune.errors import ConfigError
 from energyprune.files import read_text
 from energyprune.models.zoo import parse_input_shape
 
-__all__ = ["FITTABLE", "BadRow", "Row", "read_table"]
+__all__ = ["FITTABLE", "BadRow", "Row", "read_table", "table_records"]
 
 #: column → how the fitted quantity is named in reports and profiles.
 FITTABLE = {
@@ -91,18 +91,11 @@ def read_table(
     """
     if column not in FITTABLE:
         raise ConfigError(f"cannot fit column '{column}'; choose one of {', '.join(FITTABLE)}")
-    path = Path(source)
-    if not path.exists():
-        raise ConfigError(f"measurement table '{source}' does not exist; check the path")
-    files = sorted(p for p in path.iterdir() if p.suffix in _SUFFIXES) if path.is_dir() else [path]
-    if not files:
-        raise ConfigError(f"folder '{source}' holds no .csv, .jsonl or .json tables")
     rows: list[Row] = []
     bad: list[BadRow] = []
-    for file in files:
-        for n, (where, record) in enumerate(_records(file)):
-            parsed = replace(_row(record, where, column, file.parent), order=(file.name, n))
-            (rows if isinstance(parsed, Row) else bad).append(parsed)
+    for file, n, where, record in table_records(source):
+        parsed = replace(_row(record, where, column, file.parent), order=(file.name, n))
+        (rows if isinstance(parsed, Row) else bad).append(parsed)
     if not rows and not bad:
         raise ConfigError(
             f"measurement table '{source}' holds no rows: add a header and one row per "
@@ -115,6 +108,25 @@ def read_table(
             "gross_or_active)"
         )
     return rows, bad
+
+
+def table_records(source: str | Path) -> Iterator[tuple[Path, int, str, Any]]:
+    """(file, index, where, raw record) of every row of a table file or of every table file
+    in a folder; ``where`` is ``name line N``.
+
+    Raises:
+        ConfigError: the source does not exist, holds no table files, or a file does not
+            parse at all.
+    """
+    path = Path(source)
+    if not path.exists():
+        raise ConfigError(f"measurement table '{source}' does not exist; check the path")
+    files = sorted(p for p in path.iterdir() if p.suffix in _SUFFIXES) if path.is_dir() else [path]
+    if not files:
+        raise ConfigError(f"folder '{source}' holds no .csv, .jsonl or .json tables")
+    for file in files:
+        for n, (where, record) in enumerate(_records(file)):
+            yield file, n, where, record
 
 
 def _records(file: Path) -> Iterator[tuple[str, dict[str, Any]]]:
