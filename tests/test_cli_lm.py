@@ -51,6 +51,7 @@ def test_a_config_folder_works_like_its_file(tmp_path, capsys):
         (["profile", HF, "--workload", "prompt=8,output=2", "--phase", "decode"], "not both"),
         (["profile", HF, "--batch", "0"], "batch must be"),
         (["profile", HF, "--plot", "x.png"], "not for hf: models"),
+        (["measure", HF], "priced per token by `energyprune profile`"),
     ],
 )
 def test_lm_bad_input_is_one_line_exit_2(argv, message, capsys, tmp_path, monkeypatch):

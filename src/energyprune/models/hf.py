@@ -2,9 +2,8 @@
 
 PATH is a ``config.json``, a folder holding one, or a local model folder. The model is built on
 the meta device (shapes, no memory, no values), so a 70B config costs nothing to describe and
-the tracer prices it as dense weights; weights are read only by :func:`load_hf_weights`, for
-the commands that need values. ``transformers`` is the optional ``energyprune[hf]`` extra.
-Nothing here touches the network: configs and weights are read from local files only.
+the tracer prices it as dense weights. ``transformers`` is the optional ``energyprune[hf]`` extra.
+Nothing here touches the network: configs are read from local files only.
 """
 
 from __future__ import annotations
@@ -33,7 +32,6 @@ __all__ = [
     "hf_path",
     "is_hf_spec",
     "kv_layout",
-    "load_hf_weights",
     "meta_twin",
     "prefill_step",
     "read_hf_config",
@@ -128,21 +126,6 @@ def build_hf(config: Any, dtype: torch.dtype | None = None) -> nn.Module:
     return model.eval()
 
 
-def load_hf_weights(spec: str) -> nn.Module:
-    """The model of a local ``hf:`` folder with its weights (safetensors), in eval mode."""
-    transformers = require_transformers()
-    folder = hf_path(spec).parent
-    if not any(folder.glob("*.safetensors")):
-        raise ConfigError(
-            f"{folder} holds no *.safetensors weights: pass a model folder saved with "
-            "save_pretrained, or profile the config alone"
-        )
-    model = transformers.AutoModelForCausalLM.from_pretrained(
-        folder, local_files_only=True, use_safetensors=True, attn_implementation="sdpa"
-    )
-    return model.eval()
-
-
 @dataclass(frozen=True)
 class LMStep:
     """One forward pass of a serving regime: keyword inputs, the cache they hold, and how many
@@ -193,7 +176,15 @@ def _static_cache(model: nn.Module, batch: int, length: int) -> tuple[Any, dict[
     transformers = require_transformers()
     where = placement(model)
     cache = transformers.StaticCache(config=model.config, max_cache_len=length)
+    if not hasattr(cache, "early_initialization"):
+        raise ConfigError(
+            f"pricing per token needs a transformers whose StaticCache preallocates "
+            f"(early_initialization, transformers 5.x); this is {transformers.__version__}: "
+            "pip install -U 'energyprune[hf]' 'transformers>=5'"
+        )
     heads, dims = kv_layout(model)
+    if len(set(heads)) == 1 and len(set(dims)) == 1:  # older releases take one int each
+        heads, dims = heads[0], dims[0]
     cache.early_initialization(batch, heads, dims, where.dtype, where.device)
     tensors = {}
     for i, layer in enumerate(cache.layers):

@@ -102,6 +102,11 @@ def build_model(spec: str) -> BuiltModel:
     if spec in BUILTIN_MODELS:
         factory, shape = BUILTIN_MODELS[spec]
         return BuiltModel(factory(), spec, "builtin", shape)
+    if spec.startswith("hf:"):
+        raise ConfigError(
+            f"'{spec}': hf: language models are priced per token by `energyprune profile` "
+            "(and energyprune.profile_lm); this command does not take them yet"
+        )
     if is_layer_spec(spec):
         layer = parse_layer(spec)
         return BuiltModel(layer, spec, "layer", default_input_shape(layer))
