@@ -153,12 +153,6 @@ class LMProfile:
         return json.dumps(self.to_dict(), indent=indent)
 
 
-def _moe(config: Any) -> tuple[int, int] | None:
-    experts = getattr(config, "num_local_experts", None) or getattr(config, "num_experts", None)
-    top_k = getattr(config, "num_experts_per_tok", None)
-    return (int(experts), int(top_k)) if experts and top_k else None
-
-
 def _touched(tr: Trace, experts: int, top_k: int, tokens: int) -> Trace:
     """The trace with each grouped expert matmul reading only the experts its tokens touch."""
     share = touched_experts(experts, top_k, tokens) / experts
@@ -189,27 +183,6 @@ def _as_model(model_or_config: Any) -> tuple[nn.Module, str]:
         spec = spec if hf.is_hf_spec(spec) else hf.HF_PREFIX + spec
         return hf.build_hf(hf.read_hf_config(spec)), spec
     return hf.build_hf(model_or_config), type(model_or_config).__name__.removesuffix("Config")
-
-
-def _passes(regime: Regime) -> list[tuple[str, int, int, float]]:
-    """(phase, batch, length, count) of each forward pass the regime runs."""
-    if isinstance(regime, Prefill):
-        return [("prefill", regime.batch, regime.prompt, 1.0)]
-    if isinstance(regime, Decode):
-        return [("decode", regime.batch, regime.context, 1.0)]
-    if isinstance(regime, Workload):
-        contexts = regime.decode_contexts()
-        steps = [("decode", regime.batch, c, regime.output / len(contexts)) for c in contexts]
-        return [("prefill", regime.batch, regime.prompt, 1.0), *steps]
-    raise ConfigError(f"regime must be Prefill, Decode or Workload, got {regime!r}")
-
-
-def _tokens(regime: Regime) -> int:
-    if isinstance(regime, Prefill):
-        return regime.batch * regime.prompt
-    if isinstance(regime, Decode):
-        return regime.batch
-    return regime.batch * regime.output
 
 
 def _split(weighted: Iterable[tuple[OpEnergy, float]], hw: HardwareProfile, dtype, types):
@@ -246,14 +219,17 @@ def lm_traces(model: nn.Module, regime: Regime) -> list[TracedPass]:
     calibration share."""
     from energyprune.models import hf
 
-    moe = _moe(model.config)
+    _STEPS = {"prefill": hf.prefill_step, "decode": hf.decode_step}
+    if not isinstance(regime, (Prefill, Decode, Workload)):
+        raise ConfigError(f"regime must be Prefill, Decode or Workload, got {regime!r}")
+    moe = hf.moe_experts(model.config)
     out = []
-    for phase, batch, length, count in _passes(regime):
-        step = (hf.prefill_step if phase == "prefill" else hf.decode_step)(model, batch, length)
+    for p in regime.passes():
+        step = _STEPS[p.phase](model, p.batch, p.length)
         tr = trace(model, step.inputs, kv_cache=step.kv_cache)
         if moe:
             tr = _touched(tr, *moe, tokens=step.tokens)
-        out.append(TracedPass(phase, batch, length, count, count / _tokens(regime), tr))
+        out.append(TracedPass(p.phase, p.batch, p.length, p.count, p.count / regime.tokens, tr))
     return out
 
 
@@ -284,7 +260,9 @@ def profile_lm(
     start = time.perf_counter()
     hw = load_hardware(hardware)
     model, default_name = _as_model(model_or_config)
-    moe = _moe(model.config)
+    from energyprune.models.hf import moe_experts
+
+    moe = moe_experts(model.config)
     passes, weighted, uncosted = [], [], {}
     for traced in lm_traces(model, regime):
         prof = estimate(traced.trace, hw, dtype, model_name=name or default_name)

@@ -34,7 +34,7 @@ from energyprune.energy.features import op_features
 from energyprune.energy.fidelity import fidelity
 from energyprune.energy.hardware import HardwareProfile, load_hardware
 from energyprune.energy.lm import lm_traces
-from energyprune.energy.regimes import Decode, Prefill, Regime, Workload
+from energyprune.energy.regimes import PHASES, Regime
 from energyprune.energy.roofline import op_rates
 from energyprune.energy.table import BadRow, table_records
 from energyprune.errors import ConfigError, EnergyPruneError
@@ -69,16 +69,16 @@ def _int(record: dict[str, Any], key: str, default: int | None = None) -> int:
         raise ValueError(f"{key} must be a whole number, got {value!r}") from None
 
 
+#: the columns each phase's regime is made of (batch defaults to 1)
+_COLUMNS = {"prefill": ("prompt",), "decode": ("context",), "workload": ("prompt", "output")}
+
+
 def _regime(record: dict[str, Any]) -> Regime:
     phase = str(record.get("phase") or "").strip()
-    batch = _int(record, "batch", 1)
-    if phase == "prefill":
-        return Prefill(batch, _int(record, "prompt"))
-    if phase == "decode":
-        return Decode(batch, _int(record, "context"))
-    if phase == "workload":
-        return Workload(_int(record, "prompt"), _int(record, "output"), batch)
-    raise ValueError(f"phase must be prefill, decode or workload, got {phase!r}")
+    if phase not in PHASES:
+        raise ValueError(f"phase must be {', '.join(PHASES)}, got {phase!r}")
+    fields = {c: _int(record, c) for c in _COLUMNS[phase]}
+    return PHASES[phase](batch=_int(record, "batch", 1), **fields)
 
 
 def _row(record: dict[str, Any], where: str, folder: Path) -> TokenRow:
@@ -150,9 +150,9 @@ def _observe(row: TokenRow, hw: HardwareProfile, models: dict) -> _Observed:
 
 
 def _active_params(model) -> float:
-    from energyprune.energy.lm import _moe
+    from energyprune.models.hf import moe_experts
 
-    moe = _moe(model.config)
+    moe = moe_experts(model.config)
     total = 0.0
     for p in model.parameters():
         share = moe[1] / moe[0] if moe and p.dim() == 3 else 1.0  # an expert stack

@@ -18,7 +18,27 @@ from typing import Any
 
 from energyprune.errors import ConfigError
 
-__all__ = ["Decode", "Prefill", "Regime", "Workload", "parse_workload", "touched_experts"]
+__all__ = [
+    "PHASES",
+    "Decode",
+    "Pass",
+    "Prefill",
+    "Regime",
+    "Workload",
+    "parse_workload",
+    "touched_experts",
+]
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One forward pass a regime runs ``count`` times: a prefill of ``length`` prompt tokens
+    or a decode step with ``length`` cached tokens, for ``batch`` sequences."""
+
+    phase: str
+    batch: int
+    length: int
+    count: float = 1.0
 
 
 def _positive(**values: int) -> None:
@@ -39,6 +59,14 @@ class Prefill:
     def __post_init__(self) -> None:
         _positive(batch=self.batch, prompt=self.prompt)
 
+    @property
+    def tokens(self) -> int:
+        """Tokens one run of the regime prices (what J/token divides by)."""
+        return self.batch * self.prompt
+
+    def passes(self) -> tuple[Pass, ...]:
+        return (Pass("prefill", self.batch, self.prompt),)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -55,6 +83,13 @@ class Decode:
 
     def __post_init__(self) -> None:
         _positive(batch=self.batch, context=self.context)
+
+    @property
+    def tokens(self) -> int:
+        return self.batch
+
+    def passes(self) -> tuple[Pass, ...]:
+        return (Pass("decode", self.batch, self.context),)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,11 +121,26 @@ class Workload:
         mean = self.prompt + (self.output - 1) / 2
         return tuple(sorted({math.floor(mean), math.ceil(mean)}))
 
+    @property
+    def tokens(self) -> int:
+        return self.batch * self.output
+
+    def passes(self) -> tuple[Pass, ...]:
+        contexts = self.decode_contexts()
+        steps = [Pass("decode", self.batch, c, self.output / len(contexts)) for c in contexts]
+        return (Pass("prefill", self.batch, self.prompt), *steps)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 Regime = Prefill | Decode | Workload
+#: phase name → regime class (CLI flags, JSON and measurement tables name regimes by phase)
+PHASES: dict[str, type[Prefill] | type[Decode] | type[Workload]] = {
+    "prefill": Prefill,
+    "decode": Decode,
+    "workload": Workload,
+}
 
 
 def parse_workload(text: str) -> Workload:

@@ -33,6 +33,7 @@ __all__ = [
     "is_hf_spec",
     "kv_layout",
     "meta_twin",
+    "moe_experts",
     "prefill_step",
     "read_hf_config",
     "require_transformers",
@@ -102,6 +103,13 @@ def config_dtype(config: Any) -> torch.dtype:
     if isinstance(value, torch.dtype):
         return value
     return _DTYPES.get(str(value).removeprefix("torch."), torch.bfloat16)
+
+
+def moe_experts(config: Any) -> tuple[int, int] | None:
+    """(experts, top-k) of a mixture-of-experts config (Mixtral, Qwen-MoE); None if dense."""
+    experts = getattr(config, "num_local_experts", None) or getattr(config, "num_experts", None)
+    top_k = getattr(config, "num_experts_per_tok", None)
+    return (int(experts), int(top_k)) if experts and top_k else None
 
 
 def build_hf(config: Any, dtype: torch.dtype | None = None) -> nn.Module:
