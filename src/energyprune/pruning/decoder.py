@@ -1,0 +1,207 @@
+"""Structured cuts of decoder-only language models that a dependency graph does not express.
+
+* **KV groups (GQA-aware).** A KV head and the query heads that share it go together, so the
+  query heads stay a multiple of the KV heads (:func:`prune_kv_groups`). Or the same number of
+  query heads leaves every group (:func:`prune_query_heads`), the KV heads stay.
+* **Whole decoder layers** (:func:`drop_layers`), ranked by block influence: 1 - cos(layer
+  input, layer output) on calibration text (:func:`block_influence`, ShortGPT's measure).
+
+MLP channels (gate, up and down together) go through Torch-Pruning's dependency graph like
+every other width (:mod:`energyprune.pruning.groups`). After every cut the config is made to
+describe the modules again (:func:`energyprune.pruning.hf_config.sync_config`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from energyprune.errors import ConfigError
+from energyprune.pruning.hf_config import sync_config
+
+__all__ = [
+    "Attention",
+    "attention_layers",
+    "block_influence",
+    "decoder_layers",
+    "drop_layers",
+    "group_importance",
+    "prune_kv_groups",
+    "prune_query_heads",
+]
+
+
+@dataclass(frozen=True)
+class Attention:
+    """A LLaMA-style attention module (q, k, v, o projections) and its head layout."""
+
+    module: nn.Module
+    head_dim: int
+
+    @property
+    def q(self) -> nn.Linear:
+        return self.module.q_proj
+
+    @property
+    def kv_heads(self) -> int:
+        return self.module.k_proj.out_features // self.head_dim
+
+    @property
+    def group_size(self) -> int:
+        return self.q.out_features // self.head_dim // self.kv_heads
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The decoder's layer list (``model.model.layers`` in Llama, Qwen, Mistral...)."""
+    layers = getattr(getattr(model, "model", None), "layers", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise ConfigError(
+            f"{type(model).__name__} has no model.layers: decoder cuts take Hugging Face "
+            "decoder-only LMs (Llama, Qwen, Mistral, ...)"
+        )
+    return layers
+
+
+def attention_layers(model: nn.Module) -> list[Attention]:
+    """Each decoder layer's attention, in layer order."""
+    found = []
+    for layer in decoder_layers(model):
+        attn = getattr(layer, "self_attn", None)
+        if attn is None or not all(
+            hasattr(attn, p) for p in ("q_proj", "k_proj", "v_proj", "o_proj")
+        ):
+            raise ConfigError(f"{type(attn).__name__} has no separate q/k/v/o projections")
+        found.append(Attention(attn, int(attn.head_dim)))
+    return found
+
+
+def _rows(linear: nn.Linear, keep: torch.Tensor) -> None:
+    linear.weight = nn.Parameter(linear.weight.data[keep].clone())
+    if linear.bias is not None:
+        linear.bias = nn.Parameter(linear.bias.data[keep].clone())
+    linear.out_features = len(keep)
+
+
+def _cols(linear: nn.Linear, keep: torch.Tensor) -> None:
+    linear.weight = nn.Parameter(linear.weight.data[:, keep].clone())
+    linear.in_features = len(keep)
+
+
+def _channels(heads: Iterable[int], head_dim: int) -> torch.Tensor:
+    return torch.tensor(
+        [h * head_dim + i for h in heads for i in range(head_dim)], dtype=torch.long
+    )
+
+
+def prune_kv_groups(attn: Attention, keep: Sequence[int]) -> None:
+    """Keep KV groups ``keep`` (each: one K head, one V head and its query heads)."""
+    keep = sorted(set(keep))
+    if not keep or keep[-1] >= attn.kv_heads or keep[0] < 0:
+        raise ConfigError(
+            f"keep 1..{attn.kv_heads} of KV groups 0..{attn.kv_heads - 1}, got {keep}"
+        )
+    g = attn.group_size
+    queries = _channels([k * g + j for k in keep for j in range(g)], attn.head_dim)
+    kv = _channels(keep, attn.head_dim)
+    m = attn.module
+    _rows(m.q_proj, queries)
+    _rows(m.k_proj, kv)
+    _rows(m.v_proj, kv)
+    _cols(m.o_proj, queries)
+
+
+def prune_query_heads(attn: Attention, keep_per_group: int, scores: torch.Tensor) -> None:
+    """Keep the ``keep_per_group`` best query heads of every group (``scores``: one per query
+    head), so every KV head keeps the same number of queries."""
+    g = attn.group_size
+    if not 1 <= keep_per_group <= g:
+        raise ConfigError(f"keep 1..{g} query heads per group, got {keep_per_group}")
+    per_group = scores.view(attn.kv_heads, g)
+    best = per_group.topk(keep_per_group, dim=1).indices.sort(dim=1).values
+    heads = [int(k * g + j) for k in range(attn.kv_heads) for j in best[k]]
+    queries = _channels(heads, attn.head_dim)
+    _rows(attn.module.q_proj, queries)
+    _cols(attn.module.o_proj, queries)
+    attn.module.num_key_value_groups = keep_per_group
+
+
+def drop_layers(model: nn.Module, drop: Iterable[int]) -> None:
+    """Remove decoder layers ``drop``; the kept ones are renumbered for the cache."""
+    layers = decoder_layers(model)
+    drop = set(drop)
+    kept = [layer for i, layer in enumerate(layers) if i not in drop]
+    if not kept:
+        raise ConfigError("cannot drop every decoder layer")
+    for i, layer in enumerate(kept):
+        for module in layer.modules():
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = i
+    model.model.layers = nn.ModuleList(kept)
+    config = model.config
+    types = getattr(config, "layer_types", None)
+    if isinstance(types, list) and len(types) == len(layers):
+        config.layer_types = [t for i, t in enumerate(types) if i not in drop]
+    config.num_hidden_layers = len(kept)
+    sync_config(model)
+
+
+@torch.no_grad()
+def block_influence(model: nn.Module, batches: Iterable[torch.Tensor]) -> list[float]:
+    """1 - cos(input, output) of each decoder layer, averaged over calibration tokens: a layer
+    that barely turns its input is the cheapest to lose."""
+    layers = decoder_layers(model)
+    sums = [0.0] * len(layers)
+    count = 0
+
+    def hook(i):
+        def record(module, args, kwargs, output):
+            x = args[0] if args else kwargs["hidden_states"]
+            y = output[0] if isinstance(output, tuple) else output
+            cos = torch.nn.functional.cosine_similarity(x.float(), y.float(), dim=-1)
+            sums[i] += float((1 - cos).sum())
+
+        return record
+
+    handles = [
+        layer.register_forward_hook(hook(i), with_kwargs=True) for i, layer in enumerate(layers)
+    ]
+    try:
+        for ids in batches:
+            model(input_ids=ids)
+            count += ids.numel()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [s / max(count, 1) for s in sums]
+
+
+@torch.no_grad()
+def group_importance(model: nn.Module, batches: Iterable[torch.Tensor]) -> list[torch.Tensor]:
+    """Per layer, the importance of each query head: Wanda's |W| x ||X||_2 summed over the
+    head's columns of ``o_proj`` (the head's output channels, scored on calibration text)."""
+    attns = attention_layers(model)
+    norms = [torch.zeros(a.module.o_proj.in_features) for a in attns]
+
+    def hook(i):
+        def record(module, args):
+            x = args[0].float().reshape(-1, args[0].shape[-1])
+            norms[i] += (x * x).sum(dim=0).cpu()
+
+        return record
+
+    handles = [a.module.o_proj.register_forward_pre_hook(hook(i)) for i, a in enumerate(attns)]
+    try:
+        for ids in batches:
+            model(input_ids=ids)
+    finally:
+        for handle in handles:
+            handle.remove()
+    scores = []
+    for a, sq in zip(attns, norms, strict=True):
+        w = a.module.o_proj.weight.detach().abs().float().cpu()
+        channel = (w * sq.sqrt()).sum(dim=0)
+        scores.append(channel.view(-1, a.head_dim).sum(dim=1))
+    return scores
