@@ -1,0 +1,174 @@
+"""Prune a decoder-only LM to a J/token budget, recover it by distillation, and prove what it
+keeps with perplexity.
+
+The steps: score on calibration windows (block influence, Wanda scores of MLP channels and
+query heads) → cut to the budget under the run's regime (:func:`energyprune.pruning.
+lm_allocate.cut_to_budget`, re-priced with :func:`energyprune.profile_lm`) → distil from the
+frozen dense model for ``finetune_steps`` optimiser steps (KL on next-token distributions at
+temperature T mixed with the LM loss) → perplexity before the cut, after it and after recovery,
+on the same evaluation windows → the guardrail: the run fails when perplexity rose more than
+``max_ppl_rise`` percent over dense.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from energyprune.energy.lm import profile_lm
+from energyprune.energy.regimes import Regime
+from energyprune.errors import ConfigError
+from energyprune.pipeline.recover import Teacher, distillation_loss
+from energyprune.pipeline.text import Perplexity, TextData, perplexity
+from energyprune.pruning.decoder import block_influence, group_importance
+from energyprune.pruning.lm_allocate import LMPlan, LMScores, cut_to_budget, mlp_scores
+
+__all__ = ["LMPruneConfig", "LMPruneResult", "distil_lm", "ppl_guardrail", "prune_lm"]
+
+OnStep = Callable[[int, int, float], None]
+
+
+@dataclass(frozen=True)
+class LMPruneConfig:
+    """Settings of one LM pruning run."""
+
+    target_energy: float = 0.7
+    hardware: str = "h100-sxm"
+    finetune_steps: int = 200
+    lr: float = 5e-5
+    alpha: float = 0.5  # share of the distillation term; the rest is the LM loss
+    temperature: float = 2.0
+    max_ppl_rise: float | None = None  # percent over dense; None = no guardrail
+    calib_windows: int = 16
+    eval_windows: int = 20
+    round_to: int = 32
+
+    def __post_init__(self) -> None:
+        if not 0 < self.target_energy < 1:
+            raise ConfigError(f"--target-energy must be in (0, 1), got {self.target_energy}")
+        if self.finetune_steps < 0:
+            raise ConfigError(f"--finetune-steps must be >= 0, got {self.finetune_steps}")
+        if self.max_ppl_rise is not None and self.max_ppl_rise < 0:
+            raise ConfigError(f"--max-ppl-rise must be >= 0 (percent), got {self.max_ppl_rise}")
+
+
+@dataclass
+class LMPruneResult:
+    """The pruned model and the evidence: J/token ratio (estimated), perplexities."""
+
+    model: nn.Module
+    plan: LMPlan
+    energy_ratio: float
+    dense_j_per_token: float
+    pruned_j_per_token: float
+    ppl_dense: Perplexity
+    ppl_cut: Perplexity
+    ppl_recovered: Perplexity
+    params_dense: int
+    params_pruned: int
+    guardrail_ok: bool
+    guardrail: str
+    losses: list[float] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "energy_ratio": self.energy_ratio, "estimated": True,
+            "dense_j_per_token": self.dense_j_per_token,
+            "pruned_j_per_token": self.pruned_j_per_token,
+            "ppl_dense": self.ppl_dense.to_dict(), "ppl_after_cut": self.ppl_cut.to_dict(),
+            "ppl_after_recovery": self.ppl_recovered.to_dict(),
+            "params_dense": self.params_dense, "params": self.params_pruned,
+            "plan": self.plan.to_dict(), "guardrail_ok": self.guardrail_ok,
+            "guardrail": self.guardrail, "losses": self.losses, "wall_s": self.wall_s,
+        }  # fmt: skip
+
+
+def ppl_guardrail(dense: float, pruned: float, max_rise: float | None) -> tuple[bool, str]:
+    """(held, why): perplexity may rise at most ``max_rise`` percent over dense."""
+    rise = 100 * (pruned / dense - 1)
+    if max_rise is None:
+        return True, f"perplexity {dense:.2f} → {pruned:.2f} ({rise:+.1f} %), no guardrail set"
+    held = rise <= max_rise
+    verdict = "held" if held else "FAILED"
+    return held, (f"guardrail {verdict}: perplexity {dense:.2f} → {pruned:.2f} ({rise:+.1f} %, "
+                  f"limit +{max_rise:g} %)")  # fmt: skip
+
+
+def distil_lm(
+    student: nn.Module, teacher: Teacher, data: TextData, cfg: LMPruneConfig, on_step: OnStep | None
+) -> list[float]:
+    """``cfg.finetune_steps`` AdamW steps on training windows, one window per step, cycling."""
+    if not cfg.finetune_steps:
+        return []
+    student.train()
+    params = [p for p in student.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    losses = []
+    for step in range(cfg.finetune_steps):
+        ids = data.train[step % len(data.train)].unsqueeze(0)
+        with torch.no_grad():
+            target_logits = teacher.module(input_ids=ids).logits[:, :-1]
+        logits = student(input_ids=ids).logits[:, :-1]
+        vocab = logits.shape[-1]
+        loss = distillation_loss(logits.reshape(-1, vocab), target_logits.reshape(-1, vocab),
+                                 ids[:, 1:].reshape(-1), cfg.alpha, cfg.temperature)  # fmt: skip
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        losses.append(float(loss.detach()))
+        if on_step:
+            on_step(step + 1, cfg.finetune_steps, float(loss))
+    student.eval()
+    teacher.check()
+    return losses
+
+
+def _scores(model: nn.Module, data: TextData, windows: int) -> LMScores:
+    def batches():
+        return data.batches("train", 1, windows)
+
+    return LMScores(block_influence(model, batches()), mlp_scores(model, batches()),
+                    group_importance(model, batches()))  # fmt: skip
+
+
+def prune_lm(
+    model: nn.Module,
+    data: TextData,
+    regime: Regime,
+    cfg: LMPruneConfig,
+    *,
+    on_step: OnStep | None = None,
+    log: Callable[[str], None] = lambda line: None,
+) -> LMPruneResult:
+    """Prune ``model`` (left untouched) to ``cfg.target_energy`` of its J/token in ``regime``."""
+    start = time.perf_counter()
+    dense = model.eval()
+    teacher = Teacher(dense)
+    ppl_dense = perplexity(dense, data.eval, limit=cfg.eval_windows)
+    log(f"dense: perplexity {ppl_dense.value:.2f} over {ppl_dense.windows} windows")
+    scores = _scores(dense, data, cfg.calib_windows)
+
+    def price(m: nn.Module):
+        return profile_lm(m, regime, cfg.hardware)
+
+    dense_j = price(dense).energy_j
+    pruned, plan, ratio = cut_to_budget(dense, scores, cfg.target_energy, price, cfg.round_to)
+    log(f"cut to {ratio:.3f} of dense estimated J/token ({cfg.hardware}): {plan.to_dict()}")
+    ppl_cut = perplexity(pruned, data.eval, limit=cfg.eval_windows)
+    log(f"after the cut: perplexity {ppl_cut.value:.2f}")
+    losses = distil_lm(pruned, teacher, data, cfg, on_step)
+    ppl_rec = perplexity(pruned, data.eval, limit=cfg.eval_windows)
+    held, why = ppl_guardrail(ppl_dense.value, ppl_rec.value, cfg.max_ppl_rise)
+    log(f"after recovery: perplexity {ppl_rec.value:.2f}; {why}")
+    return LMPruneResult(
+        pruned, plan, ratio, dense_j, ratio * dense_j, ppl_dense, ppl_cut, ppl_rec,
+        sum(p.numel() for p in dense.parameters()), sum(p.numel() for p in pruned.parameters()),
+        held, why, losses, time.perf_counter() - start,
+    )  # fmt: skip

@@ -1,0 +1,227 @@
+"""The energy criterion for decoder-only LMs: which heads, MLP channels and layers to cut.
+
+Every candidate cut has an importance and the joules per token it saves in the run's regime
+(read from :func:`energyprune.profile_lm`'s per-module split). Cuts are taken greedily, the
+least importance per joule first, until the estimated saving meets the budget; the result is
+re-priced for real and the budget tightened if the estimate fell short.
+
+Importance, in one unit across kinds: a layer's block influence (1 - cos of its input and
+output on calibration text). A width cut inside a layer gets that influence times its share of
+the layer: its Wanda score (|W| x ||X||) over the total of its kind in that layer, times its
+kind's share of the layer's parameters (a neutral prior between attention and MLP).
+
+Kinds: ``mlp`` (``round_to`` channels of gate, up and down together), ``heads`` (one query
+head from every KV group, GQA-aware), ``layer`` (a whole decoder layer).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from energyprune.energy.lm import LMProfile
+from energyprune.pruning.decoder import (
+    attention_layers,
+    decoder_layers,
+    drop_layers,
+    prune_query_heads,
+)
+from energyprune.pruning.hf_config import sync_config
+
+__all__ = [
+    "Cut",
+    "LMPlan",
+    "LMScores",
+    "allocate",
+    "apply_plan",
+    "candidates",
+    "cut_to_budget",
+    "mlp_scores",
+]
+
+
+@dataclass(frozen=True)
+class LMScores:
+    """Calibration scores: block influence per layer, Wanda scores per MLP channel and per
+    query head, per layer."""
+
+    influence: list[float]
+    mlp: list[torch.Tensor]
+    heads: list[torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Cut:
+    kind: str  # "mlp", "heads" or "layer"
+    layer: int
+    importance: float
+    joules: float  # estimated J/token saved
+
+
+@dataclass
+class LMPlan:
+    """What to cut, per layer: MLP chunks of ``round_to`` channels and query heads per KV group
+    to remove, and the layers to drop."""
+
+    mlp_cut: dict[int, int] = field(default_factory=dict)
+    heads_cut: dict[int, int] = field(default_factory=dict)
+    drop: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"mlp_chunks_cut": self.mlp_cut, "query_heads_per_group_cut": self.heads_cut,
+                "drop_layers": sorted(self.drop)}  # fmt: skip
+
+
+@torch.no_grad()
+def mlp_scores(model: nn.Module, batches: Iterable[torch.Tensor]) -> list[torch.Tensor]:
+    """Per layer, Wanda's |W| x ||X||_2 for each MLP channel: the down projection's input
+    norms times its columns' magnitudes."""
+    layers = decoder_layers(model)
+    norms = [torch.zeros(layer.mlp.down_proj.in_features) for layer in layers]
+
+    def hook(i):
+        def record(module, args):
+            x = args[0].float().reshape(-1, args[0].shape[-1])
+            norms[i] += (x * x).sum(dim=0).cpu()
+
+        return record
+
+    handles = [
+        layer.mlp.down_proj.register_forward_pre_hook(hook(i)) for i, layer in enumerate(layers)
+    ]
+    try:
+        for ids in batches:
+            model(input_ids=ids)
+    finally:
+        for h in handles:
+            h.remove()
+    out = []
+    for layer, sq in zip(layers, norms, strict=True):
+        w = layer.mlp.down_proj.weight.detach().abs().float().cpu()
+        out.append((w * sq.sqrt()).sum(dim=0))
+    return out
+
+
+def _module_joules(lm: LMProfile) -> dict[str, float]:
+    return {layer.name: layer.energy_j for layer in lm.layers}
+
+
+def _sum(joules: dict[str, float], prefix: str) -> float:
+    return sum(j for name, j in joules.items() if name == prefix or name.startswith(prefix + "."))
+
+
+def candidates(model: nn.Module, lm: LMProfile, scores: LMScores, round_to: int = 32) -> list[Cut]:
+    """Every unit cut with its importance and estimated J/token saved (dense model)."""
+    joules = _module_joules(lm)
+    cuts: list[Cut] = []
+    for i, (layer, attn) in enumerate(
+        zip(decoder_layers(model), attention_layers(model), strict=True)
+    ):
+        base = f"model.layers.{i}"
+        influence = max(scores.influence[i], 1e-12)
+        mlp_params = sum(p.numel() for p in layer.mlp.parameters())
+        attn_params = sum(p.numel() for p in layer.self_attn.parameters())
+        share = {"mlp": mlp_params / (mlp_params + attn_params)}
+        share["heads"] = 1 - share["mlp"]
+        cuts.append(Cut("layer", i, influence, _sum(joules, base)))
+        mlp_j, width = _sum(joules, f"{base}.mlp"), layer.mlp.down_proj.in_features
+        ranked = scores.mlp[i].sort().values
+        total = float(ranked.sum()) or 1.0
+        for start in range(0, width - round_to, round_to):  # keep at least one chunk
+            chunk = float(ranked[start : start + round_to].sum()) / total
+            cuts.append(Cut("mlp", i, influence * share["mlp"] * chunk, mlp_j * round_to / width))
+        g, kv = attn.group_size, attn.kv_heads
+        per_group = scores.heads[i].view(kv, g).sort(dim=1).values
+        head_total = float(per_group.sum()) or 1.0
+        qo_j = _sum(joules, f"{base}.self_attn.q_proj") + _sum(joules, f"{base}.self_attn.o_proj")
+        for j in range(g - 1):  # keep at least one query head per group
+            part = float(per_group[:, j].sum()) / head_total
+            cuts.append(Cut("heads", i, influence * share["heads"] * part, qo_j / g))
+    return cuts
+
+
+def allocate(cuts: list[Cut], saving_j: float) -> LMPlan:
+    """Take cuts by least importance per joule until ``saving_j`` J/token are saved; width cuts
+    of a dropped layer are skipped (its joules are already saved), and width cuts are taken in
+    rank order within their layer (candidates list them so)."""
+    plan, saved = LMPlan(), 0.0
+    taken: dict[tuple[str, int], int] = {}
+    counted: dict[int, float] = {}  # joules of width cuts already counted, per layer
+    layers = len({c.layer for c in cuts})
+    order = sorted(range(len(cuts)), key=lambda k: cuts[k].importance / max(cuts[k].joules, 1e-18))
+    for k in order:
+        if saved >= saving_j:
+            break
+        cut = cuts[k]
+        if cut.layer in plan.drop:
+            continue
+        if cut.kind == "layer":
+            if len(plan.drop) + 1 >= layers:  # one decoder layer always stays
+                continue
+            plan.drop.append(cut.layer)
+            saved += cut.joules - counted.get(cut.layer, 0.0)
+            continue
+        taken[cut.kind, cut.layer] = taken.get((cut.kind, cut.layer), 0) + 1
+        counted[cut.layer] = counted.get(cut.layer, 0.0) + cut.joules
+        saved += cut.joules
+    for (kind, layer), n in taken.items():
+        if layer not in plan.drop:
+            (plan.mlp_cut if kind == "mlp" else plan.heads_cut)[layer] = n
+    return plan
+
+
+def apply_plan(model: nn.Module, plan: LMPlan, scores: LMScores, round_to: int = 32) -> None:
+    """Cut ``model`` in place as ``plan`` says; the config is synced after."""
+    for i, layer in enumerate(decoder_layers(model)):
+        removed = plan.mlp_cut.get(i, 0) * round_to
+        if removed:
+            keep = scores.mlp[i].argsort(descending=True)[
+                : layer.mlp.down_proj.in_features - removed
+            ]
+            _prune_mlp(layer.mlp, keep.sort().values)
+    for i, attn in enumerate(attention_layers(model)):
+        removed = plan.heads_cut.get(i, 0)
+        if removed:
+            prune_query_heads(attn, attn.group_size - removed, scores.heads[i])
+    if plan.drop:
+        drop_layers(model, plan.drop)
+    sync_config(model)
+
+
+def _prune_mlp(mlp: nn.Module, keep: torch.Tensor) -> None:
+    """gate and up lose output rows, down the same input columns (one width, three weights)."""
+    for name in ("gate_proj", "up_proj"):
+        lin = getattr(mlp, name)
+        lin.weight = nn.Parameter(lin.weight.data[keep].clone())
+        lin.out_features = len(keep)
+    down = mlp.down_proj
+    down.weight = nn.Parameter(down.weight.data[:, keep].clone())
+    down.in_features = len(keep)
+
+
+def cut_to_budget(
+    dense: nn.Module,
+    scores: LMScores,
+    target: float,
+    price: Callable[[nn.Module], LMProfile],
+    round_to: int = 32,
+    tries: int = 4,
+) -> tuple[nn.Module, LMPlan, float]:
+    """A pruned copy of ``dense`` at ``target`` x its J/token (re-priced, not estimated): the
+    saving asked of the allocator grows until the priced ratio meets the target."""
+    lm = price(dense)
+    cuts = candidates(dense, lm, scores, round_to)
+    ask = (1 - target) * lm.energy_j
+    for _ in range(tries):
+        plan = allocate(cuts, ask)
+        model = copy.deepcopy(dense)
+        apply_plan(model, plan, scores, round_to)
+        ratio = price(model).energy_j / lm.energy_j
+        if ratio <= target + 1e-3:
+            return model, plan, ratio
+        ask *= (1 - target) / max(1 - ratio, 1e-3)  # the estimate fell short by this much
+    return model, plan, ratio
