@@ -29,8 +29,10 @@ __all__ = [
     "decoder_layers",
     "drop_layers",
     "group_importance",
+    "input_sq_norms",
     "prune_kv_groups",
     "prune_query_heads",
+    "wanda_columns",
 ]
 
 
@@ -179,29 +181,40 @@ def block_influence(model: nn.Module, batches: Iterable[torch.Tensor]) -> list[f
 
 
 @torch.no_grad()
-def group_importance(model: nn.Module, batches: Iterable[torch.Tensor]) -> list[torch.Tensor]:
-    """Per layer, the importance of each query head: Wanda's |W| x ||X||_2 summed over the
-    head's columns of ``o_proj`` (the head's output channels, scored on calibration text)."""
-    attns = attention_layers(model)
-    norms = [torch.zeros(a.module.o_proj.in_features) for a in attns]
+def input_sq_norms(
+    model: nn.Module, linears: Sequence[nn.Linear], batches: Iterable[torch.Tensor]
+) -> list[torch.Tensor]:
+    """Σ x² of each input channel of each of ``linears`` over calibration ``batches`` (the
+    ||X||₂² of Wanda's |W| x ||X||₂), collected by forward pre-hooks."""
+    sums = [torch.zeros(lin.in_features) for lin in linears]
 
     def hook(i):
         def record(module, args):
             x = args[0].float().reshape(-1, args[0].shape[-1])
-            norms[i] += (x * x).sum(dim=0).cpu()
+            sums[i] += (x * x).sum(dim=0).cpu()
 
         return record
 
-    handles = [a.module.o_proj.register_forward_pre_hook(hook(i)) for i, a in enumerate(attns)]
+    handles = [lin.register_forward_pre_hook(hook(i)) for i, lin in enumerate(linears)]
     try:
         for ids in batches:
             model(input_ids=ids)
     finally:
         for handle in handles:
             handle.remove()
-    scores = []
-    for a, sq in zip(attns, norms, strict=True):
-        w = a.module.o_proj.weight.detach().abs().float().cpu()
-        channel = (w * sq.sqrt()).sum(dim=0)
-        scores.append(channel.view(-1, a.head_dim).sum(dim=1))
-    return scores
+    return sums
+
+
+def wanda_columns(linear: nn.Linear, sq_norms: torch.Tensor) -> torch.Tensor:
+    """Per input channel of ``linear``: Σ_rows |W| x ||X||₂ (a structured Wanda score)."""
+    return (linear.weight.detach().abs().float().cpu() * sq_norms.sqrt()).sum(dim=0)
+
+
+def group_importance(model: nn.Module, batches: Iterable[torch.Tensor]) -> list[torch.Tensor]:
+    """Per layer, the importance of each query head: Wanda's |W| x ||X||_2 summed over the
+    head's columns of ``o_proj`` (the head's output channels, scored on calibration text)."""
+    attns = attention_layers(model)
+    o_projs = [a.module.o_proj for a in attns]
+    norms = input_sq_norms(model, o_projs, batches)
+    return [wanda_columns(o, sq).view(-1, a.head_dim).sum(dim=1)
+            for a, o, sq in zip(attns, o_projs, norms, strict=True)]  # fmt: skip

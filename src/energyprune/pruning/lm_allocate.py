@@ -28,7 +28,9 @@ from energyprune.pruning.decoder import (
     attention_layers,
     decoder_layers,
     drop_layers,
+    input_sq_norms,
     prune_query_heads,
+    wanda_columns,
 )
 from energyprune.pruning.hf_config import sync_config
 
@@ -76,34 +78,12 @@ class LMPlan:
                 "drop_layers": sorted(self.drop)}  # fmt: skip
 
 
-@torch.no_grad()
 def mlp_scores(model: nn.Module, batches: Iterable[torch.Tensor]) -> list[torch.Tensor]:
     """Per layer, Wanda's |W| x ||X||_2 for each MLP channel: the down projection's input
     norms times its columns' magnitudes."""
-    layers = decoder_layers(model)
-    norms = [torch.zeros(layer.mlp.down_proj.in_features) for layer in layers]
-
-    def hook(i):
-        def record(module, args):
-            x = args[0].float().reshape(-1, args[0].shape[-1])
-            norms[i] += (x * x).sum(dim=0).cpu()
-
-        return record
-
-    handles = [
-        layer.mlp.down_proj.register_forward_pre_hook(hook(i)) for i, layer in enumerate(layers)
-    ]
-    try:
-        for ids in batches:
-            model(input_ids=ids)
-    finally:
-        for h in handles:
-            h.remove()
-    out = []
-    for layer, sq in zip(layers, norms, strict=True):
-        w = layer.mlp.down_proj.weight.detach().abs().float().cpu()
-        out.append((w * sq.sqrt()).sum(dim=0))
-    return out
+    downs = [layer.mlp.down_proj for layer in decoder_layers(model)]
+    norms = input_sq_norms(model, downs, batches)
+    return [wanda_columns(d, sq) for d, sq in zip(downs, norms, strict=True)]
 
 
 def _module_joules(lm: LMProfile) -> dict[str, float]:
