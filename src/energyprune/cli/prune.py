@@ -23,6 +23,7 @@ from energyprune.models.placement import example_input
 
 
 def add_prune(sub: argparse._SubParsersAction) -> None:
+    from energyprune.cli.prune_lm import add_lm_args
     from energyprune.cli.quantize import add_int8_args
 
     p = sub.add_parser(
@@ -43,6 +44,7 @@ def add_prune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     _add_pipeline_args(p.add_argument_group("fine-tuning pipeline (with --data)"))
     add_int8_args(p)
+    add_lm_args(p)
     p.set_defaults(run=_run_prune)
 
 
@@ -191,7 +193,11 @@ def _spec(args: argparse.Namespace, nm: tuple[int, int]):
 
 
 def _run_prune(args: argparse.Namespace, console: Console) -> int:
+    from energyprune.cli.prune_lm import is_lm_request, run_lm_prune
+
     load_hardware(args.hardware)  # a misspelled profile fails before the model is built
+    if is_lm_request(args):
+        return run_lm_prune(args, console)
     from energyprune.pruning.apply import prune
     from energyprune.pruning.export import save
     from energyprune.reports.report import comparison_table

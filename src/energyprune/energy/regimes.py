@@ -12,6 +12,7 @@ however many sequences share it), so an LLM figure means nothing without its reg
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -25,6 +26,7 @@ __all__ = [
     "Prefill",
     "Regime",
     "Workload",
+    "parse_regime",
     "parse_workload",
     "touched_experts",
 ]
@@ -161,6 +163,31 @@ def parse_workload(text: str) -> Workload:
     if missing:
         raise ConfigError(f"--workload needs {' and '.join(missing)}: e.g. prompt=512,output=256")
     return Workload(**fields)
+
+
+def parse_regime(text: str) -> Regime:
+    """``"decode:batch=1,context=1024"``, ``"prefill:batch=4,prompt=512"`` or
+    ``"workload:prompt=512,output=256,batch=8"`` → the regime (``batch`` defaults to 1)."""
+    phase, _, rest = text.partition(":")
+    phase = phase.strip()
+    if phase not in PHASES:
+        raise ConfigError(
+            f"--regime starts with {', '.join(PHASES)}, got {text!r} "
+            "(e.g. decode:batch=1,context=1024)"
+        )
+    fields: dict[str, int] = {}
+    names = {f.name for f in dataclasses.fields(PHASES[phase])} - {"phase", "basis"}
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or key.strip() not in names:
+            raise ConfigError(
+                f"--regime {phase} takes {', '.join(sorted(names))}, got {part!r} in {text!r}"
+            )
+        try:
+            fields[key.strip()] = int(value)
+        except ValueError:
+            raise ConfigError(f"--regime {key} must be a whole number, got {value!r}") from None
+    return PHASES[phase](**fields)
 
 
 def touched_experts(experts: int, top_k: int, tokens: int) -> float:

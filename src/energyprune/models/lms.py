@@ -76,4 +76,14 @@ def load_builtin_lm(name: str) -> LoadedLM:
     model = transformers.AutoModelForCausalLM.from_pretrained(
         folder, gguf_file=lm.gguf_file, attn_implementation="sdpa"
     )
+    _plain_fp32(model)
     return LoadedLM(model.eval(), tokenizer, name, lm.note)
+
+
+def _plain_fp32(model: nn.Module) -> None:
+    """The GGUF reader marks the model as quantised, but its weights are dequantised fp32
+    tensors: drop the marks, so that it saves (safetensors) and loads as a plain model."""
+    model.hf_quantizer = None
+    for attr in ("quantization_config", "_pre_quantization_dtype"):
+        if hasattr(model.config, attr):
+            delattr(model.config, attr)

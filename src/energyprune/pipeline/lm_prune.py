@@ -124,7 +124,7 @@ def distil_lm(
         opt.step()
         losses.append(float(loss.detach()))
         if on_step:
-            on_step(step + 1, cfg.finetune_steps, float(loss))
+            on_step(step + 1, cfg.finetune_steps, losses[-1])
     student.eval()
     teacher.check()
     return losses

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 from rich.table import Table
 
 from energyprune.energy.lm import LMProfile
 from energyprune.reports.report import fmt_count, fmt_joules
 
-__all__ = ["lm_layer_table", "lm_summary_line", "regime_text"]
+__all__ = ["lm_layer_table", "lm_prune_markdown", "lm_summary_line", "regime_text"]
 
 
 def regime_text(lm: LMProfile) -> str:
@@ -83,3 +85,32 @@ def lm_summary_line(lm: LMProfile) -> str:
         f", static {fmt_joules(lm.total('static_j'))}){timing} · {regime_text(lm)} · profile "
         f"{lm.hardware}, {lm.dtype}{moe} · profiled in {lm.wall_s:.2f} s"
     )
+
+
+def lm_prune_markdown(report: dict) -> str:
+    """report.md of an LM pruning run: estimated J/token, parameters, perplexities (measured
+    on the stated windows), the plan and the guardrail."""
+    r, ppl = report["regime"], report["ppl_dense"]
+    where = ", ".join(f"{k}={v}" for k, v in r.items() if k not in ("phase", "basis"))
+    rows = [
+        ("dense", 1.0, report["dense_j_per_token"], report["params_dense"], ppl["ppl"], ppl["ppl"]),
+        ("pruned", report["energy_ratio"], report["pruned_j_per_token"], report["params"],
+         report["ppl_after_cut"]["ppl"], report["ppl_after_recovery"]["ppl"]),
+    ]  # fmt: skip
+    lines = [
+        f"# {report['model']} pruned to {report['energy_ratio']:.3f} of dense J/token",
+        "",
+        f"Weights: {report['weights']}. Energy is **estimated** on `{report['hardware']}` per "
+        f"{r['basis']} in {r['phase']} ({where}); perplexity is measured on the first "
+        f"{ppl['windows']} windows of {ppl['seq_len']} tokens of the evaluation text.",
+        "",
+        "| model | J/token ratio | est. J/token | params | ppl after cut | ppl after recovery |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, ratio, joules, params, cut, rec in rows:
+        lines.append(
+            f"| {name} | {ratio:.3f} | {joules:.4g} | {params:,} | {cut:.2f} | {rec:.2f} |"
+        )
+    lines += ["", f"Plan: `{json.dumps(report['plan'])}`", "", report["guardrail"],
+              f"`from_pretrained`: {report['from_pretrained']}.", ""]  # fmt: skip
+    return "\n".join(lines)
