@@ -45,6 +45,8 @@ class HardwareProfile:
         unaligned_mac_pj: extra energy per MAC of an op whose widths are not multiples of
             ``channel_multiple`` (GPU tensor-core tiles; fitted by calibration).
         calibration: fidelity report of a calibrated profile (None for hand-written ones).
+        sparse_kernels: N:M patterns the runtime has kernels for (``["2:4"]``): only there
+            does an N:M-sparse weight save MACs and bytes (zero-skipping aside).
         peak_flops / bandwidth / launch_s / static_w: rates for the roofline (energy/roofline.py):
             FLOP/s per dtype, bytes/s per memory level, seconds per kernel launch, and static
             (idle) watts charged over the ops' time. Without ``peak_flops`` and ``bandwidth``
@@ -67,6 +69,7 @@ class HardwareProfile:
     bandwidth: dict[str, float] = field(default_factory=dict)
     launch_s: float = 0.0
     static_w: float = 0.0
+    sparse_kernels: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
     assumptions: tuple[str, ...] = ()
     description: str = ""
@@ -182,6 +185,18 @@ def _check(data: Any, origin: str) -> HardwareProfile:
     return _build(data, origin)
 
 
+def _patterns(values, origin: str) -> tuple[str, ...]:
+    """``sparse_kernels`` as ``("2:4", ...)``; anything else is one line naming the field."""
+    out = []
+    for v in values if isinstance(values, list) else [values]:
+        n, _, m = str(v).partition(":")
+        if not (n.isdigit() and m.isdigit() and 0 < int(n) < int(m)):
+            raise ConfigError(f"hardware profile {origin}: sparse_kernels lists N:M patterns "
+                              f"such as \"2:4\", got {v!r}")  # fmt: skip
+        out.append(f"{int(n)}:{int(m)}")
+    return tuple(out)
+
+
 def _build(data: dict, origin: str) -> HardwareProfile:
     """A checked profile mapping as a :class:`HardwareProfile`."""
     compute, memory = data["compute_pj"], data["memory_pj_per_byte"]
@@ -201,6 +216,7 @@ def _build(data: dict, origin: str) -> HardwareProfile:
         bandwidth={str(k): float(v) for k, v in (data.get("bandwidth") or {}).items()},
         launch_s=float(data.get("launch_s", 0.0)),
         static_w=float(data.get("static_w", 0.0)),
+        sparse_kernels=_patterns(data.get("sparse_kernels") or [], origin),
         sources=tuple(str(s) for s in data["sources"]),
         assumptions=tuple(str(s) for s in data.get("assumptions") or ()),
         description=str(data.get("description", "")),

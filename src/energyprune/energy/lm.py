@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
 from collections.abc import Iterable
@@ -38,6 +39,7 @@ __all__ = [
     "TracedPass",
     "as_meta_model",
     "lm_traces",
+    "nm_weights",
     "profile_lm",
 ]
 
@@ -168,6 +170,43 @@ def _touched(tr: Trace, experts: int, top_k: int, tokens: int) -> Trace:
     return dataclasses.replace(tr, records=tuple(records))
 
 
+def nm_weights(model: nn.Module, patterns: Iterable[str]) -> dict[str, tuple[int, int]]:
+    """Linear weights of ``model`` that are N:M sparse in one of ``patterns`` (``"2:4"``)."""
+    found: dict[str, tuple[int, int]] = {}
+    pairs = [tuple(int(x) for x in p.split(":")) for p in patterns]
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if not isinstance(module, nn.Linear) or weight is None or weight.is_meta:
+            continue
+        for n, m in pairs:
+            if weight.dim() == 2 and not weight.shape[1] % m:
+                groups = (weight.detach().view(weight.shape[0], -1, m) != 0).sum(dim=2)
+                if bool((groups <= n).all()):
+                    found[f"{name}.weight"] = (n, m)
+                    break
+    return found
+
+
+def _sparse_kernels(tr: Trace, sparse: dict[str, tuple[int, int]]) -> Trace:
+    """Ops against N:M-sparse weights as the runtime's N:M kernels run them: n/m of the MACs,
+    and n/m of the weight bytes plus the index metadata (log2(m) bits per kept value)."""
+    from energyprune.energy.features import itemsize
+
+    records = []
+    for r in tr.records:
+        hits = [o for o in r.operands if o.role == "param" and o.name in sparse]
+        if hits:
+            n, m = sparse[hits[0].name]
+            ops = tuple(
+                dataclasses.replace(o, numel=round(o.numel * n / m
+                                    * (1 + math.log2(m) / (8 * itemsize(o.dtype)))))
+                if o in hits else o for o in r.operands
+            )  # fmt: skip
+            r = dataclasses.replace(r, operands=ops, macs=r.macs * n // m)
+        records.append(r)
+    return dataclasses.replace(tr, records=tuple(records))
+
+
 def _as_model(model_or_config: Any) -> tuple[nn.Module, str]:
     from energyprune.models import hf
 
@@ -247,7 +286,8 @@ def profile_lm(
     name: str | None = None,
 ) -> LMProfile:
     """Estimate a language model's energy per token in ``regime`` (an estimate, never a
-    measurement).
+    measurement). Weights are priced dense (zeros are multiplied and moved like any weight),
+    except N:M-sparse ones under a profile whose ``sparse_kernels`` list their pattern.
 
     Args:
         model_or_config: a Hugging Face causal LM (priced by shape: its weights are not
@@ -259,13 +299,17 @@ def profile_lm(
     """
     start = time.perf_counter()
     hw = load_hardware(hardware)
+    sparse = {}  # weights the runtime's N:M kernels run sparse (read before the meta twin)
+    if hw.sparse_kernels and isinstance(model_or_config, nn.Module):
+        sparse = nm_weights(model_or_config, hw.sparse_kernels)
     model, default_name = _as_model(model_or_config)
     from energyprune.models.hf import moe_experts
 
     moe = moe_experts(model.config)
     passes, weighted, uncosted = [], [], {}
     for traced in lm_traces(model, regime):
-        prof = estimate(traced.trace, hw, dtype, model_name=name or default_name)
+        tr = _sparse_kernels(traced.trace, sparse) if sparse else traced.trace
+        prof = estimate(tr, hw, dtype, model_name=name or default_name)
         passes.append(LMPass(traced.phase, traced.batch, traced.length, traced.count, prof))
         weighted += [(op, traced.share) for op in prof.ops]
         for op, n in prof.uncosted_ops.items():
