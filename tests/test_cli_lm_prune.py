@@ -83,3 +83,10 @@ def test_lm_prune_bad_input_is_one_line(tmp_path, capsys, tiny_lm, extra, messag
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_sparsity_the_profile_cannot_pay_for_is_said_in_one_line(tmp_path, capsys, tiny_lm):
+    argv = _argv(tmp_path, "--lm-method", "wanda-2:4", "--hardware", "h100-sxm")
+    assert main(argv) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert len(lines) == 1 and "declares no 2:4 kernels" in lines[0]

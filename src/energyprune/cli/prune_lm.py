@@ -23,6 +23,13 @@ def add_lm_args(p: argparse.ArgumentParser) -> None:
         help="the serving regime J/token is priced in: decode:batch=B,context=L, "
         "prefill:batch=B,prompt=S or workload:prompt=S,output=N,batch=B",
     )
+    g.add_argument(
+        "--lm-method",
+        default="energy",
+        choices=("energy", "depth", "width", "torch-pruning", "wanda-50", "wanda-2:4"),
+        help="energy: heads, MLP channels and layers by importance per J/token (default); "
+        "depth / width: one kind only; torch-pruning: uniform width; wanda-*: sparsity",
+    )
     g.add_argument("--finetune-steps", type=int, default=200, help="distillation optimiser steps")
     g.add_argument("--max-ppl-rise", type=float, metavar="PCT", help="perplexity guardrail (%%)")
     g.add_argument("--lm-lr", type=float, default=5e-5, help="distillation learning rate")
@@ -53,7 +60,18 @@ def _config(args: argparse.Namespace):
     return LMPruneConfig(target_energy=args.target_energy, hardware=args.hardware,
                          finetune_steps=args.finetune_steps, max_ppl_rise=args.max_ppl_rise,
                          calib_windows=args.calib_windows, eval_windows=args.eval_windows,
-                         lr=args.lm_lr)  # fmt: skip
+                         lr=args.lm_lr, method=args.lm_method)  # fmt: skip
+
+
+def _unpaid_sparsity(method: str, kernels: tuple[str, ...]) -> str | None:
+    """One line when the asked-for sparsity saves nothing on the profile, else None."""
+    if method == "wanda-50":
+        return ("--lm-method wanda-50 saves no estimated energy: no runtime has kernels for "
+                "unstructured sparsity, so its zeros are priced like any weight")  # fmt: skip
+    if method == "wanda-2:4" and "2:4" not in kernels:
+        return ("--lm-method wanda-2:4 saves no estimated energy on this profile: it declares no "
+                "2:4 kernels (sparse_kernels); try --hardware h100-sxm-2of4")  # fmt: skip
+    return None
 
 
 def run_lm_prune(args: argparse.Namespace, console: Console) -> int:
@@ -64,9 +82,12 @@ def run_lm_prune(args: argparse.Namespace, console: Console) -> int:
     from energyprune.pipeline.lm_prune import prune_lm
     from energyprune.pipeline.text import load_text
 
-    load_hardware(args.hardware)
+    hw = load_hardware(args.hardware)
     regime, cfg = parse_regime(args.regime), _config(args)
     out = check_writable(args.out)
+    unpaid = _unpaid_sparsity(cfg.method, hw.sparse_kernels)
+    if unpaid:
+        console.print(f"[yellow]note:[/] {unpaid}")
     with status(console, f"loading {args.model}"):
         loaded = load_builtin_lm(args.model)
         data = load_text(args.data, loaded.tokenizer, args.seq_len)

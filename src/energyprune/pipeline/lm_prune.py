@@ -12,6 +12,7 @@ on the same evaluation windows → the guardrail: the run fails when perplexity 
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,9 +27,24 @@ from energyprune.errors import ConfigError
 from energyprune.pipeline.recover import Teacher, distillation_loss
 from energyprune.pipeline.text import Perplexity, TextData, perplexity
 from energyprune.pruning.decoder import block_influence, group_importance
-from energyprune.pruning.lm_allocate import LMPlan, LMScores, cut_to_budget, mlp_scores
+from energyprune.pruning.lm_allocate import (
+    ALL_KINDS,
+    LMScores,
+    cut_to_budget,
+    magnitude_scores,
+    mlp_scores,
+    uniform_width,
+)
+from energyprune.pruning.wanda import wanda_prune
 
-__all__ = ["LMPruneConfig", "LMPruneResult", "distil_lm", "ppl_guardrail", "prune_lm"]
+__all__ = [
+    "METHODS",
+    "LMPruneConfig",
+    "LMPruneResult",
+    "distil_lm",
+    "ppl_guardrail",
+    "prune_lm",
+]
 
 OnStep = Callable[[int, int, float], None]
 
@@ -47,12 +63,15 @@ class LMPruneConfig:
     calib_windows: int = 16
     eval_windows: int = 20
     round_to: int = 32
+    method: str = "energy"  # a key of METHODS
 
     def __post_init__(self) -> None:
         if not 0 < self.target_energy < 1:
             raise ConfigError(f"--target-energy must be in (0, 1), got {self.target_energy}")
         if self.finetune_steps < 0:
             raise ConfigError(f"--finetune-steps must be >= 0, got {self.finetune_steps}")
+        if self.method not in METHODS:
+            raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.max_ppl_rise is not None and self.max_ppl_rise < 0:
             raise ConfigError(f"--max-ppl-rise must be >= 0 (percent), got {self.max_ppl_rise}")
 
@@ -62,7 +81,7 @@ class LMPruneResult:
     """The pruned model and the evidence: J/token ratio (estimated), perplexities."""
 
     model: nn.Module
-    plan: LMPlan
+    plan: dict[str, Any]
     energy_ratio: float
     dense_j_per_token: float
     pruned_j_per_token: float
@@ -84,7 +103,7 @@ class LMPruneResult:
             "ppl_dense": self.ppl_dense.to_dict(), "ppl_after_cut": self.ppl_cut.to_dict(),
             "ppl_after_recovery": self.ppl_recovered.to_dict(),
             "params_dense": self.params_dense, "params": self.params_pruned,
-            "plan": self.plan.to_dict(), "guardrail_ok": self.guardrail_ok,
+            "plan": self.plan, "guardrail_ok": self.guardrail_ok,
             "guardrail": self.guardrail, "losses": self.losses, "wall_s": self.wall_s,
         }  # fmt: skip
 
@@ -101,9 +120,16 @@ def ppl_guardrail(dense: float, pruned: float, max_rise: float | None) -> tuple[
 
 
 def distil_lm(
-    student: nn.Module, teacher: Teacher, data: TextData, cfg: LMPruneConfig, on_step: OnStep | None
+    student: nn.Module,
+    teacher: Teacher,
+    data: TextData,
+    cfg: LMPruneConfig,
+    on_step: OnStep | None,
+    masks: dict[str, torch.Tensor] | None = None,
 ) -> list[float]:
-    """``cfg.finetune_steps`` AdamW steps on training windows, one window per step, cycling."""
+    """``cfg.finetune_steps`` AdamW steps on training windows, one window per step, cycling;
+    ``masks`` (parameter name → keep mask) hold sparse weights' zeros after every step."""
+    params_by_name = dict(student.named_parameters())
     if not cfg.finetune_steps:
         return []
     student.train()
@@ -122,12 +148,58 @@ def distil_lm(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        with torch.no_grad():
+            for name, mask in (masks or {}).items():
+                params_by_name[name].mul_(mask)
         losses.append(float(loss.detach()))
         if on_step:
             on_step(step + 1, cfg.finetune_steps, losses[-1])
     student.eval()
     teacher.check()
     return losses
+
+
+Method = Callable[..., tuple[nn.Module, dict[str, Any], float, dict | None]]
+
+
+def _structured(kinds: tuple[str, ...]) -> Method:
+    def method(dense, data, scores, price, cfg):
+        model, plan, ratio = cut_to_budget(dense, scores, cfg.target_energy, price, cfg.round_to,
+                                           kinds=kinds)  # fmt: skip
+        return model, plan.to_dict(), ratio, None
+
+    return method
+
+
+def _uniform(dense, data, scores, price, cfg):
+    model, plan, ratio = uniform_width(dense, magnitude_scores(dense), cfg.target_energy, price,
+                                       cfg.round_to)  # fmt: skip
+    return model, {"uniform": True, **plan.to_dict()}, ratio, None
+
+
+def _wanda(sparsity: float, nm: tuple[int, int] | None) -> Method:
+    def method(dense, data, scores, price, cfg):
+        model = copy.deepcopy(dense)
+        done = wanda_prune(model, data.batches("train", 1, cfg.calib_windows), sparsity=sparsity,
+                           nm=nm)  # fmt: skip
+        params = dict(model.named_parameters())
+        masks = {f"{name}.weight": params[f"{name}.weight"] != 0 for name in done}
+        ratio = price(model).energy_j / price(dense).energy_j
+        what = f"{nm[0]}:{nm[1]}" if nm else f"{sparsity:.0%} unstructured"
+        return model, {"wanda": what, "layers": len(done)}, ratio, masks
+
+    return method
+
+
+#: arm name → how it cuts (``cfg.target_energy`` is the budget of the structured ones)
+METHODS: dict[str, Method] = {
+    "energy": _structured(ALL_KINDS),
+    "depth": _structured(("layer",)),
+    "width": _structured(("mlp", "heads")),
+    "torch-pruning": _uniform,
+    "wanda-50": _wanda(0.5, None),
+    "wanda-2:4": _wanda(0.5, (2, 4)),
+}
 
 
 def _scores(model: nn.Module, data: TextData, windows: int) -> LMScores:
@@ -159,11 +231,15 @@ def prune_lm(
         return profile_lm(m, regime, cfg.hardware)
 
     dense_j = price(dense).energy_j
-    pruned, plan, ratio = cut_to_budget(dense, scores, cfg.target_energy, price, cfg.round_to)
-    log(f"cut to {ratio:.3f} of dense estimated J/token ({cfg.hardware}): {plan.to_dict()}")
+    pruned, plan, ratio, masks = METHODS[cfg.method](dense, data, scores, price, cfg)
+    log(f"{cfg.method}: cut to {ratio:.3f} of dense estimated J/token ({cfg.hardware}): {plan}")
+    if ratio > cfg.target_energy + 1e-3 and not cfg.method.startswith("wanda"):
+        log(f"warning: {cfg.method} cuts reach only {ratio:.3f} of dense, not {cfg.target_energy}: "
+            "in this regime most of a token's energy is not in the parts it can cut (kernel "
+            "launches and static power at small batch)")  # fmt: skip
     ppl_cut = perplexity(pruned, data.eval, limit=cfg.eval_windows)
     log(f"after the cut: perplexity {ppl_cut.value:.2f}")
-    losses = distil_lm(pruned, teacher, data, cfg, on_step)
+    losses = distil_lm(pruned, teacher, data, cfg, on_step, masks)
     ppl_rec = perplexity(pruned, data.eval, limit=cfg.eval_windows)
     held, why = ppl_guardrail(ppl_dense.value, ppl_rec.value, cfg.max_ppl_rise)
     log(f"after recovery: perplexity {ppl_rec.value:.2f}; {why}")

@@ -42,7 +42,9 @@ __all__ = [
     "apply_plan",
     "candidates",
     "cut_to_budget",
+    "magnitude_scores",
     "mlp_scores",
+    "uniform_width",
 ]
 
 
@@ -86,6 +88,20 @@ def mlp_scores(model: nn.Module, batches: Iterable[torch.Tensor]) -> list[torch.
     return [wanda_columns(d, sq) for d, sq in zip(downs, norms, strict=True)]
 
 
+@torch.no_grad()
+def magnitude_scores(model: nn.Module) -> LMScores:
+    """L2 magnitude scores (Torch-Pruning's default importance): each MLP channel's gate, up
+    and down weights, each query head's q and o weights; no block influence (1 per layer)."""
+    mlp, heads = [], []
+    for layer, attn in zip(decoder_layers(model), attention_layers(model), strict=True):
+        m = layer.mlp
+        sq = m.gate_proj.weight.pow(2).sum(1) + m.up_proj.weight.pow(2).sum(1)
+        mlp.append((sq + m.down_proj.weight.pow(2).sum(0)).sqrt().float().cpu())
+        q = attn.q.weight.pow(2).sum(1) + attn.module.o_proj.weight.pow(2).sum(0)
+        heads.append(q.view(-1, attn.head_dim).sum(1).sqrt().float().cpu())
+    return LMScores([1.0] * len(mlp), mlp, heads)
+
+
 def _module_joules(lm: LMProfile) -> dict[str, float]:
     return {layer.name: layer.energy_j for layer in lm.layers}
 
@@ -94,8 +110,21 @@ def _sum(joules: dict[str, float], prefix: str) -> float:
     return sum(j for name, j in joules.items() if name == prefix or name.startswith(prefix + "."))
 
 
-def candidates(model: nn.Module, lm: LMProfile, scores: LMScores, round_to: int = 32) -> list[Cut]:
-    """Every unit cut with its importance and estimated J/token saved (dense model)."""
+ALL_KINDS = ("mlp", "heads", "layer")
+
+
+def candidates(
+    model: nn.Module,
+    lm: LMProfile,
+    scores: LMScores,
+    round_to: int = 32,
+    kinds: tuple[str, ...] = ALL_KINDS,
+) -> list[Cut]:
+    """Every unit cut of ``kinds`` with its importance and estimated J/token saved."""
+    return [c for c in _candidates(model, lm, scores, round_to) if c.kind in kinds]
+
+
+def _candidates(model: nn.Module, lm: LMProfile, scores: LMScores, round_to: int) -> list[Cut]:
     joules = _module_joules(lm)
     cuts: list[Cut] = []
     for i, (layer, attn) in enumerate(
@@ -190,11 +219,12 @@ def cut_to_budget(
     price: Callable[[nn.Module], LMProfile],
     round_to: int = 32,
     tries: int = 4,
+    kinds: tuple[str, ...] = ALL_KINDS,
 ) -> tuple[nn.Module, LMPlan, float]:
     """A pruned copy of ``dense`` at ``target`` x its J/token (re-priced, not estimated): the
     saving asked of the allocator grows until the priced ratio meets the target."""
     lm = price(dense)
-    cuts = candidates(dense, lm, scores, round_to)
+    cuts = candidates(dense, lm, scores, round_to, kinds)
     ask = (1 - target) * lm.energy_j
     for _ in range(tries):
         plan = allocate(cuts, ask)
@@ -205,3 +235,39 @@ def cut_to_budget(
             return model, plan, ratio
         ask *= (1 - target) / max(1 - ratio, 1e-3)  # the estimate fell short by this much
     return model, plan, ratio
+
+
+def uniform_width(
+    dense: nn.Module,
+    scores: LMScores,
+    target: float,
+    price: Callable[[nn.Module], LMProfile],
+    round_to: int = 32,
+) -> tuple[nn.Module, LMPlan, float]:
+    """Torch-Pruning's LLM recipe: the same share of MLP channels and query heads from every
+    layer, the least important first, bisected on the share until the priced ratio meets
+    ``target`` (or the widest cut, when it cannot)."""
+    layers, attns = decoder_layers(dense), attention_layers(dense)
+    chunks = layers[0].mlp.down_proj.in_features // round_to - 1
+    heads = attns[0].group_size - 1
+    dense_j = price(dense).energy_j
+
+    def cut(k: int) -> tuple[nn.Module, LMPlan, float]:
+        per_group = round(k / max(chunks, 1) * heads)
+        plan = LMPlan(
+            dict.fromkeys(range(len(layers)), k), dict.fromkeys(range(len(layers)), per_group)
+        )
+        model = copy.deepcopy(dense)
+        apply_plan(model, plan, scores, round_to)
+        return model, plan, price(model).energy_j / dense_j
+
+    low, high = 0, chunks
+    best = cut(high)
+    while low < high:  # the smallest k that meets the target
+        mid = (low + high) // 2
+        found = cut(mid)
+        if found[2] <= target + 1e-3:
+            best, high = found, mid
+        else:
+            low = mid + 1
+    return best
