@@ -39,6 +39,36 @@ def tokens_per_s(model, prompt: torch.Tensor, new: int = 32, repeats: int = 3) -
     return statistics.median(speeds)
 
 
+def _dense_row(model, data, prompt, windows: int) -> dict:
+    from energyprune.pipeline.text import perplexity
+
+    ppl = perplexity(model, data.eval, limit=windows).value
+    return {
+        "energy_ratio": 1.0,
+        "energy_ratio_2of4": 1.0,
+        "ppl_after_cut": ppl,
+        "ppl_after_recovery": ppl,
+        "params": sum(p.numel() for p in model.parameters()),
+        "tokens_per_s": tokens_per_s(model, prompt),
+        "plan": {},
+    }
+
+
+def _arm_row(result, regime, prompt, dense_2of4: float) -> dict:
+    from energyprune.energy.lm import profile_lm
+
+    return {
+        "energy_ratio": result.energy_ratio,
+        "energy_ratio_2of4": profile_lm(result.model, regime, "h100-sxm-2of4").energy_j
+        / dense_2of4,
+        "ppl_after_cut": result.ppl_cut.value,
+        "ppl_after_recovery": result.ppl_recovered.value,
+        "params": result.params_pruned,
+        "tokens_per_s": tokens_per_s(result.model, prompt),
+        "plan": result.plan,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--finetune-steps", type=int, default=100)
@@ -52,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     from energyprune.energy.regimes import Decode
     from energyprune.models.lms import load_builtin_lm
     from energyprune.pipeline.lm_prune import LMPruneConfig, prune_lm
-    from energyprune.pipeline.text import load_text, perplexity
+    from energyprune.pipeline.text import load_text
 
     torch.manual_seed(0)
     lm = load_builtin_lm("smollm2-135m")
@@ -67,22 +97,18 @@ def main(argv: list[str] | None = None) -> int:
     for arm in args.arms.split(","):
         start = time.perf_counter()
         if arm == "dense":
-            ppl = perplexity(lm.model, data.eval, limit=args.eval_windows).value
-            row = {"energy_ratio": 1.0, "energy_ratio_2of4": 1.0, "ppl_after_cut": ppl,
-                   "ppl_after_recovery": ppl, "params": sum(p.numel() for p in lm.model.parameters()),
-                   "tokens_per_s": tokens_per_s(lm.model, prompt), "plan": {}}  # fmt: skip
+            row = _dense_row(lm.model, data, prompt, args.eval_windows)
         else:
-            cfg = LMPruneConfig(target_energy=args.target_energy, hardware="h100-sxm",
-                                finetune_steps=args.finetune_steps, method=arm,
-                                calib_windows=args.calib_windows, eval_windows=args.eval_windows)  # fmt: skip
+            cfg = LMPruneConfig(
+                target_energy=args.target_energy,
+                hardware="h100-sxm",
+                finetune_steps=args.finetune_steps,
+                method=arm,
+                calib_windows=args.calib_windows,
+                eval_windows=args.eval_windows,
+            )
             result = prune_lm(lm.model, data, regime, cfg, log=lambda line: print(line, flush=True))
-            model = result.model
-            row = {"energy_ratio": result.energy_ratio,
-                   "energy_ratio_2of4": profile_lm(model, regime, "h100-sxm-2of4").energy_j
-                   / dense_j["h100-sxm-2of4"],
-                   "ppl_after_cut": result.ppl_cut.value, "ppl_after_recovery": result.ppl_recovered.value,
-                   "params": result.params_pruned, "tokens_per_s": tokens_per_s(model, prompt),
-                   "plan": result.plan}  # fmt: skip
+            row = _arm_row(result, regime, prompt, dense_j["h100-sxm-2of4"])
         row = {"arm": arm, **row, "wall_s": time.perf_counter() - start}
         arms.append(row)
         print(json.dumps(row), flush=True)
