@@ -31,6 +31,7 @@ __all__ = [
     "group_importance",
     "input_sq_norms",
     "prune_kv_groups",
+    "prune_mlp_channels",
     "prune_query_heads",
     "wanda_columns",
 ]
@@ -113,6 +114,13 @@ def prune_kv_groups(attn: Attention, keep: Sequence[int]) -> None:
     _rows(m.k_proj, kv)
     _rows(m.v_proj, kv)
     _cols(m.o_proj, queries)
+
+
+def prune_mlp_channels(mlp: nn.Module, keep: torch.Tensor) -> None:
+    """Keep MLP channels ``keep``: gate and up lose output rows, down the same input columns."""
+    _rows(mlp.gate_proj, keep)
+    _rows(mlp.up_proj, keep)
+    _cols(mlp.down_proj, keep)
 
 
 def prune_query_heads(attn: Attention, keep_per_group: int, scores: torch.Tensor) -> None:

@@ -29,6 +29,7 @@ from energyprune.pruning.decoder import (
     decoder_layers,
     drop_layers,
     input_sq_norms,
+    prune_mlp_channels,
     prune_query_heads,
     wanda_columns,
 )
@@ -191,7 +192,7 @@ def apply_plan(model: nn.Module, plan: LMPlan, scores: LMScores, round_to: int =
             keep = scores.mlp[i].argsort(descending=True)[
                 : layer.mlp.down_proj.in_features - removed
             ]
-            _prune_mlp(layer.mlp, keep.sort().values)
+            prune_mlp_channels(layer.mlp, keep.sort().values)
     for i, attn in enumerate(attention_layers(model)):
         removed = plan.heads_cut.get(i, 0)
         if removed:
@@ -199,17 +200,6 @@ def apply_plan(model: nn.Module, plan: LMPlan, scores: LMScores, round_to: int =
     if plan.drop:
         drop_layers(model, plan.drop)
     sync_config(model)
-
-
-def _prune_mlp(mlp: nn.Module, keep: torch.Tensor) -> None:
-    """gate and up lose output rows, down the same input columns (one width, three weights)."""
-    for name in ("gate_proj", "up_proj"):
-        lin = getattr(mlp, name)
-        lin.weight = nn.Parameter(lin.weight.data[keep].clone())
-        lin.out_features = len(keep)
-    down = mlp.down_proj
-    down.weight = nn.Parameter(down.weight.data[:, keep].clone())
-    down.in_features = len(keep)
 
 
 def cut_to_budget(
