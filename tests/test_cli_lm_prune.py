@@ -7,33 +7,18 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 transformers = pytest.importorskip("transformers")
 
 from energyprune.cli import main  # noqa: E402
 from energyprune.models import lms  # noqa: E402
-
-
-class _CharTokenizer:
-    def __call__(self, text, add_special_tokens=False, return_attention_mask=False):
-        return {"input_ids": [ord(c) % 64 for c in text]}
-
-    def save_pretrained(self, folder):
-        (folder / "tokenizer.txt").write_text("characters mod 64\n")
+from tests.tiny_lms import CharTokenizer, tiny_llama  # noqa: E402
 
 
 @pytest.fixture
 def tiny_lm(monkeypatch):
     def load(name):
-        config = transformers.LlamaConfig(
-            vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-            num_attention_heads=8, num_key_value_heads=2, head_dim=8, pad_token_id=0,
-            bos_token_id=0, eos_token_id=0,
-        )  # fmt: skip
-        torch.manual_seed(0)
-        model = transformers.LlamaForCausalLM(config).eval()
-        return lms.LoadedLM(model, _CharTokenizer(), name, "a tiny random stand-in")
+        return lms.LoadedLM(tiny_llama(4), CharTokenizer(), name, "a tiny random stand-in")
 
     monkeypatch.setattr(lms, "load_builtin_lm", load)
 
@@ -76,6 +61,7 @@ def test_a_failed_guardrail_exits_1(tmp_path, capsys, tiny_lm, monkeypatch):
         (["--regime", "decode:beam=2"], "--regime decode takes"),
         (["--finetune-steps", "-1"], "--finetune-steps"),
         (["--eval-windows", "0"], "--eval-windows"),
+        (["--probe-windows", "0"], "--probe-windows"),
     ],
 )
 def test_lm_prune_bad_input_is_one_line(tmp_path, capsys, tiny_lm, extra, message):
@@ -90,3 +76,41 @@ def test_sparsity_the_profile_cannot_pay_for_is_said_in_one_line(tmp_path, capsy
     assert main(argv) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
     assert len(lines) == 1 and "declares no 2:4 kernels" in lines[0]
+
+
+def _budget(tmp_path, *flags):
+    argv = _argv(tmp_path, "--regime", "decode:batch=1,context=128", "--hardware", "h100-sxm",
+                 *flags)  # fmt: skip
+    i = argv.index("--target-energy")
+    return argv[:i] + argv[i + 2 :]
+
+
+def test_an_absolute_joules_per_token_budget(tmp_path, tiny_lm):
+    from energyprune.energy.lm import profile_lm
+    from energyprune.energy.regimes import Decode
+
+    dense = profile_lm(tiny_llama(4), Decode(1, 128), "h100-sxm").energy_j
+    assert main(_budget(tmp_path, "--max-joules-per-token", str(0.75 * dense))) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["pruned_j_per_token"] <= 0.75 * dense * 1.001
+    assert report["budget"]["target_energy"] == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--max-joules-per-token", "1"], "is not below the dense model's"),
+        (["--max-joules-per-token", "0"], "must be > 0"),
+        (["--max-joules", "1"], "use --max-joules-per-token"),
+    ],
+)
+def test_a_bad_absolute_budget_is_one_line(tmp_path, capsys, tiny_lm, flags, message):
+    assert main(_budget(tmp_path, *flags)) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_joules_per_token_is_refused_for_a_cnn(capsys):
+    assert main(["prune", "resnet20", "--max-joules-per-token", "1", "--out", "x"]) == 2
+    assert "for language models" in capsys.readouterr().err

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from energyprune.pipeline.recover import distillation_loss, recalibrate_bn
     from energyprune.pruning.apply import PruneResult, prune
     from energyprune.pruning.export import export_onnx, load, save
+    from energyprune.pruning.lm_export import load_lm, save_lm
     from energyprune.pruning.plan import PruningPlan
     from energyprune.pruning.spec import PruneSpec
     from energyprune.reports.plots import plot_layer_energy
@@ -85,6 +86,8 @@ _EXPORTS = {
     "prune": "energyprune.pruning.apply",
     "export_onnx": "energyprune.pruning.export",
     "load": "energyprune.pruning.export",
+    "load_lm": "energyprune.pruning.lm_export",
+    "save_lm": "energyprune.pruning.lm_export",
     "save": "energyprune.pruning.export",
     "PruningPlan": "energyprune.pruning.plan",
     "PruneSpec": "energyprune.pruning.spec",
@@ -124,6 +127,7 @@ __all__ = [
     "export_onnx",
     "load",
     "load_hardware",
+    "load_lm",
     "load_quantized",
     "load_weights",
     "measure",
@@ -135,6 +139,7 @@ __all__ = [
     "quantize_int8_linear",
     "recalibrate_bn",
     "save",
+    "save_lm",
     "save_quantized",
     "trace",
 ]

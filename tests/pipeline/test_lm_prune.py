@@ -12,24 +12,20 @@ transformers = pytest.importorskip("transformers")
 from energyprune.energy.lm import profile_lm  # noqa: E402
 from energyprune.energy.regimes import Decode  # noqa: E402
 from energyprune.pipeline.lm_prune import (  # noqa: E402
+    ENERGY_CANDIDATES,
     METHODS,
     LMPruneConfig,
     ppl_guardrail,
     prune_lm,
 )
 from energyprune.pipeline.text import TextData, perplexity, read_windows  # noqa: E402
+from tests.tiny_lms import CharTokenizer, tiny_llama  # noqa: E402
 
 REGIME = Decode(1, 256)
 
 
 def _llama(layers: int = 4):
-    config = transformers.LlamaConfig(
-        vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
-        num_attention_heads=8, num_key_value_heads=2, head_dim=8, pad_token_id=0,
-        bos_token_id=0, eos_token_id=0,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    return transformers.LlamaForCausalLM(config).eval()
+    return tiny_llama(layers)
 
 
 def _data() -> TextData:
@@ -60,15 +56,30 @@ def test_the_budget_holds_when_re_priced_and_the_model_round_trips(tmp_path):
             assert torch.equal(result.model(input_ids=ids).logits, loaded(input_ids=ids).logits)
 
 
-def test_the_energy_criterion_drops_a_layer_that_does_nothing_first():
-    model = _llama()
-    layer = model.model.layers[2]
+def _identity_layer(model, i: int):
+    layer = model.model.layers[i]
     for p in (layer.self_attn.o_proj.weight, layer.mlp.down_proj.weight):
         torch.nn.init.zeros_(p)
+    return model
+
+
+def test_depth_drops_a_layer_that_does_nothing_first():
+    cfg = LMPruneConfig(target_energy=0.85, finetune_steps=0, calib_windows=4, eval_windows=4,
+                        round_to=16, method="depth")  # fmt: skip
+    result = prune_lm(_identity_layer(_llama(), 2), _data(), REGIME, cfg)
+    assert result.plan["drop_layers"] == [2]
+
+
+def test_the_energy_criterion_keeps_the_plan_with_least_calibration_loss():
     cfg = LMPruneConfig(target_energy=0.85, finetune_steps=0, calib_windows=4, eval_windows=4,
                         round_to=16)  # fmt: skip
-    result = prune_lm(model, _data(), REGIME, cfg)
-    assert 2 in result.plan["drop_layers"]
+    result = prune_lm(_identity_layer(_llama(), 2), _data(), REGIME, cfg)
+    plan = result.plan
+    assert plan["sensitivity"]["layer"][2] == pytest.approx(0.0, abs=1e-6)  # an identity layer
+    met = {k: v for k, v in plan["candidates"].items() if v["energy_ratio"] <= 0.85 + 1e-3}
+    assert set(plan["candidates"]) == set(ENERGY_CANDIDATES) and plan["chosen"] in met
+    assert met[plan["chosen"]]["calib_loss"] == min(v["calib_loss"] for v in met.values())
+    assert plan["candidates"][plan["chosen"]]["energy_ratio"] == result.energy_ratio
 
 
 def test_recovery_lowers_perplexity_after_the_cut():
@@ -93,15 +104,10 @@ def test_the_perplexity_guardrail():
     assert result.ppl_cut.value > result.ppl_dense.value and result.guardrail_ok is False
 
 
-class _CharTokenizer:
-    def __call__(self, text, add_special_tokens=False, return_attention_mask=False):
-        return {"input_ids": [ord(c) % 64 for c in text]}
-
-
 def test_text_windows_and_perplexity(tmp_path):
     path = tmp_path / "t.txt"
     path.write_text("abcdefgh" * 10)
-    windows = read_windows(str(path), _CharTokenizer(), 16)
+    windows = read_windows(str(path), CharTokenizer(), 16)
     assert windows.shape == (5, 16)  # 80 tokens, non-overlapping windows, the tail dropped
     ppl = perplexity(_llama(1), windows, limit=3)
     assert ppl.windows == 3 and ppl.tokens == 3 * 15 and ppl.value > 1

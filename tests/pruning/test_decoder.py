@@ -19,16 +19,11 @@ from energyprune.pruning.decoder import (  # noqa: E402
     prune_query_heads,
 )
 from energyprune.pruning.hf_config import sync_config  # noqa: E402
+from tests.tiny_lms import tiny_llama  # noqa: E402
 
 
 def _llama(layers: int = 3):
-    config = transformers.LlamaConfig(
-        vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=layers,
-        num_attention_heads=8, num_key_value_heads=2, head_dim=8, pad_token_id=0,
-        bos_token_id=0, eos_token_id=0,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    return transformers.LlamaForCausalLM(config).eval()
+    return tiny_llama(layers, vocab=97, intermediate=96)
 
 
 IDS = torch.randint(0, 97, (2, 12), generator=torch.Generator().manual_seed(1))
@@ -116,3 +111,29 @@ def test_impossible_cuts_are_refused():
         prune_query_heads(attn, 5, torch.ones(8))
     with pytest.raises(ConfigError):
         drop_layers(model, [0])
+
+
+def test_mlp_channels_go_through_torch_pruning_and_keep_the_kept_channels_exact():
+    from energyprune.pruning.decoder import prune_mlp_channels
+
+    model = _llama(1)
+    mlp = model.model.layers[0].mlp
+    keep = torch.tensor([90, 3, 17, 40, 41])  # any order: the kept channels keep theirs
+    x = torch.randn(2, 5, 64)
+    with torch.no_grad():
+        h = torch.nn.functional.silu(x @ mlp.gate_proj.weight[keep.sort().values].T)
+        want = (h * (x @ mlp.up_proj.weight[keep.sort().values].T)) @ mlp.down_proj.weight[
+            :, keep.sort().values
+        ].T
+        assert prune_mlp_channels(mlp, keep) == "torch-pruning"
+        assert torch.allclose(mlp(x), want, atol=1e-6)
+    assert mlp.down_proj.in_features == mlp.gate_proj.out_features == 5
+
+
+def test_an_mlp_the_graph_cannot_cut_falls_back_to_our_own_cut(monkeypatch):
+    from energyprune.pruning import decoder
+
+    mlp = _llama(1).model.layers[0].mlp
+    monkeypatch.setattr(decoder, "_graph_cut", lambda m, removed: False)
+    assert decoder.prune_mlp_channels(mlp, torch.arange(8)) == "own"
+    assert mlp.up_proj.out_features == mlp.down_proj.in_features == 8

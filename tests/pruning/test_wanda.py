@@ -16,18 +16,13 @@ from energyprune.energy.regimes import Decode  # noqa: E402
 from energyprune.errors import ConfigError  # noqa: E402
 from energyprune.pruning.decoder import decoder_layers  # noqa: E402
 from energyprune.pruning.wanda import is_nm_sparse, wanda_prune  # noqa: E402
+from tests.tiny_lms import tiny_llama  # noqa: E402
 
 IDS = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(0))
 
 
 def _llama():
-    config = transformers.LlamaConfig(
-        vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=8, num_key_value_heads=2, head_dim=8, pad_token_id=0,
-        bos_token_id=0, eos_token_id=0,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    return transformers.LlamaForCausalLM(config).eval()
+    return tiny_llama(2)
 
 
 def _decoder_linears(model):

@@ -62,6 +62,12 @@ def _add_spec_args(p: argparse.ArgumentParser) -> None:
     budget.add_argument(
         "--max-joules", type=float, metavar="J", help="absolute estimated joules per forward pass"
     )
+    budget.add_argument(
+        "--max-joules-per-token",
+        type=float,
+        metavar="J",
+        help="language models: absolute estimated J per token in --regime",
+    )
     p.add_argument("--granularity", choices=GRANULARITIES, default="channel")
     p.add_argument("--criterion", choices=CRITERION_NAMES, default="energy")
     p.add_argument("--strategy", choices=STRATEGY_NAMES, default="global")
@@ -198,6 +204,9 @@ def _run_prune(args: argparse.Namespace, console: Console) -> int:
     load_hardware(args.hardware)  # a misspelled profile fails before the model is built
     if is_lm_request(args):
         return run_lm_prune(args, console)
+    if args.max_joules_per_token is not None:
+        raise ConfigError("--max-joules-per-token is for language models; use --max-joules J "
+                          "(per forward pass) or --target-energy F")  # fmt: skip
     from energyprune.pruning.apply import prune
     from energyprune.pruning.export import save
     from energyprune.reports.report import comparison_table

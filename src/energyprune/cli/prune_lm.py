@@ -36,6 +36,12 @@ def add_lm_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seq-len", type=int, default=512, help="tokens per text window (512)")
     g.add_argument("--eval-windows", type=int, default=20, help="perplexity windows (20)")
     g.add_argument("--calib-windows", type=int, default=16, help="scoring windows (16)")
+    g.add_argument(
+        "--probe-windows",
+        type=int,
+        default=2,
+        help="windows each loss probe of the energy and width methods is scored on (2)",
+    )
 
 
 def is_lm_request(args: argparse.Namespace) -> bool:
@@ -47,17 +53,21 @@ def is_lm_request(args: argparse.Namespace) -> bool:
 def _config(args: argparse.Namespace):
     from energyprune.pipeline.lm_prune import LMPruneConfig
 
-    if args.target_energy is None:
-        raise ConfigError("language models are pruned to --target-energy F (a fraction of dense)")
+    if args.max_joules is not None:
+        raise ConfigError("language models are priced per token: use --max-joules-per-token J "
+                          "or --target-energy F (a fraction of dense)")  # fmt: skip
     if args.data is None or not args.data.startswith("text:"):
         raise ConfigError("pruning a language model needs --data text:TRAIN[,EVAL]")
     for flag, value in (
         ("--eval-windows", args.eval_windows),
         ("--calib-windows", args.calib_windows),
+        ("--probe-windows", args.probe_windows),
     ):
         if value < 1:
             raise ConfigError(f"{flag} must be >= 1, got {value}")
-    return LMPruneConfig(target_energy=args.target_energy, hardware=args.hardware,
+    budget = {"target_energy": args.target_energy} if args.target_energy is not None else {
+        "max_joules_per_token": args.max_joules_per_token}  # fmt: skip
+    return LMPruneConfig(**budget, hardware=args.hardware, probe_windows=args.probe_windows,
                          finetune_steps=args.finetune_steps, max_ppl_rise=args.max_ppl_rise,
                          calib_windows=args.calib_windows, eval_windows=args.eval_windows,
                          lr=args.lm_lr, method=args.lm_method)  # fmt: skip
@@ -96,31 +106,27 @@ def run_lm_prune(args: argparse.Namespace, console: Console) -> int:
     with Progress(console, stage="distillation") as bar:
         batch = bar.for_stage("distillation")
         result = prune_lm(loaded.model, data, regime, cfg, log=bar.log,
-                          on_step=lambda i, n, loss: batch(0, i - 1, n, loss))  # fmt: skip
+                          on_step=lambda i, n, loss: batch(0, i - 1, n, loss),
+                          on_probe=lambda i, n: bar.on_items(i, n, "loss probes"))  # fmt: skip
     _write(out, result, loaded, regime, cfg, console)
     return 0 if result.guardrail_ok else 1
 
 
 def _write(out: Path, result, loaded, regime, cfg, console: Console) -> None:
+    from energyprune.pruning.lm_export import save_lm
     from energyprune.reports.lm import lm_prune_markdown
 
     report = {"model": loaded.name, "weights": loaded.note, "regime": regime.to_dict(),
               "hardware": cfg.hardware, **result.to_dict()}  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
-    per_layer = getattr(result.model.config, "per_layer_widths", None)
-    result.model.save_pretrained(out / "model")  # safetensors; never pickled
-    loaded.tokenizer.save_pretrained(out / "model")
-    if per_layer:
-        report["from_pretrained"] = (
-            "no: widths differ per layer "
-            f"({', '.join(sorted(per_layer))}), which Llama's config cannot describe"
-        )
+    why_not = save_lm(result.model, out / "model", loaded.tokenizer)
+    report["from_pretrained"] = "yes" if why_not is None else f"no: {why_not}"
+    if why_not:
         console.print(f"[yellow]note:[/] {out / 'model'} is not from_pretrained-loadable: "
-                      f"{report['from_pretrained'].removeprefix('no: ')}")  # fmt: skip
-    else:
-        report["from_pretrained"] = "yes"
+                      f"{why_not}")  # fmt: skip
     atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
     atomic_write_text(out / "report.md", lm_prune_markdown(report))
     console.print(result.guardrail)
-    console.print(f"wrote {out}/model/ (config.json, model.safetensors, tokenizer), report.json, "
-                  "report.md")  # fmt: skip
+    plan = ", plan.json" if why_not else ""
+    console.print(f"wrote {out}/model/ (config.json, model.safetensors{plan}, tokenizer), "
+                  "report.json, report.md")  # fmt: skip

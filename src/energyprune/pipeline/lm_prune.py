@@ -2,12 +2,13 @@
 keeps with perplexity.
 
 The steps: score on calibration windows (block influence, Wanda scores of MLP channels and
-query heads) → cut to the budget under the run's regime (:func:`energyprune.pruning.
-lm_allocate.cut_to_budget`, re-priced with :func:`energyprune.profile_lm`) → distil from the
-frozen dense model for ``finetune_steps`` optimiser steps (KL on next-token distributions at
-temperature T mixed with the LM loss) → perplexity before the cut, after it and after recovery,
-on the same evaluation windows → the guardrail: the run fails when perplexity rose more than
-``max_ppl_rise`` percent over dense.
+query heads; for the energy and width methods also the measured calibration-loss rise of each
+kind of cut in each layer, :mod:`energyprune.pruning.lm_sensitivity`) → cut to the budget
+under the run's regime (:func:`energyprune.pruning.lm_allocate.cut_to_budget`, re-priced with
+:func:`energyprune.profile_lm`) → distil from the frozen dense model for ``finetune_steps``
+optimiser steps (KL on next-token distributions at temperature T mixed with the LM loss) →
+perplexity before the cut, after it and after recovery, on the same evaluation windows → the
+guardrail: the run fails when perplexity rose more than ``max_ppl_rise`` percent over dense.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -24,8 +25,9 @@ from torch import nn
 from energyprune.energy.lm import profile_lm
 from energyprune.energy.regimes import Regime
 from energyprune.errors import ConfigError
+from energyprune.models.placement import placement, to_model
 from energyprune.pipeline.recover import Teacher, distillation_loss
-from energyprune.pipeline.text import Perplexity, TextData, perplexity
+from energyprune.pipeline.text import Perplexity, TextData, lm_loss, perplexity
 from energyprune.pruning.decoder import block_influence, group_importance
 from energyprune.pruning.lm_allocate import (
     ALL_KINDS,
@@ -35,6 +37,7 @@ from energyprune.pruning.lm_allocate import (
     mlp_scores,
     uniform_width,
 )
+from energyprune.pruning.lm_sensitivity import loss_sensitivity
 from energyprune.pruning.wanda import wanda_prune
 
 __all__ = [
@@ -47,13 +50,15 @@ __all__ = [
 ]
 
 OnStep = Callable[[int, int, float], None]
+OnProbe = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
 class LMPruneConfig:
     """Settings of one LM pruning run."""
 
-    target_energy: float = 0.7
+    target_energy: float = 0.7  # fraction of dense J/token; replaced by max_joules_per_token
+    max_joules_per_token: float | None = None  # an absolute budget, estimated J/token
     hardware: str = "h100-sxm"
     finetune_steps: int = 200
     lr: float = 5e-5
@@ -64,6 +69,7 @@ class LMPruneConfig:
     eval_windows: int = 20
     round_to: int = 32
     method: str = "energy"  # a key of METHODS
+    probe_windows: int = 2  # calibration windows each sensitivity probe is scored on
 
     def __post_init__(self) -> None:
         if not 0 < self.target_energy < 1:
@@ -72,6 +78,12 @@ class LMPruneConfig:
             raise ConfigError(f"--finetune-steps must be >= 0, got {self.finetune_steps}")
         if self.method not in METHODS:
             raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.max_joules_per_token is not None and not self.max_joules_per_token > 0:
+            raise ConfigError(
+                f"--max-joules-per-token must be > 0, got {self.max_joules_per_token}"
+            )
+        if self.probe_windows < 1:
+            raise ConfigError(f"--probe-windows must be >= 1, got {self.probe_windows}")
         if self.max_ppl_rise is not None and self.max_ppl_rise < 0:
             raise ConfigError(f"--max-ppl-rise must be >= 0 (percent), got {self.max_ppl_rise}")
 
@@ -94,6 +106,7 @@ class LMPruneResult:
     guardrail: str
     losses: list[float] = field(default_factory=list)
     wall_s: float = 0.0
+    budget: dict[str, float | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -105,6 +118,7 @@ class LMPruneResult:
             "params_dense": self.params_dense, "params": self.params_pruned,
             "plan": self.plan, "guardrail_ok": self.guardrail_ok,
             "guardrail": self.guardrail, "losses": self.losses, "wall_s": self.wall_s,
+            "budget": self.budget,
         }  # fmt: skip
 
 
@@ -135,9 +149,9 @@ def distil_lm(
     student.train()
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    losses = []
+    losses, where = [], placement(student)
     for step in range(cfg.finetune_steps):
-        ids = data.train[step % len(data.train)].unsqueeze(0)
+        ids = to_model(data.train[step % len(data.train)].unsqueeze(0), where)
         with torch.no_grad():
             target_logits = teacher.module(input_ids=ids).logits[:, :-1]
         logits = student(input_ids=ids).logits[:, :-1]
@@ -162,23 +176,71 @@ def distil_lm(
 Method = Callable[..., tuple[nn.Module, dict[str, Any], float, dict | None]]
 
 
-def _structured(kinds: tuple[str, ...]) -> Method:
-    def method(dense, data, scores, price, cfg):
+def _structured(kinds: tuple[str, ...], measured: bool) -> Method:
+    """Cuts of ``kinds`` by least importance per joule; ``measured``: importance is the
+    calibration-loss rise of probes (else block influence and Wanda shares)."""
+
+    def method(dense, data, scores, price, cfg, on_probe=None):
+        why = {"importance": "block influence and Wanda shares"}
+        if measured:
+            scores = replace(scores, measured=_probe(dense, data, scores, cfg, on_probe))
+            why = {"importance": f"calibration loss rise ({cfg.probe_windows} windows)",
+                   "sensitivity": scores.measured.to_dict()}  # fmt: skip
         model, plan, ratio = cut_to_budget(dense, scores, cfg.target_energy, price, cfg.round_to,
                                            kinds=kinds)  # fmt: skip
-        return model, plan.to_dict(), ratio, None
+        return model, {**plan.to_dict(), **why}, ratio, None
 
     return method
 
 
-def _uniform(dense, data, scores, price, cfg):
+def _mean_loss(windows: torch.Tensor) -> Callable[[nn.Module], float]:
+    @torch.no_grad()
+    def loss(model: nn.Module) -> float:
+        return float(sum(lm_loss(model, ids.unsqueeze(0)) for ids in windows)) / len(windows)
+
+    return loss
+
+
+def _probe(dense, data, scores, cfg, on_probe):
+    return loss_sensitivity(dense, scores, _mean_loss(data.train[: cfg.probe_windows]), on_probe)
+
+
+#: the energy criterion's candidate plans: (measured importance?, kinds)
+ENERGY_CANDIDATES = {
+    "heads, channels and layers (measured loss)": (True, ALL_KINDS),
+    "layers (measured loss)": (True, ("layer",)),
+    "layers (block influence)": (False, ("layer",)),
+}
+
+
+def _energy(dense, data, scores, price, cfg, on_probe=None):
+    """The energy criterion: a plan per candidate, each cut to the budget by least importance
+    per joule; the one that meets the budget with the least calibration loss (on
+    ``calib_windows`` windows) is kept, because importance adds up only roughly."""
+    measured = replace(scores, measured=_probe(dense, data, scores, cfg, on_probe))
+    loss = _mean_loss(data.train[: cfg.calib_windows])
+    found = {}
+    for name, (use_measured, kinds) in ENERGY_CANDIDATES.items():
+        given = measured if use_measured else scores
+        model, plan, ratio = cut_to_budget(dense, given, cfg.target_energy, price, cfg.round_to,
+                                           kinds=kinds)  # fmt: skip
+        found[name] = (model, plan, ratio, loss(model))
+    best = min(found, key=lambda k: (found[k][2] > cfg.target_energy + 1e-3, found[k][3]))
+    model, plan, ratio, _ = found[best]
+    compared = {k: {"energy_ratio": v[2], "calib_loss": v[3]} for k, v in found.items()}
+    return model, {**plan.to_dict(), "chosen": best, "candidates": compared,
+                   "importance": f"calibration loss rise ({cfg.probe_windows} windows)",
+                   "sensitivity": measured.measured.to_dict()}, ratio, None  # fmt: skip
+
+
+def _uniform(dense, data, scores, price, cfg, on_probe=None):
     model, plan, ratio = uniform_width(dense, magnitude_scores(dense), cfg.target_energy, price,
                                        cfg.round_to)  # fmt: skip
     return model, {"uniform": True, **plan.to_dict()}, ratio, None
 
 
 def _wanda(sparsity: float, nm: tuple[int, int] | None) -> Method:
-    def method(dense, data, scores, price, cfg):
+    def method(dense, data, scores, price, cfg, on_probe=None):
         model = copy.deepcopy(dense)
         done = wanda_prune(model, data.batches("train", 1, cfg.calib_windows), sparsity=sparsity,
                            nm=nm)  # fmt: skip
@@ -193,13 +255,25 @@ def _wanda(sparsity: float, nm: tuple[int, int] | None) -> Method:
 
 #: arm name → how it cuts (``cfg.target_energy`` is the budget of the structured ones)
 METHODS: dict[str, Method] = {
-    "energy": _structured(ALL_KINDS),
-    "depth": _structured(("layer",)),
-    "width": _structured(("mlp", "heads")),
+    "energy": _energy,
+    "depth": _structured(("layer",), measured=False),  # ShortGPT: block influence
+    "width": _structured(("mlp", "heads"), measured=True),
     "torch-pruning": _uniform,
     "wanda-50": _wanda(0.5, None),
     "wanda-2:4": _wanda(0.5, (2, 4)),
 }
+
+
+def _absolute_budget(cfg: LMPruneConfig, dense_j: float) -> LMPruneConfig:
+    """``cfg`` with ``max_joules_per_token`` (when set) turned into a fraction of dense."""
+    limit = cfg.max_joules_per_token
+    if limit is None:
+        return cfg
+    if limit >= dense_j:
+        raise ConfigError(f"--max-joules-per-token {limit:.4g} is not below the dense model's "
+                          f"{dense_j:.4g} J/token (estimated, {cfg.hardware}): nothing to cut; "
+                          "ask for less")  # fmt: skip
+    return replace(cfg, target_energy=limit / dense_j)
 
 
 def _scores(model: nn.Module, data: TextData, windows: int) -> LMScores:
@@ -217,34 +291,41 @@ def prune_lm(
     cfg: LMPruneConfig,
     *,
     on_step: OnStep | None = None,
+    on_probe: OnProbe | None = None,
     log: Callable[[str], None] = lambda line: None,
 ) -> LMPruneResult:
-    """Prune ``model`` (left untouched) to ``cfg.target_energy`` of its J/token in ``regime``."""
+    """Prune ``model`` (left untouched) to ``cfg.target_energy`` of its J/token in ``regime``
+    (or to ``cfg.max_joules_per_token``)."""
     start = time.perf_counter()
     dense = model.eval()
+    dense_lm = profile_lm(dense, regime, cfg.hardware)
+    cfg = _absolute_budget(cfg, dense_lm.energy_j)  # before any slow step
+
+    def price(m: nn.Module):
+        return dense_lm if m is dense else profile_lm(m, regime, cfg.hardware)
+
     teacher = Teacher(dense)
     ppl_dense = perplexity(dense, data.eval, limit=cfg.eval_windows)
     log(f"dense: perplexity {ppl_dense.value:.2f} over {ppl_dense.windows} windows")
     scores = _scores(dense, data, cfg.calib_windows)
-
-    def price(m: nn.Module):
-        return profile_lm(m, regime, cfg.hardware)
-
-    dense_j = price(dense).energy_j
-    pruned, plan, ratio, masks = METHODS[cfg.method](dense, data, scores, price, cfg)
-    log(f"{cfg.method}: cut to {ratio:.3f} of dense estimated J/token ({cfg.hardware}): {plan}")
+    pruned, plan, ratio, masks = METHODS[cfg.method](dense, data, scores, price, cfg,
+                                                      on_probe)  # fmt: skip
+    shown = {k: v for k, v in plan.items() if k != "sensitivity"}
+    log(f"{cfg.method}: cut to {ratio:.3f} of dense estimated J/token ({cfg.hardware}): {shown}")
     if ratio > cfg.target_energy + 1e-3 and not cfg.method.startswith("wanda"):
-        log(f"warning: {cfg.method} cuts reach only {ratio:.3f} of dense, not {cfg.target_energy}: "
-            "in this regime most of a token's energy is not in the parts it can cut (kernel "
-            "launches and static power at small batch)")  # fmt: skip
+        log(f"warning: {cfg.method} cuts reach only {ratio:.3f} of dense, not "
+            f"{cfg.target_energy:.3f}: in this regime most of a token's energy is not in the "
+            "parts it can cut (kernel launches and static power at small batch)")  # fmt: skip
     ppl_cut = perplexity(pruned, data.eval, limit=cfg.eval_windows)
     log(f"after the cut: perplexity {ppl_cut.value:.2f}")
     losses = distil_lm(pruned, teacher, data, cfg, on_step, masks)
     ppl_rec = perplexity(pruned, data.eval, limit=cfg.eval_windows)
     held, why = ppl_guardrail(ppl_dense.value, ppl_rec.value, cfg.max_ppl_rise)
     log(f"after recovery: perplexity {ppl_rec.value:.2f}; {why}")
+    dense_j = dense_lm.energy_j
     return LMPruneResult(
         pruned, plan, ratio, dense_j, ratio * dense_j, ppl_dense, ppl_cut, ppl_rec,
         sum(p.numel() for p in dense.parameters()), sum(p.numel() for p in pruned.parameters()),
         held, why, losses, time.perf_counter() - start,
+        {"target_energy": cfg.target_energy, "max_joules_per_token": cfg.max_joules_per_token},
     )  # fmt: skip

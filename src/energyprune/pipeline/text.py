@@ -21,7 +21,7 @@ from torch import nn
 
 from energyprune.errors import ConfigError
 from energyprune.files import read_text
-from energyprune.models.placement import placement
+from energyprune.models.placement import placement, to_model
 
 __all__ = ["Perplexity", "TextData", "perplexity", "read_windows", "text_data_spec"]
 
@@ -101,6 +101,7 @@ class Perplexity:
 
 def lm_loss(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy of a batch of windows (the model's logits, fp32)."""
+    ids = to_model(ids, model)
     logits = model(input_ids=ids).logits[:, :-1].float()
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
 

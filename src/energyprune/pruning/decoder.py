@@ -6,9 +6,9 @@
 * **Whole decoder layers** (:func:`drop_layers`), ranked by block influence: 1 - cos(layer
   input, layer output) on calibration text (:func:`block_influence`, ShortGPT's measure).
 
-MLP channels (gate, up and down together) go through Torch-Pruning's dependency graph like
-every other width (:mod:`energyprune.pruning.groups`). After every cut the config is made to
-describe the modules again (:func:`energyprune.pruning.hf_config.sync_config`).
+MLP channels (gate, up and down together) go through Torch-Pruning's dependency graph of the
+MLP (:func:`prune_mlp_channels`), as every CNN and ViT width does. After every cut the config
+is made to describe the modules again (:func:`energyprune.pruning.hf_config.sync_config`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from energyprune.errors import ConfigError
+from energyprune.models.placement import to_model
 from energyprune.pruning.hf_config import sync_config
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "prune_kv_groups",
     "prune_mlp_channels",
     "prune_query_heads",
+    "resize_layer",
     "wanda_columns",
 ]
 
@@ -116,11 +118,42 @@ def prune_kv_groups(attn: Attention, keep: Sequence[int]) -> None:
     _cols(m.o_proj, queries)
 
 
-def prune_mlp_channels(mlp: nn.Module, keep: torch.Tensor) -> None:
-    """Keep MLP channels ``keep``: gate and up lose output rows, down the same input columns."""
+def prune_mlp_channels(mlp: nn.Module, keep: torch.Tensor) -> str:
+    """Keep MLP channels ``keep``: gate and up lose output rows, down the same input columns.
+
+    The coupling comes from Torch-Pruning's dependency graph of the MLP (traced on one token);
+    our own index selection is the fallback when its group is not exactly gate, up and down
+    (an MLP it cannot trace). Returns which did it: "torch-pruning" or "own"."""
+    keep = torch.as_tensor(keep, dtype=torch.long).sort().values
+    width = mlp.down_proj.in_features
+    removed = sorted(set(range(width)) - set(keep.tolist()))
+    if not removed:
+        return "none"
+    if _graph_cut(mlp, removed):
+        return "torch-pruning"
     _rows(mlp.gate_proj, keep)
     _rows(mlp.up_proj, keep)
     _cols(mlp.down_proj, keep)
+    return "own"
+
+
+def _graph_cut(mlp: nn.Module, removed: list[int]) -> bool:
+    import torch_pruning as tp
+
+    from energyprune.pruning.tracing import build_graph
+
+    weight = mlp.gate_proj.weight
+    try:
+        x = torch.zeros(1, 1, mlp.gate_proj.in_features, dtype=weight.dtype, device=weight.device)
+        graph = build_graph(mlp, (x,), {})
+        group = graph.get_pruning_group(mlp.gate_proj, tp.prune_linear_out_channels, removed)
+    except Exception:  # any tracing failure means: cut it ourselves
+        return False
+    linears = {dep.target.module for dep, _ in group if isinstance(dep.target.module, nn.Linear)}
+    if linears != {mlp.gate_proj, mlp.up_proj, mlp.down_proj}:
+        return False
+    group.prune()
+    return True
 
 
 def prune_query_heads(attn: Attention, keep_per_group: int, scores: torch.Tensor) -> None:
@@ -136,6 +169,24 @@ def prune_query_heads(attn: Attention, keep_per_group: int, scores: torch.Tensor
     _rows(attn.module.q_proj, queries)
     _cols(attn.module.o_proj, queries)
     attn.module.num_key_value_groups = keep_per_group
+
+
+def resize_layer(layer: nn.Module, attn: Attention, widths: dict[str, int]) -> None:
+    """Shrink one decoder layer to ``widths`` (config field → width: ``intermediate_size``,
+    ``num_attention_heads``, ``num_key_value_heads``), keeping the first channels: the shapes
+    a saved per-layer checkpoint's weights are then loaded into."""
+    if "intermediate_size" in widths:
+        prune_mlp_channels(layer.mlp, torch.arange(widths["intermediate_size"]))
+    kv = widths.get("num_key_value_heads", attn.kv_heads)
+    queries = widths.get("num_attention_heads", attn.q.out_features // attn.head_dim)
+    if queries % kv:
+        raise ConfigError(f"{queries} query heads do not share {kv} KV heads evenly")
+    m = attn.module
+    _rows(m.q_proj, torch.arange(queries * attn.head_dim))
+    _cols(m.o_proj, torch.arange(queries * attn.head_dim))
+    _rows(m.k_proj, torch.arange(kv * attn.head_dim))
+    _rows(m.v_proj, torch.arange(kv * attn.head_dim))
+    m.num_key_value_groups = queries // kv
 
 
 def drop_layers(model: nn.Module, drop: Iterable[int]) -> None:
@@ -180,7 +231,7 @@ def block_influence(model: nn.Module, batches: Iterable[torch.Tensor]) -> list[f
     ]
     try:
         for ids in batches:
-            model(input_ids=ids)
+            model(input_ids=to_model(ids, model))
             count += ids.numel()
     finally:
         for handle in handles:
@@ -206,7 +257,7 @@ def input_sq_norms(
     handles = [lin.register_forward_pre_hook(hook(i)) for i, lin in enumerate(linears)]
     try:
         for ids in batches:
-            model(input_ids=ids)
+            model(input_ids=to_model(ids, model))
     finally:
         for handle in handles:
             handle.remove()

@@ -5,10 +5,15 @@ Every candidate cut has an importance and the joules per token it saves in the r
 least importance per joule first, until the estimated saving meets the budget; the result is
 re-priced for real and the budget tightened if the estimate fell short.
 
-Importance, in one unit across kinds: a layer's block influence (1 - cos of its input and
-output on calibration text). A width cut inside a layer gets that influence times its share of
-the layer: its Wanda score (|W| x ||X||) over the total of its kind in that layer, times its
-kind's share of the layer's parameters (a neutral prior between attention and MLP).
+Importance, in one unit across kinds. When the scores carry measured sensitivity
+(:mod:`energyprune.pruning.lm_sensitivity`), it is calibration loss: a layer costs the loss
+rise of skipping it; an MLP chunk, the rise of masking the layer's weakest half of channels
+times the chunk's share of that half's Wanda score (|W| x ||X||); the weakest query head per
+group, the rise of masking it. Cuts go no further than the probes did (half the MLP, one head
+per group): loss is far from linear beyond them. Without
+it (ShortGPT-style, the ``depth`` arm): a layer's block influence (1 - cos of its input and
+output), and a width cut that influence times its Wanda share of its kind in the layer, times
+the kind's share of the layer's parameters (a neutral prior between attention and MLP).
 
 Kinds: ``mlp`` (``round_to`` channels of gate, up and down together), ``heads`` (one query
 head from every KV group, GQA-aware), ``layer`` (a whole decoder layer).
@@ -34,6 +39,7 @@ from energyprune.pruning.decoder import (
     wanda_columns,
 )
 from energyprune.pruning.hf_config import sync_config
+from energyprune.pruning.lm_sensitivity import Sensitivity
 
 __all__ = [
     "Cut",
@@ -57,6 +63,7 @@ class LMScores:
     influence: list[float]
     mlp: list[torch.Tensor]
     heads: list[torch.Tensor]
+    measured: Sensitivity | None = None  # calibration-loss probes; see the module docstring
 
 
 @dataclass(frozen=True)
@@ -125,32 +132,41 @@ def candidates(
     return [c for c in _candidates(model, lm, scores, round_to) if c.kind in kinds]
 
 
+def _shares(layer: nn.Module) -> dict[str, float]:
+    mlp = sum(p.numel() for p in layer.mlp.parameters())
+    attn = sum(p.numel() for p in layer.self_attn.parameters())
+    return {"mlp": mlp / (mlp + attn), "heads": attn / (mlp + attn)}
+
+
 def _candidates(model: nn.Module, lm: LMProfile, scores: LMScores, round_to: int) -> list[Cut]:
     joules = _module_joules(lm)
+    measured = scores.measured
     cuts: list[Cut] = []
     for i, (layer, attn) in enumerate(
         zip(decoder_layers(model), attention_layers(model), strict=True)
     ):
         base = f"model.layers.{i}"
-        influence = max(scores.influence[i], 1e-12)
-        mlp_params = sum(p.numel() for p in layer.mlp.parameters())
-        attn_params = sum(p.numel() for p in layer.self_attn.parameters())
-        share = {"mlp": mlp_params / (mlp_params + attn_params)}
-        share["heads"] = 1 - share["mlp"]
-        cuts.append(Cut("layer", i, influence, _sum(joules, base)))
-        mlp_j, width = _sum(joules, f"{base}.mlp"), layer.mlp.down_proj.in_features
         ranked = scores.mlp[i].sort().values
-        total = float(ranked.sum()) or 1.0
-        for start in range(0, width - round_to, round_to):  # keep at least one chunk
-            chunk = float(ranked[start : start + round_to].sum()) / total
-            cuts.append(Cut("mlp", i, influence * share["mlp"] * chunk, mlp_j * round_to / width))
-        g, kv = attn.group_size, attn.kv_heads
-        per_group = scores.heads[i].view(kv, g).sort(dim=1).values
-        head_total = float(per_group.sum()) or 1.0
+        width = len(ranked)
+        starts = range(0, width - round_to, round_to)
+        chunks = [float(ranked[s : s + round_to].sum()) for s in starts]
+        per_group = scores.heads[i].view(attn.kv_heads, attn.group_size).sort(dim=1).values
+        parts = [float(per_group[:, j].sum()) for j in range(attn.group_size - 1)]
+        if measured:  # loss units, no further than each probe went (loss is not linear)
+            layer_cost = measured.layer[i]
+            half = float(ranked[: width // 2].sum()) or 1.0
+            mlp_costs = [measured.mlp[i] * c / half for c in chunks[: width // 2 // round_to]]
+            head_costs = [measured.heads[i]] if parts else []
+        else:
+            layer_cost, share = max(scores.influence[i], 1e-12), _shares(layer)
+            total, head_total = float(ranked.sum()) or 1.0, float(per_group.sum()) or 1.0
+            mlp_costs = [layer_cost * share["mlp"] * c / total for c in chunks]
+            head_costs = [layer_cost * share["heads"] * p / head_total for p in parts]
+        cuts.append(Cut("layer", i, layer_cost, _sum(joules, base)))
+        mlp_j = _sum(joules, f"{base}.mlp") * round_to / width
+        cuts += [Cut("mlp", i, cost, mlp_j) for cost in mlp_costs]  # keep at least one chunk
         qo_j = _sum(joules, f"{base}.self_attn.q_proj") + _sum(joules, f"{base}.self_attn.o_proj")
-        for j in range(g - 1):  # keep at least one query head per group
-            part = float(per_group[:, j].sum()) / head_total
-            cuts.append(Cut("heads", i, influence * share["heads"] * part, qo_j / g))
+        cuts += [Cut("heads", i, cost, qo_j / attn.group_size) for cost in head_costs]
     return cuts
 
 
@@ -202,6 +218,13 @@ def apply_plan(model: nn.Module, plan: LMPlan, scores: LMScores, round_to: int =
     sync_config(model)
 
 
+def _priced(dense, plan: LMPlan, scores, round_to, price, dense_j) -> tuple[nn.Module, float]:
+    """A copy of ``dense`` cut by ``plan`` and its priced J/token over dense's."""
+    model = copy.deepcopy(dense)
+    apply_plan(model, plan, scores, round_to)
+    return model, price(model).energy_j / dense_j
+
+
 def cut_to_budget(
     dense: nn.Module,
     scores: LMScores,
@@ -218,9 +241,7 @@ def cut_to_budget(
     ask = (1 - target) * lm.energy_j
     for _ in range(tries):
         plan = allocate(cuts, ask)
-        model = copy.deepcopy(dense)
-        apply_plan(model, plan, scores, round_to)
-        ratio = price(model).energy_j / lm.energy_j
+        model, ratio = _priced(dense, plan, scores, round_to, price, lm.energy_j)
         if ratio <= target + 1e-3:
             return model, plan, ratio
         ask *= (1 - target) / max(1 - ratio, 1e-3)  # the estimate fell short by this much
@@ -247,9 +268,8 @@ def uniform_width(
         plan = LMPlan(
             dict.fromkeys(range(len(layers)), k), dict.fromkeys(range(len(layers)), per_group)
         )
-        model = copy.deepcopy(dense)
-        apply_plan(model, plan, scores, round_to)
-        return model, plan, price(model).energy_j / dense_j
+        model, ratio = _priced(dense, plan, scores, round_to, price, dense_j)
+        return model, plan, ratio
 
     low, high = 0, chunks
     best = cut(high)

@@ -111,6 +111,7 @@ def lm_prune_markdown(report: dict) -> str:
         lines.append(
             f"| {name} | {ratio:.3f} | {joules:.4g} | {params:,} | {cut:.2f} | {rec:.2f} |"
         )
-    lines += ["", f"Plan: `{json.dumps(report['plan'])}`", "", report["guardrail"],
+    plan = {k: v for k, v in report["plan"].items() if k != "sensitivity"}  # in report.json
+    lines += ["", f"Plan: `{json.dumps(plan)}`", "", report["guardrail"],
               f"`from_pretrained`: {report['from_pretrained']}.", ""]  # fmt: skip
     return "\n".join(lines)

@@ -1,0 +1,103 @@
+"""Save and load pruned decoder LMs so that the ecosystem can read them.
+
+Widths shared by every layer fit a Hugging Face config: the folder (``config.json``,
+``model.safetensors``, tokenizer files) loads with ``AutoModelForCausalLM.from_pretrained``.
+Widths that differ per layer do not: Llama's and Qwen3's configs hold one width per field, and
+their classes do not build layers from transformers' ``per_layer_config``. Such a folder also
+gets ``plan.json``, the widths of every layer, which :func:`load_lm` replays: it builds the
+model from ``config.json``, shrinks each layer to its widths, then loads the safetensors
+strictly. Nothing is pickled; no code is read from the folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from energyprune.errors import ConfigError, first_line
+from energyprune.files import atomic_write_text, read_text
+from energyprune.models.zoo import read_state_dict
+from energyprune.pruning.decoder import attention_layers, decoder_layers, resize_layer
+from energyprune.pruning.hf_config import PER_LAYER, config_widths, sync_config
+
+__all__ = ["LM_PLAN", "load_lm", "save_lm"]
+
+LM_PLAN = "plan.json"
+FORMAT = "energyprune.lm-widths/1"
+
+
+def save_lm(model: nn.Module, folder: str | os.PathLike[str], tokenizer: Any = None) -> str | None:
+    """Write ``model`` (and ``tokenizer``) to ``folder``; returns None when ``from_pretrained``
+    loads it, else the one-line reason it does not (then ``plan.json`` is written too)."""
+    out = Path(folder)
+    model.save_pretrained(out)  # safetensors
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
+    per_layer = getattr(model.config, PER_LAYER, None)
+    if not per_layer:
+        (out / LM_PLAN).unlink(missing_ok=True)
+        return None
+    plan = {"format": FORMAT, "class": type(model).__name__, "widths": config_widths(model)}
+    atomic_write_text(out / LM_PLAN, json.dumps(plan, indent=2) + "\n")
+    return (f"widths differ per layer ({', '.join(sorted(per_layer))}), which "
+            f"{type(model.config).__name__} cannot describe: load it with "
+            "energyprune.load_lm(folder)")  # fmt: skip
+
+
+def _plan(path: Path) -> dict[str, list[int]]:
+    try:
+        plan = json.loads(read_text(path, "LM plan"))
+        if not isinstance(plan, dict) or plan.get("format") != FORMAT:
+            raise ValueError(f"not an {FORMAT} plan")
+        widths = plan["widths"]
+        if not all(isinstance(v, list) and all(isinstance(w, int) for w in v)
+                   for v in widths.values()):  # fmt: skip
+            raise ValueError("widths must be lists of integers")
+        return widths
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ConfigError(f"{path} is not a valid LM plan ({first_line(e)}): save the model "
+                          "again") from e  # fmt: skip
+
+
+def load_lm(folder: str | os.PathLike[str]) -> nn.Module:
+    """A saved pruned LM: ``from_pretrained`` when its widths are uniform, else the config
+    built, every layer shrunk to ``plan.json``'s widths and the safetensors loaded strictly."""
+    import transformers
+
+    path = Path(folder)
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"{path} has no config.json: pass a folder written by save_lm")
+    if not (path / LM_PLAN).is_file():
+        return transformers.AutoModelForCausalLM.from_pretrained(path).eval()
+    widths = _plan(path / LM_PLAN)
+    config = transformers.AutoConfig.from_pretrained(path)
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    layers, attns = decoder_layers(model), attention_layers(model)
+    if any(len(v) != len(layers) for v in widths.values()):
+        raise ConfigError(f"{path / LM_PLAN} names widths for another number of layers than "
+                          f"config.json's {len(layers)}: save the model again")  # fmt: skip
+    for i, (layer, attn) in enumerate(zip(layers, attns, strict=True)):
+        resize_layer(layer, attn, {k: v[i] for k, v in widths.items() if k != "head_dim"})
+    _load_state(model, path)
+    sync_config(model)
+    return model.eval()
+
+
+def _load_state(model: nn.Module, path: Path) -> None:
+    """Strict, except for tied weights (the output head saved once, as the embedding)."""
+    state = read_state_dict(path / "model.safetensors")
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a shape that does not fit
+        raise ConfigError(f"{path} does not fit its plan.json ({first_line(e)}): save the model "
+                          "again") from e  # fmt: skip
+    tied = set(getattr(model, "_tied_weights_keys", None) or ())
+    if unexpected or set(missing) - tied:
+        raise ConfigError(f"{path}/model.safetensors does not fit its config: missing "
+                          f"{sorted(set(missing) - tied)[:2]}, unexpected {unexpected[:2]}; "
+                          "save the model again")  # fmt: skip
+    model.tie_weights()

@@ -1,0 +1,28 @@
+"""Tiny random decoder LMs and a character tokenizer, built in the test (nothing downloaded)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def tiny_llama(layers: int = 4, *, vocab: int = 64, intermediate: int = 128, seed: int = 0):
+    """A random GQA Llama: hidden 64, 8 query heads of 8 sharing 2 KV heads, in eval mode."""
+    import transformers
+
+    config = transformers.LlamaConfig(
+        vocab_size=vocab, hidden_size=64, intermediate_size=intermediate,
+        num_hidden_layers=layers, num_attention_heads=8, num_key_value_heads=2, head_dim=8,
+        pad_token_id=0, bos_token_id=0, eos_token_id=0,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    return transformers.LlamaForCausalLM(config).eval()
+
+
+class CharTokenizer:
+    """Characters mod 64, with the two calls our text loader and saver make."""
+
+    def __call__(self, text, add_special_tokens=False, return_attention_mask=False):
+        return {"input_ids": [ord(c) % 64 for c in text]}
+
+    def save_pretrained(self, folder):
+        (folder / "tokenizer.txt").write_text("characters mod 64\n")
