@@ -13,6 +13,7 @@ from energyprune.energy.lm import profile_lm  # noqa: E402
 from energyprune.energy.regimes import Decode  # noqa: E402
 from energyprune.pipeline.lm_prune import (  # noqa: E402
     ENERGY_CANDIDATES,
+    GREEDY,
     METHODS,
     LMPruneConfig,
     ppl_guardrail,
@@ -77,7 +78,7 @@ def test_the_energy_criterion_keeps_the_plan_with_least_calibration_loss():
     plan = result.plan
     assert plan["sensitivity"]["layer"][2] == pytest.approx(0.0, abs=1e-6)  # an identity layer
     met = {k: v for k, v in plan["candidates"].items() if v["energy_ratio"] <= 0.85 + 1e-3}
-    assert set(plan["candidates"]) == set(ENERGY_CANDIDATES) and plan["chosen"] in met
+    assert set(plan["candidates"]) == {*ENERGY_CANDIDATES, GREEDY} and plan["chosen"] in met
     assert met[plan["chosen"]]["calib_loss"] == min(v["calib_loss"] for v in met.values())
     assert plan["candidates"][plan["chosen"]]["energy_ratio"] == result.energy_ratio
 

@@ -13,7 +13,7 @@ from energyprune.energy.lm import profile_lm
 from energyprune.energy.regimes import Decode
 from energyprune.pruning.decoder import group_importance
 from energyprune.pruning.lm_allocate import LMScores, allocate, candidates, mlp_scores
-from energyprune.pruning.lm_sensitivity import Sensitivity, loss_sensitivity
+from energyprune.pruning.lm_sensitivity import Sensitivity, greedy_layers, loss_sensitivity
 from tests.tiny_lms import tiny_llama
 
 IDS = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(0))
@@ -61,3 +61,18 @@ def test_measured_loss_decides_between_kinds():
     assert cheap_layer.drop == [0] and not cheap_layer.mlp_cut
     cheap_width = plan(layer=10.0, mlp=1e-4, heads=1.0)
     assert not cheap_width.drop and cheap_width.mlp_cut and not cheap_width.heads_cut
+
+
+def test_greedy_layers_skips_the_layers_that_do_nothing_and_leaves_the_model_alone():
+    model = tiny_llama(4)
+    with torch.no_grad():
+        for i in (1, 3):  # identity layers: skipping them changes nothing
+            layer = model.model.layers[i]
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+    before = model(input_ids=IDS).logits.detach()
+    seen = []
+    chosen = greedy_layers(model, _loss, 2, [0, 1, 2, 3], lambda d, n: seen.append((d, n)))
+    assert sorted(chosen) == [1, 3]
+    assert seen[-1] == (7, 7)  # 4 probes, then 3
+    assert torch.equal(model(input_ids=IDS).logits, before)

@@ -31,13 +31,15 @@ from energyprune.pipeline.text import Perplexity, TextData, lm_loss, perplexity
 from energyprune.pruning.decoder import block_influence, group_importance
 from energyprune.pruning.lm_allocate import (
     ALL_KINDS,
+    LMPlan,
     LMScores,
     cut_to_budget,
     magnitude_scores,
     mlp_scores,
+    priced_plan,
     uniform_width,
 )
-from energyprune.pruning.lm_sensitivity import loss_sensitivity
+from energyprune.pruning.lm_sensitivity import greedy_layers, loss_sensitivity
 from energyprune.pruning.wanda import wanda_prune
 
 __all__ = [
@@ -215,8 +217,9 @@ ENERGY_CANDIDATES = {
 
 def _energy(dense, data, scores, price, cfg, on_probe=None):
     """The energy criterion: a plan per candidate, each cut to the budget by least importance
-    per joule; the one that meets the budget with the least calibration loss (on
-    ``calib_windows`` windows) is kept, because importance adds up only roughly."""
+    per joule, plus SLEB-style greedy layer removal re-measured each round; the one that meets
+    the budget with the least calibration loss (on ``calib_windows`` windows) is kept, because
+    importance adds up only roughly."""
     measured = replace(scores, measured=_probe(dense, data, scores, cfg, on_probe))
     loss = _mean_loss(data.train[: cfg.calib_windows])
     found = {}
@@ -225,12 +228,28 @@ def _energy(dense, data, scores, price, cfg, on_probe=None):
         model, plan, ratio = cut_to_budget(dense, given, cfg.target_energy, price, cfg.round_to,
                                            kinds=kinds)  # fmt: skip
         found[name] = (model, plan, ratio, loss(model))
+    greedy = _greedy(dense, data, measured, found["layers (measured loss)"][1], cfg, on_probe)
+    model, ratio = priced_plan(dense, greedy, scores, cfg.round_to, price, price(dense).energy_j)
+    found[GREEDY] = (model, greedy, ratio, loss(model))
     best = min(found, key=lambda k: (found[k][2] > cfg.target_energy + 1e-3, found[k][3]))
     model, plan, ratio, _ = found[best]
     compared = {k: {"energy_ratio": v[2], "calib_loss": v[3]} for k, v in found.items()}
     return model, {**plan.to_dict(), "chosen": best, "candidates": compared,
                    "importance": f"calibration loss rise ({cfg.probe_windows} windows)",
                    "sensitivity": measured.measured.to_dict()}, ratio, None  # fmt: skip
+
+
+GREEDY = "layers (greedy, re-measured)"
+
+
+def _greedy(dense, data, measured: LMScores, one_shot: LMPlan, cfg, on_probe) -> LMPlan:
+    """As many layers as the one-shot layer plan drops (layers price alike in a uniform model),
+    chosen greedily among the ``count + 5`` cheapest by one-shot measured loss."""
+    count = len(one_shot.drop)
+    rises = measured.measured.layer
+    shortlist = sorted(range(len(rises)), key=rises.__getitem__)[: count + 5]
+    windows = _mean_loss(data.train[: cfg.probe_windows])
+    return LMPlan(drop=greedy_layers(dense, windows, count, shortlist, on_probe))
 
 
 def _uniform(dense, data, scores, price, cfg, on_probe=None):

@@ -51,6 +51,7 @@ __all__ = [
     "cut_to_budget",
     "magnitude_scores",
     "mlp_scores",
+    "priced_plan",
     "uniform_width",
 ]
 
@@ -218,7 +219,14 @@ def apply_plan(model: nn.Module, plan: LMPlan, scores: LMScores, round_to: int =
     sync_config(model)
 
 
-def _priced(dense, plan: LMPlan, scores, round_to, price, dense_j) -> tuple[nn.Module, float]:
+def priced_plan(
+    dense: nn.Module,
+    plan: LMPlan,
+    scores: LMScores,
+    round_to: int,
+    price: Callable[[nn.Module], LMProfile],
+    dense_j: float,
+) -> tuple[nn.Module, float]:
     """A copy of ``dense`` cut by ``plan`` and its priced J/token over dense's."""
     model = copy.deepcopy(dense)
     apply_plan(model, plan, scores, round_to)
@@ -241,7 +249,7 @@ def cut_to_budget(
     ask = (1 - target) * lm.energy_j
     for _ in range(tries):
         plan = allocate(cuts, ask)
-        model, ratio = _priced(dense, plan, scores, round_to, price, lm.energy_j)
+        model, ratio = priced_plan(dense, plan, scores, round_to, price, lm.energy_j)
         if ratio <= target + 1e-3:
             return model, plan, ratio
         ask *= (1 - target) / max(1 - ratio, 1e-3)  # the estimate fell short by this much
@@ -268,7 +276,7 @@ def uniform_width(
         plan = LMPlan(
             dict.fromkeys(range(len(layers)), k), dict.fromkeys(range(len(layers)), per_group)
         )
-        model, ratio = _priced(dense, plan, scores, round_to, price, dense_j)
+        model, ratio = priced_plan(dense, plan, scores, round_to, price, dense_j)
         return model, plan, ratio
 
     low, high = 0, chunks

@@ -14,6 +14,10 @@ the dense model (no copy):
 Each probe's importance is the rise of the caller's calibration loss over the unmasked model.
 It may be negative: a cut that lowers calibration loss is the first to take. 3 x layers probes,
 each one pass over the probe windows.
+
+Losses of several cuts do not add up: two neighbouring layers may each be cheap to skip and
+costly together. :func:`greedy_layers` re-measures: it skips layers one at a time, each round
+the one whose skip (on top of those already skipped) raises the loss least, as SLEB does.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from torch import nn
 
 from energyprune.pruning.decoder import attention_layers, decoder_layers
 
-__all__ = ["PROBES", "Sensitivity", "loss_sensitivity"]
+__all__ = ["PROBES", "Sensitivity", "greedy_layers", "loss_sensitivity"]
 
 
 @dataclass(frozen=True)
@@ -114,3 +118,34 @@ def loss_sensitivity(
             if on_probe:
                 on_probe(done, total)
     return Sensitivity(base, found["layer"], found["mlp"], found["heads"])
+
+
+@torch.no_grad()
+def greedy_layers(
+    model: nn.Module,
+    loss: Callable[[nn.Module], float],
+    count: int,
+    shortlist: list[int],
+    on_probe: Callable[[int, int], None] | None = None,
+) -> list[int]:
+    """``count`` layers of ``shortlist`` to drop, chosen one per round by the least loss with
+    every layer chosen so far skipped too (``model`` is left unchanged)."""
+    layers = decoder_layers(model)
+    chosen: list[int] = []
+    total = sum(len(shortlist) - r for r in range(count))
+    done = 0
+    for _ in range(min(count, len(shortlist))):
+        handles = [_skip(layers[i]) for i in chosen]
+        try:
+            tried = {}
+            for i in (i for i in shortlist if i not in chosen):
+                with _masked(_skip(layers[i])):
+                    tried[i] = loss(model)
+                done += 1
+                if on_probe:
+                    on_probe(done, total)
+        finally:
+            for handle in handles:
+                handle.remove()
+        chosen.append(min(tried, key=tried.__getitem__))
+    return chosen
