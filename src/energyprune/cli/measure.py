@@ -24,8 +24,8 @@ def add_measure(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "measure",
         help="measure energy per sample and latency with a real meter",
-        description="Measure joules per sample (NVML / RAPL through Zeus) and latency, following "
-        "docs/measurement.md. Without a meter the result says measured: false and carries the "
+        description="Measure joules per sample (NVML, RAPL, or a Jetson's or Apple silicon's "
+        "rails, through Zeus) and latency, following docs/measurement.md. Without a meter the result says measured: false and carries the "
         "labelled estimate; latency is always measured. MODEL may be a folder written by "
         "`prune --out` or `quantize --out`; an int8 folder is measured against its float twin.",
         epilog="examples:\n  energyprune measure resnet56 --device cuda --batch-size 1024 "

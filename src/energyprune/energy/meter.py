@@ -19,7 +19,17 @@ import torch
 
 from energyprune.errors import MeterError, MeterUnavailableError
 
-__all__ = ["CounterMeter", "EnergyMeter", "Meter", "ZeusMeter", "cpu_name", "open_meter"]
+__all__ = [
+    "SOC_RAILS",
+    "CounterMeter",
+    "EnergyMeter",
+    "Meter",
+    "ZeusMeter",
+    "cpu_name",
+    "open_meter",
+    "soc_joules",
+    "soc_kind",
+]
 
 
 class Meter(ABC):
@@ -94,14 +104,54 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+#: Zeus's SoC measurement class → the rails (mJ fields) that make up the device's energy, in
+#: order of preference, each with what it is
+SOC_RAILS: dict[str, tuple[tuple[tuple[str, ...], str], ...]] = {
+    "JetsonMeasurement": (
+        (("total_energy_mj",), "module input rail (VDD_IN): gross board energy"),
+        (("cpu_energy_mj", "gpu_energy_mj"), "CPU + GPU rails (this board has no input rail)"),
+    ),
+    "AppleSiliconMeasurement": (
+        (("cpu_total_mj", "gpu_mj", "gpu_sram_mj", "dram_mj", "ane_mj"),
+         "CPU + GPU + GPU SRAM + DRAM + ANE (powermetrics)"),
+    ),
+}  # fmt: skip
+
+
+def soc_kind() -> str | None:
+    """``"jetson"``, ``"apple"`` or None: the SoC whose rails Zeus can read here."""
+    try:
+        from zeus.device.soc.apple import apple_silicon_is_available
+        from zeus.device.soc.jetson import jetson_is_available
+    except ImportError:  # pragma: no cover - zeus is a dependency
+        return None
+    if jetson_is_available():
+        return "jetson"
+    return "apple" if apple_silicon_is_available() else None
+
+
+def soc_joules(measurement: Any) -> tuple[float, str]:
+    """(joules, which rails) of one Zeus SoC window: the first rail set the board reports."""
+    name = type(measurement).__name__
+    for fields, what in SOC_RAILS.get(name, ()):
+        values = [getattr(measurement, f, None) for f in fields]
+        if any(v is not None for v in values):
+            return sum(float(v) for v in values if v is not None) / 1000.0, what
+    raise MeterError(f"meter soc: {name} reports none of the rails we know "
+                     f"({', '.join(SOC_RAILS)}); upgrade energyprune or zeus")  # fmt: skip
+
+
 def _cuda_index(device: str) -> int:
     return int(device.split(":", 1)[1]) if ":" in device else 0
 
 
 class ZeusMeter(Meter):
-    """The only Zeus importer: NVML/AMD GPU counters for ``cuda[:i]``, RAPL package for ``cpu``.
+    """The only Zeus importer: NVML/AMD GPU counters for ``cuda[:i]``, RAPL package for ``cpu``,
+    and the SoC rails of a Jetson (``cuda`` there) or Apple silicon (``mps``).
 
-    RAPL domains nest (package ⊃ core): only package energy is summed, over sockets.
+    RAPL domains nest (package ⊃ core): only package energy is summed, over sockets. A Jetson
+    has no NVML: its module input rail (INA3221, polled by Zeus every ~0.1 s) is read instead,
+    which is gross board energy, as HW-NAS-Bench measured it.
     """
 
     def __init__(self, device: str = "cuda") -> None:
@@ -110,7 +160,16 @@ class ZeusMeter(Meter):
         except ImportError as e:  # pragma: no cover - zeus is a dependency
             raise MeterUnavailableError("meter unavailable: zeus is not installed") from e
         self._key = f"energyprune-{id(self)}"
-        if device.startswith("cuda"):
+        self.rail: str | None = None
+        soc = soc_kind() if device.startswith("cuda") or device == "mps" else None
+        if soc is not None:
+            self._monitor = self._open_soc(ZeusMonitor, soc)
+            self.device = "NVIDIA Jetson" if soc == "jetson" else f"Apple {platform.machine()}"
+            self.backend = soc
+            self.update_period_s = 0.1
+        elif device == "mps":
+            raise MeterUnavailableError("meter unavailable: Zeus found no Apple silicon rails")
+        elif device.startswith("cuda"):
             self._monitor = self._open_gpu(ZeusMonitor, _cuda_index(device))
             self.device = torch.cuda.get_device_name(_cuda_index(device))
             self.backend = "amdsmi" if torch.version.hip else "nvml"
@@ -131,6 +190,19 @@ class ZeusMeter(Meter):
             return monitor_cls(gpu_indices=[index], cpu_indices=[])
         except Exception as e:
             raise MeterUnavailableError(f"meter unavailable: GPU {index}: {e}") from e
+
+    @staticmethod
+    def _open_soc(monitor_cls, kind: str):
+        try:
+            monitor = monitor_cls(gpu_indices=[], cpu_indices=[])
+        except Exception as e:
+            raise MeterUnavailableError(f"meter unavailable: {kind} rails: {e}") from e
+        if not getattr(monitor, "soc_is_present", False):
+            raise MeterUnavailableError(
+                f"meter unavailable: Zeus could not open the {kind} rails (on a Jetson, the "
+                "INA3221 files under /sys/bus/i2c must be readable)"
+            )
+        return monitor
 
     @staticmethod
     def _open_cpu(monitor_cls):
@@ -159,6 +231,9 @@ class ZeusMeter(Meter):
             m = self._monitor.end_window(self._key, sync_execution=False)
         except Exception as e:
             raise MeterError(f"meter {self.backend} failed to end a window: {e}") from e
+        if self.backend in ("jetson", "apple"):
+            joules, self.rail = soc_joules(m.soc_energy)
+            return joules
         energies = m.gpu_energy if self.backend != "rapl" else (m.cpu_energy or {})
         return float(sum(energies.values()))
 
@@ -173,6 +248,8 @@ class ZeusMeter(Meter):
             except Exception:  # driver facts are best effort
                 facts["driver"] = None
         facts["cuda"] = torch.version.cuda
+        if self.backend in ("jetson", "apple"):
+            facts["rail"] = self.rail
         return facts
 
 
