@@ -25,9 +25,10 @@ def add_measure(sub: argparse._SubParsersAction) -> None:
         "measure",
         help="measure energy per sample and latency with a real meter",
         description="Measure joules per sample (NVML, RAPL, or a Jetson's or Apple silicon's "
-        "rails, through Zeus) and latency, following docs/measurement.md. Without a meter the result says measured: false and carries the "
-        "labelled estimate; latency is always measured. MODEL may be a folder written by "
-        "`prune --out` or `quantize --out`; an int8 folder is measured against its float twin.",
+        "rails, through Zeus) and latency, following docs/measurement.md. Without a meter the "
+        "result says measured: false and carries the labelled estimate; latency is always "
+        "measured. MODEL may be a folder written by `prune --out` or `quantize --out`; an int8 "
+        "folder is measured against its float twin.",
         epilog="examples:\n  energyprune measure resnet56 --device cuda --batch-size 1024 "
         "--dtype fp16 --channels-last\n  energyprune measure resnet20 --device cpu --json m.json\n"
         "  energyprune measure out/int8 --device cpu --compile --batch-size 64",
