@@ -22,6 +22,8 @@ from torch import nn
 from energyprune.errors import ConfigError, WeightsError
 from energyprune.files import atomic_write_text, cache_dir
 from energyprune.models import architectures
+from energyprune.models.fbnet import PREFIX as FBNET_PREFIX
+from energyprune.models.fbnet import build_block
 from energyprune.models.layerspec import default_input_shape, is_layer_spec, parse_layer
 
 __all__ = [
@@ -93,8 +95,9 @@ def _from_factory(spec: str) -> nn.Module:
 
 
 def build_model(spec: str) -> BuiltModel:
-    """Build a model from a built-in name, a torchvision classification name, ``module:factory``
-    or one ``torch.nn`` constructor call such as ``Conv2d(3, 16, 3)`` (parsed safely).
+    """Build a model from a built-in name, a torchvision classification name, ``module:factory``,
+    one ``torch.nn`` constructor call such as ``Conv2d(3, 16, 3)`` (parsed safely) or an FBNet
+    block, ``fbnet:ConvBlock_H112_W112_Cin16_Cout16_exp1_kernel3_stride1_group1``.
 
     Raises:
         ConfigError: unknown name (with close matches) or a factory that cannot be imported.
@@ -107,6 +110,9 @@ def build_model(spec: str) -> BuiltModel:
             f"'{spec}': hf: language models are priced per token by `energyprune profile` "
             "(and energyprune.profile_lm); this command does not take them yet"
         )
+    if spec.startswith(FBNET_PREFIX):  # before module:factory, which it would look like
+        block, shape = build_block(spec)
+        return BuiltModel(block, spec, "fbnet", shape)
     if is_layer_spec(spec):
         layer = parse_layer(spec)
         return BuiltModel(layer, spec, "layer", default_input_shape(layer))
