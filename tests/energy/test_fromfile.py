@@ -83,8 +83,8 @@ def test_ten_thousand_rows_trace_each_configuration_once(tmp_path, monkeypatch):
     table = tmp_path / "big.csv"
     write_synthetic(table, repeat=50)  # 10,000 rows, 200 configurations
     calls = []
-    real = fromfile.variant_features
-    monkeypatch.setattr(fromfile, "variant_features", lambda *a: calls.append(1) or real(*a))
+    real = fromfile.op_amounts
+    monkeypatch.setattr(fromfile, "op_amounts", lambda *a: calls.append(1) or real(*a))
     result = calibrate_from(table)  # its time is a benchmark's, never a test's
     assert len(calls) == 200 and result.report["n_train"] + result.report["n_heldout"] == 10_000
 

@@ -166,8 +166,26 @@ def _summary(rep: dict, console: Console) -> None:
         f"({rep['n_close_pairs_heldout']} close pairs) · {rep['device']}",
         soft_wrap=True,
     )
+    if "latency_fitted_mape" in rep:  # time was fitted too
+        _time_summary(rep, console)
     if rep.get("bad_rows"):
         console.print(f"skipped {len(rep['bad_rows'])} bad row(s), listed in the report")
+
+
+def _time_summary(rep: dict, console: Console) -> None:
+    console.print(
+        f"held-out latency: ordering fitted {rep['latency_fitted_pairwise_agreement']:.3f} · "
+        f"MACs {rep['latency_macs_pairwise_agreement']:.3f} · MAPE fitted "
+        f"{100 * rep['latency_fitted_mape']:.1f} % · MACs {100 * rep['latency_macs_mape']:.1f} %"
+        f" · {rep['base_profile']} {100 * rep['latency_base_mape']:.1f} %",
+        soft_wrap=True,
+    )
+    console.print(
+        f"fitted time: {rep['compute_efficiency']:.1%} of peak FLOP/s, "
+        f"{rep['bandwidth_efficiency']:.1%} of peak bandwidth, {1e3 * rep['forward_s']:.3f} ms "
+        f"per forward, {1e6 * rep['launch_s']:.1f} us per launch; static {rep['static_w']:.2f} W",
+        soft_wrap=True,
+    )
 
 
 def _token_summary(rep: dict, console: Console) -> None:

@@ -38,6 +38,7 @@ __all__ = [
     "design_variants",
     "fit_observations",
     "fit_profile",
+    "op_amounts",
 ]
 
 MeasureFn = Callable[[nn.Module, torch.Tensor, "Variant"], float]
@@ -111,19 +112,27 @@ def design_variants(device: str = "cuda", quick: bool = False) -> list[Variant]:
     return variants
 
 
+def op_amounts(
+    model: nn.Module, example: torch.Tensor, hw: HardwareProfile
+) -> tuple[tuple[Counter[str], ...], int]:
+    """Each op's energy features over one forward pass (priced as traced), and dense MACs per
+    sample."""
+    with torch.no_grad():
+        tr = trace(model, example)
+    ops = tuple(op_features(record, hw, None).amounts for record in tr.records)
+    return ops, sum(r.macs for r in tr.records) // example.shape[0]
+
+
 def variant_features(
     model: nn.Module, example: torch.Tensor, hw: HardwareProfile
 ) -> tuple[Counter[str], int]:
     """Per-sample energy features and dense MACs of one forward pass, priced as traced."""
-    with torch.no_grad():
-        tr = trace(model, example)
+    ops, macs = op_amounts(model, example, hw)
     total: Counter[str] = Counter()
-    for record in tr.records:
-        total.update(op_features(record, hw, None).amounts)
+    for amounts in ops:
+        total.update(amounts)
     batch = example.shape[0]
-    return Counter({k: v / batch for k, v in total.items()}), sum(
-        r.macs for r in tr.records
-    ) // batch
+    return Counter({k: v / batch for k, v in total.items()}), macs
 
 
 def _solve(x: np.ndarray, y: np.ndarray) -> np.ndarray:

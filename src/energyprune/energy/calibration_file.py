@@ -39,8 +39,13 @@ def profile_to_yaml(result: CalibrationResult) -> str:
             f"Fitted by non-negative least squares on relative error of {quantity}"
             + (
                 f", with static power as the coefficient of roofline time and the compute and "
-                f"bandwidth efficiencies ({rep['compute_efficiency']:.0%}, "
-                f"{rep['bandwidth_efficiency']:.0%} of the base's peaks) chosen on a grid."
+                f"bandwidth efficiencies ({rep['compute_efficiency']:.1%}, "
+                f"{rep['bandwidth_efficiency']:.1%} of the base's peaks) chosen on a grid"
+                + (
+                    " (time fitted to the measured latency first: energy/timed_fit.py)."
+                    if "latency_fitted_mape" in rep
+                    else "."
+                )
                 if "compute_efficiency" in rep
                 else "."
             ),
@@ -57,9 +62,9 @@ def profile_to_yaml(result: CalibrationResult) -> str:
         "unaligned_mac_pj": hw.unaligned_mac_pj,
         "calibration": hw.calibration,
     }
-    if hw.timed:  # rates and static power travel too (fitted under joules_per_token)
+    if hw.timed:  # rates and static power travel too (fitted when time was)
         data.update(peak_flops=hw.peak_flops, bandwidth=hw.bandwidth, launch_s=hw.launch_s,
-                    static_w=hw.static_w)  # fmt: skip
+                    static_w=hw.static_w, forward_s=hw.forward_s)  # fmt: skip
     return yaml.safe_dump(data, sort_keys=False, width=100)
 
 

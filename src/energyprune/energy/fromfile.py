@@ -19,10 +19,11 @@ from energyprune.energy.calibrate import (
     CalibrationResult,
     Observation,
     fit_observations,
-    variant_features,
+    op_amounts,
 )
 from energyprune.energy.hardware import HardwareProfile, load_hardware
 from energyprune.energy.table import FITTABLE, BadRow, Row, read_table
+from energyprune.energy.timed_fit import TimedRow, fit_timed_observations
 from energyprune.energy.trace import TORCH_DTYPES
 from energyprune.errors import ConfigError, EnergyPruneError, first_line
 from energyprune.models.placement import example_input
@@ -76,33 +77,31 @@ def calibrate_from(
     """
     hw = load_hardware(base)
     rows, bad = read_table(source, column)
-    observations, unusable = _observe_rows(rows, hw, resolve, progress)
+    observations, timed, unusable = _observe_rows(rows, hw, resolve, progress)
     bad = sorted(bad + unusable, key=lambda b: b.order)
     if bad and not skip_bad:
         raise ConfigError(_bad_message(bad))
     prefix = "calibrated" if column == "joules_per_sample" else "latency-standin"
     devices = sorted({r.device for r in rows if r.device}) or ["unnamed device"]
-    return fit_observations(
-        hw,
-        observations,
-        name or f"{prefix}-{Path(source).stem}",
-        heldout_fraction,
-        seed,
-        device=", ".join(devices),
-        measured_with=f"{len(observations)} rows of {Path(source).name}"
-        + (f" ({rows[0].kind} joules)" if column == "joules_per_sample" else " (latency)"),
-        quantity=FITTABLE[column],
-        fitted_column=column,
-        bad_rows=[str(b) for b in bad],
-    )
+    what = f" ({rows[0].kind} joules)" if column == "joules_per_sample" else " (latency)"
+    context = dict(device=", ".join(devices),
+                   measured_with=f"{len(observations)} rows of {Path(source).name}{what}",
+                   quantity=FITTABLE[column], fitted_column=column,
+                   bad_rows=[str(b) for b in bad])  # fmt: skip
+    name = name or f"{prefix}-{Path(source).stem}"
+    if column == "joules_per_sample" and hw.timed and timed is not None:
+        return fit_timed_observations(hw, observations, timed, name, heldout_fraction, seed,
+                                      **context)  # fmt: skip
+    return fit_observations(hw, observations, name, heldout_fraction, seed, **context)
 
 
 def _observe_rows(
     rows: list[Row], hw: HardwareProfile, resolve: Resolve, progress
-) -> tuple[list[Observation], list[BadRow]]:
-    """Observations of the usable rows; each distinct configuration is traced once."""
-    traced: dict[_Key, tuple[Counter[str], int] | str] = {}
-    observations, bad = [], []
+) -> tuple[list[Observation], list[TimedRow] | None, list[BadRow]]:
+    """Observations of the usable rows (and, when every one has a latency, their per-op
+    timing rows); each distinct configuration is traced once."""
+    traced: dict[_Key, tuple[tuple[Counter[str], ...], int] | str] = {}
+    observations, timed, bad = [], [], []
     for i, row in enumerate(rows):
         progress(i, len(rows), row.model)
         key = (row.model, row.weights, row.input_shape, row.dtype)
@@ -112,31 +111,31 @@ def _observe_rows(
         if isinstance(found, str):
             bad.append(BadRow(row.where, found, row.order))
             continue
-        features, macs = found
+        ops, macs = found
+        batch = row.input_shape[0]
+        timing = TimedRow(ops, batch, row.latency_s or 0.0, row.value)
+        timed.append(timing)
+        name = f"{row.model} @ {'x'.join(map(str, row.input_shape))}"
         observations.append(
-            Observation(
-                f"{row.model} @ {'x'.join(map(str, row.input_shape))}",
-                row.group,
-                features,
-                macs,
-                row.value,
-                row.input_shape[0],
-                row.dtype,
-            )
+            Observation(name, row.group, timing.features(), macs, row.value, batch, row.dtype)
         )
     progress(len(rows), len(rows), "fit")
-    return observations, bad
+    with_latency = all(t.latency_s > 0 for t in timed)
+    return observations, timed if timed and with_latency else None, bad
 
 
-def _trace_row(row: Row, hw: HardwareProfile, resolve: Resolve) -> tuple[Counter[str], int] | str:
-    """Per-sample features and MACs of a row's configuration, or why it cannot be traced."""
+def _trace_row(
+    row: Row, hw: HardwareProfile, resolve: Resolve
+) -> tuple[tuple[Counter[str], ...], int] | str:
+    """Per-op feature amounts of one forward and MACs per sample of a row's configuration, or
+    why it cannot be traced."""
     try:
         model = resolve(row.model, row.weights).eval().to(TORCH_DTYPES[row.dtype])
     except EnergyPruneError as e:
         return str(e)
     example = example_input(model, row.input_shape)
     try:
-        return variant_features(model, example, hw)
+        return op_amounts(model, example, hw)
     except (RuntimeError, ValueError, IndexError, TypeError) as e:
         return f"{row.model} refused an input of shape {list(row.input_shape)} ({first_line(e)})"
 

@@ -51,6 +51,9 @@ class HardwareProfile:
             FLOP/s per dtype, bytes/s per memory level, seconds per kernel launch, and static
             (idle) watts charged over the ops' time. Without ``peak_flops`` and ``bandwidth``
             no time and no static energy is priced.
+        forward_s: fixed seconds per forward pass, whatever it runs: the runtime's invocation
+            overhead (a TensorRT enqueue and synchronise on a Jetson), charged at ``static_w``
+            once per forward, in the total and in no layer (fitted by calibration; 0 = none).
         sources / assumptions: citations and modelling assumptions, from the file.
         path: file it was loaded from.
     """
@@ -69,6 +72,7 @@ class HardwareProfile:
     bandwidth: dict[str, float] = field(default_factory=dict)
     launch_s: float = 0.0
     static_w: float = 0.0
+    forward_s: float = 0.0
     sparse_kernels: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
     assumptions: tuple[str, ...] = ()
@@ -132,7 +136,8 @@ def _rates(data: dict, origin: str, memory: dict) -> list[Any]:
     rates = [*peak.values(), *bandwidth.values()]
     if any(isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0 for v in rates):
         raise ConfigError(f"hardware profile {origin}: peak_flops and bandwidth must be > 0")
-    return [*rates, data.get("launch_s", 0.0), data.get("static_w", 0.0)]
+    return [*rates, data.get("launch_s", 0.0), data.get("static_w", 0.0),
+            data.get("forward_s", 0.0)]  # fmt: skip
 
 
 def _check(data: Any, origin: str) -> HardwareProfile:
@@ -216,6 +221,7 @@ def _build(data: dict, origin: str) -> HardwareProfile:
         bandwidth={str(k): float(v) for k, v in (data.get("bandwidth") or {}).items()},
         launch_s=float(data.get("launch_s", 0.0)),
         static_w=float(data.get("static_w", 0.0)),
+        forward_s=float(data.get("forward_s", 0.0)),
         sparse_kernels=_patterns(data.get("sparse_kernels") or [], origin),
         sources=tuple(str(s) for s in data["sources"]),
         assumptions=tuple(str(s) for s in data.get("assumptions") or ()),

@@ -37,6 +37,7 @@ from energyprune.energy.lm import lm_traces
 from energyprune.energy.regimes import PHASES, Regime
 from energyprune.energy.roofline import op_rates
 from energyprune.energy.table import BadRow, table_records
+from energyprune.energy.timed_fit import with_coefficients
 from energyprune.errors import ConfigError, EnergyPruneError
 from energyprune.models.layers import TORCH_DTYPES
 
@@ -187,25 +188,10 @@ def _fit(observed: Sequence[_Observed], hw: HardwareProfile, train: list[int]):
 
 
 def _profile(hw: HardwareProfile, eff, columns, solution, name: str) -> HardwareProfile:
-    compute = {d: dict(row) for d, row in hw.compute_pj.items()}
-    memory = dict(hw.memory_pj_per_byte)
+    timed = replace(hw, peak_flops={d: v * eff[0] for d, v in hw.peak_flops.items()},
+                    bandwidth={level: v * eff[1] for level, v in hw.bandwidth.items()})  # fmt: skip
     fitted = dict(zip(columns, solution[:-1].tolist(), strict=True))
-    for feature, value in fitted.items():
-        kind, _, key = feature.partition(":")
-        if kind in ("mac", "add") and key in compute:
-            compute[key][kind] = value
-        elif kind == "bytes":
-            memory[key] = value
-    return replace(
-        hw,
-        name=name,
-        compute_pj=compute,
-        memory_pj_per_byte=memory,
-        launch_pj=fitted.get("launch", hw.launch_pj),
-        peak_flops={d: v * eff[0] for d, v in hw.peak_flops.items()},
-        bandwidth={level: v * eff[1] for level, v in hw.bandwidth.items()},
-        static_w=float(solution[-1]) * 1e-12,
-    )
+    return with_coefficients(timed, fitted, name, static_w=float(solution[-1]) * 1e-12)
 
 
 def _predict(observed, hw: HardwareProfile, eff=(1.0, 1.0)) -> np.ndarray:

@@ -21,7 +21,7 @@ import json
 import os
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -216,6 +216,16 @@ def _layers(tr: Trace, ops: Iterable[OpEnergy]) -> tuple[LayerEnergy, ...]:
     return tuple(layers)
 
 
+def _with_forward(total: Totals, hw: HardwareProfile) -> Totals:
+    """``total`` plus the profile's fixed time per forward pass at static power (no layer
+    owns it: it is the runtime's, whatever the model runs)."""
+    if not hw.forward_s:
+        return total
+    static = hw.static_w * hw.forward_s
+    return replace(total, seconds=total.seconds + hw.forward_s, static_j=total.static_j + static,
+                   energy_j=total.energy_j + static)  # fmt: skip
+
+
 def estimate(
     tr: Trace,
     hardware: str | os.PathLike[str] | HardwareProfile = "horowitz-45nm",
@@ -238,7 +248,7 @@ def estimate(
     coef = hw.coefficients()
     ops = tuple(price_op(r, hw, coef, layer_dtypes.get(r.module, dtype)) for r in tr.records)
     layers = _layers(tr, ops)
-    total = Totals.of(ops, tr.params)
+    total = _with_forward(Totals.of(ops, tr.params), hw)
     priced = dtype or next((op.dtype for op in ops if op.record.macs), "fp32")
     return EnergyProfile(
         model=model_name,

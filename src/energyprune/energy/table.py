@@ -61,6 +61,7 @@ class Row:
     weights: str | None = None
     kind: str = "gross"
     order: tuple[str, int] = field(default=("", 0), compare=False)
+    latency_s: float | None = None  # measured seconds per forward of the batch, when given
 
     @property
     def group(self) -> str:
@@ -187,7 +188,17 @@ def _parse(record: dict[str, Any], where: str, column: str, folder: Path) -> Row
     if weights is not None:
         weights = str(folder / weights)
     device = str(record.get("device") or "").strip()
-    return Row(where, str(record["model"]).strip(), shape, dtype, value, device, weights, kind)
+    return Row(where, str(record["model"]).strip(), shape, dtype, value, device, weights, kind,
+               latency_s=_latency(record))  # fmt: skip
+
+
+def _latency(record: dict[str, Any]) -> float | None:
+    """The measured latency in seconds per forward, when the row gives a usable one."""
+    try:
+        ms = float(record.get("latency_ms") or "nan")
+    except (TypeError, ValueError):
+        return None
+    return ms / 1000 if math.isfinite(ms) and ms > 0 else None
 
 
 def _blank(value: object) -> bool:
