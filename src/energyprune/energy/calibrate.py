@@ -128,11 +128,8 @@ def variant_features(
 ) -> tuple[Counter[str], int]:
     """Per-sample energy features and dense MACs of one forward pass, priced as traced."""
     ops, macs = op_amounts(model, example, hw)
-    total: Counter[str] = Counter()
-    for amounts in ops:
-        total.update(amounts)
-    batch = example.shape[0]
-    return Counter({k: v / batch for k, v in total.items()}), macs
+    total: Counter[str] = sum(ops, Counter())
+    return Counter({k: v / example.shape[0] for k, v in total.items()}), macs
 
 
 def _solve(x: np.ndarray, y: np.ndarray) -> np.ndarray:
