@@ -14,6 +14,7 @@ guardrail: the run fails when perplexity rose more than ``max_ppl_rise`` percent
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -27,7 +28,7 @@ from energyprune.energy.regimes import Regime
 from energyprune.errors import ConfigError
 from energyprune.models.placement import placement, to_model
 from energyprune.pipeline.recover import Teacher, distillation_loss
-from energyprune.pipeline.text import Perplexity, TextData, lm_loss, perplexity
+from energyprune.pipeline.text import Perplexity, TextData, perplexity
 from energyprune.pruning.decoder import block_influence, group_importance
 from energyprune.pruning.lm_allocate import (
     ALL_KINDS,
@@ -196,11 +197,8 @@ def _structured(kinds: tuple[str, ...], measured: bool) -> Method:
 
 
 def _mean_loss(windows: torch.Tensor) -> Callable[[nn.Module], float]:
-    @torch.no_grad()
-    def loss(model: nn.Module) -> float:
-        return float(sum(lm_loss(model, ids.unsqueeze(0)) for ids in windows)) / len(windows)
-
-    return loss
+    """Mean next-token loss on ``windows`` (log perplexity: equal-length windows)."""
+    return lambda model: math.log(perplexity(model, windows).value)
 
 
 def _probe(dense, data, scores, cfg, on_probe):
@@ -222,21 +220,31 @@ def _energy(dense, data, scores, price, cfg, on_probe=None):
     importance adds up only roughly."""
     measured = replace(scores, measured=_probe(dense, data, scores, cfg, on_probe))
     loss = _mean_loss(data.train[: cfg.calib_windows])
-    found = {}
+    found: dict[str, _Candidate] = {}
     for name, (use_measured, kinds) in ENERGY_CANDIDATES.items():
         given = measured if use_measured else scores
         model, plan, ratio = cut_to_budget(dense, given, cfg.target_energy, price, cfg.round_to,
                                            kinds=kinds)  # fmt: skip
-        found[name] = (model, plan, ratio, loss(model))
-    greedy = _greedy(dense, data, measured, found["layers (measured loss)"][1], cfg, on_probe)
+        found[name] = _Candidate(model, plan, ratio, loss(model))
+    greedy = _greedy(dense, data, measured, found["layers (measured loss)"].plan, cfg, on_probe)
     model, ratio = priced_plan(dense, greedy, scores, cfg.round_to, price, price(dense).energy_j)
-    found[GREEDY] = (model, greedy, ratio, loss(model))
-    best = min(found, key=lambda k: (found[k][2] > cfg.target_energy + 1e-3, found[k][3]))
-    model, plan, ratio, _ = found[best]
-    compared = {k: {"energy_ratio": v[2], "calib_loss": v[3]} for k, v in found.items()}
-    return model, {**plan.to_dict(), "chosen": best, "candidates": compared,
-                   "importance": f"calibration loss rise ({cfg.probe_windows} windows)",
-                   "sensitivity": measured.measured.to_dict()}, ratio, None  # fmt: skip
+    found[GREEDY] = _Candidate(model, greedy, ratio, loss(model))
+    best = min(found, key=lambda k: (found[k].ratio > cfg.target_energy + 1e-3, found[k].loss))
+    kept = found[best]
+    compared = {k: {"energy_ratio": c.ratio, "calib_loss": c.loss} for k, c in found.items()}
+    return kept.model, {**kept.plan.to_dict(), "chosen": best, "candidates": compared,
+                        "importance": f"calibration loss rise ({cfg.probe_windows} windows)",
+                        "sensitivity": measured.measured.to_dict()}, kept.ratio, None  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """One budget-meeting plan of the energy criterion and what it costs."""
+
+    model: nn.Module
+    plan: LMPlan
+    ratio: float  # priced J/token over dense's
+    loss: float  # mean calibration loss
 
 
 GREEDY = "layers (greedy, re-measured)"

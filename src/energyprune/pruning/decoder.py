@@ -30,6 +30,7 @@ __all__ = [
     "decoder_layers",
     "drop_layers",
     "group_importance",
+    "head_channels",
     "input_sq_norms",
     "prune_kv_groups",
     "prune_mlp_channels",
@@ -95,7 +96,8 @@ def _cols(linear: nn.Linear, keep: torch.Tensor) -> None:
     linear.in_features = len(keep)
 
 
-def _channels(heads: Iterable[int], head_dim: int) -> torch.Tensor:
+def head_channels(heads: Iterable[int], head_dim: int) -> torch.Tensor:
+    """The projection channels of ``heads`` (``head_dim`` each), in head order."""
     return torch.tensor(
         [h * head_dim + i for h in heads for i in range(head_dim)], dtype=torch.long
     )
@@ -109,8 +111,8 @@ def prune_kv_groups(attn: Attention, keep: Sequence[int]) -> None:
             f"keep 1..{attn.kv_heads} of KV groups 0..{attn.kv_heads - 1}, got {keep}"
         )
     g = attn.group_size
-    queries = _channels([k * g + j for k in keep for j in range(g)], attn.head_dim)
-    kv = _channels(keep, attn.head_dim)
+    queries = head_channels([k * g + j for k in keep for j in range(g)], attn.head_dim)
+    kv = head_channels(keep, attn.head_dim)
     m = attn.module
     _rows(m.q_proj, queries)
     _rows(m.k_proj, kv)
@@ -165,7 +167,7 @@ def prune_query_heads(attn: Attention, keep_per_group: int, scores: torch.Tensor
     per_group = scores.view(attn.kv_heads, g)
     best = per_group.topk(keep_per_group, dim=1).indices.sort(dim=1).values
     heads = [int(k * g + j) for k in range(attn.kv_heads) for j in best[k]]
-    queries = _channels(heads, attn.head_dim)
+    queries = head_channels(heads, attn.head_dim)
     _rows(attn.module.q_proj, queries)
     _cols(attn.module.o_proj, queries)
     attn.module.num_key_value_groups = keep_per_group

@@ -10,10 +10,10 @@ Importance, in one unit across kinds. When the scores carry measured sensitivity
 rise of skipping it; an MLP chunk, the rise of masking the layer's weakest half of channels
 times the chunk's share of that half's Wanda score (|W| x ||X||); the weakest query head per
 group, the rise of masking it. Cuts go no further than the probes did (half the MLP, one head
-per group): loss is far from linear beyond them. Without
-it (ShortGPT-style, the ``depth`` arm): a layer's block influence (1 - cos of its input and
-output), and a width cut that influence times its Wanda share of its kind in the layer, times
-the kind's share of the layer's parameters (a neutral prior between attention and MLP).
+per group): loss is far from linear beyond them. Without it (ShortGPT-style, the ``depth``
+arm): a layer's block influence (1 - cos of its input and output), and a width cut that
+influence times its Wanda share of its kind in the layer, times the kind's share of the
+layer's parameters (a neutral prior between attention and MLP).
 
 Kinds: ``mlp`` (``round_to`` channels of gate, up and down together), ``heads`` (one query
 head from every KV group, GQA-aware), ``layer`` (a whole decoder layer).

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from energyprune.pruning.decoder import attention_layers, decoder_layers
+from energyprune.pruning.decoder import attention_layers, decoder_layers, head_channels
 
 __all__ = ["PROBES", "Sensitivity", "greedy_layers", "loss_sensitivity"]
 
@@ -76,8 +76,7 @@ def _one_head(model: nn.Module, i: int, scores) -> object:
     g, d = attn.group_size, attn.head_dim
     worst = scores.heads[i].view(attn.kv_heads, g).argmin(dim=1)
     heads = [k * g + int(j) for k, j in enumerate(worst)]
-    cols = torch.tensor([h * d + c for h in heads for c in range(d)], dtype=torch.long)
-    return _zero_inputs(attn.module.o_proj, cols)
+    return _zero_inputs(attn.module.o_proj, head_channels(heads, d))
 
 
 #: probe name → hook that masks it in layer i (scores: :class:`~.lm_allocate.LMScores`)
