@@ -11,7 +11,7 @@ import dataclasses
 import pytest
 import torch
 
-from energyprune.energy.calibrate import op_amounts
+from energyprune.energy.features import op_amounts
 from energyprune.energy.fromfile import calibrate_from
 from energyprune.energy.hardware import load_hardware
 from energyprune.energy.model import profile

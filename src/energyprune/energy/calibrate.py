@@ -23,10 +23,10 @@ import torch
 from scipy.optimize import nnls
 from torch import nn
 
-from energyprune.energy.features import op_features
+from energyprune.energy.features import variant_features
 from energyprune.energy.fidelity import fidelity, n_close_pairs
 from energyprune.energy.hardware import HardwareProfile, load_hardware
-from energyprune.energy.trace import TORCH_DTYPES, trace
+from energyprune.energy.trace import TORCH_DTYPES
 from energyprune.errors import ConfigError
 from energyprune.models.placement import example_input
 
@@ -38,7 +38,6 @@ __all__ = [
     "design_variants",
     "fit_observations",
     "fit_profile",
-    "op_amounts",
 ]
 
 MeasureFn = Callable[[nn.Module, torch.Tensor, "Variant"], float]
@@ -110,26 +109,6 @@ def design_variants(device: str = "cuda", quick: bool = False) -> list[Variant]:
                 Variant(f"mlp{w}", lambda w=w: mlp_stack(w), (tokens, w), dtype) for w in mlp_widths
             ]
     return variants
-
-
-def op_amounts(
-    model: nn.Module, example: torch.Tensor, hw: HardwareProfile
-) -> tuple[tuple[Counter[str], ...], int]:
-    """Each op's energy features over one forward pass (priced as traced), and dense MACs per
-    sample."""
-    with torch.no_grad():
-        tr = trace(model, example)
-    ops = tuple(op_features(record, hw, None).amounts for record in tr.records)
-    return ops, sum(r.macs for r in tr.records) // example.shape[0]
-
-
-def variant_features(
-    model: nn.Module, example: torch.Tensor, hw: HardwareProfile
-) -> tuple[Counter[str], int]:
-    """Per-sample energy features and dense MACs of one forward pass, priced as traced."""
-    ops, macs = op_amounts(model, example, hw)
-    total: Counter[str] = sum(ops, Counter())
-    return Counter({k: v / example.shape[0] for k, v in total.items()}), macs
 
 
 def _solve(x: np.ndarray, y: np.ndarray) -> np.ndarray:

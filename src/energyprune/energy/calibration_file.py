@@ -36,19 +36,7 @@ def profile_to_yaml(result: CalibrationResult) -> str:
             f"structure and uncalibrated coefficients from {rep['base_profile']}",
         ],
         "assumptions": [
-            f"Fitted by non-negative least squares on relative error of {quantity}"
-            + (
-                f", with static power as the coefficient of roofline time and the compute and "
-                f"bandwidth efficiencies ({rep['compute_efficiency']:.1%}, "
-                f"{rep['bandwidth_efficiency']:.1%} of the base's peaks) chosen on a grid"
-                + (
-                    " (time fitted to the measured latency first: energy/timed_fit.py)."
-                    if "latency_fitted_mape" in rep
-                    else "."
-                )
-                if "compute_efficiency" in rep
-                else "."
-            ),
+            _method(rep, quantity),
             f"Kept from {rep['base_profile']} (not exercised): {', '.join(kept) or 'none'}",
             *_LATENCY_UNITS * (rep.get("fitted_column") == "latency_ms"),
         ],
@@ -62,10 +50,31 @@ def profile_to_yaml(result: CalibrationResult) -> str:
         "unaligned_mac_pj": hw.unaligned_mac_pj,
         "calibration": hw.calibration,
     }
-    if hw.timed:  # rates and static power travel too (fitted when time was)
+    if hw.timed:  # rates, static power and the runtime's terms travel too (fitted with time)
         data.update(peak_flops=hw.peak_flops, bandwidth=hw.bandwidth, launch_s=hw.launch_s,
-                    static_w=hw.static_w, forward_s=hw.forward_s)  # fmt: skip
+                    static_w=hw.static_w, forward_s=hw.forward_s, active_w=hw.active_w,
+                    runtime=hw.runtime.to_dict())  # fmt: skip
     return yaml.safe_dump(data, sort_keys=False, width=100)
+
+
+def _method(rep: dict, quantity: str) -> str:
+    """How the coefficients were fitted, in one sentence."""
+    head = f"Fitted by non-negative least squares on relative error of {quantity}"
+    if "latency_fitted_mape" in rep:
+        return (
+            f"{head}, over the dynamic features, predicted time (static_w) and predicted kernel "
+            f"time (active_w); time was fitted to the measured latency first, by non-linear "
+            f"least squares on log relative error ({', '.join(rep['time_terms_fitted'])}; "
+            f"{rep['compute_efficiency']:.1%} and {rep['bandwidth_efficiency']:.1%} of the base's "
+            "peaks): energy/timed_fit.py."
+        )
+    if "compute_efficiency" in rep:
+        return (
+            f"{head}, with static power as the coefficient of roofline time and the compute and "
+            f"bandwidth efficiencies ({rep['compute_efficiency']:.1%}, "
+            f"{rep['bandwidth_efficiency']:.1%} of the base's peaks) chosen on a grid."
+        )
+    return f"{head}."
 
 
 def write_calibration(result: CalibrationResult, out: str, report_path: str | None) -> None:

@@ -47,6 +47,7 @@ class Cost:
             output is written whole (when ``writes_output``).
         channels: the reduction/output widths of a MAC op (conv: C_out, C_in/groups; matmul:
             k, n); hardware with a preferred ``channel_multiple`` runs others less efficiently.
+        groups: a convolution's groups (depthwise and grouped convs run other kernels).
     """
 
     kind: str
@@ -57,6 +58,7 @@ class Cost:
     writes_output: bool = True
     writes: tuple[tuple[torch.Tensor, int], ...] | None = None
     channels: tuple[int, ...] = ()
+    groups: int = 1
 
 
 Formula = Callable[[Sequence[object], dict[str, object], object], Cost]

@@ -13,8 +13,12 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+import torch
+from torch import nn
+
 from energyprune.energy.hardware import HardwareProfile
-from energyprune.energy.trace import Operand, OpRecord
+from energyprune.energy.kernel_time import PricedOp, fused_ops, op_timing
+from energyprune.energy.trace import Operand, OpRecord, trace
 from energyprune.errors import ConfigError
 
 __all__ = [
@@ -22,9 +26,11 @@ __all__ = [
     "ITEMSIZE",
     "OpFeatures",
     "itemsize",
+    "op_amounts",
     "op_features",
     "price_dtype",
     "split_energy",
+    "variant_features",
 ]
 
 ITEMSIZE = {
@@ -76,8 +82,21 @@ class OpFeatures:
     bytes_moved: float = 0.0
 
 
-def op_features(record: OpRecord, hw: HardwareProfile, override: str | None) -> OpFeatures:
-    """Energy features of one op under ``hw``, pricing floating tensors as ``override``."""
+def _kept(record: OpRecord, fused: bool) -> list[Operand]:
+    """The operands an op moves: all of them, or for an op fused into its producer's epilogue
+    only the inputs after the first (a residual's second input; the first is in registers,
+    batch-norm parameters are folded into the weights, and the producer writes the output)."""
+    if not fused:
+        return list(record.operands)
+    inputs = [o for o in record.operands if o.role == "input"]
+    return inputs[1:]
+
+
+def op_features(
+    record: OpRecord, hw: HardwareProfile, override: str | None, fused: bool = False
+) -> OpFeatures:
+    """Energy features of one op under ``hw``, pricing floating tensors as ``override``
+    (``fused``: it runs in a conv's or linear's epilogue, see energy/kernel_time.py)."""
     floating = [o.dtype for o in record.operands if o.dtype in FLOATING]
     traced = floating[0] if floating else (record.operands[0].dtype if record.operands else "fp32")
     dtype = price_dtype(traced, override)
@@ -96,14 +115,14 @@ def op_features(record: OpRecord, hw: HardwareProfile, override: str | None) -> 
     if record.ops:
         amounts[f"add:{row}"] += record.ops
     moved = 0.0
-    for operand in record.operands:
+    for operand in _kept(record, fused):
         nbytes = operand.numel * itemsize(price_dtype(operand.dtype, override))
         if operand.role == "param" and hw.zero_skipping:
             nbytes *= operand.density
         moved += nbytes
         amounts[f"bytes:{_level(operand, nbytes, hw)}"] += nbytes
     feats.bytes_moved = moved
-    if record.kind != "view" and record.operands:
+    if record.kind != "view" and record.operands and not fused:
         amounts["launch"] += 1
     return feats
 
@@ -120,3 +139,25 @@ def split_energy(amounts: Counter[str], coef: dict[str, float]) -> tuple[float, 
         else:
             overhead += pj
     return compute, memory, overhead
+
+
+def op_amounts(
+    model: nn.Module, example: torch.Tensor, hw: HardwareProfile
+) -> tuple[tuple[PricedOp, ...], int]:
+    """Each op's energy features and timing over one forward pass (priced as traced, epilogues
+    fused where ``hw``'s runtime fuses them), and dense MACs per sample."""
+    with torch.no_grad():
+        tr = trace(model, example)
+    fused = fused_ops(tr.records, hw.runtime)
+    ops = tuple(PricedOp(op_features(r, hw, None, i in fused).amounts, op_timing(r, i in fused))
+                for i, r in enumerate(tr.records))  # fmt: skip
+    return ops, sum(r.macs for r in tr.records) // example.shape[0]
+
+
+def variant_features(
+    model: nn.Module, example: torch.Tensor, hw: HardwareProfile
+) -> tuple[Counter[str], int]:
+    """Per-sample energy features and dense MACs of one forward pass, priced as traced."""
+    ops, macs = op_amounts(model, example, hw)
+    total: Counter[str] = sum((op.amounts for op in ops), Counter())
+    return Counter({k: v / example.shape[0] for k, v in total.items()}), macs

@@ -62,9 +62,11 @@ def conv_macs(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor, transposed: b
 def _conv(args, kwargs, out) -> Cost:
     x, w, bias = args[0], args[1], args[2]
     transposed = bool(args[6]) if len(args) > 6 else bool(kwargs.get("transposed", False))
+    groups = int(args[8]) if len(args) > 8 else int(kwargs.get("groups", 1))
     y = first_tensor(out)
     adds = numel(bias) and y.numel()
-    return Cost("conv", conv_macs(x, w, y, transposed), adds, (w,), channels=_conv_channels(w))
+    return Cost("conv", conv_macs(x, w, y, transposed), adds, (w,), channels=_conv_channels(w),
+                groups=groups)  # fmt: skip
 
 
 @register_formula(*_aten("cudnn_convolution", "mkldnn_convolution", "_slow_conv2d_forward"))

@@ -9,19 +9,15 @@ the fit goes on without them only when asked to.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 from torch import nn
 
-from energyprune.energy.calibrate import (
-    CalibrationResult,
-    Observation,
-    fit_observations,
-    op_amounts,
-)
+from energyprune.energy.calibrate import CalibrationResult, Observation, fit_observations
+from energyprune.energy.features import op_amounts
 from energyprune.energy.hardware import HardwareProfile, load_hardware
+from energyprune.energy.kernel_time import PricedOp
 from energyprune.energy.table import FITTABLE, BadRow, Row, read_table
 from energyprune.energy.timed_fit import TimedRow, fit_timed_observations
 from energyprune.energy.trace import TORCH_DTYPES
@@ -100,7 +96,7 @@ def _observe_rows(
 ) -> tuple[list[Observation], list[TimedRow] | None, list[BadRow]]:
     """Observations of the usable rows (and, when every one has a latency, their per-op
     timing rows); each distinct configuration is traced once."""
-    traced: dict[_Key, tuple[tuple[Counter[str], ...], int] | str] = {}
+    traced: dict[_Key, tuple[tuple[PricedOp, ...], int] | str] = {}
     observations, timed, bad = [], [], []
     for i, row in enumerate(rows):
         progress(i, len(rows), row.model)
@@ -126,7 +122,7 @@ def _observe_rows(
 
 def _trace_row(
     row: Row, hw: HardwareProfile, resolve: Resolve
-) -> tuple[tuple[Counter[str], ...], int] | str:
+) -> tuple[tuple[PricedOp, ...], int] | str:
     """Per-op feature amounts of one forward and MACs per sample of a row's configuration, or
     why it cannot be traced."""
     try:

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from energyprune.energy.kernel_time import KernelTiming, parse_runtime
 from energyprune.errors import ConfigError
 from energyprune.files import read_text
 
@@ -54,6 +55,10 @@ class HardwareProfile:
         forward_s: fixed seconds per forward pass, whatever it runs: the runtime's invocation
             overhead (a TensorRT enqueue and synchronise on a Jetson), charged at ``static_w``
             once per forward, in the total and in no layer (fitted by calibration; 0 = none).
+        active_w: watts above idle while a kernel runs (clocks and rails up), charged over op
+            time on top of ``static_w`` (fitted by calibration; 0 = none).
+        runtime: how the runtime runs kernels: fusion, occupancy, per-kernel efficiency and
+            launch time (:mod:`energyprune.energy.kernel_time`; the default adds nothing).
         sources / assumptions: citations and modelling assumptions, from the file.
         path: file it was loaded from.
     """
@@ -73,6 +78,8 @@ class HardwareProfile:
     launch_s: float = 0.0
     static_w: float = 0.0
     forward_s: float = 0.0
+    active_w: float = 0.0
+    runtime: KernelTiming = field(default_factory=KernelTiming)
     sparse_kernels: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
     assumptions: tuple[str, ...] = ()
@@ -137,7 +144,7 @@ def _rates(data: dict, origin: str, memory: dict) -> list[Any]:
     if any(isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0 for v in rates):
         raise ConfigError(f"hardware profile {origin}: peak_flops and bandwidth must be > 0")
     return [*rates, data.get("launch_s", 0.0), data.get("static_w", 0.0),
-            data.get("forward_s", 0.0)]  # fmt: skip
+            data.get("forward_s", 0.0), data.get("active_w", 0.0)]  # fmt: skip
 
 
 def _check(data: Any, origin: str) -> HardwareProfile:
@@ -222,6 +229,8 @@ def _build(data: dict, origin: str) -> HardwareProfile:
         launch_s=float(data.get("launch_s", 0.0)),
         static_w=float(data.get("static_w", 0.0)),
         forward_s=float(data.get("forward_s", 0.0)),
+        active_w=float(data.get("active_w", 0.0)),
+        runtime=parse_runtime(data.get("runtime"), origin),
         sparse_kernels=_patterns(data.get("sparse_kernels") or [], origin),
         sources=tuple(str(s) for s in data["sources"]),
         assumptions=tuple(str(s) for s in data.get("assumptions") or ()),

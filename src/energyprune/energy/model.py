@@ -29,6 +29,7 @@ from torch import nn
 
 from energyprune.energy.features import op_features, split_energy
 from energyprune.energy.hardware import DTYPES, HardwareProfile, load_hardware
+from energyprune.energy.kernel_time import fused_ops, op_timing
 from energyprune.energy.quantity import Estimated
 from energyprune.energy.roofline import op_seconds
 from energyprune.energy.trace import OpRecord, Trace, trace
@@ -44,6 +45,7 @@ __all__ = [
     "estimate",
     "price_op",
     "profile",
+    "with_forward",
 ]
 
 PJ = 1e-12
@@ -61,7 +63,7 @@ class OpEnergy:
     memory_j: float
     overhead_j: float = 0.0
     seconds: float = 0.0  # roofline time (0 under profiles without rates)
-    static_j: float = 0.0  # static power over that time
+    static_j: float = 0.0  # static (+ active) power over that time
 
     @property
     def energy_j(self) -> float:
@@ -174,12 +176,17 @@ class EnergyProfile:
 
 
 def price_op(
-    record: OpRecord, hw: HardwareProfile, coef: dict[str, float], override: str | None
+    record: OpRecord,
+    hw: HardwareProfile,
+    coef: dict[str, float],
+    override: str | None,
+    fused: bool = False,
 ) -> OpEnergy:
-    """One traced op priced under ``hw`` (``coef``: its coefficients; ``override``: dtype)."""
-    feats = op_features(record, hw, override)
+    """One traced op priced under ``hw`` (``coef``: its coefficients; ``override``: dtype;
+    ``fused``: it runs in its producer's epilogue, see energy/kernel_time.py)."""
+    feats = op_features(record, hw, override, fused)
     compute, memory, overhead = split_energy(feats.amounts, coef)
-    seconds = op_seconds(feats.amounts, hw)
+    seconds = op_seconds(feats.amounts, hw, op_timing(record, fused))
     return OpEnergy(
         record,
         feats.dtype,
@@ -189,7 +196,7 @@ def price_op(
         memory * PJ,
         overhead * PJ,
         seconds,
-        hw.static_w * seconds,
+        (hw.static_w + hw.active_w) * seconds,
     )
 
 
@@ -216,7 +223,7 @@ def _layers(tr: Trace, ops: Iterable[OpEnergy]) -> tuple[LayerEnergy, ...]:
     return tuple(layers)
 
 
-def _with_forward(total: Totals, hw: HardwareProfile) -> Totals:
+def with_forward(total: Totals, hw: HardwareProfile) -> Totals:
     """``total`` plus the profile's fixed time per forward pass at static power (no layer
     owns it: it is the runtime's, whatever the model runs)."""
     if not hw.forward_s:
@@ -246,9 +253,11 @@ def estimate(
     hw = load_hardware(hardware)
     start = time.perf_counter()
     coef = hw.coefficients()
-    ops = tuple(price_op(r, hw, coef, layer_dtypes.get(r.module, dtype)) for r in tr.records)
+    fused = fused_ops(tr.records, hw.runtime)
+    ops = tuple(price_op(r, hw, coef, layer_dtypes.get(r.module, dtype), i in fused)
+                for i, r in enumerate(tr.records))  # fmt: skip
     layers = _layers(tr, ops)
-    total = _with_forward(Totals.of(ops, tr.params), hw)
+    total = with_forward(Totals.of(ops, tr.params), hw)
     priced = dtype or next((op.dtype for op in ops if op.record.macs), "fp32")
     return EnergyProfile(
         model=model_name,

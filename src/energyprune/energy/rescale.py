@@ -18,7 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from energyprune.energy.hardware import HardwareProfile
-from energyprune.energy.model import EnergyProfile, Totals, price_op
+from energyprune.energy.kernel_time import fused_ops
+from energyprune.energy.model import EnergyProfile, Totals, price_op, with_forward
 from energyprune.energy.trace import OpRecord
 
 __all__ = ["Resize", "channel_dim", "rescaled_energy", "rescaled_profile"]
@@ -69,6 +70,8 @@ def _param_op(record: OpRecord, r: Resize) -> OpRecord:
         ops=round(record.ops * f_out),
         operands=tuple(operands),
         channels=_channels(record, f_in, f_out, depthwise),
+        output_shapes=tuple(_narrow(s, f_out) for s in record.output_shapes),
+        groups=max(1, round(record.groups * f_out)) if depthwise else record.groups,
     )
 
 
@@ -103,9 +106,10 @@ def rescaled_profile(
     """``prof`` with the modules in ``resized`` resized: every op re-priced, the outputs of ops
     without parameters narrowed, totals summed again (layers are left as traced)."""
     coef = hw.coefficients()
+    fused = fused_ops([op.record for op in prof.ops], hw.runtime)  # as traced
     ops = []
     follow = 1.0
-    for op in prof.ops:
+    for i, op in enumerate(prof.ops):
         record = op.record
         resize = resized.get(record.module)
         if any(o.role == "param" for o in record.operands):
@@ -117,8 +121,8 @@ def rescaled_profile(
             if scaled is not None:
                 narrowed = tuple(_narrow(s, follow) for s in record.output_shapes)
                 scaled = replace(scaled, output_shapes=narrowed)
-        ops.append(op if scaled is None else price_op(scaled, hw, coef, dtype))
-    return replace(prof, ops=tuple(ops), total=Totals.of(ops, prof.total.params))
+        ops.append(op if scaled is None else price_op(scaled, hw, coef, dtype, i in fused))
+    return replace(prof, ops=tuple(ops), total=with_forward(Totals.of(ops, prof.total.params), hw))
 
 
 def channel_dim(shape: tuple[int, ...]) -> int:

@@ -11,7 +11,9 @@ A profile may give peak FLOP/s per dtype (``peak_flops``), bytes/s per memory le
 energy on top of its dynamic energy: the idle board draws power while the op runs. A MAC is 2
 FLOPs; element-wise ops count 1 FLOP each at the same peak (an optimistic bound for vector
 units). Levels without a bandwidth are not a bottleneck. A profile without rates prices no time
-and no static energy, so it prices exactly as before.
+and no static energy, so it prices exactly as before. A profile's ``runtime`` terms (fusion,
+occupancy, per-kernel efficiency and launch time: :mod:`energyprune.energy.kernel_time`) slow
+the compute side and set the launch time per op kind.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from __future__ import annotations
 from collections import Counter
 
 from energyprune.energy.hardware import HardwareProfile
+from energyprune.energy.kernel_time import OpTiming
 from energyprune.errors import ConfigError
 
-__all__ = ["op_rates", "op_seconds"]
+__all__ = ["kernel_compute", "op_rates", "op_seconds"]
 
 
 def _flop_seconds(amounts: Counter[str], hw: HardwareProfile) -> float:
@@ -50,8 +53,29 @@ def op_rates(amounts: Counter[str], hw: HardwareProfile) -> tuple[float, float]:
     return _flop_seconds(amounts, hw), memory
 
 
-def op_seconds(amounts: Counter[str], hw: HardwareProfile) -> float:
-    """Roofline seconds of one op's feature ``amounts`` (0 when ``hw`` gives no rates)."""
+def kernel_compute(compute: float, amounts: Counter[str], hw: HardwareProfile,
+                   timing: OpTiming) -> float:  # fmt: skip
+    """Compute seconds at the peak, slowed by the runtime's kernel terms (occupancy, the
+    conv variant's efficiency, a grouped conv's per-weight pass)."""
+    runtime = hw.runtime
+    if timing.variant != "dense":
+        compute /= runtime.efficiency.get(timing.variant, 1.0)
+    macs = sum(v for k, v in amounts.items() if k.startswith("mac:") and k != "mac:unaligned")
+    if timing.variant == "grouped" and runtime.grouped_weight_flops and macs:
+        compute *= 1 + runtime.grouped_weight_flops * timing.weights * timing.batch / macs
+    if runtime.occupancy_outputs and timing.outputs:
+        compute *= (timing.outputs + runtime.occupancy_outputs) / timing.outputs
+    return compute
+
+
+def op_seconds(amounts: Counter[str], hw: HardwareProfile, timing: OpTiming | None = None) -> float:
+    """Roofline seconds of one op's feature ``amounts`` (0 when ``hw`` gives no rates);
+    ``timing`` (the op's :class:`OpTiming`) applies the profile's runtime terms."""
     if not hw.timed:
         return 0.0
-    return max(op_rates(amounts, hw)) + hw.launch_s * amounts.get("launch", 0)
+    compute, memory = op_rates(amounts, hw)
+    launch = hw.launch_s
+    if timing is not None:
+        compute = kernel_compute(compute, amounts, hw, timing)
+        launch = hw.runtime.launch_s.get(timing.kind, launch)
+    return max(compute, memory) + launch * amounts.get("launch", 0)

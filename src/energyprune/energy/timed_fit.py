@@ -1,22 +1,27 @@
 """Fit time and static power, not only MACs and bytes, to rows that carry measured latency and
 gross energy (a Jetson TX2's table: at 5-10 W of module power, a block's energy is mostly time).
 
-The model is the roofline of :mod:`energyprune.energy.roofline` plus a fixed time per forward:
+The model is the roofline of :mod:`energyprune.energy.roofline` with the runtime's kernel terms
+of :mod:`energyprune.energy.kernel_time`, plus a fixed time per forward:
 
-    T = forward_s + Σ_ops max(compute_i / e_c, memory_i / e_m) + launch_s × launches
-    E = Σ_features c_f × amount_f + static_w × T
+    T = forward_s + Σ_ops [max(compute_i × k_i / e_c, memory_i / e_m) + launch_s[kind] × launches]
+    k_i = (O_i + N0) / O_i  ×  1 / efficiency[variant]  ×  (1 + S0 × weights_i / MACs_i, grouped)
+    E = Σ_features c_f × amount_f + static_w × T + active_w × (T - forward_s)
 
 ``compute_i`` and ``memory_i`` are the op's seconds at the base profile's peaks. The fit runs in
 two stages, each on relative error over the training rows:
 
-1. **Time, to measured latency.** The efficiencies ``e_c`` and ``e_m`` (the shares of the peaks
-   that kernels reach) enter through the max(), which makes T non-linear in them. They are
-   searched on a log grid from 0.1 % to 100 %. For each pair, ``forward_s`` and ``launch_s``
-   are linear and are solved by non-negative least squares. The pair with the least error is
-   kept.
-2. **Energy, to measured gross joules.** Non-negative least squares over the dynamic features
-   and the predicted T (stage 1's, not the measured latency, because the profile must price
-   models nobody measured). T's coefficient is ``static_w``.
+1. **Time, to measured latency.** The terms are non-linear in T (the max(), the occupancy
+   share), so they are fitted by non-linear least squares on log relative error
+   (``scipy.optimize.least_squares``, every term positive through its logarithm, within
+   bounds). It starts from the plain roofline's best fit: ``e_c`` and ``e_m`` searched on a log
+   grid from 0.1 % to 100 %, ``forward_s`` and ``launch_s`` solved for each pair by
+   non-negative least squares. A term is fitted only when the training rows exercise it (a
+   per-variant efficiency needs such convs; a per-kind launch time needs such launches).
+2. **Energy, to measured gross joules.** Non-negative least squares over the dynamic features,
+   the predicted T (whose coefficient is ``static_w``) and the predicted kernel time (whose
+   coefficient is ``active_w``): stage 1's times, not the measured latency, because the profile
+   must price models nobody measured.
 
 Every prediction, held-out rows included, is priced by :func:`energyprune.energy.roofline.
 op_seconds` and the profile's coefficients, op by op, as :func:`energyprune.estimate` prices.
@@ -26,11 +31,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-from scipy.optimize import nnls
+from scipy.optimize import least_squares, nnls
 
 from energyprune.energy.calibrate import (
     CalibrationResult,
@@ -43,7 +48,9 @@ from energyprune.energy.calibrate import (
 )
 from energyprune.energy.fidelity import fidelity
 from energyprune.energy.hardware import HardwareProfile
-from energyprune.energy.roofline import op_rates, op_seconds
+from energyprune.energy.kernel_time import PricedOp
+from energyprune.energy.roofline import op_seconds
+from energyprune.energy.time_terms import OpArrays, TimeTerms, fit_terms
 from energyprune.errors import ConfigError
 
 __all__ = [
@@ -62,10 +69,10 @@ EFFICIENCIES = tuple(float(e) for e in np.logspace(-3, 0, 25))  # share of the p
 
 @dataclass(frozen=True)
 class TimedRow:
-    """One measured configuration: per-op feature amounts of one forward, its batch, the
-    measured seconds per forward and gross joules per sample."""
+    """One measured configuration: its ops (feature amounts and timing) over one forward, its
+    batch, the measured seconds per forward and gross joules per sample."""
 
-    ops: tuple[Counter[str], ...]
+    ops: tuple[PricedOp, ...]
     batch: int
     latency_s: float
     joules: float
@@ -73,52 +80,63 @@ class TimedRow:
     def features(self) -> Counter[str]:
         """Per-sample energy features."""
         total: Counter[str] = Counter()
-        for amounts in self.ops:
-            total.update(amounts)
+        for op in self.ops:
+            total.update(op.amounts)
         return Counter({k: v / self.batch for k, v in total.items()})
 
 
-@dataclass(frozen=True)
-class TimeFit:
-    compute_efficiency: float
-    bandwidth_efficiency: float
-    forward_s: float
-    launch_s: float
-    train_mape: float
+def kernel_seconds(row: TimedRow, hw: HardwareProfile) -> float:
+    """Seconds per forward that ``row``'s kernels run under ``hw`` (no fixed forward time)."""
+    return sum(op_seconds(op.amounts, hw, op.timing) for op in row.ops)
 
 
 def predict_seconds(row: TimedRow, hw: HardwareProfile) -> float:
     """Seconds per forward of ``row`` under ``hw``, op by op as estimate() prices them."""
-    return hw.forward_s + sum(op_seconds(amounts, hw) for amounts in row.ops)
+    return hw.forward_s + kernel_seconds(row, hw)
 
 
 def predict_joules(row: TimedRow, hw: HardwareProfile) -> float:
-    """Gross joules per sample of ``row`` under ``hw``: dynamic + static over its time."""
+    """Gross joules per sample of ``row`` under ``hw``: dynamic + static over its time +
+    active power over its kernels' time."""
     coef = hw.coefficients()
     dynamic = sum(v * coef.get(k, 0.0) for k, v in row.features().items()) * 1e-12
-    return dynamic + hw.static_w * predict_seconds(row, hw) / row.batch
+    kernels = kernel_seconds(row, hw)
+    return dynamic + (hw.static_w * (hw.forward_s + kernels) + hw.active_w * kernels) / row.batch
 
 
-def _rates(rows: Sequence[TimedRow], hw: HardwareProfile) -> list[np.ndarray]:
-    return [np.array([op_rates(a, hw) for a in row.ops]).reshape(-1, 2) for row in rows]
+def _grid(arrays: OpArrays, latency: np.ndarray) -> TimeTerms:
+    """The plain roofline's best (e_c, e_m) on the grid, forward and launch seconds by NNLS."""
+    best, best_error = None, np.inf
+    design = np.stack([np.ones_like(latency), arrays.launches_per_row()], axis=1) / latency[:, None]
+    for e_c in EFFICIENCIES:
+        for e_m in EFFICIENCIES:
+            roof = arrays.roof(e_c, e_m)
+            (forward, launch), _ = nnls(design, 1 - roof / latency)
+            error = float(np.mean(np.abs((forward + design[:, 1] * latency * launch + roof)
+                                         / latency - 1)))  # fmt: skip
+            if error < best_error:
+                best_error = error
+                best = TimeTerms(e_c, e_m, float(forward), float(launch))
+    return best
+
+
+@dataclass(frozen=True)
+class TimeFit:
+    """Stage 1's fitted time terms and their mean relative error on the training rows."""
+
+    terms: TimeTerms
+    train_mape: float
+    fitted: tuple[str, ...] = field(default=())
 
 
 def fit_time(rows: Sequence[TimedRow], hw: HardwareProfile, train: Sequence[int]) -> TimeFit:
-    """Stage 1: efficiencies on the grid, forward and launch seconds by NNLS, per pair."""
-    rates = _rates(rows, hw)
+    """Stage 1: the plain roofline on the grid, then every exercised term by least squares."""
+    arrays = OpArrays.of([rows[i] for i in train], hw)
     latency = np.array([rows[i].latency_s for i in train])
-    launches = np.array([sum(a.get("launch", 0) for a in rows[i].ops) for i in train])
-    best = None
-    for e_c in EFFICIENCIES:
-        for e_m in EFFICIENCIES:
-            roof = np.array([np.maximum(rates[i][:, 0] / e_c, rates[i][:, 1] / e_m).sum()
-                             for i in train])  # fmt: skip
-            design = np.stack([np.ones_like(latency), launches], axis=1) / latency[:, None]
-            (forward, launch), _ = nnls(design, 1 - roof / latency)
-            error = float(np.mean(np.abs((forward + launch * launches + roof) / latency - 1)))
-            if best is None or error < best.train_mape:
-                best = TimeFit(e_c, e_m, float(forward), float(launch), error)
-    return best
+    start = _grid(arrays, latency)
+    terms, names = fit_terms(arrays, latency, start, least_squares)
+    error = float(np.mean(np.abs(arrays.seconds(terms) / latency - 1)))
+    return TimeFit(terms, error, names)
 
 
 def fit_timed_profile(
@@ -132,28 +150,30 @@ def fit_timed_profile(
             "(peak_flops and bandwidth), e.g. a datasheet profile of the device"
         )
     t = fit_time(rows, base, train)
-    peaks = {d: v * t.compute_efficiency for d, v in base.peak_flops.items()}
-    bandwidth = {k: v * t.bandwidth_efficiency for k, v in base.bandwidth.items()}
-    timed = replace(base, peak_flops=peaks, bandwidth=bandwidth, launch_s=t.launch_s,
-                    forward_s=t.forward_s)  # fmt: skip
+    timed = t.terms.apply(base)
     coef = base.coefficients()
     feats = [rows[i].features() for i in train]
     columns = sorted({k for f in feats for k, v in f.items() if v} & set(coef))
-    seconds = [predict_seconds(rows[i], timed) / rows[i].batch for i in train]
-    x = np.array(
-        [[f.get(c, 0.0) for c in columns] + [s] for f, s in zip(feats, seconds, strict=True)]
-    )
+    kernels = [kernel_seconds(rows[i], timed) / rows[i].batch for i in train]
+    forward = [timed.forward_s / rows[i].batch for i in train]
+    x = np.array([[f.get(c, 0.0) for c in columns] + [k + w, k]
+                  for f, k, w in zip(feats, kernels, forward, strict=True)])  # fmt: skip
     y = np.array([rows[i].joules for i in train]) / 1e-12
     solution = _solve(x, y)
-    fitted = dict(zip(columns, solution[:-1].tolist(), strict=True))
-    profile = with_coefficients(timed, fitted, name, static_w=float(solution[-1]) * 1e-12)
+    fitted = dict(zip(columns, solution[:-2].tolist(), strict=True))
+    profile = with_coefficients(timed, fitted, name, static_w=float(solution[-2]) * 1e-12,
+                                active_w=float(solution[-1]) * 1e-12)  # fmt: skip
     return profile, t, sorted(set(coef) - set(columns))
 
 
 def with_coefficients(
-    hw: HardwareProfile, fitted: dict[str, float], name: str, static_w: float
+    hw: HardwareProfile,
+    fitted: dict[str, float],
+    name: str,
+    static_w: float,
+    active_w: float = 0.0,
 ) -> HardwareProfile:
-    """``hw`` renamed, with the fitted feature coefficients (pJ) and static power."""
+    """``hw`` renamed, with the fitted feature coefficients (pJ), static and active power."""
     compute = {d: dict(row) for d, row in hw.compute_pj.items()}
     memory = dict(hw.memory_pj_per_byte)
     for feature, value in fitted.items():
@@ -163,7 +183,7 @@ def with_coefficients(
         elif kind == "bytes":
             memory[key] = value
     return replace(hw, name=name, compute_pj=compute, memory_pj_per_byte=memory, static_w=static_w,
-                   launch_pj=fitted.get("launch", hw.launch_pj),
+                   active_w=active_w, launch_pj=fitted.get("launch", hw.launch_pj),
                    unaligned_mac_pj=fitted.get("mac:unaligned", hw.unaligned_mac_pj))  # fmt: skip
 
 
@@ -187,10 +207,13 @@ def fit_timed_observations(
     report = _report(observations, predicted, np.array([predict_joules(r, base) for r in rows]),
                      held, train)  # fmt: skip
     report.update(_time_report(observations, rows, fitted, base, held, train))
+    terms = t.terms
     report.update(base_profile=base.name, not_calibrated=kept,
-                  compute_efficiency=t.compute_efficiency,
-                  bandwidth_efficiency=t.bandwidth_efficiency, forward_s=t.forward_s,
-                  launch_s=t.launch_s, static_w=fitted.static_w, **context)  # fmt: skip
+                  compute_efficiency=terms.compute_efficiency,
+                  bandwidth_efficiency=terms.bandwidth_efficiency, forward_s=terms.forward_s,
+                  launch_s=terms.launch_s, static_w=fitted.static_w, active_w=fitted.active_w,
+                  runtime=fitted.runtime.to_dict(), time_terms_fitted=list(t.fitted),
+                  latency_train_mape=t.train_mape, **context)  # fmt: skip
     return CalibrationResult(replace(fitted, calibration=_summary(report)), report)
 
 

@@ -102,6 +102,7 @@ class OpRecord:
         operands: tensors read and written.
         input_shapes / output_shapes: shapes of tensor arguments and results.
         channels: widths of a MAC op that hardware tiles (see ``Cost.channels``).
+        groups: a convolution's groups (1 for every other op).
     """
 
     op: str
@@ -114,6 +115,7 @@ class OpRecord:
     input_shapes: tuple[tuple[int, ...], ...]
     output_shapes: tuple[tuple[int, ...], ...]
     channels: tuple[int, ...] = ()
+    groups: int = 1
 
 
 @dataclass(frozen=True)
@@ -259,6 +261,7 @@ class _TraceMode(TorchDispatchMode):
             input_shapes=tuple(tuple(t.shape) for t in in_tensors),
             output_shapes=tuple(tuple(t.shape) for t in out_tensors),
             channels=tuple(int(c) for c in cost.channels),
+            groups=int(cost.groups),
         )
 
     def _written(self, t: torch.Tensor, numel: int) -> Operand:
