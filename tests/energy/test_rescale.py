@@ -48,7 +48,7 @@ def _resizes(c1: int, c2: int, w1: int, w2: int, depthwise: bool) -> dict[str, R
     w1=st.integers(1, 48),
     w2=st.integers(1, 64),
     depthwise=st.booleans(),
-    hardware=st.sampled_from(["horowitz-45nm", "eyeriss-65nm"]),
+    hardware=st.sampled_from(["horowitz-45nm", "eyeriss-65nm", "jetson-tx2"]),
 )
 def test_rescaled_estimate_equals_tracing_the_narrower_model(w1, w2, depthwise, hardware):
     # 32x32 activations cross the on-chip buffer as they narrow: the levels are decided again
@@ -85,3 +85,15 @@ def test_rescaled_profile_prices_like_rescaled_energy_and_narrows_outputs():
         ]
 
     assert outputs(got) == outputs(narrow)
+
+
+@pytest.mark.parametrize(("w1", "w2", "depthwise"), [(5, 64, True), (48, 7, False), (17, 33, True)])
+def test_a_fusing_occupancy_bound_profile_rescales_as_it_prices(w1, w2, depthwise):
+    # jetson-tx2: epilogues fused, occupancy from output elements, a fixed time per forward
+    x, hw = torch.randn(1, 3, 32, 32), load_hardware("jetson-tx2")
+    with torch.no_grad():
+        wide = profile(_net(48, 64, depthwise), x, hw)
+        narrow = profile(_net(w1, w2, depthwise), x, hw).total
+    rescaled = rescaled_profile(wide, _resizes(48, 64, w1, w2, depthwise), hw).total
+    assert rescaled.energy_j == pytest.approx(narrow.energy_j, rel=1e-9)
+    assert rescaled.seconds == pytest.approx(narrow.seconds, rel=1e-9)

@@ -183,9 +183,20 @@ def _time_summary(rep: dict, console: Console) -> None:
     console.print(
         f"fitted time: {rep['compute_efficiency']:.1%} of peak FLOP/s, "
         f"{rep['bandwidth_efficiency']:.1%} of peak bandwidth, {1e3 * rep['forward_s']:.3f} ms "
-        f"per forward, {1e6 * rep['launch_s']:.1f} us per launch; static {rep['static_w']:.2f} W",
+        f"per forward, {1e6 * rep['launch_s']:.1f} us per launch; static {rep['static_w']:.2f} W"
+        f" + {rep.get('active_w', 0.0):.2f} W while kernels run",
         soft_wrap=True,
     )
+    runtime = rep.get("runtime") or {}
+    if runtime:
+        effs = ", ".join(f"{k} {v:.1%}" for k, v in runtime["efficiency"].items()) or "none"
+        kinds = ", ".join(f"{k} {1e6 * v:.1f} us" for k, v in runtime["launch_s"].items())
+        console.print(
+            f"runtime: fused epilogues {'yes' if runtime['fuse_epilogues'] else 'no'} · occupancy "
+            f"at {runtime['occupancy_outputs']:,.0f} outputs · kernel efficiency {effs} · "
+            f"launch per kind {kinds or 'none'}",
+            soft_wrap=True,
+        )
 
 
 def _token_summary(rep: dict, console: Console) -> None:

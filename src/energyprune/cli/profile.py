@@ -12,10 +12,23 @@ from energyprune.cli.common import (
     load_model,
     shape_error,
 )
-from energyprune.energy.hardware import BUILTIN_PROFILES, DTYPES, load_hardware
+from energyprune.energy.hardware import (
+    BUILTIN_PROFILES,
+    DTYPES,
+    builtin_summaries,
+    load_hardware,
+)
 from energyprune.errors import ConfigError, EnergyPruneError
 from energyprune.files import atomic_write_text, check_writable_file
 from energyprune.models.placement import example_input
+
+
+def _profiles_help() -> str:
+    """One line per built-in hardware profile (``--hardware NAME``)."""
+    summaries = builtin_summaries()
+    width = max(map(len, summaries))
+    lines = [f"  {name:<{width}}  {text}" for name, text in summaries.items()]
+    return "built-in hardware profiles (--hardware NAME):\n" + "\n".join(lines)
 
 
 def add_profile(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +43,7 @@ def add_profile(sub: argparse._SubParsersAction) -> None:
         "  energyprune profile hf:llama/config.json --phase decode --batch 8 --context 1024 "
         "--hardware h100-sxm\n"
         "  energyprune profile hf:llama/ --workload prompt=512,output=256,batch=64 "
-        "--hardware h100-sxm",
+        "--hardware h100-sxm\n\n" + _profiles_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_args(p)

@@ -15,7 +15,13 @@ from energyprune.energy.kernel_time import KernelTiming, parse_runtime
 from energyprune.errors import ConfigError
 from energyprune.files import read_text
 
-__all__ = ["BUILTIN_PROFILES", "DTYPES", "HardwareProfile", "load_hardware"]
+__all__ = [
+    "BUILTIN_PROFILES",
+    "DTYPES",
+    "HardwareProfile",
+    "builtin_summaries",
+    "load_hardware",
+]
 
 #: the dtypes a profile prices tensors as
 DTYPES = ("fp32", "fp16", "bf16", "int8")
@@ -60,6 +66,7 @@ class HardwareProfile:
         runtime: how the runtime runs kernels: fusion, occupancy, per-kernel efficiency and
             launch time (:mod:`energyprune.energy.kernel_time`; the default adds nothing).
         sources / assumptions: citations and modelling assumptions, from the file.
+        description / summary: what the profile prices, at length and in one line.
         path: file it was loaded from.
     """
 
@@ -84,6 +91,7 @@ class HardwareProfile:
     sources: tuple[str, ...] = ()
     assumptions: tuple[str, ...] = ()
     description: str = ""
+    summary: str = ""
     path: str = ""
 
     @property
@@ -235,8 +243,18 @@ def _build(data: dict, origin: str) -> HardwareProfile:
         sources=tuple(str(s) for s in data["sources"]),
         assumptions=tuple(str(s) for s in data.get("assumptions") or ()),
         description=str(data.get("description", "")),
+        summary=str(data.get("summary", "")),
         path=origin,
     )
+
+
+def builtin_summaries() -> dict[str, str]:
+    """Each built-in profile's one-line summary (``profile --help`` lists them)."""
+    out = {}
+    for name in BUILTIN_PROFILES:
+        data = yaml.safe_load((_PROFILE_DIR / f"{name}.yaml").read_text(encoding="utf-8"))
+        out[name] = str(data.get("summary", "")) if isinstance(data, dict) else ""
+    return out
 
 
 def load_hardware(spec: str | os.PathLike[str] | HardwareProfile) -> HardwareProfile:

@@ -158,6 +158,10 @@ def comparison_table(before: EnergyProfile, after: EnergyProfile) -> Table:
         ("estimated energy", b.energy_j, a.energy_j, fmt_joules),
         ("  compute", b.compute_j, a.compute_j, fmt_joules),
         ("  memory", b.memory_j, a.memory_j, fmt_joules),
+        *[("  launches", b.overhead_j, a.overhead_j, fmt_joules)] * bool(b.overhead_j),
+        *[("  static + active (time)", b.static_j, a.static_j, fmt_joules)] * bool(b.static_j),
+        *[("estimated time", b.seconds, a.seconds, lambda v: f"{1e3 * v:.2f} ms")]
+        * bool(b.seconds),
         ("MACs", b.macs, a.macs, fmt_count),
         ("params", b.params, a.params, fmt_count),
         ("bytes moved", b.bytes, a.bytes, lambda v: fmt_count(v, "B")),
