@@ -184,7 +184,8 @@ def _profile_yaml(result) -> str:
         "Only fp32 was measured: every other dtype's compute costs are the fitted fp32 costs "
         "times the datasheet base's ratio to fp32 (bf16 and int8 run as fp32 on the TX2)."
     )
-    data["assumptions"] += base["assumptions"]
+    before = "Base, before fitting (fitted values above replace its figures)"
+    data["assumptions"] += [f"{before}: {a}" for a in base["assumptions"]]
     return yaml.safe_dump(data, sort_keys=False, width=100)
 
 
