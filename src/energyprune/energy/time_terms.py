@@ -9,20 +9,17 @@ the profile :meth:`TimeTerms.apply` builds. A test holds the two to the same fig
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from energyprune.energy.hardware import HardwareProfile
-from energyprune.energy.kernel_time import CONV_VARIANTS, KernelTiming
+from energyprune.energy.kernel_time import CONV_VARIANTS, KernelTiming, PricedOp
 from energyprune.energy.roofline import op_rates
 
-if TYPE_CHECKING:
-    from energyprune.energy.timed_fit import TimedRow
-
-__all__ = ["OWN_LAUNCH", "OpArrays", "TimeTerms", "fit_terms"]
+__all__ = ["OWN_LAUNCH", "OpArrays", "TimeTerms", "TimedRow", "fit_terms"]
 
 #: Op kinds that keep the profile's plain ``launch_s``; every other launched kind (a layout
 #: copy, a pooling, an unfused norm) gets its own launch time when the rows exercise it.
@@ -34,6 +31,24 @@ _BOUNDS = {"compute_efficiency": (1e-4, 1.0), "bandwidth_efficiency": (1e-4, 1.0
            "efficiency": (1e-3, 1.0), "grouped_weight_flops": (1e-6, 1e6),
            "kind_launch_s": (1e-9, 1.0)}  # fmt: skip
 _OCCUPANCY_STARTS = (1e1, 1e3, 1e5)
+
+
+@dataclass(frozen=True)
+class TimedRow:
+    """One measured configuration: its ops (feature amounts and timing) over one forward, its
+    batch, the measured seconds per forward and gross joules per sample."""
+
+    ops: tuple[PricedOp, ...]
+    batch: int
+    latency_s: float
+    joules: float
+
+    def features(self) -> Counter[str]:
+        """Per-sample energy features."""
+        total: Counter[str] = Counter()
+        for op in self.ops:
+            total.update(op.amounts)
+        return Counter({k: v / self.batch for k, v in total.items()})
 
 
 @dataclass(frozen=True)

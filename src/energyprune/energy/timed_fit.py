@@ -29,7 +29,6 @@ op_seconds` and the profile's coefficients, op by op, as :func:`energyprune.esti
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -48,9 +47,8 @@ from energyprune.energy.calibrate import (
 )
 from energyprune.energy.fidelity import fidelity
 from energyprune.energy.hardware import HardwareProfile
-from energyprune.energy.kernel_time import PricedOp
 from energyprune.energy.roofline import op_seconds
-from energyprune.energy.time_terms import OpArrays, TimeTerms, fit_terms
+from energyprune.energy.time_terms import OpArrays, TimedRow, TimeTerms, fit_terms
 from energyprune.errors import ConfigError
 
 __all__ = [
@@ -65,24 +63,6 @@ __all__ = [
 ]
 
 EFFICIENCIES = tuple(float(e) for e in np.logspace(-3, 0, 25))  # share of the peak reached
-
-
-@dataclass(frozen=True)
-class TimedRow:
-    """One measured configuration: its ops (feature amounts and timing) over one forward, its
-    batch, the measured seconds per forward and gross joules per sample."""
-
-    ops: tuple[PricedOp, ...]
-    batch: int
-    latency_s: float
-    joules: float
-
-    def features(self) -> Counter[str]:
-        """Per-sample energy features."""
-        total: Counter[str] = Counter()
-        for op in self.ops:
-            total.update(op.amounts)
-        return Counter({k: v / self.batch for k, v in total.items()})
 
 
 def kernel_seconds(row: TimedRow, hw: HardwareProfile) -> float:
