@@ -141,8 +141,9 @@ def _block_matrix(source: Path) -> tuple[np.ndarray, ...]:
     keys = ("H", "cin", "cout", "expansion", "kernel", "stride", "groups", "residual")
     kinds = {"ConvBlock": 0, "Skip": 1, "ConvNorm": 2, "FC": 3, "AvgP": 4}
     table, _ = table_rows(source)
+    kept = {row["model"] for row in table}  # table_rows' rule for which blocks count, not a twin
     with source.open(newline="") as f:
-        records = [r for r in csv.DictReader(f) if float(r["tx2_energy_mJ"]) > 0]
+        records = [r for r in csv.DictReader(f) if f"fbnet:{r['block']}" in kept]
     x, y, macs, latency = [], [], [], []
     for r, row in zip(records, table, strict=True):
         built = build_model(row["model"])
