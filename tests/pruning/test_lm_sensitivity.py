@@ -50,7 +50,8 @@ def test_measured_loss_decides_between_kinds():
     model = tiny_llama(3)
     lm = profile_lm(model, Decode(1, 64), "h100-sxm")
     base = _scores(model)
-    saving = 0.02 * lm.energy_j  # less than all MLP chunks save (launches stay)
+    mlp_j = [c.joules for c in candidates(model, lm, base, round_to=16, kinds=("mlp",))]
+    saving = 0.5 * sum(mlp_j)  # half of what every MLP chunk saves (re-priced)
 
     def plan(layer: float, mlp: float, heads: float):
         measured = Sensitivity(3.0, [layer, 5 * layer, 5 * layer], [mlp] * 3, [heads] * 3)

@@ -1,7 +1,11 @@
 """The energy criterion for decoder-only LMs: which heads, MLP channels and layers to cut.
 
-Every candidate cut has an importance and the joules per token it saves in the run's regime
-(read from :func:`energyprune.profile_lm`'s per-module split). Cuts are taken greedily, the
+Every candidate cut has an importance and the joules per token it saves in the run's regime.
+A layer's saving is its share of :func:`energyprune.profile_lm`'s per-module split; a width
+cut's is re-priced: a copy with one more unit cut in every layer is priced, and each layer is
+credited with the difference in its own modules (as the CNN allocator re-prices a marginal
+cut). A flat share of the module's energy would credit launch time and static power that a
+narrower matrix does not save. Cuts are taken greedily, the
 least importance per joule first, until the estimated saving meets the budget; the result is
 re-priced for real and the budget tightened if the estimate fell short.
 
@@ -28,7 +32,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from energyprune.energy.lm import LMProfile
+from energyprune.energy.lm import LMProfile, profile_lm
 from energyprune.pruning.decoder import (
     attention_layers,
     decoder_layers,
@@ -122,15 +126,68 @@ def _sum(joules: dict[str, float], prefix: str) -> float:
 ALL_KINDS = ("mlp", "heads", "layer")
 
 
+Price = Callable[[nn.Module], LMProfile]
+
+
+def _same_pricing(lm: LMProfile) -> Price:
+    """Price a model as ``lm`` was priced (its regime and hardware profile)."""
+    builtin = lm.hardware_source == f"{lm.hardware} (built-in)" or not lm.hardware_source
+    hardware = lm.hardware if builtin else lm.hardware_source
+    return lambda m: profile_lm(m, lm.regime, hardware)
+
+
 def candidates(
     model: nn.Module,
     lm: LMProfile,
     scores: LMScores,
     round_to: int = 32,
     kinds: tuple[str, ...] = ALL_KINDS,
+    price: Price | None = None,
 ) -> list[Cut]:
-    """Every unit cut of ``kinds`` with its importance and estimated J/token saved."""
-    return [c for c in _candidates(model, lm, scores, round_to) if c.kind in kinds]
+    """Every unit cut of ``kinds`` with its importance and estimated J/token saved (width
+    cuts re-priced with ``price``, by default as ``lm`` was priced)."""
+    widths = tuple(k for k in kinds if k != "layer")
+    saved = _width_savings(model, lm, scores, round_to, widths, price or _same_pricing(lm))
+    return [c for c in _candidates(model, lm, scores, round_to, saved) if c.kind in kinds]
+
+
+def _unit_plans(model: nn.Module, round_to: int, kinds: tuple[str, ...]) -> dict[str, LMPlan]:
+    """Per width kind, one more unit cut in every layer that has one to spare."""
+    plans = {}
+    if "mlp" in kinds:
+        wide = [
+            i
+            for i, layer in enumerate(decoder_layers(model))
+            if layer.mlp.down_proj.in_features > round_to
+        ]
+        plans["mlp"] = LMPlan(mlp_cut=dict.fromkeys(wide, 1))
+    if "heads" in kinds:
+        grouped = [i for i, attn in enumerate(attention_layers(model)) if attn.group_size > 1]
+        plans["heads"] = LMPlan(heads_cut=dict.fromkeys(grouped, 1))
+    return {kind: plan for kind, plan in plans.items() if plan.mlp_cut or plan.heads_cut}
+
+
+def _width_savings(
+    model: nn.Module,
+    lm: LMProfile,
+    scores: LMScores,
+    round_to: int,
+    kinds: tuple[str, ...],
+    price: Price,
+) -> dict[tuple[str, int], float]:
+    """(kind, layer) -> J/token one unit cut of that kind saves in that layer, re-priced: the
+    layer's own modules before, minus after, in a copy cut once in every layer (layers price
+    independently, so one pricing per kind serves them all)."""
+    before = _module_joules(lm)
+    saved: dict[tuple[str, int], float] = {}
+    for kind, plan in _unit_plans(model, round_to, kinds).items():
+        cut = copy.deepcopy(model)
+        apply_plan(cut, plan, scores, round_to)
+        after = _module_joules(price(cut))
+        for i in {**plan.mlp_cut, **plan.heads_cut}:
+            base = f"model.layers.{i}"
+            saved[kind, i] = max(_sum(before, base) - _sum(after, base), 0.0)
+    return saved
 
 
 def _shares(layer: nn.Module) -> dict[str, float]:
@@ -139,7 +196,13 @@ def _shares(layer: nn.Module) -> dict[str, float]:
     return {"mlp": mlp / (mlp + attn), "heads": attn / (mlp + attn)}
 
 
-def _candidates(model: nn.Module, lm: LMProfile, scores: LMScores, round_to: int) -> list[Cut]:
+def _candidates(
+    model: nn.Module,
+    lm: LMProfile,
+    scores: LMScores,
+    round_to: int,
+    width_j: dict[tuple[str, int], float],
+) -> list[Cut]:
     joules = _module_joules(lm)
     measured = scores.measured
     cuts: list[Cut] = []
@@ -164,10 +227,9 @@ def _candidates(model: nn.Module, lm: LMProfile, scores: LMScores, round_to: int
             mlp_costs = [layer_cost * share["mlp"] * c / total for c in chunks]
             head_costs = [layer_cost * share["heads"] * p / head_total for p in parts]
         cuts.append(Cut("layer", i, layer_cost, _sum(joules, base)))
-        mlp_j = _sum(joules, f"{base}.mlp") * round_to / width
+        mlp_j, head_j = width_j.get(("mlp", i), 0.0), width_j.get(("heads", i), 0.0)
         cuts += [Cut("mlp", i, cost, mlp_j) for cost in mlp_costs]  # keep at least one chunk
-        qo_j = _sum(joules, f"{base}.self_attn.q_proj") + _sum(joules, f"{base}.self_attn.o_proj")
-        cuts += [Cut("heads", i, cost, qo_j / attn.group_size) for cost in head_costs]
+        cuts += [Cut("heads", i, cost, head_j) for cost in head_costs]
     return cuts
 
 
@@ -245,7 +307,7 @@ def cut_to_budget(
     """A pruned copy of ``dense`` at ``target`` x its J/token (re-priced, not estimated): the
     saving asked of the allocator grows until the priced ratio meets the target."""
     lm = price(dense)
-    cuts = candidates(dense, lm, scores, round_to, kinds)
+    cuts = candidates(dense, lm, scores, round_to, kinds, price)
     ask = (1 - target) * lm.energy_j
     for _ in range(tries):
         plan = allocate(cuts, ask)
