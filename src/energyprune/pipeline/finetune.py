@@ -1,5 +1,6 @@
 """Fine-tuning: SGD or AdamW with a cosine schedule, mixed precision on GPU, seeded, stoppable,
-optionally distilled from the dense model.
+optionally distilled from the dense model. The one trainer for every kind of model: the batch
+loss comes from the model's kind (:data:`BatchLoss`; an image classifier's by default).
 
 Each call reseeds torch and the loader's shuffling from ``seed``, so a step re-run after a crash
 reproduces the uninterrupted run. Ctrl-C (SIGINT) sets a flag checked after every batch: the
@@ -15,6 +16,7 @@ import os
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,7 +26,16 @@ from energyprune.errors import ConfigError
 from energyprune.models.placement import placement, to_model
 from energyprune.pipeline.recover import distillation_loss
 
-__all__ = ["OnBatch", "StopFlag", "TrainConfig", "distributed", "finetune", "is_main_process"]
+__all__ = [
+    "BatchLoss",
+    "OnBatch",
+    "StopFlag",
+    "TrainConfig",
+    "classifier_loss",
+    "distributed",
+    "finetune",
+    "is_main_process",
+]
 
 OPTIMIZERS = ("sgd", "adamw")
 #: called after every optimiser step with (epoch, batch index, batches per epoch, loss)
@@ -44,6 +55,8 @@ class TrainConfig:
     max_batches: int | None = None  # per epoch: a proxy budget for searches
     distill_alpha: float = 0.9  # weight of the soft (teacher) term when a teacher is given
     distill_temperature: float = 4.0
+    steps: int | None = None  # optimiser steps in all, cycling over the loader (not epochs)
+    clip_norm: float | None = None  # clip the gradients' global norm to this
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -54,6 +67,10 @@ class TrainConfig:
             raise ConfigError(f"need epochs >= 0 and lr > 0, got {self.epochs}, {self.lr}")
         if self.max_batches is not None and self.max_batches < 1:
             raise ConfigError(f"max_batches must be >= 1 (or unset), got {self.max_batches}")
+        if self.steps is not None and self.steps < 0:
+            raise ConfigError(f"steps must be >= 0 (or unset), got {self.steps}")
+        if self.clip_norm is not None and not self.clip_norm > 0:
+            raise ConfigError(f"clip_norm must be > 0 (or unset), got {self.clip_norm}")
         if not 0 <= self.distill_alpha <= 1 or self.distill_temperature <= 0:
             raise ConfigError(
                 "need 0 <= distill_alpha <= 1 and distill_temperature > 0, got "
@@ -98,6 +115,24 @@ def is_main_process() -> bool:
     return not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
 
 
+#: a kind's loss on one batch (already on the model's device): (the module to call, which may
+#: be a DDP wrapper, the batch, the frozen teacher or None, the training settings)
+BatchLoss = Callable[[nn.Module, Any, "nn.Module | None", TrainConfig], torch.Tensor]
+
+
+def classifier_loss(
+    forward: nn.Module, batch: Any, teacher: nn.Module | None, cfg: TrainConfig
+) -> torch.Tensor:
+    """Cross-entropy on ``(x, y)``, or :func:`distillation_loss` with a teacher."""
+    x, y = batch
+    logits = forward(x)
+    if teacher is None:
+        return nn.functional.cross_entropy(logits, y)
+    with torch.no_grad():
+        soft = teacher(x)  # once per batch, shared by every loss term
+    return distillation_loss(logits, soft, y, cfg.distill_alpha, cfg.distill_temperature)
+
+
 def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
@@ -133,29 +168,32 @@ class _Trainer:
             ids = [device.index] if device.type == "cuda" else None
             self.forward = nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, teacher: nn.Module | None, lr: float):
+    def step(self, batch: Any, loss_fn: BatchLoss, teacher: nn.Module | None, lr: float):
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        device = x.device
         autocast = (
             torch.autocast("cuda", dtype=torch.bfloat16)
-            if device.type == "cuda"
+            if _device(batch).type == "cuda"
             else contextlib.nullcontext()
         )
         with autocast:
-            logits = self.forward(x)
-            if teacher is None:
-                loss = nn.functional.cross_entropy(logits, y)
-            else:
-                with torch.no_grad():
-                    soft = teacher(x)  # once per batch, shared by every loss term
-                loss = distillation_loss(
-                    logits, soft, y, self.cfg.distill_alpha, self.cfg.distill_temperature
-                )
+            loss = loss_fn(self.forward, batch, teacher, self.cfg)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.cfg.clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_norm)
         self.optimizer.step()
         return loss
+
+
+def _device(batch: Any) -> torch.device:
+    """The device of a batch's first tensor (CPU when it holds none)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.device
+    for item in batch if isinstance(batch, (list, tuple)) else ():
+        if isinstance(item, torch.Tensor):
+            return item.device
+    return torch.device("cpu")
 
 
 def finetune(
@@ -163,21 +201,25 @@ def finetune(
     loader: DataLoader,
     cfg: TrainConfig,
     *,
+    loss: BatchLoss = classifier_loss,
     teacher: nn.Module | None = None,
     stop: StopFlag | None = None,
     on_batch: OnBatch = lambda epoch, i, n, loss: None,
     every: int = 0,
     on_every: Callable[[nn.Module, int, int], nn.Module] | None = None,
+    after_step: Callable[[nn.Module], None] | None = None,
 ) -> bool:
-    """Train ``model`` in place for ``cfg.epochs``; returns False if stopped early.
+    """Train ``model`` in place for ``cfg.epochs`` (or ``cfg.steps`` optimiser steps); returns
+    False if stopped early.
 
-    With a ``teacher`` (the dense model) the loss is :func:`distillation_loss`; the teacher
-    stays in eval mode without gradients and is never changed. ``on_every(model, step, total)``
-    is called before optimiser steps 0, ``every``, 2·``every``, … and returns the model to
-    train from there (the gradual schedule prunes inside training this way); the caller keeps
-    the last one it returned.
+    ``loss`` is the model kind's batch loss; with a ``teacher`` (the dense model) it distils.
+    The teacher stays in eval mode without gradients and is never changed.
+    ``on_every(model, step, total)`` is called before optimiser steps 0, ``every``,
+    2·``every``, … and returns the model to train from there (the gradual schedule prunes
+    inside training this way); the caller keeps the last one it returned. ``after_step(model)``
+    runs after every optimiser step (sparse models re-apply their masks there).
     """
-    if cfg.epochs == 0:
+    if cfg.epochs == 0 or cfg.steps == 0 or len(loader) == 0:
         return True
     torch.manual_seed(cfg.seed)
     where = placement(model)
@@ -193,23 +235,28 @@ def finetune(
         teacher.eval()
     trainer = _Trainer(model, cfg)
     per_epoch = len(loader) if cfg.max_batches is None else min(cfg.max_batches, len(loader))
-    total, done = cfg.epochs * per_epoch, 0
-    for epoch in range(cfg.epochs):
+    total = cfg.steps if cfg.steps is not None else cfg.epochs * per_epoch
+    done, epoch = 0, 0
+    while done < total:
         if sampler is not None:
             sampler.set_epoch(epoch)
-        for i, (x, y) in enumerate(loader):
-            if i >= per_epoch:
+        for i, batch in enumerate(loader):
+            if i >= per_epoch or done >= total:
                 break
             if on_every is not None and every > 0 and done % every == 0:
                 swapped = on_every(trainer.model, done, total)
                 if swapped is not trainer.model:
                     trainer.use(swapped)
-            x, y = to_model((x, y), where, non_blocking=True)
-            loss = trainer.step(x, y, teacher, _lr(cfg, done, total))
+            batch = to_model(batch, where, non_blocking=True)
+            value = trainer.step(batch, loss, teacher, _lr(cfg, done, total))
+            if after_step is not None:
+                with torch.no_grad():
+                    after_step(trainer.model)
             done += 1
-            on_batch(epoch, i, per_epoch, loss.item())
+            on_batch(epoch, i, per_epoch, value.item())
             if stop is not None and stop.requested:
                 trainer.model.eval()
                 return False
+        epoch += 1
     trainer.model.eval()
     return True

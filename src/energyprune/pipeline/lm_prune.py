@@ -26,9 +26,15 @@ from torch import nn
 from energyprune.energy.lm import profile_lm
 from energyprune.energy.regimes import Regime
 from energyprune.errors import ConfigError
-from energyprune.models.placement import placement, to_model
-from energyprune.pipeline.recover import Teacher, distillation_loss
-from energyprune.pipeline.text import Perplexity, TextData, perplexity
+from energyprune.pipeline.finetune import TrainConfig, finetune
+from energyprune.pipeline.recover import Teacher
+from energyprune.pipeline.text import (
+    Perplexity,
+    TextData,
+    next_token_loss,
+    perplexity,
+    train_loader,
+)
 from energyprune.pruning.decoder import block_influence, group_importance
 from energyprune.pruning.lm_allocate import (
     ALL_KINDS,
@@ -47,7 +53,6 @@ __all__ = [
     "METHODS",
     "LMPruneConfig",
     "LMPruneResult",
-    "distil_lm",
     "ppl_guardrail",
     "prune_lm",
 ]
@@ -136,7 +141,7 @@ def ppl_guardrail(dense: float, pruned: float, max_rise: float | None) -> tuple[
                   f"limit +{max_rise:g} %)")  # fmt: skip
 
 
-def distil_lm(
+def _recover(
     student: nn.Module,
     teacher: Teacher,
     data: TextData,
@@ -144,34 +149,32 @@ def distil_lm(
     on_step: OnStep | None,
     masks: dict[str, torch.Tensor] | None = None,
 ) -> list[float]:
-    """``cfg.finetune_steps`` AdamW steps on training windows, one window per step, cycling;
-    ``masks`` (parameter name → keep mask) hold sparse weights' zeros after every step."""
-    params_by_name = dict(student.named_parameters())
-    if not cfg.finetune_steps:
-        return []
-    student.train()
-    params = [p for p in student.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    losses, where = [], placement(student)
-    for step in range(cfg.finetune_steps):
-        ids = to_model(data.train[step % len(data.train)].unsqueeze(0), where)
-        with torch.no_grad():
-            target_logits = teacher.module(input_ids=ids).logits[:, :-1]
-        logits = student(input_ids=ids).logits[:, :-1]
-        vocab = logits.shape[-1]
-        loss = distillation_loss(logits.reshape(-1, vocab), target_logits.reshape(-1, vocab),
-                                 ids[:, 1:].reshape(-1), cfg.alpha, cfg.temperature)  # fmt: skip
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        with torch.no_grad():
-            for name, mask in (masks or {}).items():
-                params_by_name[name].mul_(mask)
-        losses.append(float(loss.detach()))
+    """``cfg.finetune_steps`` AdamW steps of the one trainer (cosine schedule, clipped at 1) on
+    training windows, one window per step, cycling; ``masks`` (parameter name → keep mask)
+    hold sparse weights' zeros after every step."""
+    losses: list[float] = []
+    train = TrainConfig(
+        steps=cfg.finetune_steps,
+        lr=cfg.lr,
+        optimizer="adamw",
+        weight_decay=0.0,
+        distill_alpha=cfg.alpha,
+        distill_temperature=cfg.temperature,
+        clip_norm=1.0,
+    )
+
+    def on_batch(epoch: int, i: int, n: int, loss: float) -> None:
+        losses.append(loss)
         if on_step:
-            on_step(step + 1, cfg.finetune_steps, losses[-1])
-    student.eval()
+            on_step(len(losses), cfg.finetune_steps, loss)
+
+    def remask(model: nn.Module) -> None:
+        params = dict(model.named_parameters())
+        for name, mask in (masks or {}).items():
+            params[name].mul_(mask)
+
+    finetune(student, train_loader(data), train, loss=next_token_loss, teacher=teacher.module,
+             on_batch=on_batch, after_step=remask if masks else None)  # fmt: skip
     teacher.check()
     return losses
 
@@ -345,7 +348,7 @@ def prune_lm(
             "parts it can cut (kernel launches and static power at small batch)")  # fmt: skip
     ppl_cut = perplexity(pruned, data.eval, limit=cfg.eval_windows)
     log(f"after the cut: perplexity {ppl_cut.value:.2f}")
-    losses = distil_lm(pruned, teacher, data, cfg, on_step, masks)
+    losses = _recover(pruned, teacher, data, cfg, on_step, masks)
     ppl_rec = perplexity(pruned, data.eval, limit=cfg.eval_windows)
     held, why = ppl_guardrail(ppl_dense.value, ppl_rec.value, cfg.max_ppl_rise)
     log(f"after recovery: perplexity {ppl_rec.value:.2f}; {why}")

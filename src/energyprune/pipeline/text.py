@@ -23,7 +23,15 @@ from energyprune.errors import ConfigError
 from energyprune.files import read_text
 from energyprune.models.placement import placement, to_model
 
-__all__ = ["Perplexity", "TextData", "perplexity", "read_windows", "text_data_spec"]
+__all__ = [
+    "Perplexity",
+    "TextData",
+    "next_token_loss",
+    "perplexity",
+    "read_windows",
+    "text_data_spec",
+    "train_loader",
+]
 
 PREFIX = "text:"
 
@@ -104,6 +112,36 @@ def lm_loss(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
     ids = to_model(ids, model)
     logits = model(input_ids=ids).logits[:, :-1].float()
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+
+
+def next_token_loss(forward: nn.Module, batch: Any, teacher: nn.Module | None, cfg) -> torch.Tensor:
+    """A language model's batch loss for the trainer: next-token cross-entropy, or with a
+    teacher ``cfg.distill_alpha`` of T²·KL to its next-token distributions at
+    ``cfg.distill_temperature`` and the rest cross-entropy (:func:`distillation_loss`)."""
+    from energyprune.pipeline.recover import distillation_loss
+
+    ids = batch[0] if isinstance(batch, (list, tuple)) else batch
+    logits = forward(input_ids=ids).logits[:, :-1]
+    vocab = logits.shape[-1]
+    target = ids[:, 1:].reshape(-1)
+    if teacher is None:
+        return F.cross_entropy(logits.reshape(-1, vocab).float(), target)
+    with torch.no_grad():
+        soft = teacher(input_ids=ids).logits[:, :-1]
+    return distillation_loss(
+        logits.reshape(-1, vocab),
+        soft.reshape(-1, vocab),
+        target,
+        cfg.distill_alpha,
+        cfg.distill_temperature,
+    )
+
+
+def train_loader(data: TextData, batch_size: int = 1) -> torch.utils.data.DataLoader:
+    """The training windows in order, ``batch_size`` at a time (the trainer cycles them)."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    return DataLoader(TensorDataset(data.train), batch_size=batch_size, shuffle=False)
 
 
 @torch.no_grad()
