@@ -200,7 +200,7 @@ def test_out_under_a_file_is_refused_before_any_work(tmp_path, monkeypatch, caps
     def no_work(*a, **k):
         raise AssertionError("the run started before --out was checked")
 
-    monkeypatch.setattr(driver, "run", no_work)
+    monkeypatch.setattr(driver, "run_kind", no_work)
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     argv = ["prune", "digits_cnn", "--data", "digits", "--target-energy", "0.5"]

@@ -222,7 +222,7 @@ def test_a_resumed_run_never_divides_a_measurement_by_an_estimate():
     went away), the reduction is taken between the estimates and labelled so."""
     from energyprune.energy.quantity import Estimated, Measured
     from energyprune.pipeline.evaluate import Metrics
-    from energyprune.pipeline.run import _energy_ratio
+    from energyprune.pipeline.image_kind import _energy_ratio
 
     def metrics(energy, estimate):
         return Metrics(0.9, 0.9, 0.9, 0.9, energy, estimate, 1.0, 10, 10, 100, [[1]])
@@ -243,7 +243,7 @@ class _Killed(BaseException):
 
 
 def test_a_kill_in_step_1_keeps_the_dense_baseline_for_resume(trained, tmp_path, monkeypatch):
-    import energyprune.pipeline.run as run_module
+    import energyprune.pipeline.image_kind as run_module
     import energyprune.pipeline.steps as steps_module
 
     model, data = trained
@@ -275,7 +275,7 @@ def test_a_kill_in_step_1_keeps_the_dense_baseline_for_resume(trained, tmp_path,
         model, data, cfg, tmp_path, arch="digits_cnn", resume=True, log=lines.append
     )
     assert calls.count("_metrics") == 1  # the final model's: the dense one was checkpointed
-    assert calls.count("_val_top1") == 1  # step 1's guardrail
+    assert calls.count("_val_top1") == 2  # step 1's guardrail, the final model's check
     assert result.report["before"]["top1"] == state["before"]["top1"]
     assert lines[0].startswith("resuming after step 0 of 1")
 

@@ -8,7 +8,6 @@ Inputs are checked before anything is written.
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections.abc import Callable
 from dataclasses import replace
@@ -17,16 +16,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from energyprune.energy.model import profile
 from energyprune.errors import ConfigError, MeterUnavailableError
-from energyprune.files import atomic_write_text
 from energyprune.models.placement import example_input
 from energyprune.pipeline.data import Data
 from energyprune.pipeline.finetune import is_main_process
-from energyprune.pipeline.run import RunConfig, RunResult, run
-from energyprune.pruning.export import save
-from energyprune.reports.plots import plot_run
-from energyprune.reports.report import run_markdown
+from energyprune.pipeline.kinds import kind_for
+from energyprune.pipeline.run import Hooks, RunConfig, RunResult, run_kind
 
 __all__ = ["check_compatible", "meter_device_for", "run_and_write"]
 
@@ -59,29 +54,6 @@ def meter_device_for(device: str) -> str | None:
     return device
 
 
-def _write(
-    result: RunResult,
-    arch: str,
-    cfg: RunConfig,
-    data: Data,
-    out: Path,
-    dense: nn.Module,
-) -> None:
-    if not is_main_process():
-        return
-    example = example_input(dense, data.input_shape)
-    before = profile(dense, example, cfg.hardware, name=arch, shapes_only=True)
-    after = profile(result.model, example, cfg.hardware, name=arch, shapes_only=True)
-    if result.plan is not None:
-        save(result, out, arch=arch)
-    atomic_write_text(out / "profile_before.json", before.to_json() + "\n")
-    atomic_write_text(out / "profile_after.json", after.to_json() + "\n")
-    atomic_write_text(out / "report.json", json.dumps(result.report, indent=2) + "\n")
-    title = f"{arch} on {data.name}: prune to {cfg.target_energy:.0%} of dense energy"
-    atomic_write_text(out / "report.md", run_markdown(result.report, title))
-    plot_run(result.report, before, after, out)
-
-
 def run_and_write(
     dense: nn.Module,
     data: Data,
@@ -101,34 +73,33 @@ def run_and_write(
     import copy
 
     out = Path(out)
-    meter = meter_device_for(device)
+    kind = kind_for(data, cfg, arch, meter_device_for(device))
+    hooks = Hooks(log, on_batch, on_step)
     results = []
     for i in range(seeds):
         folder = out if seeds == 1 else out / f"seed-{cfg.seed + i}"
         seeded = replace(cfg, seed=cfg.seed + i)
-        result = run(
+        result = run_kind(
+            kind.with_seed(seeded.seed),
             copy.deepcopy(dense),
-            data,
             seeded,
             folder,
-            arch=arch,
             resume=resume,
-            meter_device=meter,
-            log=log,
-            on_batch=on_batch,
-            on_step=on_step,
+            hooks=hooks,
         )
         if not result.report:  # interrupted: the checkpoint is what is left
             return None
         results.append(result)
-    top1 = [r.report["after"]["top1"] for r in results]
+    quality = [kind.quality_of(r.report) for r in results]
     first = results[0]
     if seeds > 1:
         first.report["stability"] = {
-            "top1": top1,
-            "mean": statistics.fmean(top1),
-            "std": statistics.pstdev(top1),
+            "quality": quality,
+            "top1": quality,  # older readers
+            "mean": statistics.fmean(quality),
+            "std": statistics.pstdev(quality),
             "seeds": [cfg.seed + i for i in range(seeds)],
         }
-    _write(first, arch, cfg, data, out, dense)
+    if is_main_process():
+        kind.write(first, out, dense)
     return first

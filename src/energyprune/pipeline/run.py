@@ -1,39 +1,44 @@
-"""The iterative loop: K pruning steps toward the energy target, each fine-tuned and validated
-against an accuracy guardrail (rolled back and retried smaller when it fails), then a final
-fine-tune and the test evaluation. Checkpointed after every step; ``resume`` continues.
+"""The one run loop for every kind of model: K pruning steps toward the energy target, each
+recovered and checked by the kind's guardrail (rolled back and retried smaller when it fails),
+then a final fine-tune and the report. Checkpointed after every step; ``resume`` continues.
 
-Decisions use the validation split only; the test split is evaluated for the report (dense and
-final model). Every energy figure is the estimate under the profile unless a meter was read
-(``energy_measured``).
+What differs between an image classifier and a language model (pricing, quality metric, cut,
+batch loss, save and load) is behind :class:`~energyprune.pipeline.kind.ModelKind`; this
+module calls only that protocol. Decisions use the kind's validation split only. Every energy
+figure is the estimate under the profile unless a meter was read.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from energyprune.energy.quantity import Estimated, Measured, energy_from_dict
 from energyprune.errors import ConfigError, first_line
 from energyprune.files import atomic_write_text, read_text
-from energyprune.models.placement import example_input
 from energyprune.pipeline.config import RunConfig
-from energyprune.pipeline.data import Data
-from energyprune.pipeline.evaluate import Metrics, evaluate, top1
-from energyprune.pipeline.finetune import StopFlag, finetune, is_main_process
+from energyprune.pipeline.finetune import OnBatch, StopFlag, is_main_process
+from energyprune.pipeline.kind import ModelKind, StepTarget
 from energyprune.pipeline.recover import Teacher, state_digest
-from energyprune.pipeline.steps import estimate_j, merge_plans, take_step, untrained_guardrail
-from energyprune.pruning.export import save
 from energyprune.pruning.plan import PruningPlan
-from energyprune.reports.report import fmt_joules
 
-__all__ = ["RunConfig", "RunResult", "run", "schedule_targets"]
+__all__ = [
+    "BUDGET_SLACK",
+    "Hooks",
+    "RunConfig",
+    "RunResult",
+    "RunState",
+    "run",
+    "run_kind",
+    "schedule_targets",
+]
 
 STATE = "checkpoint.json"
+BUDGET_SLACK = 1e-3  # a priced fraction this far over its target still meets it
 
 
 def schedule_targets(cfg: RunConfig) -> list[float]:
@@ -50,126 +55,151 @@ def schedule_targets(cfg: RunConfig) -> list[float]:
 
 @dataclass
 class RunResult:
-    """The final model, its accumulated plan and the report dict."""
+    """The final model, its accumulated plan and the report dict (empty when interrupted)."""
 
     model: nn.Module
-    plan: PruningPlan | None
+    plan: Any
     report: dict[str, Any]
 
     def plan_for(self, arch: str, hardware: str, input_shape: tuple[int, ...]) -> PruningPlan:
-        """The plan to save beside the model, naming ``arch`` — an unpruned plan when no step
-        was accepted."""
+        """An image run's plan to save beside the model, naming ``arch`` — an unpruned plan
+        when no step was accepted."""
         plan = self.plan or PruningPlan.unpruned(self.model, arch, input_shape, hardware)
         plan.arch = {"name": arch}
         return plan
 
 
-def _val_top1(model: nn.Module, data: Data) -> float:
-    return top1(model, data.val, data.num_classes)
+@dataclass
+class RunState:
+    """What ``checkpoint.json`` holds: the dense baseline, the steps so far, why it stopped."""
+
+    dense_val: float  # the dense model's validation quality, in the guardrail's metric
+    dense_digest: str
+    validation: str
+    before: dict[str, Any]  # the dense model's report figures
+    config: dict[str, Any]
+    completed: int = 0
+    fraction: float = 1.0  # of dense energy, after the last accepted step
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    stopped: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunState:
+        """A state as written; older checkpoints named the baseline ``dense_val_top1``."""
+        data = dict(data)
+        if "dense_val_top1" in data:
+            data["dense_val"] = data.pop("dense_val_top1")
+        return cls(**data)
 
 
-def _metrics(model: nn.Module, data: Data, cfg: RunConfig, meter: str | None) -> Metrics:
-    example = example_input(model, data.input_shape)
-    loader = data.test if data.test is not None else data.val
-    return evaluate(model, loader, data.num_classes, example, cfg.hardware, meter)
+@dataclass(frozen=True)
+class Hooks:
+    """What the caller sees of a run: its log, training batches and finished steps."""
+
+    log: Callable[[str], None] = print
+    on_batch: OnBatch = lambda epoch, i, n, loss: None
+    on_step: Callable[[int, int], None] = lambda done, total: None
 
 
-def _checkpoint(
-    out: Path, state: dict, model: nn.Module | None, plan: PruningPlan | None, arch: str
-) -> None:
+@dataclass(frozen=True)
+class _Loop:
+    """What every step of one run shares: the frozen teacher, the stop flag, the hooks."""
+
+    teacher: nn.Module | None
+    stop: StopFlag
+    hooks: Hooks
+
+
+def _checkpoint(kind: ModelKind, out: Path, state: RunState, model: nn.Module | None, plan):
     """Weights and plan under step-numbered names first, then the state naming them (the dense
     baseline, step 0, is the state alone: its model is the one the run is given)."""
     if not is_main_process():
         return
     if model is not None:
-        step = state["completed"]
-        save(RunResult(model, plan, {}), out / "checkpoint" / f"step-{step}", arch=arch)
-    atomic_write_text(out / STATE, json.dumps(state, indent=2) + "\n")
+        kind.save(model, plan, out / "checkpoint" / f"step-{state.completed}")
+    atomic_write_text(out / STATE, state.to_json())
 
 
-def _restore(out: Path, arch: str, dense: nn.Module) -> tuple[dict, nn.Module, PruningPlan | None]:
-    from energyprune.pruning.export import load
-    from energyprune.pruning.sparse import remask
-
+def _restore(kind: ModelKind, out: Path, dense: nn.Module) -> tuple[RunState, nn.Module, Any]:
     try:
-        state = json.loads(read_text(out / STATE, "checkpoint"))
-        completed = int(state["completed"])
+        state = RunState.from_dict(json.loads(read_text(out / STATE, "checkpoint")))
+        completed = int(state.completed)
     except (ValueError, KeyError, TypeError) as e:
         raise ConfigError(
             f"{out / STATE} is damaged ({type(e).__name__}: {first_line(e)}): run again "
             "without --resume, or with another --out"
         ) from None
     if completed == 0:  # killed during step 1: the baseline holds if the dense model is the same
-        if state.get("dense_digest") != state_digest(dense):
+        if state.dense_digest != state_digest(dense):
             raise ConfigError(
                 f"the dense baseline in {out} was made from other weights: resume with the "
                 "same model and --weights, or run again without --resume"
             )
         return state, dense, None
-    model, plan = load(out / "checkpoint" / f"step-{completed}")
-    remask(model, plan)
-    if plan.arch.get("name") != arch:
-        raise ConfigError(f"checkpoint in {out} is for '{plan.arch.get('name')}', not '{arch}'")
+    model, plan = kind.load(out / "checkpoint" / f"step-{completed}")
     return state, model, plan
 
 
-def _step(current, data, cfg: RunConfig, state, dense_j, teacher, stop, on_batch, log):
-    """Step ``state['completed'] + 1`` with the guardrail: each failed attempt retries a
-    smaller cut. Returns the accepted outcome, None when interrupted, or the last outcome with
-    ``state['stopped']`` set when the step cannot be taken."""
-    k = state["completed"] + 1
+def _attempt(kind: ModelKind, current, cfg: RunConfig, target: StepTarget, loop: _Loop):
+    """One attempt at a step: its outcome, or a ConfigError's message when the target cannot
+    be reached."""
+    try:
+        return kind.step(current, cfg, target, loop.teacher, loop.stop, loop.hooks.on_batch)
+    except ConfigError as e:
+        return str(e)
+
+
+def _step(kind: ModelKind, current, cfg: RunConfig, state: RunState, dense_j: float, loop: _Loop):
+    """Step ``state.completed + 1`` with the guardrail: each failed attempt retries a smaller
+    cut. Returns the accepted outcome, None when interrupted, or the last outcome with
+    ``state.stopped`` set when the step cannot be taken."""
+    hooks = loop.hooks
+    k = state.completed + 1
     fraction = schedule_targets(cfg)[k - 1]
-    start_j = estimate_j(current, data, cfg, type(current).__name__)
+    start_j = kind.price(current)
     outcome = None
     for attempt in range(cfg.retries + 1):
-        log(f"step {k}/{cfg.steps} attempt {attempt}: cutting to {fraction:.3f} of dense energy")
-        try:
-            outcome = take_step(
-                current,
-                data,
-                cfg,
-                target_j=fraction * dense_j,
-                start_j=start_j,
-                dense_j=dense_j,
-                seed=cfg.seed * 100_003 + k * 101 + attempt,
-                teacher=teacher,
-                stop=stop,
-                on_batch=on_batch,
-            )
-        except ConfigError as e:  # unreachable: keep the best model so far
-            state["stopped"] = f"step {k}: {e}"
+        hooks.log(
+            f"step {k}/{cfg.steps} attempt {attempt}: cutting to {fraction:.3f} of dense energy"
+        )
+        train = replace(cfg.train, seed=cfg.seed * 100_003 + k * 101 + attempt)
+        target = StepTarget(fraction * dense_j, start_j, dense_j, train)
+        found = _attempt(kind, current, cfg, target, loop)
+        if isinstance(found, str):  # unreachable: keep the best model so far
+            state.stopped = f"step {k}: {found}"
             return outcome
+        outcome = found
         if not outcome.completed:
             return None
-        val = _val_top1(outcome.model, data)
-        drop = 100 * (state["dense_val_top1"] - val)
+        verdict = kind.guardrail.check(state.dense_val, kind.validate(outcome.model))
         record = {
             "step": k,
             "attempt": attempt,
             "target_fraction": fraction,
             "energy_fraction": outcome.energy_j / dense_j,
             **outcome.record,
-            "val_top1": val,
-            "val_drop_pt": drop,
-            "accepted": drop <= cfg.max_acc_drop,
+            **verdict.record,
+            "accepted": verdict.held,
         }
-        state["steps"].append(record)
-        log(
+        state.steps.append(record)
+        hooks.log(
             f"step {k}/{cfg.steps} attempt {attempt}: energy "
-            f"{record['energy_fraction']:.3f} of dense (estimated), val top-1 "
-            f"{100 * val:.2f} % (drop {drop:.2f} pt, guardrail {cfg.max_acc_drop} pt)"
+            f"{record['energy_fraction']:.3f} of dense (estimated), {verdict.line}"
         )
-        if record["accepted"]:
-            state["fraction"] = fraction
+        if verdict.held:
+            state.fraction = fraction
             return outcome
-        fraction = state["fraction"] - (state["fraction"] - fraction) / 2  # backtrack
-    state["stopped"] = f"step {k}: guardrail failed after {cfg.retries + 1} attempts"
+        fraction = state.fraction - (state.fraction - fraction) / 2  # backtrack
+    state.stopped = f"step {k}: guardrail failed after {cfg.retries + 1} attempts"
     return outcome
 
 
 def run(
     model: nn.Module,
-    data: Data,
+    data: Any,
     cfg: RunConfig,
     out: str | Path,
     *,
@@ -177,165 +207,129 @@ def run(
     resume: bool = False,
     meter_device: str | None = None,
     log: Callable[[str], None] = print,
-    on_batch: Callable[[int, int, int, float], None] = lambda epoch, i, n, loss: None,
+    on_batch: OnBatch = lambda epoch, i, n, loss: None,
     on_step: Callable[[int, int], None] = lambda done, total: None,
 ) -> RunResult:
-    """Prune ``model`` toward ``cfg.target_energy`` in steps with fine-tuning and a guardrail.
+    """Prune ``model`` toward ``cfg.target_energy`` in steps with recovery and a guardrail.
 
     Args:
         model: the trained dense model (its architecture spec is ``arch``).
-        data: loaders (validation drives decisions; test is for the report).
+        data: the kind's data (:class:`~energyprune.pipeline.data.Data` for an image
+            classifier); or a :class:`~energyprune.pipeline.kind.ModelKind` itself.
         out: run folder (checkpoint, report).
         arch: model spec to rebuild the architecture on resume and load.
         resume: continue after the last completed step recorded in ``out``.
         meter_device: read a meter there for the before/after energy, if one exists.
     """
+    from energyprune.pipeline.kinds import kind_for
+
+    kind = kind_for(data, cfg, arch, meter_device)
+    return run_kind(kind, model, cfg, out, resume=resume, hooks=Hooks(log, on_batch, on_step))
+
+
+def run_kind(
+    kind: ModelKind,
+    model: nn.Module,
+    cfg: RunConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    hooks: Hooks | None = None,
+) -> RunResult:
+    """:func:`run` for a kind already built."""
+    hooks = hooks or Hooks()
     out = Path(out)
     stop = StopFlag()
-    dense_j = estimate_j(model, data, cfg, arch)
-    state, current, plan = _start(model, data, cfg, out, arch, resume, meter_device, log, dense_j)
+    dense_j = kind.price(model)
+    state, current, plan = _start(kind, model, cfg, out, resume, hooks.log, dense_j)
     # the dense model, frozen once for the run (also on --resume), checked after every fine-tune
     frozen = Teacher(model) if cfg.distill else None
-    teacher = frozen.module if frozen is not None else None
+    loop = _Loop(frozen.module if frozen is not None else None, stop, hooks)
     with stop.installed():
-        while state["completed"] < cfg.steps and state["stopped"] is None:
-            step = _step(current, data, cfg, state, dense_j, teacher, stop, on_batch, log)
+        while state.completed < cfg.steps and state.stopped is None:
+            step = _step(kind, current, cfg, state, dense_j, loop)
             if frozen is not None:
                 frozen.check()
-            if step is None:
-                log("interrupted: the last completed step is checkpointed; use --resume")
+            if step is None and state.stopped is None:
+                hooks.log("interrupted: the last completed step is checkpointed; use --resume")
                 return RunResult(current, plan, {})
-            if state["stopped"] is not None:
-                log(f"stopped early ({state['stopped']}): keeping step {state['completed']}")
+            if state.stopped is not None:
+                hooks.log(f"stopped early ({state.stopped}): keeping step {state.completed}")
                 break
-            current, plan = step.model, merge_plans(plan, step.plan)
-            state["completed"] += 1
-            _checkpoint(out, state, current, plan, arch)
-            on_step(state["completed"], cfg.steps)
-        if plan is not None and not _final_finetune(current, data, cfg, teacher, stop, on_batch):
-            log("interrupted during the final fine-tune; the last step is checkpointed")
+            current, plan = step.model, kind.merge(plan, step.plan)
+            state.completed += 1
+            _checkpoint(kind, out, state, current, plan)
+            hooks.on_step(state.completed, cfg.steps)
+        if plan is not None and not _final_finetune(kind, current, cfg, loop):
+            hooks.log("interrupted during the final fine-tune; the last step is checkpointed")
             return RunResult(current, plan, {})
         if frozen is not None:
             frozen.check()
-    if plan is not None:
-        plan.spec = cfg.spec.to_dict()  # what the run asked for (each step pruned to its share)
-    after = _metrics(current, data, cfg, meter_device)
-    report = _report(state, after, cfg)
-    report["validation"] = data.val_source
+    plan = kind.final_plan(plan, cfg)
+    report = kind.report(state, current, plan, cfg)
+    report["outcome"] = _outcome(kind, state, current, cfg, dense_j)
     return RunResult(current, plan, report)
 
 
-def _start(
-    model,
-    data: Data,
-    cfg: RunConfig,
-    out: Path,
-    arch: str,
-    resume: bool,
-    meter_device,
-    log,
-    dense_j: float,
-) -> tuple[dict, nn.Module, PruningPlan | None]:
+def _outcome(kind: ModelKind, state: RunState, model, cfg: RunConfig, dense_j: float) -> dict:
+    """Whether the run did what it was asked: the energy budget and the guardrail, on the final
+    model (estimated energy; validation split)."""
+    fraction = kind.price(model) / dense_j
+    verdict = kind.guardrail.check(state.dense_val, kind.validate(model))
+    met = fraction <= cfg.target_energy + BUDGET_SLACK
+    budget = (
+        f"energy budget {'met' if met else 'MISSED'}: {fraction:.3f} of dense (estimated), "
+        f"target {cfg.target_energy:.3f}"
+    )
+    return {
+        "energy_fraction": fraction,
+        "target_energy": cfg.target_energy,
+        "budget_met": met,
+        "budget": budget,
+        "guardrail_held": verdict.held,
+        "guardrail": verdict.line,
+        "guardrail_rule": kind.guardrail.describe(),
+        "ok": met and verdict.held,
+    }
+
+
+def _start(kind: ModelKind, model, cfg: RunConfig, out: Path, resume: bool, log, dense_j: float):
     """The run's state, model and plan so far: restored from ``out`` on ``resume``, else the
     dense model measured before any cut."""
     if resume and (out / STATE).is_file():
-        state, current, plan = _restore(out, arch, model)
-        made_with = state.get("validation", data.val_source)
-        if made_with != data.val_source:  # the guardrail's baseline is that split's top-1
+        state, current, plan = _restore(kind, out, model)
+        if state.validation != kind.validation:  # the guardrail's baseline is that split's
             raise ConfigError(
-                f"the checkpoint in {out} was validated on {made_with}, this run on "
-                f"{data.val_source}: resume with the same --val-from and --seed"
+                f"the checkpoint in {out} was validated on {state.validation}, this run on "
+                f"{kind.validation}: resume with the same --val-from and --seed"
             )
         log(
-            f"resuming after step {state['completed']} of {cfg.steps} (dense baseline from "
-            f"{out / STATE}: val top-1 {100 * state['dense_val_top1']:.2f} %)"
+            f"resuming after step {state.completed} of {cfg.steps} (dense baseline from "
+            f"{out / STATE}: {kind.guardrail.show(state.dense_val)})"
         )
         return state, current, plan
     if resume:
         log(f"nothing to resume in {out}: starting from the dense model")
-    log(f"dense baseline: evaluating {arch} on validation and test")
-    dense_val = _val_top1(model, data)
-    untrained_guardrail(model, data, cfg, schedule_targets(cfg)[0], dense_j, dense_val)
-    before = _metrics(model, data, cfg, meter_device)
-    state = {
-        "completed": 0,
-        "fraction": 1.0,
-        "dense_val_top1": dense_val,
-        "dense_digest": state_digest(model),
-        "validation": data.val_source,
-        "before": before.to_dict(),
-        "steps": [],
-        "stopped": None,
-        "config": json.loads(json.dumps(asdict(cfg), default=str)),
-    }
-    _checkpoint(out, state, None, None, arch)  # a kill during step 1 keeps the baseline
-    log(
-        f"dense baseline: val top-1 {100 * dense_val:.2f} %, test top-1 {100 * before.top1:.2f} %,"
-        f" {fmt_joules(before.energy.joules)} {before.energy.label}; checkpointed in "
-        f"{out / STATE}"
+    log(f"dense baseline: evaluating {kind.arch} on validation and test")
+    dense_val = kind.validate(model)
+    kind.refuse_early(model, cfg, dense_j, dense_val)
+    before = kind.baseline(model)
+    state = RunState(
+        dense_val=dense_val,
+        dense_digest=state_digest(model),
+        validation=kind.validation,
+        before=before,
+        config=json.loads(json.dumps(asdict(cfg), default=str)),
     )
+    _checkpoint(kind, out, state, None, None)  # a kill during step 1 keeps the baseline
+    log(f"dense baseline: {kind.baseline_line(before, dense_val)}; checkpointed in {out / STATE}")
     return state, model, None
 
 
-def _final_finetune(model, data: Data, cfg: RunConfig, teacher, stop, on_batch) -> bool:
+def _final_finetune(kind: ModelKind, model, cfg: RunConfig, loop: _Loop) -> bool:
     """The last fine-tune (``final_epochs``, its own seed); False when interrupted."""
-    final_cfg = replace(
-        cfg.train,
-        epochs=cfg.final_epochs if cfg.final_epochs is not None else cfg.train.epochs,
-        seed=cfg.seed * 100_003 + 7,
-    )
-    return finetune(model, data.train, final_cfg, teacher=teacher, stop=stop, on_batch=on_batch)
-
-
-def _typed(metrics: dict, key: str) -> Estimated | Measured:
-    """A checkpointed figure; checkpoints written before the typed figures carry flat keys."""
-    if key in metrics:
-        return energy_from_dict(metrics[key])
-    if key == "energy" and metrics.get("energy_measured"):
-        return Measured(metrics["energy_j"], "unknown", 0, float("nan"))
-    return Estimated(metrics["energy_estimated_j"], metrics.get("hardware", "unknown"))
-
-
-def _energy_ratio(before: dict, after: Metrics) -> tuple[float, str]:
-    """After / before in the reported figures when they are alike (both measured on one basis,
-    or both estimated), else in the estimates: a resumed run whose meter came or went never
-    divides a measurement by an estimate."""
-    try:
-        return after.energy / _typed(before, "energy"), after.energy.label
-    except TypeError:
-        return after.estimate / _typed(before, "estimate"), after.estimate.label
-
-
-def _report(state: dict, after: Metrics, cfg: RunConfig) -> dict[str, Any]:
-    before = state["before"]
-    keys = (
-        "top1",
-        "precision",
-        "recall",
-        "f1",
-        "energy_j",
-        "energy_measured",
-        "latency_ms",
-        "macs",
-        "params",
-        "size_bytes",
-        "energy_estimated_j",
-        "hardware",
-        "energy",
-        "estimate",
-        "confusion_matrix",
-    )
-    b = {k: before[k] for k in keys} | {"latency_noise": before.get("latency_noise")}
-    a = {k: after.to_dict()[k] for k in (*keys, "latency_noise")}
-    ratio, basis = _energy_ratio(before, after)
-    return {
-        "before": b,
-        "after": a,
-        "steps": state["steps"],
-        "dense_val_top1": state["dense_val_top1"],
-        "energy_reduction": 1 - ratio,
-        "accuracy_drop": 100 * (b["top1"] - a["top1"]),
-        "energy_basis": basis,
-        "stopped_early": state["stopped"],
-        "config": state["config"],
-    }
+    if cfg.final_epochs == 0:
+        return True
+    epochs = cfg.final_epochs if cfg.final_epochs is not None else cfg.train.epochs
+    train = replace(cfg.train, epochs=epochs, seed=cfg.seed * 100_003 + 7)
+    return kind.finetune(model, train, loop.teacher, loop.stop, loop.hooks.on_batch)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -31,6 +31,7 @@ from energyprune.models.placement import example_input
 from energyprune.pipeline.data import Data
 from energyprune.pipeline.evaluate import top1
 from energyprune.pipeline.finetune import OnBatch, StopFlag, finetune
+from energyprune.pipeline.kind import StepOutcome, StepTarget
 from energyprune.pipeline.recover import recalibrate_bn
 from energyprune.pruning.apply import PruneResult, prune
 from energyprune.pruning.importance import CRITERIA
@@ -63,17 +64,6 @@ VARIANTS: tuple[dict[str, Any], ...] = (
     {"criterion": "l2", "strategy": "layerwise-energy"},
     {"criterion": "l2", "round_to": 8},
 )
-
-
-@dataclass
-class StepOutcome:
-    """A step's model, its plan, its estimated energy and what the report shows of it."""
-
-    model: nn.Module
-    plan: PruningPlan | None
-    energy_j: float
-    completed: bool
-    record: dict[str, Any] = field(default_factory=dict)
 
 
 def merge_plans(plan: PruningPlan | None, step: PruningPlan) -> PruningPlan:
@@ -246,22 +236,24 @@ def take_step(
     model: nn.Module,
     data: Data,
     cfg: RunConfig,
+    target: StepTarget,
     *,
-    target_j: float,
-    start_j: float,
-    dense_j: float,
-    seed: int,
     teacher: nn.Module | None,
     stop: StopFlag | None = None,
     on_batch: OnBatch = lambda epoch, i, n, loss: None,
 ) -> StepOutcome:
-    """Prune ``model`` (at ``start_j`` estimated joules) to ``target_j`` and recover, by the
-    run's schedule; a :class:`ConfigError` means the target is unreachable."""
-    train = replace(cfg.train, seed=seed)
+    """Prune ``model`` (at ``target.start_j`` estimated joules) to ``target.target_j`` and
+    recover with ``target.train``, by the run's schedule; a :class:`ConfigError` means the
+    target is unreachable."""
+    train = target.train
     if cfg.schedule == "gradual":
-        out = _gradual(model, data, cfg, target_j, start_j, train, teacher, stop, on_batch)
+        out = _gradual(
+            model, data, cfg, target.target_j, target.start_j, train, teacher, stop, on_batch
+        )
     else:
-        out = _one_shot(model, data, cfg, target_j, dense_j, train, teacher, stop, on_batch)
+        out = _one_shot(
+            model, data, cfg, target.target_j, target.dense_j, train, teacher, stop, on_batch
+        )
     if out.plan is None:
         raise ConfigError("the step made no cut")
     return out

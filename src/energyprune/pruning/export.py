@@ -113,7 +113,10 @@ def _dense(plan: PruningPlan, plan_path: Path, given: nn.Module | None) -> nn.Mo
             f"{plan_path} has no recipe to rebuild {cls or 'the model'}: pass a dense instance, "
             f"energyprune.load(folder, model={cls or 'MyModel'}(...))"
         )
-    return build_model(arch["name"]).model.eval()
+    try:
+        return build_model(arch["name"]).model.eval()
+    except ConfigError as e:  # a damaged or foreign recipe: say which file holds it
+        raise ConfigError(f"{plan_path} names a model that cannot be built: {e}") from e
 
 
 def export_onnx(
