@@ -34,7 +34,7 @@ def _argv(tmp_path, *extra):
 def test_prune_an_lm_end_to_end(tmp_path, capsys, tiny_lm):
     assert main(_argv(tmp_path, "--regime", "decode:batch=1,context=128")) == 0
     printed = capsys.readouterr().out
-    assert "dense: perplexity" in printed and "after recovery" in printed
+    assert "dense baseline: perplexity" in printed and "after recovery" in printed
     out = tmp_path / "out"
     report = json.loads((out / "report.json").read_text())
     assert report["energy_ratio"] <= 0.701 and report["estimated"] is True
@@ -45,14 +45,18 @@ def test_prune_an_lm_end_to_end(tmp_path, capsys, tiny_lm):
 
 
 def test_a_failed_guardrail_exits_1(tmp_path, capsys, tiny_lm, monkeypatch):
-    from energyprune.pipeline import lm_prune
+    from energyprune.pipeline import kind, lm_kind
 
-    # a random tiny model may even improve when cut; the guardrail's own logic is tested in
-    # tests/pipeline/test_lm_prune.py, this checks what the CLI does with its verdict
-    monkeypatch.setattr(lm_prune, "ppl_guardrail", lambda d, p, m: (False, "guardrail FAILED: x"))
+    class Failing(kind.PerplexityRise):
+        def check(self, dense, after):  # a random tiny model may even improve when cut
+            return kind.Verdict(False, "guardrail FAILED: x", {"val_ppl": after})
+
+    monkeypatch.setattr(lm_kind, "PerplexityRise", Failing)
     assert main(_argv(tmp_path, "--max-ppl-rise", "0")) == 1
     assert "guardrail FAILED" in capsys.readouterr().out
-    assert json.loads((tmp_path / "out" / "report.json").read_text())["guardrail_ok"] is False
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["guardrail_ok"] is False and report["outcome"]["ok"] is False
+    assert "guardrail failed after 3 attempts" in report["stopped_early"]
 
 
 @pytest.mark.parametrize(
@@ -73,9 +77,11 @@ def test_lm_prune_bad_input_is_one_line(tmp_path, capsys, tiny_lm, extra, messag
 
 def test_sparsity_the_profile_cannot_pay_for_is_said_in_one_line(tmp_path, capsys, tiny_lm):
     argv = _argv(tmp_path, "--lm-method", "wanda-2:4", "--hardware", "h100-sxm")
-    assert main(argv) == 0
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert main(argv) == 1  # sparsity the profile prices as dense misses any budget
+    printed = capsys.readouterr().out.splitlines()
+    lines = [line for line in printed if line.startswith("note:")]
     assert len(lines) == 1 and "declares no 2:4 kernels" in lines[0]
+    assert any(line.startswith("energy budget MISSED: 1.000 of dense") for line in printed)
 
 
 def _budget(tmp_path, *flags):
@@ -113,4 +119,4 @@ def test_a_bad_absolute_budget_is_one_line(tmp_path, capsys, tiny_lm, flags, mes
 
 def test_joules_per_token_is_refused_for_a_cnn(capsys):
     assert main(["prune", "resnet20", "--max-joules-per-token", "1", "--out", "x"]) == 2
-    assert "for language models" in capsys.readouterr().err
+    assert "does nothing for an image classifier" in capsys.readouterr().err

@@ -102,7 +102,14 @@ def test_the_perplexity_guardrail():
     cfg = LMPruneConfig(target_energy=0.5, finetune_steps=0, max_ppl_rise=0.0,
                         calib_windows=4, eval_windows=4, round_to=16)  # fmt: skip
     result = prune_lm(model, _data(), REGIME, cfg)
-    assert result.ppl_cut.value > result.ppl_dense.value and result.guardrail_ok is False
+    attempts = result.report["steps"]  # every attempt, each a smaller cut, fails: dense is kept
+    assert len(attempts) == 3 and not any(a["accepted"] for a in attempts)
+    assert all(a["val_ppl_rise_pct"] > 0 for a in attempts)
+    fractions = [a["target_fraction"] for a in attempts]
+    assert fractions == sorted(fractions) and fractions[0] == pytest.approx(0.5)
+    assert "guardrail failed after 3 attempts" in result.report["stopped_early"]
+    assert result.energy_ratio == 1.0 and result.guardrail_ok is False
+    assert not result.report["outcome"]["budget_met"]
 
 
 def test_text_windows_and_perplexity(tmp_path):

@@ -72,3 +72,15 @@ def test_a_damaged_plan_is_one_line(tmp_path, damage, message):
     with pytest.raises(ConfigError, match=message) as info:
         load_lm(tmp_path)
     assert "\n" not in str(info.value)
+
+
+def test_a_head_count_the_config_class_refuses_replays_from_the_plan(tmp_path):
+    """Six query heads of 8 in a hidden size of 64: transformers' Llama config refuses the
+    count (64 % 6), so the folder keeps a count it accepts and plan.json the real one."""
+    model = _cut(tiny_llama(4), LMPlan({}, dict.fromkeys(range(4), 1), []))
+    assert model.config.num_attention_heads == 6
+    why = save_lm(model, tmp_path)
+    assert why is not None and "6 query heads" in why and (tmp_path / "plan.json").is_file()
+    assert model.config.num_attention_heads == 6  # the model in memory is left as it was
+    loaded = load_lm(tmp_path)
+    assert _same_logits(model, loaded)

@@ -15,6 +15,7 @@ from energyprune.cli.common import (
     load_data_with_bar,
     load_model,
 )
+from energyprune.cli.kind_flags import IMAGE, LM, PER_KIND_HELP, record_flags, resolve_for_kind
 from energyprune.cli.progress import Progress, status
 from energyprune.energy.hardware import BUILTIN_PROFILES, load_hardware
 from energyprune.errors import ConfigError
@@ -29,14 +30,20 @@ def add_prune(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "prune",
         help="prune a model to an estimated-energy budget",
-        description="Prune a model so its estimated energy meets a target. Without --data: one "
-        "cut, no fine-tuning; writes plan.json, model.safetensors, profile_before.json and "
-        "profile_after.json. With --data: the pipeline (steps toward the target, each "
-        "fine-tuned and checked by an accuracy guardrail, resumable); also writes report.json, "
-        "report.md and plots.",
+        description="Prune a model so its estimated energy meets a target. The kind of model "
+        "follows from MODEL: an image classifier (built-in, torchvision name, module:factory, "
+        "a pruned folder) or a language model (smollm2-135m, hf:DIR, a folder prune --out "
+        "wrote for one). Image classifiers without --data: one cut, no fine-tuning; writes "
+        "plan.json, model.safetensors, profile_before.json and profile_after.json. With --data "
+        "(text:TRAIN[,EVAL] for language models): the pipeline (steps toward the target, each "
+        "recovered and checked by a guardrail: top-1 drop for images, perplexity rise for "
+        "language models; resumable); also writes report.json and report.md. A flag the kind "
+        "does not use is an error. Exit 1 when the energy budget or the guardrail is missed.",
         epilog="examples:\n  energyprune prune resnet56 --weights cifar10_resnet56.safetensors "
         "--target-energy 0.5 --out pruned/\n  energyprune prune resnet50 --target-energy 0.6 "
-        "--criterion l2 --round-to 8 --ignore 're:layer4\\..*' --out r50/",
+        "--criterion l2 --round-to 8 --ignore 're:layer4\\..*' --out r50/\n  energyprune prune "
+        "smollm2-135m --data text:wiki.valid.tokens,wiki.test.raw --target-energy 0.7 "
+        "--out lm/",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_args(p)
@@ -45,6 +52,7 @@ def add_prune(sub: argparse._SubParsersAction) -> None:
     _add_pipeline_args(p.add_argument_group("fine-tuning pipeline (with --data)"))
     add_int8_args(p)
     add_lm_args(p)
+    record_flags(p)
     p.set_defaults(run=_run_prune)
 
 
@@ -73,15 +81,10 @@ def _add_spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategy", choices=STRATEGY_NAMES, default="global")
     p.add_argument(
         "--hardware",
-        default="horowitz-45nm",
-        help=f"built-in ({', '.join(BUILTIN_PROFILES)}) or a YAML file",
+        help=f"built-in ({', '.join(BUILTIN_PROFILES)}) or a YAML file; "
+        f"{PER_KIND_HELP['hardware']}",
     )
-    p.add_argument(
-        "--round-to",
-        type=int,
-        metavar="N",
-        help="keep widths multiples of N (default: the profile's channel_multiple)",
-    )
+    p.add_argument("--round-to", type=int, metavar="N", help=PER_KIND_HELP["round_to"])
     p.add_argument(
         "--max-layer-ratio",
         type=fraction("a fraction of a group's channels"),
@@ -107,8 +110,11 @@ def _add_pipeline_args(loop: argparse._ArgumentGroup) -> None:
     """prune → fine-tune → evaluate with --data."""
     from energyprune.pipeline.config import SCHEDULES
 
-    loop.add_argument("--data", help="digits | cifar10:PATH | imagefolder:PATH | module:factory")
-    loop.add_argument("--steps", type=int, default=3, help="pruning steps toward the target")
+    loop.add_argument(
+        "--data",
+        help="digits | cifar10:PATH | imagefolder:PATH | module:factory | text:TRAIN[,EVAL]",
+    )
+    loop.add_argument("--steps", type=int, help=PER_KIND_HELP["steps"])
     loop.add_argument(
         "--schedule",
         choices=SCHEDULES,
@@ -132,8 +138,8 @@ def _add_pipeline_args(loop: argparse._ArgumentGroup) -> None:
         help="guardrail: max validation top-1 drop in points",
     )
     loop.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
-    loop.add_argument("--lr", type=float, default=0.01, help="peak learning rate (cosine)")
-    loop.add_argument("--batch-size", type=int, default=128)
+    loop.add_argument("--lr", type=float, help=PER_KIND_HELP["lr"])
+    loop.add_argument("--batch-size", type=int, help=PER_KIND_HELP["batch_size"])
     add_val_from(loop)
     loop.add_argument("--seed", type=int, default=0)
     loop.add_argument("--seeds", type=int, default=1, help="runs for stability (mean ± std)")
@@ -168,10 +174,8 @@ def add_recovery_args(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> N
         default=True,
         help="fine-tune with the dense model as teacher (default: on)",
     )
-    p.add_argument(
-        "--distill-alpha", type=float, default=0.9, help="weight of the teacher's soft targets"
-    )
-    p.add_argument("--distill-temperature", type=float, default=4.0, help="softmax temperature")
+    p.add_argument("--distill-alpha", type=float, help=PER_KIND_HELP["distill_alpha"])
+    p.add_argument("--distill-temperature", type=float, help=PER_KIND_HELP["distill_temperature"])
     p.add_argument(
         "--candidates",
         type=int,
@@ -201,12 +205,12 @@ def _spec(args: argparse.Namespace, nm: tuple[int, int]):
 def _run_prune(args: argparse.Namespace, console: Console) -> int:
     from energyprune.cli.prune_lm import is_lm_request, run_lm_prune
 
+    kind = LM if is_lm_request(args) else IMAGE
+    hardware_given = args.hardware is not None
+    resolve_for_kind(args, kind, console)
     load_hardware(args.hardware)  # a misspelled profile fails before the model is built
-    if is_lm_request(args):
-        return run_lm_prune(args, console)
-    if args.max_joules_per_token is not None:
-        raise ConfigError("--max-joules-per-token is for language models; use --max-joules J "
-                          "(per forward pass) or --target-energy F")  # fmt: skip
+    if kind == LM:
+        return run_lm_prune(args, console, hardware_given)
     from energyprune.pruning.apply import prune
     from energyprune.pruning.export import save
     from energyprune.reports.report import comparison_table

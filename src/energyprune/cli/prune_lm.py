@@ -1,22 +1,29 @@
-"""`energyprune prune` for a language model: a built-in LM (``smollm2-135m``) or
-``--data text:...``, pruned to a J/token budget in ``--regime``, recovered by distillation."""
+"""`energyprune prune` for a language model (a built-in LM such as ``smollm2-135m``, or a
+Hugging Face folder ``hf:DIR``) with ``--data text:...``: pruned to a J/token budget in
+``--regime`` through the one run loop (checkpoints, ``--resume``, seeds, the guardrail)."""
 
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 from rich.console import Console
 
 from energyprune.errors import ConfigError
-from energyprune.files import atomic_write_text, check_writable
+from energyprune.files import check_writable
 
-__all__ = ["add_lm_args", "is_lm_request", "run_lm_prune"]
+__all__ = ["LM_METHOD_NAMES", "add_lm_args", "is_lm_request", "run_lm_prune"]
+
+#: the LM cut methods (pipeline.lm_prune.METHODS, whose import this parser must not pay for;
+#: tests/test_cli_lm_prune.py ties the two together)
+LM_METHOD_NAMES = ("energy", "depth", "width", "torch-pruning", "wanda-50", "wanda-2:4")
 
 
 def add_lm_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("language models (a built-in LM such as smollm2-135m, --data text:)")
+    g = p.add_argument_group(
+        "language models (smollm2-135m, hf:DIR; --data text:TRAIN[,EVAL])",
+        "Priced per token in --regime, on h100-sxm unless --hardware says otherwise; "
+        "guardrail: perplexity rises at most 10 %% (--max-ppl-rise).",
+    )
     g.add_argument(
         "--regime",
         default="decode:batch=1,context=1024",
@@ -26,36 +33,38 @@ def add_lm_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--lm-method",
         default="energy",
-        choices=("energy", "depth", "width", "torch-pruning", "wanda-50", "wanda-2:4"),
+        choices=LM_METHOD_NAMES,
         help="energy: heads, MLP channels and layers by importance per J/token (default); "
         "depth / width: one kind only; torch-pruning: uniform width; wanda-*: sparsity",
     )
-    g.add_argument("--finetune-steps", type=int, default=200, help="distillation optimiser steps")
-    g.add_argument("--max-ppl-rise", type=float, metavar="PCT", help="perplexity guardrail (%%)")
-    g.add_argument("--lm-lr", type=float, default=5e-5, help="distillation learning rate")
+    g.add_argument(
+        "--finetune-steps", type=int, help="distillation optimiser steps per pruning step (200)"
+    )
+    g.add_argument(
+        "--max-ppl-rise", type=float, metavar="PCT", help="guardrail: perplexity rise, %% (10)"
+    )
+    g.add_argument("--lm-lr", type=float, help="deprecated: use --lr")
     g.add_argument("--seq-len", type=int, default=512, help="tokens per text window (512)")
-    g.add_argument("--eval-windows", type=int, default=20, help="perplexity windows (20)")
-    g.add_argument("--calib-windows", type=int, default=16, help="scoring windows (16)")
+    g.add_argument("--eval-windows", type=int, help="perplexity windows (20)")
+    g.add_argument("--calib-windows", type=int, help="scoring windows (16)")
     g.add_argument(
         "--probe-windows",
         type=int,
-        default=2,
         help="windows each loss probe of the energy and width methods is scored on (2)",
     )
 
 
 def is_lm_request(args: argparse.Namespace) -> bool:
-    from energyprune.models.lms import BUILTIN_LMS
+    """True when the model (or the data) is a language model's."""
+    from energyprune.models.lms import is_lm
 
-    return args.model in BUILTIN_LMS or (args.data or "").startswith("text:")
+    return is_lm(args.model) or (args.data or "").startswith("text:")
 
 
 def _config(args: argparse.Namespace):
+    """The LM options from the command line; unset flags keep LMPruneConfig's defaults."""
     from energyprune.pipeline.lm_prune import LMPruneConfig
 
-    if args.max_joules is not None:
-        raise ConfigError("language models are priced per token: use --max-joules-per-token J "
-                          "or --target-energy F (a fraction of dense)")  # fmt: skip
     if args.data is None or not args.data.startswith("text:"):
         raise ConfigError("pruning a language model needs --data text:TRAIN[,EVAL]")
     for flag, value in (
@@ -63,70 +72,97 @@ def _config(args: argparse.Namespace):
         ("--calib-windows", args.calib_windows),
         ("--probe-windows", args.probe_windows),
     ):
-        if value < 1:
+        if value is not None and value < 1:
             raise ConfigError(f"{flag} must be >= 1, got {value}")
-    budget = {"target_energy": args.target_energy} if args.target_energy is not None else {
-        "max_joules_per_token": args.max_joules_per_token}  # fmt: skip
-    return LMPruneConfig(**budget, hardware=args.hardware, probe_windows=args.probe_windows,
-                         finetune_steps=args.finetune_steps, max_ppl_rise=args.max_ppl_rise,
-                         calib_windows=args.calib_windows, eval_windows=args.eval_windows,
-                         lr=args.lm_lr, method=args.lm_method)  # fmt: skip
+    given = {
+        "target_energy": args.target_energy,
+        "max_joules_per_token": args.max_joules_per_token,
+        "finetune_steps": args.finetune_steps,
+        "max_ppl_rise": args.max_ppl_rise,
+        "calib_windows": args.calib_windows,
+        "eval_windows": args.eval_windows,
+        "probe_windows": args.probe_windows,
+    }
+    return LMPruneConfig(
+        **{k: v for k, v in given.items() if v is not None},
+        hardware=args.hardware,
+        lr=args.lr,
+        alpha=args.distill_alpha,
+        temperature=args.distill_temperature,
+        round_to=args.round_to,
+        batch_size=args.batch_size,
+        method=args.lm_method,
+    )
 
 
 def _unpaid_sparsity(method: str, kernels: tuple[str, ...]) -> str | None:
     """One line when the asked-for sparsity saves nothing on the profile, else None."""
     if method == "wanda-50":
-        return ("--lm-method wanda-50 saves no estimated energy: no runtime has kernels for "
-                "unstructured sparsity, so its zeros are priced like any weight")  # fmt: skip
+        return (
+            "--lm-method wanda-50 saves no estimated energy: no runtime has kernels for "
+            "unstructured sparsity, so its zeros are priced like any weight"
+        )
     if method == "wanda-2:4" and "2:4" not in kernels:
-        return ("--lm-method wanda-2:4 saves no estimated energy on this profile: it declares no "
-                "2:4 kernels (sparse_kernels); try --hardware h100-sxm-2of4")  # fmt: skip
+        return (
+            "--lm-method wanda-2:4 saves no estimated energy on this profile: it declares no "
+            "2:4 kernels (sparse_kernels); try --hardware h100-sxm-2of4"
+        )
     return None
 
 
-def run_lm_prune(args: argparse.Namespace, console: Console) -> int:
+def run_lm_prune(args: argparse.Namespace, console: Console, hardware_given: bool) -> int:
     from energyprune.cli.progress import Progress, status
     from energyprune.energy.hardware import load_hardware
+    from energyprune.energy.lm import profile_lm
     from energyprune.energy.regimes import parse_regime
-    from energyprune.models.lms import load_builtin_lm
-    from energyprune.pipeline.lm_prune import prune_lm
+    from energyprune.pipeline.driver import run_and_write
+    from energyprune.pipeline.lm_kind import DecoderLM
+    from energyprune.pipeline.lm_prune import absolute_budget, lm_run_config
     from energyprune.pipeline.text import load_text
+    from energyprune.pruning.lm_export import open_lm
+    from energyprune.reports.lm import lm_run_lines
 
     hw = load_hardware(args.hardware)
     regime, cfg = parse_regime(args.regime), _config(args)
     out = check_writable(args.out)
+    if not hardware_given:
+        console.print(
+            f"priced on {hw.name}, the default for language models (--hardware to change)"
+        )
     unpaid = _unpaid_sparsity(cfg.method, hw.sparse_kernels)
     if unpaid:
         console.print(f"[yellow]note:[/] {unpaid}")
     with status(console, f"loading {args.model}"):
-        loaded = load_builtin_lm(args.model)
+        loaded = open_lm(args.model)
         data = load_text(args.data, loaded.tokenizer, args.seq_len)
-    console.print(f"{loaded.name}: {loaded.note}; {len(data.train)} training and "
-                  f"{len(data.eval)} evaluation windows of {data.seq_len} tokens")  # fmt: skip
-    with Progress(console, stage="distillation") as bar:
-        batch = bar.for_stage("distillation")
-        result = prune_lm(loaded.model, data, regime, cfg, log=bar.log,
-                          on_step=lambda i, n, loss: batch(0, i - 1, n, loss),
-                          on_probe=lambda i, n: bar.on_items(i, n, "loss probes"))  # fmt: skip
-    _write(out, result, loaded, regime, cfg, console)
-    return 0 if result.guardrail_ok else 1
-
-
-def _write(out: Path, result, loaded, regime, cfg, console: Console) -> None:
-    from energyprune.pruning.lm_export import save_lm
-    from energyprune.reports.lm import lm_prune_markdown
-
-    report = {"model": loaded.name, "weights": loaded.note, "regime": regime.to_dict(),
-              "hardware": cfg.hardware, **result.to_dict()}  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
-    why_not = save_lm(result.model, out / "model", loaded.tokenizer)
-    report["from_pretrained"] = "yes" if why_not is None else f"no: {why_not}"
-    if why_not:
-        console.print(f"[yellow]note:[/] {out / 'model'} is not from_pretrained-loadable: "
-                      f"{why_not}")  # fmt: skip
-    atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
-    atomic_write_text(out / "report.md", lm_prune_markdown(report))
-    console.print(result.guardrail)
-    plan = ", plan.json" if why_not else ""
-    console.print(f"wrote {out}/model/ (config.json, model.safetensors{plan}, tokenizer), "
-                  "report.json, report.md")  # fmt: skip
+    console.print(
+        f"{loaded.name}: {loaded.note}; {len(data.train)} training and "
+        f"{len(data.eval)} evaluation windows of {data.seq_len} tokens"
+    )
+    model = loaded.model.to(args.device).eval()
+    cfg = absolute_budget(cfg, profile_lm(model, regime, cfg.hardware).energy_j)
+    kind = DecoderLM(data, cfg, regime, loaded.name, loaded.tokenizer, loaded.note)
+    run_cfg = lm_run_config(
+        cfg, steps=args.steps, seed=args.seed, schedule=args.schedule, distill=args.distill
+    )
+    with Progress(console, args.steps) as bar:
+        kind.on_probe = lambda i, n: bar.on_items(i, n, "loss probes")
+        result = run_and_write(
+            model,
+            kind,
+            run_cfg,
+            out,
+            arch=loaded.name,
+            seeds=args.seeds,
+            resume=args.resume,
+            device=args.device,
+            log=bar.log,
+            on_batch=bar.on_batch,
+            on_step=bar.on_step,
+        )
+    if result is None:
+        console.print("stopped: the last completed step is checkpointed; rerun with --resume")
+        return 130
+    for line in lm_run_lines(result.report, out):
+        console.print(line)
+    return 0 if result.report["outcome"]["ok"] else 1

@@ -18,9 +18,9 @@ from typing import Any
 from torch import nn
 
 from energyprune.errors import ConfigError
-from energyprune.models.hf import require_transformers
+from energyprune.models.hf import HF_PREFIX, require_transformers
 
-__all__ = ["BUILTIN_LMS", "BuiltinLM", "LoadedLM", "load_builtin_lm"]
+__all__ = ["BUILTIN_LMS", "BuiltinLM", "LoadedLM", "is_lm", "lm_folder", "load_builtin_lm"]
 
 
 @dataclass(frozen=True)
@@ -87,3 +87,18 @@ def _plain_fp32(model: nn.Module) -> None:
     for attr in ("quantization_config", "_pre_quantization_dtype"):
         if hasattr(model.config, attr):
             delattr(model.config, attr)
+
+
+def lm_folder(spec: str) -> Path | None:
+    """The Hugging Face folder a model spec names, else None: ``hf:DIR`` or ``DIR`` holding a
+    ``config.json``, or a run folder of ``energyprune prune --out`` (its ``model/``)."""
+    path = Path(spec.removeprefix(HF_PREFIX)).expanduser()
+    for folder in (path, path / "model"):
+        if (folder / "config.json").is_file():
+            return folder
+    return None
+
+
+def is_lm(spec: str) -> bool:
+    """True for a built-in LM name, an ``hf:`` spec, or a folder holding a language model."""
+    return spec in BUILTIN_LMS or spec.startswith(HF_PREFIX) or lm_folder(spec) is not None

@@ -114,6 +114,7 @@ class ImageClassifier:
     def finetune(
         self,
         model: nn.Module,
+        plan: PruningPlan | None,
         train: TrainConfig,
         teacher: nn.Module | None,
         stop: StopFlag,

@@ -150,12 +150,14 @@ class ModelKind(Protocol):
     def finetune(
         self,
         model: nn.Module,
+        plan: Any,
         train: TrainConfig,
         teacher: nn.Module | None,
         stop: StopFlag,
         on_batch: OnBatch,
     ) -> bool:
-        """Train ``model`` in place with the kind's batch loss; False when stopped."""
+        """Train ``model`` (cut as ``plan`` says) in place with the kind's batch loss; False
+        when stopped."""
 
     def merge(self, plan: Any, step: Any) -> Any:
         """The run's plan so far with ``step``'s after it."""

@@ -1,23 +1,26 @@
 """Prune a decoder-only LM to a J/token budget, recover it by distillation, and prove what it
-keeps with perplexity.
+keeps with perplexity: the language-model side of the one run loop.
 
-The steps: score on calibration windows (block influence, Wanda scores of MLP channels and
-query heads; for the energy and width methods also the measured calibration-loss rise of each
-kind of cut in each layer, :mod:`energyprune.pruning.lm_sensitivity`) → cut to the budget
-under the run's regime (:func:`energyprune.pruning.lm_allocate.cut_to_budget`, re-priced with
-:func:`energyprune.profile_lm`) → distil from the frozen dense model for ``finetune_steps``
-optimiser steps (KL on next-token distributions at temperature T mixed with the LM loss) →
-perplexity before the cut, after it and after recovery, on the same evaluation windows → the
-guardrail: the run fails when perplexity rose more than ``max_ppl_rise`` percent over dense.
+The cut methods live here (:data:`METHODS`): the energy criterion scores on calibration windows
+(block influence, Wanda scores of MLP channels and query heads, and for the energy and width
+methods the measured calibration-loss rise of each kind of cut in each layer,
+:mod:`energyprune.pruning.lm_sensitivity`) and cuts to the budget under the run's regime
+(:func:`energyprune.pruning.lm_allocate.cut_to_budget`, re-priced with
+:func:`energyprune.profile_lm`). The run itself, distillation from the frozen dense model,
+the perplexity guardrail, checkpoints and resume, is :func:`energyprune.pipeline.run.run_kind`
+with the :class:`~energyprune.pipeline.lm_kind.DecoderLM` kind; :func:`prune_lm` is its
+Python entry point.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,15 +29,10 @@ from torch import nn
 from energyprune.energy.lm import profile_lm
 from energyprune.energy.regimes import Regime
 from energyprune.errors import ConfigError
-from energyprune.pipeline.finetune import TrainConfig, finetune
-from energyprune.pipeline.recover import Teacher
-from energyprune.pipeline.text import (
-    Perplexity,
-    TextData,
-    next_token_loss,
-    perplexity,
-    train_loader,
-)
+from energyprune.pipeline.config import RunConfig
+from energyprune.pipeline.finetune import TrainConfig
+from energyprune.pipeline.kind import PerplexityRise
+from energyprune.pipeline.text import Perplexity, TextData, perplexity
 from energyprune.pruning.decoder import block_influence, group_importance
 from energyprune.pruning.lm_allocate import (
     ALL_KINDS,
@@ -51,8 +49,12 @@ from energyprune.pruning.wanda import wanda_prune
 
 __all__ = [
     "METHODS",
+    "LMCut",
     "LMPruneConfig",
     "LMPruneResult",
+    "absolute_budget",
+    "calibration_scores",
+    "lm_run_config",
     "ppl_guardrail",
     "prune_lm",
 ]
@@ -72,12 +74,13 @@ class LMPruneConfig:
     lr: float = 5e-5
     alpha: float = 0.5  # share of the distillation term; the rest is the LM loss
     temperature: float = 2.0
-    max_ppl_rise: float | None = None  # percent over dense; None = no guardrail
+    max_ppl_rise: float = 10.0  # the guardrail: percent perplexity may rise over dense
     calib_windows: int = 16
     eval_windows: int = 20
     round_to: int = 32
     method: str = "energy"  # a key of METHODS
     probe_windows: int = 2  # calibration windows each sensitivity probe is scored on
+    batch_size: int = 1  # training windows per optimiser step
 
     def __post_init__(self) -> None:
         if not 0 < self.target_energy < 1:
@@ -92,13 +95,18 @@ class LMPruneConfig:
             )
         if self.probe_windows < 1:
             raise ConfigError(f"--probe-windows must be >= 1, got {self.probe_windows}")
-        if self.max_ppl_rise is not None and self.max_ppl_rise < 0:
+        if self.batch_size < 1 or self.round_to < 1:
+            raise ConfigError(
+                f"--batch-size and --round-to must be >= 1, got {self.batch_size}, {self.round_to}"
+            )
+        if not self.max_ppl_rise >= 0:
             raise ConfigError(f"--max-ppl-rise must be >= 0 (percent), got {self.max_ppl_rise}")
 
 
 @dataclass
 class LMPruneResult:
-    """The pruned model and the evidence: J/token ratio (estimated), perplexities."""
+    """The pruned model and the evidence: J/token ratio (estimated), perplexities; a view of
+    the run's report (``report``)."""
 
     model: nn.Module
     plan: dict[str, Any]
@@ -115,71 +123,55 @@ class LMPruneResult:
     losses: list[float] = field(default_factory=list)
     wall_s: float = 0.0
     budget: dict[str, float | None] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_report(cls, model: nn.Module, report: dict[str, Any], wall_s: float):
+        def ppl(key: str) -> Perplexity:
+            p = report[key]
+            return Perplexity(p["ppl"], p["windows"], p["seq_len"], p["tokens"])
+
+        return cls(
+            model=model,
+            plan=report["plan"],
+            energy_ratio=report["energy_ratio"],
+            dense_j_per_token=report["dense_j_per_token"],
+            pruned_j_per_token=report["pruned_j_per_token"],
+            ppl_dense=ppl("ppl_dense"),
+            ppl_cut=ppl("ppl_after_cut"),
+            ppl_recovered=ppl("ppl_after_recovery"),
+            params_dense=report["params_dense"],
+            params_pruned=report["params"],
+            guardrail_ok=report["outcome"]["ok"],
+            guardrail=report["guardrail"],
+            losses=report["losses"],
+            wall_s=wall_s,
+            budget=report["budget"],
+            report=report,
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "energy_ratio": self.energy_ratio, "estimated": True,
-            "dense_j_per_token": self.dense_j_per_token,
-            "pruned_j_per_token": self.pruned_j_per_token,
-            "ppl_dense": self.ppl_dense.to_dict(), "ppl_after_cut": self.ppl_cut.to_dict(),
-            "ppl_after_recovery": self.ppl_recovered.to_dict(),
-            "params_dense": self.params_dense, "params": self.params_pruned,
-            "plan": self.plan, "guardrail_ok": self.guardrail_ok,
-            "guardrail": self.guardrail, "losses": self.losses, "wall_s": self.wall_s,
-            "budget": self.budget,
-        }  # fmt: skip
+        return self.report
 
 
-def ppl_guardrail(dense: float, pruned: float, max_rise: float | None) -> tuple[bool, str]:
+def ppl_guardrail(dense: float, pruned: float, max_rise: float) -> tuple[bool, str]:
     """(held, why): perplexity may rise at most ``max_rise`` percent over dense."""
-    rise = 100 * (pruned / dense - 1)
-    if max_rise is None:
-        return True, f"perplexity {dense:.2f} → {pruned:.2f} ({rise:+.1f} %), no guardrail set"
-    held = rise <= max_rise
-    verdict = "held" if held else "FAILED"
-    return held, (f"guardrail {verdict}: perplexity {dense:.2f} → {pruned:.2f} ({rise:+.1f} %, "
-                  f"limit +{max_rise:g} %)")  # fmt: skip
+    verdict = PerplexityRise(max_rise).check(dense, pruned)
+    return verdict.held, verdict.line
 
 
-def _recover(
-    student: nn.Module,
-    teacher: Teacher,
-    data: TextData,
-    cfg: LMPruneConfig,
-    on_step: OnStep | None,
-    masks: dict[str, torch.Tensor] | None = None,
-) -> list[float]:
-    """``cfg.finetune_steps`` AdamW steps of the one trainer (cosine schedule, clipped at 1) on
-    training windows, one window per step, cycling; ``masks`` (parameter name → keep mask)
-    hold sparse weights' zeros after every step."""
-    losses: list[float] = []
-    train = TrainConfig(
-        steps=cfg.finetune_steps,
-        lr=cfg.lr,
-        optimizer="adamw",
-        weight_decay=0.0,
-        distill_alpha=cfg.alpha,
-        distill_temperature=cfg.temperature,
-        clip_norm=1.0,
-    )
+@dataclass(frozen=True)
+class LMCut:
+    """What a cut method made: the model, its plan (for the report), its priced J/token over
+    the model it started from, and the weights it left sparse (name → keep mask)."""
 
-    def on_batch(epoch: int, i: int, n: int, loss: float) -> None:
-        losses.append(loss)
-        if on_step:
-            on_step(len(losses), cfg.finetune_steps, loss)
-
-    def remask(model: nn.Module) -> None:
-        params = dict(model.named_parameters())
-        for name, mask in (masks or {}).items():
-            params[name].mul_(mask)
-
-    finetune(student, train_loader(data), train, loss=next_token_loss, teacher=teacher.module,
-             on_batch=on_batch, after_step=remask if masks else None)  # fmt: skip
-    teacher.check()
-    return losses
+    model: nn.Module
+    plan: dict[str, Any]
+    ratio: float
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-Method = Callable[..., tuple[nn.Module, dict[str, Any], float, dict | None]]
+Method = Callable[..., LMCut]
 
 
 def _structured(kinds: tuple[str, ...], measured: bool) -> Method:
@@ -194,7 +186,7 @@ def _structured(kinds: tuple[str, ...], measured: bool) -> Method:
                    "sensitivity": scores.measured.to_dict()}  # fmt: skip
         model, plan, ratio = cut_to_budget(dense, scores, cfg.target_energy, price, cfg.round_to,
                                            kinds=kinds)  # fmt: skip
-        return model, {**plan.to_dict(), **why}, ratio, None
+        return LMCut(model, {**plan.to_dict(), **why}, ratio)
 
     return method
 
@@ -223,25 +215,30 @@ def _energy(dense, data, scores, price, cfg, on_probe=None):
     importance adds up only roughly."""
     measured = replace(scores, measured=_probe(dense, data, scores, cfg, on_probe))
     loss = _mean_loss(data.train[: cfg.calib_windows])
-    found: dict[str, _Candidate] = {}
+    found: dict[str, _BudgetPlan] = {}
     for name, (use_measured, kinds) in ENERGY_CANDIDATES.items():
         given = measured if use_measured else scores
         model, plan, ratio = cut_to_budget(dense, given, cfg.target_energy, price, cfg.round_to,
                                            kinds=kinds)  # fmt: skip
-        found[name] = _Candidate(model, plan, ratio, loss(model))
+        found[name] = _BudgetPlan(model, plan, ratio, loss(model))
     greedy = _greedy(dense, data, measured, found["layers (measured loss)"].plan, cfg, on_probe)
     model, ratio = priced_plan(dense, greedy, scores, cfg.round_to, price, price(dense).energy_j)
-    found[GREEDY] = _Candidate(model, greedy, ratio, loss(model))
+    found[GREEDY] = _BudgetPlan(model, greedy, ratio, loss(model))
     best = min(found, key=lambda k: (found[k].ratio > cfg.target_energy + 1e-3, found[k].loss))
     kept = found[best]
     compared = {k: {"energy_ratio": c.ratio, "calib_loss": c.loss} for k, c in found.items()}
-    return kept.model, {**kept.plan.to_dict(), "chosen": best, "candidates": compared,
-                        "importance": f"calibration loss rise ({cfg.probe_windows} windows)",
-                        "sensitivity": measured.measured.to_dict()}, kept.ratio, None  # fmt: skip
+    plan = {
+        **kept.plan.to_dict(),
+        "chosen": best,
+        "candidates": compared,
+        "importance": f"calibration loss rise ({cfg.probe_windows} windows)",
+        "sensitivity": measured.measured.to_dict(),
+    }
+    return LMCut(kept.model, plan, kept.ratio)
 
 
 @dataclass(frozen=True)
-class _Candidate:
+class _BudgetPlan:
     """One budget-meeting plan of the energy criterion and what it costs."""
 
     model: nn.Module
@@ -266,7 +263,7 @@ def _greedy(dense, data, measured: LMScores, one_shot: LMPlan, cfg, on_probe) ->
 def _uniform(dense, data, scores, price, cfg, on_probe=None):
     model, plan, ratio = uniform_width(dense, magnitude_scores(dense), cfg.target_energy, price,
                                        cfg.round_to)  # fmt: skip
-    return model, {"uniform": True, **plan.to_dict()}, ratio, None
+    return LMCut(model, {"uniform": True, **plan.to_dict()}, ratio)
 
 
 def _wanda(sparsity: float, nm: tuple[int, int] | None) -> Method:
@@ -278,7 +275,7 @@ def _wanda(sparsity: float, nm: tuple[int, int] | None) -> Method:
         masks = {f"{name}.weight": params[f"{name}.weight"] != 0 for name in done}
         ratio = price(model).energy_j / price(dense).energy_j
         what = f"{nm[0]}:{nm[1]}" if nm else f"{sparsity:.0%} unstructured"
-        return model, {"wanda": what, "layers": len(done)}, ratio, masks
+        return LMCut(model, {"wanda": what, "layers": len(done)}, ratio, masks)
 
     return method
 
@@ -294,24 +291,65 @@ METHODS: dict[str, Method] = {
 }
 
 
-def _absolute_budget(cfg: LMPruneConfig, dense_j: float) -> LMPruneConfig:
+def absolute_budget(cfg: LMPruneConfig, dense_j: float) -> LMPruneConfig:
     """``cfg`` with ``max_joules_per_token`` (when set) turned into a fraction of dense."""
     limit = cfg.max_joules_per_token
     if limit is None:
         return cfg
     if limit >= dense_j:
-        raise ConfigError(f"--max-joules-per-token {limit:.4g} is not below the dense model's "
-                          f"{dense_j:.4g} J/token (estimated, {cfg.hardware}): nothing to cut; "
-                          "ask for less")  # fmt: skip
+        raise ConfigError(
+            f"--max-joules-per-token {limit:.4g} is not below the dense model's {dense_j:.4g} "
+            f"J/token (estimated, {cfg.hardware}): nothing to cut; ask for less"
+        )
     return replace(cfg, target_energy=limit / dense_j)
 
 
-def _scores(model: nn.Module, data: TextData, windows: int) -> LMScores:
+def calibration_scores(model: nn.Module, data: TextData, windows: int) -> LMScores:
+    """Block influence, Wanda MLP-channel and query-head scores on ``windows`` training
+    windows."""
+
     def batches():
         return data.batches("train", 1, windows)
 
-    return LMScores(block_influence(model, batches()), mlp_scores(model, batches()),
-                    group_importance(model, batches()))  # fmt: skip
+    return LMScores(
+        block_influence(model, batches()),
+        mlp_scores(model, batches()),
+        group_importance(model, batches()),
+    )
+
+
+def lm_run_config(
+    cfg: LMPruneConfig,
+    *,
+    steps: int = 1,
+    seed: int = 0,
+    schedule: str = "cubic",
+    distill: bool = True,
+) -> RunConfig:
+    """The run loop's settings for an LM run: ``cfg.finetune_steps`` AdamW steps of
+    distillation per pruning step (cosine schedule, clipped at 1), no final fine-tune."""
+    from energyprune.pruning.spec import PruneSpec
+
+    train = TrainConfig(
+        steps=cfg.finetune_steps,
+        lr=cfg.lr,
+        optimizer="adamw",
+        weight_decay=0.0,
+        distill_alpha=cfg.alpha,
+        distill_temperature=cfg.temperature,
+        clip_norm=1.0,
+        seed=seed,
+    )
+    spec = PruneSpec(target_energy=cfg.target_energy, hardware=cfg.hardware)
+    return RunConfig(
+        spec=spec,
+        steps=steps,
+        schedule=schedule,
+        train=train,
+        final_epochs=0,
+        seed=seed,
+        distill=distill,
+    )
 
 
 def prune_lm(
@@ -320,42 +358,33 @@ def prune_lm(
     regime: Regime,
     cfg: LMPruneConfig,
     *,
+    out: str | Path | None = None,
+    resume: bool = False,
     on_step: OnStep | None = None,
     on_probe: OnProbe | None = None,
     log: Callable[[str], None] = lambda line: None,
 ) -> LMPruneResult:
     """Prune ``model`` (left untouched) to ``cfg.target_energy`` of its J/token in ``regime``
-    (or to ``cfg.max_joules_per_token``)."""
+    (or to ``cfg.max_joules_per_token``) through the one run loop; checkpoints go to ``out``
+    (a temporary folder when None)."""
+    from energyprune.pipeline.lm_kind import DecoderLM
+    from energyprune.pipeline.run import Hooks, run_kind
+
     start = time.perf_counter()
     dense = model.eval()
-    dense_lm = profile_lm(dense, regime, cfg.hardware)
-    cfg = _absolute_budget(cfg, dense_lm.energy_j)  # before any slow step
+    cfg = absolute_budget(cfg, profile_lm(dense, regime, cfg.hardware).energy_j)
+    kind = DecoderLM(data, cfg, regime, arch=type(dense).__name__, on_probe=on_probe)
+    seen = [0]
 
-    def price(m: nn.Module):
-        return dense_lm if m is dense else profile_lm(m, regime, cfg.hardware)
+    def on_batch(epoch: int, i: int, n: int, loss: float) -> None:
+        seen[0] += 1
+        if on_step:
+            on_step(seen[0], cfg.finetune_steps, loss)
 
-    teacher = Teacher(dense)
-    ppl_dense = perplexity(dense, data.eval, limit=cfg.eval_windows)
-    log(f"dense: perplexity {ppl_dense.value:.2f} over {ppl_dense.windows} windows")
-    scores = _scores(dense, data, cfg.calib_windows)
-    pruned, plan, ratio, masks = METHODS[cfg.method](dense, data, scores, price, cfg,
-                                                      on_probe)  # fmt: skip
-    shown = {k: v for k, v in plan.items() if k != "sensitivity"}
-    log(f"{cfg.method}: cut to {ratio:.3f} of dense estimated J/token ({cfg.hardware}): {shown}")
-    if ratio > cfg.target_energy + 1e-3 and not cfg.method.startswith("wanda"):
-        log(f"warning: {cfg.method} cuts reach only {ratio:.3f} of dense, not "
-            f"{cfg.target_energy:.3f}: in this regime most of a token's energy is not in the "
-            "parts it can cut (kernel launches and static power at small batch)")  # fmt: skip
-    ppl_cut = perplexity(pruned, data.eval, limit=cfg.eval_windows)
-    log(f"after the cut: perplexity {ppl_cut.value:.2f}")
-    losses = _recover(pruned, teacher, data, cfg, on_step, masks)
-    ppl_rec = perplexity(pruned, data.eval, limit=cfg.eval_windows)
-    held, why = ppl_guardrail(ppl_dense.value, ppl_rec.value, cfg.max_ppl_rise)
-    log(f"after recovery: perplexity {ppl_rec.value:.2f}; {why}")
-    dense_j = dense_lm.energy_j
-    return LMPruneResult(
-        pruned, plan, ratio, dense_j, ratio * dense_j, ppl_dense, ppl_cut, ppl_rec,
-        sum(p.numel() for p in dense.parameters()), sum(p.numel() for p in pruned.parameters()),
-        held, why, losses, time.perf_counter() - start,
-        {"target_energy": cfg.target_energy, "max_joules_per_token": cfg.max_joules_per_token},
-    )  # fmt: skip
+    hooks = Hooks(log=log, on_batch=on_batch)
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(out) if out is not None else Path(scratch)
+        result = run_kind(kind, dense, lm_run_config(cfg), folder, resume=resume, hooks=hooks)
+    if not result.report:
+        raise KeyboardInterrupt
+    return LMPruneResult.from_report(result.model, result.report, time.perf_counter() - start)

@@ -260,7 +260,7 @@ def run_kind(
             state.completed += 1
             _checkpoint(kind, out, state, current, plan)
             hooks.on_step(state.completed, cfg.steps)
-        if plan is not None and not _final_finetune(kind, current, cfg, loop):
+        if plan is not None and not _final_finetune(kind, current, plan, cfg, loop):
             hooks.log("interrupted during the final fine-tune; the last step is checkpointed")
             return RunResult(current, plan, {})
         if frozen is not None:
@@ -326,10 +326,10 @@ def _start(kind: ModelKind, model, cfg: RunConfig, out: Path, resume: bool, log,
     return state, model, None
 
 
-def _final_finetune(kind: ModelKind, model, cfg: RunConfig, loop: _Loop) -> bool:
+def _final_finetune(kind: ModelKind, model, plan, cfg: RunConfig, loop: _Loop) -> bool:
     """The last fine-tune (``final_epochs``, its own seed); False when interrupted."""
     if cfg.final_epochs == 0:
         return True
     epochs = cfg.final_epochs if cfg.final_epochs is not None else cfg.train.epochs
     train = replace(cfg.train, epochs=epochs, seed=cfg.seed * 100_003 + 7)
-    return kind.finetune(model, train, loop.teacher, loop.stop, loop.hooks.on_batch)
+    return kind.finetune(model, plan, train, loop.teacher, loop.stop, loop.hooks.on_batch)

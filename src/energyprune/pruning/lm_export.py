@@ -24,7 +24,7 @@ from energyprune.models.zoo import read_state_dict
 from energyprune.pruning.decoder import attention_layers, decoder_layers, resize_layer
 from energyprune.pruning.hf_config import PER_LAYER, config_widths, sync_config
 
-__all__ = ["LM_PLAN", "load_lm", "save_lm"]
+__all__ = ["LM_PLAN", "load_lm", "open_lm", "save_lm"]
 
 LM_PLAN = "plan.json"
 FORMAT = "energyprune.lm-widths/1"
@@ -34,18 +34,54 @@ def save_lm(model: nn.Module, folder: str | os.PathLike[str], tokenizer: Any = N
     """Write ``model`` (and ``tokenizer``) to ``folder``; returns None when ``from_pretrained``
     loads it, else the one-line reason it does not (then ``plan.json`` is written too)."""
     out = Path(folder)
-    model.save_pretrained(out)  # safetensors
+    config = model.config
+    per_layer = dict(getattr(config, PER_LAYER, None) or {})
+    heads = config.num_attention_heads
+    unsaid = _invalid_heads(config)  # a head count the config class refuses to hold
+    if unsaid is not None:
+        per_layer["num_attention_heads"] = config_widths(model)["num_attention_heads"]
+        config.num_attention_heads = unsaid
+    try:
+        model.save_pretrained(out)  # safetensors
+    finally:
+        config.num_attention_heads = heads
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
-    per_layer = getattr(model.config, PER_LAYER, None)
     if not per_layer:
         (out / LM_PLAN).unlink(missing_ok=True)
         return None
     plan = {"format": FORMAT, "class": type(model).__name__, "widths": config_widths(model)}
     atomic_write_text(out / LM_PLAN, json.dumps(plan, indent=2) + "\n")
-    return (f"widths differ per layer ({', '.join(sorted(per_layer))}), which "
-            f"{type(model.config).__name__} cannot describe: load it with "
-            "energyprune.load_lm(folder)")  # fmt: skip
+    if unsaid is not None:
+        return (
+            f"{heads} query heads do not divide the hidden size {config.hidden_size}, which "
+            f"{type(config).__name__} refuses: load it with energyprune.load_lm(folder)"
+        )
+    return (
+        f"widths differ per layer ({', '.join(sorted(per_layer))}), which "
+        f"{type(config).__name__} cannot describe: load it with energyprune.load_lm(folder)"
+    )
+
+
+def _invalid_heads(config: Any) -> int | None:
+    """None when the config validates; else the nearest larger head count that does (the
+    folder's ``plan.json`` then holds the real one per layer)."""
+    validate = getattr(config, "validate", None)
+    if validate is None or _validates(config):
+        return None
+    heads, kv = config.num_attention_heads, config.num_key_value_heads
+    for n in range(heads + 1, config.hidden_size + 1):
+        if config.hidden_size % n == 0 and n % kv == 0:
+            return n
+    return None
+
+
+def _validates(config: Any) -> bool:
+    try:
+        config.validate()
+    except Exception:  # transformers' strict-dataclass error, whatever its class
+        return False
+    return True
 
 
 def _plan(path: Path) -> dict[str, list[int]]:
@@ -101,3 +137,32 @@ def _load_state(model: nn.Module, path: Path) -> None:
                           f"{sorted(set(missing) - tied)[:2]}, unexpected {unexpected[:2]}; "
                           "save the model again")  # fmt: skip
     model.tie_weights()
+
+
+def open_lm(spec: str):
+    """A language model and its tokenizer by name: a built-in (``smollm2-135m``), or a Hugging
+    Face folder with weights (``hf:DIR``, ``DIR``, or a run folder ``prune --out`` wrote),
+    per-layer widths replayed from its ``plan.json``. Nothing is downloaded."""
+    from energyprune.models import lms
+    from energyprune.models.hf import require_transformers
+
+    if spec in lms.BUILTIN_LMS:
+        return lms.load_builtin_lm(spec)
+    folder = lms.lm_folder(spec)
+    if folder is None or not any(folder.glob("*.safetensors")):
+        raise ConfigError(
+            f"'{spec}' is not a language model folder with weights: pass a built-in "
+            f"({', '.join(lms.BUILTIN_LMS)}) or hf:DIR with DIR a save_pretrained folder "
+            "(config.json and safetensors)"
+        )
+    transformers = require_transformers()
+    model = load_lm(folder)
+    attention_layers(model)  # a layout our cuts do not know fails here, in one line
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise ConfigError(
+            f"{folder} has no tokenizer transformers can read ({first_line(e)}): save the "
+            "tokenizer beside the model (tokenizer.save_pretrained)"
+        ) from None
+    return lms.LoadedLM(model.eval(), tokenizer, spec, f"weights from {folder}")

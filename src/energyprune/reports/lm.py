@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import json
-
 from rich.table import Table
 
 from energyprune.energy.lm import LMProfile
 from energyprune.reports.report import fmt_count, fmt_joules
 
-__all__ = ["lm_layer_table", "lm_prune_markdown", "lm_summary_line", "regime_text"]
+__all__ = [
+    "describe_lm_plan",
+    "lm_layer_table",
+    "lm_prune_markdown",
+    "lm_run_lines",
+    "lm_summary_line",
+    "regime_text",
+]
 
 
 def regime_text(lm: LMProfile) -> str:
@@ -111,7 +116,62 @@ def lm_prune_markdown(report: dict) -> str:
         lines.append(
             f"| {name} | {ratio:.3f} | {joules:.4g} | {params:,} | {cut:.2f} | {rec:.2f} |"
         )
-    plan = {k: v for k, v in report["plan"].items() if k != "sensitivity"}  # in report.json
-    lines += ["", f"Plan: `{json.dumps(plan)}`", "", report["guardrail"],
-              f"`from_pretrained`: {report['from_pretrained']}.", ""]  # fmt: skip
+    lines += [
+        "",
+        f"Cut: {describe_lm_plan(report['plan'])}.",
+        "",
+        report["guardrail"] + ".",
+        f"`from_pretrained`: {report.get('from_pretrained', 'not written')}.",
+        "",
+    ]
     return "\n".join(lines)
+
+
+def _layers(per_layer: dict) -> str:
+    """``3 in layers 0, 2 and 1 in layer 5`` from ``{layer: count}``."""
+    by_count: dict[int, list[str]] = {}
+    for layer, n in sorted(per_layer.items(), key=lambda kv: int(kv[0])):
+        by_count.setdefault(int(n), []).append(str(layer))
+    parts = [
+        f"{n} in layer{'s' if len(ls) > 1 else ''} {', '.join(ls)}"
+        for n, ls in sorted(by_count.items())
+    ]
+    return "; ".join(parts)
+
+
+def describe_lm_plan(plan: dict) -> str:
+    """A method's cut in words: layers dropped, MLP chunks and query heads cut per layer,
+    sparsity, and which of the energy criterion's plans was kept."""
+    said = []
+    if plan.get("drop_layers"):
+        said.append(f"drops decoder layers {', '.join(map(str, plan['drop_layers']))}")
+    if plan.get("mlp_chunks_cut"):
+        said.append(f"cuts MLP channel chunks: {_layers(plan['mlp_chunks_cut'])}")
+    if plan.get("query_heads_per_group_cut"):
+        said.append(f"cuts query heads per KV group: {_layers(plan['query_heads_per_group_cut'])}")
+    if plan.get("wanda"):
+        said.append(f"Wanda {plan['wanda']} sparsity in {plan['layers']} linear layers")
+    if plan.get("chosen"):
+        said.append(f"plan kept: {plan['chosen']}")
+    return "; ".join(said) or "nothing cut"
+
+
+def lm_run_lines(report: dict, out) -> list[str]:
+    """What an LM run prints at its end: perplexities, the cut, the outcome, the files."""
+    outcome = report["outcome"]
+    lines = [
+        f"perplexity: dense {report['ppl_dense']['ppl']:.2f}, after the cut "
+        f"{report['ppl_after_cut']['ppl']:.2f}, after recovery "
+        f"{report['ppl_after_recovery']['ppl']:.2f} ({report['ppl_dense']['windows']} windows)",
+        f"J/token: {report['energy_ratio']:.3f} of dense (estimated, {report['hardware']}): "
+        f"{report['dense_j_per_token']:.4g} -> {report['pruned_j_per_token']:.4g}",
+        f"cut: {describe_lm_plan(report['plan'])}",
+        outcome["guardrail"],
+        outcome["budget"],
+    ]
+    plan = ", plan.json" if str(report.get("from_pretrained", "")).startswith("no") else ""
+    lines.append(
+        f"wrote {out}/model/ (config.json, model.safetensors{plan}, tokenizer), report.json, "
+        "report.md"
+    )
+    return lines

@@ -1,0 +1,249 @@
+"""A decoder-only language model as a kind of model for the run loop: priced per token in a
+serving regime (:func:`energyprune.profile_lm`), judged by perplexity on the evaluation
+windows, cut by the LM methods (:data:`energyprune.pipeline.lm_prune.METHODS`: heads, MLP
+channels and layers by importance per joule, or the baselines), trained with next-token
+distillation, saved as a Hugging Face folder (with ``plan.json`` when widths differ per layer).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from energyprune.energy.lm import profile_lm
+from energyprune.energy.regimes import Regime
+from energyprune.errors import ConfigError
+from energyprune.files import atomic_write_text, read_text
+from energyprune.pipeline.config import RunConfig
+from energyprune.pipeline.finetune import OnBatch, StopFlag, TrainConfig, finetune
+from energyprune.pipeline.kind import PerplexityRise, StepOutcome, StepTarget
+from energyprune.pipeline.text import TextData, next_token_loss, perplexity, train_loader
+
+__all__ = ["CUTS_FILE", "DecoderLM", "LMPlanLog"]
+
+CUTS_FILE = "cuts.json"  # the run's cuts, step by step, beside a checkpoint's weights
+
+
+@dataclass
+class LMPlanLog:
+    """What a run cut, step by step, and the weights left sparse (their zeros are kept)."""
+
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    sparse_weights: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps, "sparse_weights": self.sparse_weights}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LMPlanLog:
+        return cls(list(data["steps"]), list(data["sparse_weights"]))
+
+
+def _params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _masks(model: nn.Module, plan: LMPlanLog | None) -> dict[str, torch.Tensor]:
+    """Keep-masks of the sparse weights: their zeros now are the cut ones."""
+    if plan is None or not plan.sparse_weights:
+        return {}
+    params = dict(model.named_parameters())
+    return {name: params[name] != 0 for name in plan.sparse_weights}
+
+
+@dataclass
+class DecoderLM:
+    """The decoder-LM kind: ``data`` (training windows calibrate and train, evaluation windows
+    judge), the LM options ``options`` (an :class:`~energyprune.pipeline.lm_prune.
+    LMPruneConfig`: method, windows, hardware, guardrail), the serving ``regime``."""
+
+    data: TextData
+    options: Any
+    regime: Regime
+    arch: str
+    tokenizer: Any = None
+    weights: str = ""  # where the weights came from, for the report
+    on_probe: Any = None  # (done, total) of the loss probes
+    guardrail: PerplexityRise = field(init=False)
+
+    def __post_init__(self) -> None:
+        rise = self.options.max_ppl_rise
+        self.guardrail = PerplexityRise(rise)
+
+    @property
+    def validation(self) -> str:
+        return f"{self.data.eval_path} ({self.options.eval_windows} windows)"
+
+    def price(self, model: nn.Module) -> float:
+        return profile_lm(model, self.regime, self.options.hardware).energy_j
+
+    def _perplexity(self, model: nn.Module):
+        return perplexity(model, self.data.eval, limit=self.options.eval_windows)
+
+    def validate(self, model: nn.Module) -> float:
+        return self._perplexity(model).value
+
+    def baseline(self, model: nn.Module) -> dict[str, Any]:
+        return {
+            "ppl": self._perplexity(model).to_dict(),
+            "j_per_token": self.price(model),
+            "params": _params(model),
+        }
+
+    def baseline_line(self, before: dict[str, Any], dense_val: float) -> str:
+        return (
+            f"perplexity {dense_val:.2f} over {before['ppl']['windows']} windows, "
+            f"{before['j_per_token']:.4g} J/token estimated ({self.options.hardware})"
+        )
+
+    def refuse_early(self, model: nn.Module, cfg: RunConfig, dense_j: float, dense_val: float):
+        return None  # every cut is re-priced; a guardrail that fails is the run's to report
+
+    def step(
+        self,
+        model: nn.Module,
+        cfg: RunConfig,
+        target: StepTarget,
+        teacher: nn.Module | None,
+        stop: StopFlag,
+        on_batch: OnBatch,
+    ) -> StepOutcome:
+        from energyprune.pipeline import lm_prune
+
+        fraction = target.target_j / target.start_j  # of the model this step starts from
+        if not 0 < fraction < 1:
+            raise ConfigError(f"the step asks for {fraction:.3f} of the model's J/token")
+        options = replace(self.options, target_energy=fraction)
+        current = profile_lm(model, self.regime, options.hardware)
+
+        def price(m: nn.Module):
+            return current if m is model else profile_lm(m, self.regime, options.hardware)
+
+        scores = lm_prune.calibration_scores(model, self.data, options.calib_windows)
+        method = lm_prune.METHODS[options.method]
+        cut = method(model, self.data, scores, price, options, self.on_probe)
+        ppl_cut = self._perplexity(cut.model)
+        losses: list[float] = []
+
+        def counted(epoch: int, i: int, n: int, loss: float) -> None:
+            losses.append(loss)
+            on_batch(epoch, i, n, loss)
+
+        log = LMPlanLog([cut.plan], sorted(cut.masks))
+        done = self.finetune(cut.model, log, target.train, teacher, stop, counted)
+        record = {"method": options.method, "ppl_after_cut": ppl_cut.to_dict(), "losses": losses}
+        return StepOutcome(cut.model, log, cut.ratio * target.start_j, done, record)
+
+    def finetune(
+        self,
+        model: nn.Module,
+        plan: LMPlanLog | None,
+        train: TrainConfig,
+        teacher: nn.Module | None,
+        stop: StopFlag,
+        on_batch: OnBatch,
+    ) -> bool:
+        masks = _masks(model, plan)
+
+        def remask(m: nn.Module) -> None:
+            params = dict(m.named_parameters())
+            for name, mask in masks.items():
+                params[name].mul_(mask)
+
+        return finetune(
+            model,
+            train_loader(self.data, self.options.batch_size),
+            train,
+            loss=next_token_loss,
+            teacher=teacher,
+            stop=stop,
+            on_batch=on_batch,
+            after_step=remask if masks else None,
+        )
+
+    def merge(self, plan: LMPlanLog | None, step: LMPlanLog) -> LMPlanLog:
+        if plan is None:
+            return step
+        sparse = sorted({*plan.sparse_weights, *step.sparse_weights})
+        return LMPlanLog([*plan.steps, *step.steps], sparse)
+
+    def save(self, model: nn.Module, plan: LMPlanLog | None, folder: Path) -> None:
+        from energyprune.pruning.lm_export import save_lm
+
+        save_lm(model, folder, self.tokenizer)
+        cuts = (plan or LMPlanLog()).to_dict()
+        atomic_write_text(folder / CUTS_FILE, json.dumps(cuts, indent=2) + "\n")
+
+    def load(self, folder: Path) -> tuple[nn.Module, LMPlanLog]:
+        from energyprune.pruning.lm_export import load_lm
+
+        try:
+            plan = LMPlanLog.from_dict(json.loads(read_text(folder / CUTS_FILE, "LM cuts")))
+        except (ValueError, KeyError, TypeError) as e:
+            raise ConfigError(
+                f"{folder / CUTS_FILE} is damaged ({e}): run again without --resume"
+            ) from None
+        return load_lm(folder), plan
+
+    def final_plan(self, plan: LMPlanLog | None, cfg: RunConfig) -> LMPlanLog | None:
+        return plan
+
+    def report(self, state: Any, model: nn.Module, plan: Any, cfg: RunConfig) -> dict[str, Any]:
+        before = state.before
+        recovered = self._perplexity(model)
+        pruned_j = self.price(model)
+        accepted = [s for s in state.steps if s["accepted"]]
+        last = accepted[-1] if accepted else None
+        verdict = self.guardrail.check(before["ppl"]["ppl"], recovered.value)
+        return {
+            "kind": "language model",
+            "model": self.arch,
+            "weights": self.weights,
+            "regime": self.regime.to_dict(),
+            "hardware": self.options.hardware,
+            "estimated": True,
+            "energy_ratio": pruned_j / before["j_per_token"],
+            "dense_j_per_token": before["j_per_token"],
+            "pruned_j_per_token": pruned_j,
+            "ppl_dense": before["ppl"],
+            "ppl_after_cut": last["ppl_after_cut"] if last else before["ppl"],
+            "ppl_after_recovery": recovered.to_dict(),
+            "params_dense": before["params"],
+            "params": _params(model),
+            "plan": plan.steps[-1] if plan and plan.steps else {},
+            "plan_steps": plan.to_dict() if plan else LMPlanLog().to_dict(),
+            "steps": state.steps,
+            "guardrail_ok": verdict.held,
+            "guardrail": verdict.line,
+            "losses": [x for s in accepted for x in s.get("losses", [])],
+            "budget": {
+                "target_energy": cfg.target_energy,
+                "max_joules_per_token": self.options.max_joules_per_token,
+            },
+            "stopped_early": state.stopped,
+            "config": state.config,
+            "validation": self.validation,
+        }
+
+    def quality_of(self, report: dict[str, Any]) -> float:
+        return report["ppl_after_recovery"]["ppl"]
+
+    def write(self, result: Any, out: Path, dense: nn.Module) -> None:
+        """``out/model`` (a Hugging Face folder, ``plan.json`` when widths differ per layer),
+        report.json and report.md."""
+        from energyprune.pruning.lm_export import save_lm
+        from energyprune.reports.lm import lm_prune_markdown
+
+        report = result.report
+        why_not = save_lm(result.model, out / "model", self.tokenizer)
+        report["from_pretrained"] = "yes" if why_not is None else f"no: {why_not}"
+        atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
+        atomic_write_text(out / "report.md", lm_prune_markdown(report))
+
+    def with_seed(self, seed: int) -> DecoderLM:
+        return self  # windows are read in order: the seed moves only the trainer's
