@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
@@ -22,6 +24,7 @@ __all__ = [
     "ONLY",
     "PER_KIND_HELP",
     "record_flags",
+    "refuse_idle_image_flags",
     "resolve_for_kind",
 ]
 
@@ -146,3 +149,43 @@ def resolve_for_kind(args: argparse.Namespace, kind: str, console: Console) -> N
     for dest, per_kind in _defaults().items():
         if getattr(args, dest) is None:
             setattr(args, dest, per_kind[kind])
+
+
+@dataclass(frozen=True)
+class _Needs:
+    """An image flag that only acts beside another: ``holds(args)`` says it does."""
+
+    dest: str
+    holds: Callable[[argparse.Namespace], bool]
+    why: str
+
+
+_INT8 = ("no_qat", "eager", "measure_batch", "seconds", "windows")
+_ONLY_WITH = (
+    _Needs(
+        "input_shape",
+        lambda a: not a.data,
+        "--input-shape is for a prune without --data (the data gives the shape): drop it",
+    ),
+    _Needs(
+        "nm",
+        lambda a: a.granularity == "nm",
+        "--nm sets the pattern of --granularity nm: drop it, or add --granularity nm",
+    ),
+    *(
+        _Needs(
+            dest,
+            lambda a: a.quantize is not None,
+            f"--{dest.replace('_', '-')} sets the int8 step: add --quantize int8 or drop it",
+        )
+        for dest in _INT8
+    ),
+)
+
+
+def refuse_idle_image_flags(args: argparse.Namespace) -> None:
+    """An image flag given where nothing reads it is one line, not a silent no-op."""
+    flags: dict[str, tuple[str, Any]] = args._flags
+    for rule in _ONLY_WITH:
+        if getattr(args, rule.dest) != flags[rule.dest][1] and not rule.holds(args):
+            raise ConfigError(rule.why)

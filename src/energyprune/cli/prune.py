@@ -15,7 +15,14 @@ from energyprune.cli.common import (
     load_data_with_bar,
     load_model,
 )
-from energyprune.cli.kind_flags import IMAGE, LM, PER_KIND_HELP, record_flags, resolve_for_kind
+from energyprune.cli.kind_flags import (
+    IMAGE,
+    LM,
+    PER_KIND_HELP,
+    record_flags,
+    refuse_idle_image_flags,
+    resolve_for_kind,
+)
 from energyprune.cli.progress import Progress, status
 from energyprune.energy.hardware import BUILTIN_PROFILES, load_hardware
 from energyprune.errors import ConfigError
@@ -211,6 +218,7 @@ def _run_prune(args: argparse.Namespace, console: Console) -> int:
     load_hardware(args.hardware)  # a misspelled profile fails before the model is built
     if kind == LM:
         return run_lm_prune(args, console, hardware_given)
+    refuse_idle_image_flags(args)
     from energyprune.pruning.apply import prune
     from energyprune.pruning.export import save
     from energyprune.reports.report import comparison_table
@@ -289,7 +297,10 @@ def _check_pipeline_args(args) -> None:
             "-m energyprune.cli prune ..."
         )
     if args.target_energy is None:
-        raise ConfigError("the fine-tuning pipeline takes --target-energy (a fraction)")
+        raise ConfigError(
+            "--max-joules is for a prune without --data: the fine-tuning pipeline takes "
+            "--target-energy (a fraction of dense)"
+        )
 
 
 def _run_config(args, nm):

@@ -134,7 +134,8 @@ class DecoderLM:
             losses.append(loss)
             on_batch(epoch, i, n, loss)
 
-        log = LMPlanLog([cut.plan], sorted(cut.masks))
+        as_saved = json.loads(json.dumps(cut.plan))  # as a checkpoint reads it back
+        log = LMPlanLog([as_saved], sorted(cut.masks))
         done = self.finetune(cut.model, log, target.train, teacher, stop, counted)
         record = {"method": options.method, "ppl_after_cut": ppl_cut.to_dict(), "losses": losses}
         return StepOutcome(cut.model, log, cut.ratio * target.start_j, done, record)
@@ -197,7 +198,7 @@ class DecoderLM:
         before = state.before
         recovered = self._perplexity(model)
         pruned_j = self.price(model)
-        accepted = [s for s in state.steps if s["accepted"]]
+        accepted = [s for s in state.steps if s["accepted"] and "ppl_after_cut" in s]
         last = accepted[-1] if accepted else None
         verdict = self.guardrail.check(before["ppl"]["ppl"], recovered.value)
         return {

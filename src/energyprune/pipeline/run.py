@@ -22,7 +22,7 @@ from energyprune.errors import ConfigError, first_line
 from energyprune.files import atomic_write_text, read_text
 from energyprune.pipeline.config import RunConfig
 from energyprune.pipeline.finetune import OnBatch, StopFlag, is_main_process
-from energyprune.pipeline.kind import ModelKind, StepTarget
+from energyprune.pipeline.kind import ModelKind, StepOutcome, StepTarget
 from energyprune.pipeline.recover import Teacher, state_digest
 from energyprune.pruning.plan import PruningPlan
 
@@ -160,6 +160,18 @@ def _step(kind: ModelKind, current, cfg: RunConfig, state: RunState, dense_j: fl
     k = state.completed + 1
     fraction = schedule_targets(cfg)[k - 1]
     start_j = kind.price(current)
+    if start_j <= fraction * dense_j * (1 + BUDGET_SLACK):  # an earlier cut went this far
+        state.steps.append(
+            {
+                "step": k,
+                "target_fraction": fraction,
+                "energy_fraction": start_j / dense_j,
+                "already_met": True,
+                "accepted": True,
+            }
+        )
+        state.fraction = fraction
+        return StepOutcome(current, None, start_j, True)
     outcome = None
     for attempt in range(cfg.retries + 1):
         hooks.log(
@@ -256,7 +268,8 @@ def run_kind(
             if state.stopped is not None:
                 hooks.log(f"stopped early ({state.stopped}): keeping step {state.completed}")
                 break
-            current, plan = step.model, kind.merge(plan, step.plan)
+            if step.plan is not None:
+                current, plan = step.model, kind.merge(plan, step.plan)
             state.completed += 1
             _checkpoint(kind, out, state, current, plan)
             hooks.on_step(state.completed, cfg.steps)
