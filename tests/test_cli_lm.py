@@ -45,12 +45,12 @@ def test_a_config_folder_works_like_its_file(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["profile", "resnet20", "--phase", "decode"], "pass MODEL as hf:PATH"),
+        (["profile", "resnet20", "--phase", "decode"], "price language models: pass MODEL as"),
         (["profile", "hf:nowhere/config.json"], "no Hugging Face config"),
         (["profile", HF, "--workload", "prompt=8"], "--workload needs output"),
         (["profile", HF, "--workload", "prompt=8,output=2", "--phase", "decode"], "not both"),
         (["profile", HF, "--batch", "0"], "batch must be"),
-        (["profile", HF, "--plot", "x.png"], "not for hf: models"),
+        (["profile", HF, "--plot", "x.png"], "not for language models"),
         (["measure", HF], "priced per token by `energyprune profile`"),
     ],
 )

@@ -26,3 +26,27 @@ class CharTokenizer:
 
     def save_pretrained(self, folder):
         (folder / "tokenizer.txt").write_text("characters mod 64\n")
+
+
+def char_tokenizer():
+    """A real (fast) Hugging Face tokenizer of single characters, ids below 64, built here:
+    it saves and loads with AutoTokenizer like any model's."""
+    import string
+
+    import tokenizers
+    import transformers
+
+    chars = string.ascii_lowercase + string.ascii_uppercase + " .,"
+    vocab = {"[UNK]": 0, **{c: i + 1 for i, c in enumerate(chars)}}
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
+    split = tokenizers.pre_tokenizers.Split(tokenizers.Regex("."), behavior="isolated")
+    tok.pre_tokenizer = split
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")
+
+
+def saved_tiny_llama(folder, layers: int = 4):
+    """A tiny GQA Llama and its tokenizer written with save_pretrained (an ``hf:DIR``)."""
+    model = tiny_llama(layers)
+    model.save_pretrained(folder)
+    char_tokenizer().save_pretrained(folder)
+    return model

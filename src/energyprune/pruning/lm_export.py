@@ -24,7 +24,7 @@ from energyprune.models.zoo import read_state_dict
 from energyprune.pruning.decoder import attention_layers, decoder_layers, resize_layer
 from energyprune.pruning.hf_config import PER_LAYER, config_widths, sync_config
 
-__all__ = ["LM_PLAN", "load_lm", "open_lm", "save_lm"]
+__all__ = ["LM_PLAN", "LogitsOnly", "lm_for_pricing", "load_lm", "open_lm", "save_lm"]
 
 LM_PLAN = "plan.json"
 FORMAT = "energyprune.lm-widths/1"
@@ -166,3 +166,30 @@ def open_lm(spec: str):
             "tokenizer beside the model (tokenizer.save_pretrained)"
         ) from None
     return lms.LoadedLM(model.eval(), tokenizer, spec, f"weights from {folder}")
+
+
+def lm_for_pricing(spec: str) -> Any:
+    """What :func:`~energyprune.profile_lm` prices for a model spec: a built-in's config, a
+    folder's ``config.json``, or (when its widths differ per layer, ``plan.json``) the model
+    replayed from the folder."""
+    from energyprune.models import lms
+    from energyprune.models.hf import read_hf_config
+
+    if spec in lms.BUILTIN_LMS:
+        return lms.builtin_lm_config(spec)
+    folder = lms.lm_folder(spec)
+    if folder is not None and (folder / LM_PLAN).is_file():
+        return load_lm(folder)
+    return read_hf_config(spec if folder is None else str(folder))
+
+
+class LogitsOnly(nn.Module):
+    """A causal LM as a plain function of token ids to logits, without a cache: what ONNX
+    export and the forward-pass meter run (one pass over a whole window of tokens)."""
+
+    def __init__(self, lm: nn.Module) -> None:
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, input_ids):
+        return self.lm(input_ids=input_ids, use_cache=False).logits
