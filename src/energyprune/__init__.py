@@ -34,8 +34,9 @@ if TYPE_CHECKING:
         WeightsError,
     )
     from energyprune.models.zoo import build_model, load_weights
+    from energyprune.pipeline.entry import prune
     from energyprune.pipeline.recover import distillation_loss, recalibrate_bn
-    from energyprune.pruning.apply import PruneResult, prune
+    from energyprune.pruning.apply import PruneResult
     from energyprune.pruning.export import export_onnx, load, save
     from energyprune.pruning.lm_export import load_lm, save_lm
     from energyprune.pruning.plan import PruningPlan
@@ -83,7 +84,7 @@ _EXPORTS = {
     "distillation_loss": "energyprune.pipeline.recover",
     "recalibrate_bn": "energyprune.pipeline.recover",
     "PruneResult": "energyprune.pruning.apply",
-    "prune": "energyprune.pruning.apply",
+    "prune": "energyprune.pipeline.entry",
     "export_onnx": "energyprune.pruning.export",
     "load": "energyprune.pruning.export",
     "load_lm": "energyprune.pruning.lm_export",

@@ -80,3 +80,17 @@ def test_a_run_stopped_after_step_1_resumes_to_the_same_plan_and_weights(
     assert _plan(resumed.plan) == _plan(whole.plan)
     assert state_digest(resumed.model) == state_digest(whole.model)
     assert resumed.report["steps"] == whole.report["steps"]
+
+
+def test_energyprune_prune_takes_a_language_model_as_it_takes_a_cnn(tmp_path):
+    import energyprune
+
+    model, kind, _ = _lm()
+    result = energyprune.prune(
+        model, kind.data, 0.7, regime=Decode(1, 64), hardware="horowitz-45nm",
+        method="width", finetune_steps=2, calib_windows=4, eval_windows=4, round_to=16,
+        max_ppl_rise=1e6, out=tmp_path / "run",
+    )  # fmt: skip
+    assert result.energy_ratio <= 0.7 + 1e-3 and result.guardrail_ok
+    assert (tmp_path / "run" / "checkpoint.json").is_file()  # the one loop's checkpoint
+    assert model.config.num_hidden_layers == 4 and result.params_pruned < result.params_dense

@@ -360,6 +360,8 @@ def prune_lm(
     *,
     out: str | Path | None = None,
     resume: bool = False,
+    steps: int = 1,
+    seed: int = 0,
     on_step: OnStep | None = None,
     on_probe: OnProbe | None = None,
     log: Callable[[str], None] = lambda line: None,
@@ -384,7 +386,8 @@ def prune_lm(
     hooks = Hooks(log=log, on_batch=on_batch)
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(out) if out is not None else Path(scratch)
-        result = run_kind(kind, dense, lm_run_config(cfg), folder, resume=resume, hooks=hooks)
+        run_cfg = lm_run_config(cfg, steps=steps, seed=seed)
+        result = run_kind(kind, dense, run_cfg, folder, resume=resume, hooks=hooks)
     if not result.report:
         raise KeyboardInterrupt
     return LMPruneResult.from_report(result.model, result.report, time.perf_counter() - start)
