@@ -64,3 +64,22 @@ def test_profile_the_built_in_lm_by_name_without_its_weights(capsys):
     assert main(["profile", "smollm2-135m", "--phase", "decode", "--top", "2"]) == 0
     printed = capsys.readouterr().out
     assert "h100-sxm" in printed and "per generated token" in printed
+
+
+def test_search_a_language_model_through_the_one_loop(pruned, capsys, tmp_path):
+    root, _ = pruned
+    text = root / "text.txt"
+    argv = ["search", f"hf:{root / 'dense'}", "--data", f"text:{text}", "--trials", "3",
+            "--methods", "depth,width", "--target-range", "0.6:0.9", "--seq-len", "32",
+            "--eval-windows", "4", "--calib-windows", "4", "--finetune-steps", "1",
+            "--out", str(tmp_path / "s")]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "Pareto front" in printed and "knee: trial" in printed
+    front = json.loads((tmp_path / "s" / "pareto.json").read_text())
+    assert front["objectives"] == ["perplexity", "energy"] and len(front["trials"]) == 3
+    assert any(t["pareto"] for t in front["trials"]) and front["knee"] is not None
+    assert (tmp_path / "s" / "trial-0" / "checkpoint.json").is_file()  # the one loop's
+    assert (tmp_path / "s" / "pareto.png").stat().st_size > 0
+    bad = ["search", "digits_cnn", "--regime", "decode:batch=2,context=8", "--out", str(tmp_path)]
+    assert main(bad) == 2 and "--regime does nothing for an image" in capsys.readouterr().err

@@ -24,6 +24,7 @@ __all__ = [
     "ONLY",
     "PER_KIND_HELP",
     "record_flags",
+    "refuse_flags",
     "refuse_idle_image_flags",
     "resolve_for_kind",
 ]
@@ -189,3 +190,15 @@ def refuse_idle_image_flags(args: argparse.Namespace) -> None:
     for rule in _ONLY_WITH:
         if getattr(args, rule.dest) != flags[rule.dest][1] and not rule.holds(args):
             raise ConfigError(rule.why)
+
+
+def refuse_flags(args: argparse.Namespace, dests: tuple[str, ...], kind: str) -> None:
+    """One line for the first of ``dests`` given a non-default value: ``kind`` does not use
+    it."""
+    flags: dict[str, tuple[str, Any]] = args._flags
+    for dest in dests:
+        option, default = flags[dest]
+        if getattr(args, dest) != default:
+            raise ConfigError(
+                f"{option} does nothing for {KIND_NAMES[kind]} ('{args.model}'): drop it"
+            )

@@ -14,7 +14,8 @@ from energyprune.cli.common import (
     load_data_with_bar,
     load_model,
 )
-from energyprune.cli.progress import Progress
+from energyprune.cli.kind_flags import record_flags, refuse_flags
+from energyprune.cli.progress import Progress, status
 from energyprune.energy.noise import TOO_NOISY
 from energyprune.errors import ConfigError
 from energyprune.models.zoo import load_weights
@@ -35,7 +36,11 @@ def add_search(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_args(p)
-    p.add_argument("--data", default="digits", help="digits | cifar10:PATH | ... (see prune)")
+    p.add_argument(
+        "--data",
+        help="digits (default) | cifar10:PATH | ... (see prune) | text:TRAIN[,EVAL] for a "
+        "language model",
+    )
     p.add_argument("--trials", type=int, default=20, help="complete trials the study should hold")
     p.add_argument("--objectives", default="accuracy,energy,latency")
     p.add_argument(
@@ -43,9 +48,14 @@ def add_search(sub: argparse._SubParsersAction) -> None:
         default="fp32",
         help="fp32, or fp32,int8 to search precision too (int8: CPU PT2E, latency compiled)",
     )
-    p.add_argument("--target-range", default="0.2:0.9", help="energy target range, LOW:HIGH")
+    p.add_argument(
+        "--target-range",
+        help="energy target range, LOW:HIGH (default: 0.2:0.9 images, 0.5:0.95 LMs)",
+    )
     p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--hardware", default="horowitz-45nm")
+    p.add_argument(
+        "--hardware", help="default: horowitz-45nm for images, h100-sxm for language models"
+    )
     p.add_argument("--proxy-epochs", type=int, default=1, help="fine-tune epochs per trial")
     p.add_argument("--proxy-batches", type=int, help="cap batches per proxy epoch")
     p.add_argument("--lr", type=float, default=2e-3)
@@ -70,7 +80,48 @@ def add_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--finetune-epochs", type=int, default=3, help="(--finalize) per step")
     p.add_argument("--steps", type=int, default=3, help="(--finalize) pruning steps")
     p.add_argument("--max-acc-drop", type=float, default=1.0, help="(--finalize) guardrail")
+    g = p.add_argument_group("language models (smollm2-135m, hf:DIR; --data text:)")
+    g.add_argument("--regime", default="decode:batch=1,context=1024", help="as for prune")
+    g.add_argument("--methods", default="energy,depth,width", help="cut methods searched")
+    g.add_argument("--finetune-steps", type=int, default=20, help="proxy distillation steps (20)")
+    g.add_argument("--seq-len", type=int, default=512, help="tokens per text window (512)")
+    g.add_argument("--eval-windows", type=int, default=20, help="perplexity windows (20)")
+    g.add_argument("--calib-windows", type=int, default=16, help="scoring windows (16)")
+    g.add_argument("--probe-windows", type=int, default=2, help="loss-probe windows (2)")
+    record_flags(p)
     p.set_defaults(run=_run_search)
+
+
+#: search flags only one kind takes
+_ONLY = {
+    "image": (
+        "objectives",
+        "precision",
+        "proxy_epochs",
+        "proxy_batches",
+        "optimizer",
+        "batch_size",
+        "val_from",
+        "pretrain_epochs",
+        "finalize",
+        "finetune_epochs",
+        "steps",
+        "max_acc_drop",
+        "n_jobs",
+        "weights",
+        "input_shape",
+        "lr",
+    ),
+    "lm": (
+        "regime",
+        "methods",
+        "finetune_steps",
+        "seq_len",
+        "eval_windows",
+        "calib_windows",
+        "probe_windows",
+    ),
+}
 
 
 def _dense_for_search(args, built, data, console: Console):
@@ -97,17 +148,92 @@ def _dense_for_search(args, built, data, console: Console):
 
 
 def _run_search(args: argparse.Namespace, console: Console) -> int:
+    from energyprune.models.lms import is_lm
+
+    kind = "lm" if is_lm(args.model) or (args.data or "").startswith("text:") else "image"
+    refuse_flags(args, _ONLY["image" if kind == "lm" else "lm"], kind)
+    if kind == "lm":
+        return _run_lm_search(args, console)
+    args.data = args.data or "digits"
+    args.hardware = args.hardware or "horowitz-45nm"
+    args.target_range = args.target_range or "0.2:0.9"
+    return _run_image_search(args, console)
+
+
+def _target_range(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise ConfigError(f"--target-range must look like 0.2:0.9, got '{text}'") from None
+    return lo, hi
+
+
+def _run_lm_search(args: argparse.Namespace, console: Console) -> int:
+    """A language model's perplexity x J/token front, each trial one run of the loop."""
+    from energyprune.cli.prune_lm import LM_METHOD_NAMES
+    from energyprune.energy.regimes import parse_regime
+    from energyprune.pipeline.kind_search import KindSearch, search_kind
+    from energyprune.pipeline.lm_kind import DecoderLM
+    from energyprune.pipeline.lm_prune import LMPruneConfig, lm_run_config
+    from energyprune.pipeline.text import load_text
+    from energyprune.pruning.lm_export import open_lm
+    from energyprune.reports.lm import lm_front_table
+
+    if not (args.data or "").startswith("text:"):
+        raise ConfigError("searching a language model needs --data text:TRAIN[,EVAL]")
+    methods = tuple(m.strip() for m in args.methods.split(","))
+    unknown = [m for m in methods if m not in LM_METHOD_NAMES]
+    if unknown:
+        raise ConfigError(
+            f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(LM_METHOD_NAMES)}"
+        )
+    if args.hardware is None:
+        args.hardware = "h100-sxm"
+        console.print("priced on h100-sxm, the default for language models (--hardware to change)")
+    regime = parse_regime(args.regime)
+    options = LMPruneConfig(
+        hardware=args.hardware,
+        finetune_steps=args.finetune_steps,
+        eval_windows=args.eval_windows,
+        calib_windows=args.calib_windows,
+        probe_windows=args.probe_windows,
+    )
+    lo, hi = _target_range(args.target_range or "0.5:0.95")
+    how = KindSearch(
+        trials=args.trials,
+        target_range=(lo, hi),
+        choice_values=methods,
+        storage=args.storage,
+        study_name=args.study_name,
+        seed=args.seed,
+    )
+    with status(console, f"loading {args.model}"):
+        loaded = open_lm(args.model)
+        data = load_text(args.data, loaded.tokenizer, args.seq_len)
+    kind = DecoderLM(data, options, regime, loaded.name, loaded.tokenizer, loaded.note)
+    with Progress(console, stage="trial distillation") as bar:
+        result = search_kind(
+            kind,
+            loaded.model.eval(),
+            lm_run_config(options, seed=args.seed),
+            args.out,
+            how,
+            choose=DecoderLM.for_search,
+            log=bar.log,
+            on_batch=bar.on_batch,
+        )
+    console.print(lm_front_table(result))
+    console.print(f"knee: trial {result.knee} (★) · wrote {args.out}/pareto.json, pareto.png")
+    return 0
+
+
+def _run_image_search(args: argparse.Namespace, console: Console) -> int:
     from energyprune.pipeline.driver import check_compatible, meter_device_for
     from energyprune.pipeline.finetune import TrainConfig
     from energyprune.pipeline.search import check_precisions, search
     from energyprune.reports.report import front_table
 
-    try:
-        lo, hi = (float(v) for v in args.target_range.split(":"))
-    except ValueError:
-        raise ConfigError(
-            f"--target-range must look like 0.2:0.9, got '{args.target_range}'"
-        ) from None
+    lo, hi = _target_range(args.target_range)
     precisions = tuple(v.strip() for v in args.precision.split(","))
     meter_device = meter_device_for("cpu")
     check_precisions(precisions, meter_device)

@@ -42,7 +42,11 @@ class Verdict:
 
 
 class Guardrail(Protocol):
-    """How far quality may fall from dense, in the kind's own metric."""
+    """How far quality may fall from dense, in the kind's own metric (``metric``, an
+    objective name of the search, and whether more of it is better)."""
+
+    metric: str
+    higher_is_better: bool
 
     def check(self, dense: float, after: float) -> Verdict: ...
 
@@ -56,6 +60,8 @@ class AccuracyDrop:
     """Validation top-1 may drop at most ``max_pt`` percentage points."""
 
     max_pt: float = 0.5
+    metric = "accuracy"
+    higher_is_better = True
 
     def check(self, dense: float, after: float) -> Verdict:
         drop = 100 * (dense - after)
@@ -74,6 +80,8 @@ class PerplexityRise:
     """Perplexity may rise at most ``max_pct`` percent over dense."""
 
     max_pct: float = 10.0
+    metric = "perplexity"
+    higher_is_better = False
 
     def check(self, dense: float, after: float) -> Verdict:
         rise = 100 * (after / dense - 1)

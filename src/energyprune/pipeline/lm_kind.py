@@ -8,6 +8,7 @@ distillation, saved as a Hugging Face folder (with ``plan.json`` when widths dif
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -245,6 +246,10 @@ class DecoderLM:
         report["from_pretrained"] = "yes" if why_not is None else f"no: {why_not}"
         atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
         atomic_write_text(out / "report.md", lm_prune_markdown(report))
+
+    def for_search(self, method: str) -> DecoderLM:
+        """This kind cutting with ``method`` and no guardrail (a search maps the front)."""
+        return replace(self, options=replace(self.options, method=method, max_ppl_rise=math.inf))
 
     def with_seed(self, seed: int) -> DecoderLM:
         return self  # windows are read in order: the seed moves only the trainer's

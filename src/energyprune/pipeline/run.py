@@ -287,14 +287,18 @@ def run_kind(
 def _outcome(kind: ModelKind, state: RunState, model, cfg: RunConfig, dense_j: float) -> dict:
     """Whether the run did what it was asked: the energy budget and the guardrail, on the final
     model (estimated energy; validation split)."""
-    fraction = kind.price(model) / dense_j
-    verdict = kind.guardrail.check(state.dense_val, kind.validate(model))
+    energy_j = kind.price(model)
+    fraction = energy_j / dense_j
+    quality = kind.validate(model)
+    verdict = kind.guardrail.check(state.dense_val, quality)
     met = fraction <= cfg.target_energy + BUDGET_SLACK
     budget = (
         f"energy budget {'met' if met else 'MISSED'}: {fraction:.3f} of dense (estimated), "
         f"target {cfg.target_energy:.3f}"
     )
     return {
+        "energy_j": energy_j,
+        "quality": quality,
         "energy_fraction": fraction,
         "target_energy": cfg.target_energy,
         "budget_met": met,

@@ -37,11 +37,31 @@ from energyprune.pipeline.finetune import OnBatch, TrainConfig, finetune
 from energyprune.pruning.apply import prune
 from energyprune.pruning.spec import PruneSpec
 
-__all__ = ["OBJECTIVES", "SearchResult", "check_precisions", "knee", "pareto_front", "search"]
+__all__ = [
+    "OBJECTIVES",
+    "SearchResult",
+    "check_precisions",
+    "collect",
+    "knee",
+    "open_study",
+    "pareto_front",
+    "plot_front",
+    "search",
+]
 
 #: objective → optimisation direction
-OBJECTIVES = {"accuracy": "maximize", "energy": "minimize", "latency": "minimize"}
-_VALUE_KEYS = {"accuracy": "accuracy", "energy": "energy_j", "latency": "latency_ms"}
+OBJECTIVES = {
+    "accuracy": "maximize",
+    "perplexity": "minimize",
+    "energy": "minimize",
+    "latency": "minimize",
+}
+_VALUE_KEYS = {
+    "accuracy": "accuracy",
+    "perplexity": "perplexity",
+    "energy": "energy_j",
+    "latency": "latency_ms",
+}
 DEFAULT_PROXY = TrainConfig(epochs=1, lr=2e-3, optimizer="adamw")
 
 
@@ -230,7 +250,7 @@ def _objective(dense: nn.Module, data: Data, hardware: str, proxy: TrainConfig, 
     return objective
 
 
-def _collect(study: optuna.Study, objectives: list[str]) -> tuple[list[dict], int | None]:
+def collect(study: optuna.Study, objectives: list[str]) -> tuple[list[dict], int | None]:
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     directions = [OBJECTIVES[o] for o in objectives]
     values = [list(t.values) for t in complete]
@@ -291,7 +311,7 @@ def search(
     out.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     objectives = list(objectives)
-    study = _study(url, study_name, objectives, list(precisions), seed, trials)
+    study = open_study(url, study_name, objectives, list(precisions), seed, trials)
     stop = optuna.study.MaxTrialsCallback(trials, states=(optuna.trial.TrialState.COMPLETE,))
     objective = _objective(dense.eval(), data, hardware, proxy, _stages(dense), target_range,
                            objectives, meter_device, log, tuple(precisions),
@@ -302,7 +322,7 @@ def search(
         # pruned (unreachable) trials do not count: allow some, the callback stops the study
         study.optimize(objective, n_trials=3 * (trials - done), n_jobs=n_jobs, callbacks=[stop],
                        catch=(RuntimeError,))  # fmt: skip
-    rows, knee_number = _collect(study, objectives)
+    rows, knee_number = collect(study, objectives)
     basis = _basis(study, hardware)
     result = SearchResult(objectives, rows, knee_number, basis, url, study_name,
                           {"validation": data.val_source})  # fmt: skip
@@ -311,7 +331,7 @@ def search(
     return result
 
 
-def _study(url: str, name: str, objectives: list[str], precisions: list[str], seed: int,
+def open_study(url: str, name: str, objectives: list[str], precisions: list[str], seed: int,
            trials: int) -> optuna.Study:  # fmt: skip
     """The study at ``url`` (created, or continued when its objectives and precisions match)."""
     with warnings.catch_warnings():  # heartbeats are "experimental" in optuna, and what we need
@@ -355,7 +375,7 @@ def plot_front(result: SearchResult, path: Path) -> None:
         ax.set_xlabel(a + (f" ({result.energy_basis})" if a == "energy_j" else ""))
         ax.set_ylabel(b + (f" ({result.energy_basis})" if b == "energy_j" else ""))
         ax.legend(fontsize=7)
-    fig.suptitle("Pruning search: validation accuracy × energy × latency")
+    fig.suptitle(f"Pruning search: validation {' × '.join(result.objectives)}")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")

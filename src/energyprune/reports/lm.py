@@ -9,6 +9,7 @@ from energyprune.reports.report import fmt_count, fmt_joules
 
 __all__ = [
     "describe_lm_plan",
+    "lm_front_table",
     "lm_layer_table",
     "lm_prune_markdown",
     "lm_run_lines",
@@ -175,3 +176,25 @@ def lm_run_lines(report: dict, out) -> list[str]:
         "report.md"
     )
     return lines
+
+
+def lm_front_table(result) -> Table:
+    """The Pareto front of a language-model search, cheapest J/token first, the knee starred."""
+    table = Table(
+        title=f"Pareto front ({len(result.front)} of {len(result.trials)} trials; J/token "
+        f"{result.energy_basis}; perplexity on validation windows)",
+        title_justify="left",
+    )
+    for column in ("trial", "method", "target", "J/token ratio", "perplexity", "J/token"):
+        table.add_column(column, justify="right")
+    for t in sorted(result.front, key=lambda t: t["values"]["energy_j"]):
+        mark = " ★" if t["number"] == result.knee else ""
+        table.add_row(
+            f"{t['number']}{mark}",
+            str(t["params"]["method"]),
+            f"{t['params']['target_energy']:.2f}",
+            f"{t['energy_fraction']:.3f}",
+            f"{t['values']['perplexity']:.2f}",
+            f"{t['values']['energy_j']:.4g}",
+        )
+    return table
