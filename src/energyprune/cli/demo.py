@@ -28,9 +28,13 @@ def _run_demo(args: argparse.Namespace, console: Console) -> int:
 
     with Progress(console, DEMO_CONFIG.steps) as bar:
         result = demo(
-            args.out, args.seed, log=bar.log, on_batch=bar.on_batch, on_step=bar.on_step,
+            args.out,
+            args.seed,
+            log=bar.log,
+            on_batch=bar.on_batch,
+            on_step=bar.on_step,
             on_pretrain_batch=bar.for_stage("pre-training"),
-        )  # fmt: skip
+        )
     if result is None:
         return 130
     console.print(run_table(result.report))

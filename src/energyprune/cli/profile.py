@@ -111,8 +111,10 @@ def _run_lm(args: argparse.Namespace, console: Console) -> int:
     console.print(lm_summary_line(lm), soft_wrap=True)
     if lm.uncosted_ops:
         ops = ", ".join(f"{op} ×{n}" for op, n in sorted(lm.uncosted_ops.items()))
-        console.print(f"[yellow]warning:[/] no cost formula for {ops}: their arithmetic is "
-                      "missing from the estimate (their bytes are counted)")  # fmt: skip
+        console.print(
+            f"[yellow]warning:[/] no cost formula for {ops}: their arithmetic is "
+            "missing from the estimate (their bytes are counted)"
+        )
     if args.json:
         atomic_write_text(args.json, lm.to_json() + "\n")
         console.print(f"wrote {args.json}")

@@ -203,8 +203,17 @@ def _spec(args: argparse.Namespace, nm: tuple[int, int]):
     """The command line's prune settings as one PruneSpec (both paths prune with it)."""
     from energyprune.pruning.spec import PruneSpec
 
-    same = ("target_energy", "max_joules", "granularity", "criterion", "strategy", "hardware",
-            "round_to", "max_layer_ratio", "prune_residual")  # fmt: skip
+    same = (
+        "target_energy",
+        "max_joules",
+        "granularity",
+        "criterion",
+        "strategy",
+        "hardware",
+        "round_to",
+        "max_layer_ratio",
+        "prune_residual",
+    )
     settings = {name: getattr(args, name) for name in same}
     return PruneSpec(**settings, ignored_layers=tuple(args.ignore), nm=nm)
 
@@ -260,10 +269,18 @@ def _run_pipeline(args, built, nm, console: Console) -> int:
         return _run_tradeoff(args, built, data, cfg, console)
     with Progress(console, args.steps) as bar:
         result = run_and_write(
-            built.model.to(args.device), data, cfg, args.out, arch=built.name, seeds=args.seeds,
-            resume=args.resume, device=args.device, log=bar.log, on_batch=bar.on_batch,
+            built.model.to(args.device),
+            data,
+            cfg,
+            args.out,
+            arch=built.name,
+            seeds=args.seeds,
+            resume=args.resume,
+            device=args.device,
+            log=bar.log,
+            on_batch=bar.on_batch,
             on_step=bar.on_step,
-        )  # fmt: skip
+        )
     if result is None:
         console.print("stopped: the last completed step is checkpointed; rerun with --resume")
         return 130
@@ -273,9 +290,15 @@ def _run_pipeline(args, built, nm, console: Console) -> int:
 
         plan = result.plan_for(built.name, args.hardware, data.input_shape)
         write_int8(
-            result.model.cpu(), plan, data, Path(args.out) / "int8", console,
-            hardware=args.hardware, max_acc_drop=args.max_acc_drop, **int8_settings(args),
-        )  # fmt: skip
+            result.model.cpu(),
+            plan,
+            data,
+            Path(args.out) / "int8",
+            console,
+            hardware=args.hardware,
+            max_acc_drop=args.max_acc_drop,
+            **int8_settings(args),
+        )
     console.print(
         f"wrote {args.out}/report.json, report.md, energy_layers.png, "
         "accuracy_energy.png, plan.json, model.safetensors"

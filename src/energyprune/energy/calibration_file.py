@@ -51,9 +51,15 @@ def profile_to_yaml(result: CalibrationResult) -> str:
         "calibration": hw.calibration,
     }
     if hw.timed:  # rates, static power and the runtime's terms travel too (fitted with time)
-        data.update(peak_flops=hw.peak_flops, bandwidth=hw.bandwidth, launch_s=hw.launch_s,
-                    static_w=hw.static_w, forward_s=hw.forward_s, active_w=hw.active_w,
-                    runtime=hw.runtime.to_dict())  # fmt: skip
+        data.update(
+            peak_flops=hw.peak_flops,
+            bandwidth=hw.bandwidth,
+            launch_s=hw.launch_s,
+            static_w=hw.static_w,
+            forward_s=hw.forward_s,
+            active_w=hw.active_w,
+            runtime=hw.runtime.to_dict(),
+        )
     return yaml.safe_dump(data, sort_keys=False, width=100)
 
 

@@ -149,8 +149,10 @@ def op_amounts(
     with torch.no_grad():
         tr = trace(model, example)
     fused = fused_ops(tr.records, hw.runtime)
-    ops = tuple(PricedOp(op_features(r, hw, None, i in fused).amounts, op_timing(r, i in fused))
-                for i, r in enumerate(tr.records))  # fmt: skip
+    ops = tuple(
+        PricedOp(op_features(r, hw, None, i in fused).amounts, op_timing(r, i in fused))
+        for i, r in enumerate(tr.records)
+    )
     return ops, sum(r.macs for r in tr.records) // example.shape[0]
 
 

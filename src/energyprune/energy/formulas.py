@@ -65,8 +65,14 @@ def _conv(args, kwargs, out) -> Cost:
     groups = int(args[8]) if len(args) > 8 else int(kwargs.get("groups", 1))
     y = first_tensor(out)
     adds = numel(bias) and y.numel()
-    return Cost("conv", conv_macs(x, w, y, transposed), adds, (w,), channels=_conv_channels(w),
-                groups=groups)  # fmt: skip
+    return Cost(
+        "conv",
+        conv_macs(x, w, y, transposed),
+        adds,
+        (w,),
+        channels=_conv_channels(w),
+        groups=groups,
+    )
 
 
 @register_formula(*_aten("cudnn_convolution", "mkldnn_convolution", "_slow_conv2d_forward"))

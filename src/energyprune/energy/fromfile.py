@@ -80,14 +80,18 @@ def calibrate_from(
     prefix = "calibrated" if column == "joules_per_sample" else "latency-standin"
     devices = sorted({r.device for r in rows if r.device}) or ["unnamed device"]
     what = f" ({rows[0].kind} joules)" if column == "joules_per_sample" else " (latency)"
-    context = dict(device=", ".join(devices),
-                   measured_with=f"{len(observations)} rows of {Path(source).name}{what}",
-                   quantity=FITTABLE[column], fitted_column=column,
-                   bad_rows=[str(b) for b in bad])  # fmt: skip
+    context = dict(
+        device=", ".join(devices),
+        measured_with=f"{len(observations)} rows of {Path(source).name}{what}",
+        quantity=FITTABLE[column],
+        fitted_column=column,
+        bad_rows=[str(b) for b in bad],
+    )
     name = name or f"{prefix}-{Path(source).stem}"
     if column == "joules_per_sample" and hw.timed and timed is not None:
-        return fit_timed_observations(hw, observations, timed, name, heldout_fraction, seed,
-                                      **context)  # fmt: skip
+        return fit_timed_observations(
+            hw, observations, timed, name, heldout_fraction, seed, **context
+        )
     return fit_observations(hw, observations, name, heldout_fraction, seed, **context)
 
 

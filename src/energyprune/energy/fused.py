@@ -46,8 +46,9 @@ class MetaAttention(TorchFunctionMode):
         with _disable_current_modes():  # the output is allocated, not an op of the model
             shape = (*q.shape[:-1], v.shape[-1])
             if q.dim() == 4:  # fused kernels write (B, L, H, E) and return its transpose
-                out = torch.empty(shape[0], shape[2], shape[1], shape[3], dtype=q.dtype,
-                                  device=q.device).transpose(1, 2)  # fmt: skip
+                out = torch.empty(
+                    shape[0], shape[2], shape[1], shape[3], dtype=q.dtype, device=q.device
+                ).transpose(1, 2)
             else:
                 out = torch.empty(shape, dtype=q.dtype, device=q.device)
         reads = (q, k, v) if mask is None else (q, k, v, mask)

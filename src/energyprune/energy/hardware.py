@@ -151,8 +151,13 @@ def _rates(data: dict, origin: str, memory: dict) -> list[Any]:
     rates = [*peak.values(), *bandwidth.values()]
     if any(isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0 for v in rates):
         raise ConfigError(f"hardware profile {origin}: peak_flops and bandwidth must be > 0")
-    return [*rates, data.get("launch_s", 0.0), data.get("static_w", 0.0),
-            data.get("forward_s", 0.0), data.get("active_w", 0.0)]  # fmt: skip
+    return [
+        *rates,
+        data.get("launch_s", 0.0),
+        data.get("static_w", 0.0),
+        data.get("forward_s", 0.0),
+        data.get("active_w", 0.0),
+    ]
 
 
 def _check(data: Any, origin: str) -> HardwareProfile:
@@ -211,8 +216,10 @@ def _patterns(values, origin: str) -> tuple[str, ...]:
     for v in values if isinstance(values, list) else [values]:
         n, _, m = str(v).partition(":")
         if not (n.isdigit() and m.isdigit() and 0 < int(n) < int(m)):
-            raise ConfigError(f"hardware profile {origin}: sparse_kernels lists N:M patterns "
-                              f"such as \"2:4\", got {v!r}")  # fmt: skip
+            raise ConfigError(
+                f"hardware profile {origin}: sparse_kernels lists N:M patterns "
+                f'such as "2:4", got {v!r}'
+            )
         out.append(f"{int(n)}:{int(m)}")
     return tuple(out)
 

@@ -51,8 +51,13 @@ _EPILOGUE = frozenset(
     f"aten.{name}"
     for op in ("relu", "hardtanh", "clamp", "silu", "hardswish", "leaky_relu", "sigmoid", "add")
     for name in (f"{op}.default", f"{op}_.default", f"{op}.Tensor", f"{op}_.Tensor")
-) | frozenset({"aten.gelu.default", "aten.native_batch_norm.default",
-               "aten._native_batch_norm_legit_no_training.default"})  # fmt: skip
+) | frozenset(
+    {
+        "aten.gelu.default",
+        "aten.native_batch_norm.default",
+        "aten._native_batch_norm_legit_no_training.default",
+    }
+)
 _PRODUCERS = ("conv", "matmul")
 
 
@@ -67,10 +72,13 @@ class KernelTiming:
     launch_s: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"fuse_epilogues": self.fuse_epilogues,
-                "occupancy_outputs": self.occupancy_outputs, "efficiency": dict(self.efficiency),
-                "grouped_weight_flops": self.grouped_weight_flops,
-                "launch_s": dict(self.launch_s)}  # fmt: skip
+        return {
+            "fuse_epilogues": self.fuse_epilogues,
+            "occupancy_outputs": self.occupancy_outputs,
+            "efficiency": dict(self.efficiency),
+            "grouped_weight_flops": self.grouped_weight_flops,
+            "launch_s": dict(self.launch_s),
+        }
 
 
 @dataclass(frozen=True)
@@ -104,8 +112,14 @@ def op_timing(record: OpRecord, fused: bool = False) -> OpTiming:
     """The :class:`OpTiming` of a traced op (``fused``: it runs in a producer's epilogue)."""
     out = record.output_shapes[0] if record.output_shapes else ()
     weights = sum(o.numel for o in record.operands if o.role == "param")
-    return OpTiming(record.kind, _variant(record), math.prod(out) if out else 0, weights,
-                    int(out[0]) if out else 1, fused)  # fmt: skip
+    return OpTiming(
+        record.kind,
+        _variant(record),
+        math.prod(out) if out else 0,
+        weights,
+        int(out[0]) if out else 1,
+        fused,
+    )
 
 
 def fused_ops(records: Sequence[OpRecord], timing: KernelTiming) -> frozenset[int]:
@@ -141,22 +155,29 @@ def parse_runtime(data: Any, origin: str) -> KernelTiming:
         raise ConfigError(f"hardware profile {origin}: runtime must be a mapping of fields")
     unknown = set(data) - set(KernelTiming().to_dict())
     if unknown:
-        raise ConfigError(f"hardware profile {origin}: runtime has no field {sorted(unknown)[0]}; "
-                          f"it takes {', '.join(KernelTiming().to_dict())}")  # fmt: skip
+        raise ConfigError(
+            f"hardware profile {origin}: runtime has no field {sorted(unknown)[0]}; "
+            f"it takes {', '.join(KernelTiming().to_dict())}"
+        )
     efficiency = data.get("efficiency") or {}
     launch = data.get("launch_s") or {}
     if not isinstance(efficiency, dict) or not isinstance(launch, dict):
-        raise ConfigError(f"hardware profile {origin}: runtime.efficiency and runtime.launch_s "
-                          "must be mappings")  # fmt: skip
+        raise ConfigError(
+            f"hardware profile {origin}: runtime.efficiency and runtime.launch_s must be mappings"
+        )
     bad = [k for k in efficiency if k not in CONV_VARIANTS]
     if bad:
-        raise ConfigError(f"hardware profile {origin}: runtime.efficiency names {bad[0]}; it "
-                          f"takes {', '.join(CONV_VARIANTS)}")  # fmt: skip
+        raise ConfigError(
+            f"hardware profile {origin}: runtime.efficiency names {bad[0]}; it "
+            f"takes {', '.join(CONV_VARIANTS)}"
+        )
     eff = {str(k): _number(v, f"efficiency.{k}", origin) for k, v in efficiency.items()}
     if any(v <= 0 for v in eff.values()):
         raise ConfigError(f"hardware profile {origin}: runtime.efficiency values must be > 0")
-    scalars = {k: _number(data.get(k, 0.0), k, origin)
-               for k in ("occupancy_outputs", "grouped_weight_flops")}  # fmt: skip
+    scalars = {
+        k: _number(data.get(k, 0.0), k, origin)
+        for k in ("occupancy_outputs", "grouped_weight_flops")
+    }
     return KernelTiming(
         fuse_epilogues=bool(data.get("fuse_epilogues", False)),
         efficiency=eff,

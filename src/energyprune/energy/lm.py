@@ -198,10 +198,13 @@ def _sparse_kernels(tr: Trace, sparse: dict[str, tuple[int, int]]) -> Trace:
         if hits:
             n, m = sparse[hits[0].name]
             ops = tuple(
-                dataclasses.replace(o, numel=round(o.numel * n / m
-                                    * (1 + math.log2(m) / (8 * itemsize(o.dtype)))))
-                if o in hits else o for o in r.operands
-            )  # fmt: skip
+                dataclasses.replace(
+                    o, numel=round(o.numel * n / m * (1 + math.log2(m) / (8 * itemsize(o.dtype))))
+                )
+                if o in hits
+                else o
+                for o in r.operands
+            )
             r = dataclasses.replace(r, operands=ops, macs=r.macs * n // m)
         records.append(r)
     return dataclasses.replace(tr, records=tuple(records))

@@ -97,8 +97,15 @@ def _row(record: dict[str, Any], where: str, folder: Path) -> TokenRow:
     dtype = str(record["dtype"]).strip()
     if dtype not in TORCH_DTYPES:
         raise ValueError(f"unknown dtype '{dtype}' (use one of {', '.join(TORCH_DTYPES)})")
-    return TokenRow(where, model, _regime(record), dtype, joules,
-                    _int(record, "gpus", 1), str(record.get("device") or "").strip())  # fmt: skip
+    return TokenRow(
+        where,
+        model,
+        _regime(record),
+        dtype,
+        joules,
+        _int(record, "gpus", 1),
+        str(record.get("device") or "").strip(),
+    )
 
 
 def read_token_table(source: str | Path) -> tuple[list[TokenRow], list[BadRow]]:
@@ -188,8 +195,11 @@ def _fit(observed: Sequence[_Observed], hw: HardwareProfile, train: list[int]):
 
 
 def _profile(hw: HardwareProfile, eff, columns, solution, name: str) -> HardwareProfile:
-    timed = replace(hw, peak_flops={d: v * eff[0] for d, v in hw.peak_flops.items()},
-                    bandwidth={level: v * eff[1] for level, v in hw.bandwidth.items()})  # fmt: skip
+    timed = replace(
+        hw,
+        peak_flops={d: v * eff[0] for d, v in hw.peak_flops.items()},
+        bandwidth={level: v * eff[1] for level, v in hw.bandwidth.items()},
+    )
     fitted = dict(zip(columns, solution[:-1].tolist(), strict=True))
     return with_coefficients(timed, fitted, name, static_w=float(solution[-1]) * 1e-12)
 
@@ -241,8 +251,10 @@ def calibrate_lm_from(
             bad.append(BadRow(row.where, str(e), row.order))
     if bad and not skip_bad:
         shown = "; ".join(str(b) for b in bad[:5])
-        raise ConfigError(f"{len(bad)} bad measurement row(s): {shown}; fix them, or pass "
-                          "--skip-bad to fit without them")  # fmt: skip
+        raise ConfigError(
+            f"{len(bad)} bad measurement row(s): {shown}; fix them, or pass "
+            "--skip-bad to fit without them"
+        )
     if len(observed) < 4:
         raise ConfigError(f"calibration needs at least 4 measured rows, got {len(observed)}")
     order = list(range(len(observed)))
@@ -264,25 +276,47 @@ def _report(observed, fitted, base, held, train, eff, bad) -> dict[str, Any]:
     flops = np.array([o.flops for o in observed])
     groups = np.array([f"{o.row.device}/{o.row.dtype}" for o in observed])
     report: dict[str, Any] = {}
-    predictors = {"": _predict(observed, fitted, eff), "macs_": _baseline(observed, train),
-                  "base_": _predict(observed, base)}  # fmt: skip
+    predictors = {
+        "": _predict(observed, fitted, eff),
+        "macs_": _baseline(observed, train),
+        "base_": _predict(observed, base),
+    }
     for prefix, values in predictors.items():
-        report.update({prefix + k: v for k, v in fidelity(values[held], y[held], flops[held],
-                                                          groups[held]).items()})  # fmt: skip
+        report.update(
+            {
+                prefix + k: v
+                for k, v in fidelity(values[held], y[held], flops[held], groups[held]).items()
+            }
+        )
     devices = sorted({o.row.device for o in observed if o.row.device}) or ["unnamed device"]
     report.update(
         baseline="J/token proportional to active parameters / batch (one constant per phase)",
-        base_profile=base.name, device=", ".join(devices), date=time.strftime("%Y-%m-%d"),
-        measured_with=f"{len(observed)} per-token rows", quantity="joules per token",
-        fitted_column="joules_per_token", n_train=len(train), n_heldout=len(held),
-        n_close_pairs_heldout=0, compute_efficiency=eff[0], bandwidth_efficiency=eff[1],
-        static_w=fitted.static_w, bad_rows=[str(b) for b in bad],
-        rows=[{"model": o.row.model, **o.row.regime.to_dict(), "gpus": o.row.gpus,
-               "heldout": i in held, "measured_j_per_token": float(y[i]),
-               "predicted_j_per_token": float(predictors[""][i]),
-               "baseline_j_per_token": float(predictors["macs_"][i])}
-              for i, o in enumerate(observed)],
-    )  # fmt: skip
+        base_profile=base.name,
+        device=", ".join(devices),
+        date=time.strftime("%Y-%m-%d"),
+        measured_with=f"{len(observed)} per-token rows",
+        quantity="joules per token",
+        fitted_column="joules_per_token",
+        n_train=len(train),
+        n_heldout=len(held),
+        n_close_pairs_heldout=0,
+        compute_efficiency=eff[0],
+        bandwidth_efficiency=eff[1],
+        static_w=fitted.static_w,
+        bad_rows=[str(b) for b in bad],
+        rows=[
+            {
+                "model": o.row.model,
+                **o.row.regime.to_dict(),
+                "gpus": o.row.gpus,
+                "heldout": i in held,
+                "measured_j_per_token": float(y[i]),
+                "predicted_j_per_token": float(predictors[""][i]),
+                "baseline_j_per_token": float(predictors["macs_"][i]),
+            }
+            for i, o in enumerate(observed)
+        ],
+    )
     return report
 
 

@@ -112,10 +112,12 @@ SOC_RAILS: dict[str, tuple[tuple[tuple[str, ...], str], ...]] = {
         (("cpu_energy_mj", "gpu_energy_mj"), "CPU + GPU rails (this board has no input rail)"),
     ),
     "AppleSiliconMeasurement": (
-        (("cpu_total_mj", "gpu_mj", "gpu_sram_mj", "dram_mj", "ane_mj"),
-         "CPU + GPU + GPU SRAM + DRAM + ANE (powermetrics)"),
+        (
+            ("cpu_total_mj", "gpu_mj", "gpu_sram_mj", "dram_mj", "ane_mj"),
+            "CPU + GPU + GPU SRAM + DRAM + ANE (powermetrics)",
+        ),
     ),
-}  # fmt: skip
+}
 
 
 def soc_kind() -> str | None:
@@ -137,8 +139,10 @@ def soc_joules(measurement: Any) -> tuple[float, str]:
         values = [getattr(measurement, f, None) for f in fields]
         if any(v is not None for v in values):
             return sum(float(v) for v in values if v is not None) / 1000.0, what
-    raise MeterError(f"meter soc: {name} reports none of the rails we know "
-                     f"({', '.join(SOC_RAILS)}); upgrade energyprune or zeus")  # fmt: skip
+    raise MeterError(
+        f"meter soc: {name} reports none of the rails we know "
+        f"({', '.join(SOC_RAILS)}); upgrade energyprune or zeus"
+    )
 
 
 def _cuda_index(device: str) -> int:

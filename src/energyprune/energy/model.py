@@ -229,8 +229,12 @@ def with_forward(total: Totals, hw: HardwareProfile) -> Totals:
     if not hw.forward_s:
         return total
     static = hw.static_w * hw.forward_s
-    return replace(total, seconds=total.seconds + hw.forward_s, static_j=total.static_j + static,
-                   energy_j=total.energy_j + static)  # fmt: skip
+    return replace(
+        total,
+        seconds=total.seconds + hw.forward_s,
+        static_j=total.static_j + static,
+        energy_j=total.energy_j + static,
+    )
 
 
 def estimate(
@@ -254,8 +258,10 @@ def estimate(
     start = time.perf_counter()
     coef = hw.coefficients()
     fused = fused_ops(tr.records, hw.runtime)
-    ops = tuple(price_op(r, hw, coef, layer_dtypes.get(r.module, dtype), i in fused)
-                for i, r in enumerate(tr.records))  # fmt: skip
+    ops = tuple(
+        price_op(r, hw, coef, layer_dtypes.get(r.module, dtype), i in fused)
+        for i, r in enumerate(tr.records)
+    )
     layers = _layers(tr, ops)
     total = with_forward(Totals.of(ops, tr.params), hw)
     priced = dtype or next((op.dtype for op in ops if op.record.macs), "fp32")

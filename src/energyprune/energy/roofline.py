@@ -53,8 +53,9 @@ def op_rates(amounts: Counter[str], hw: HardwareProfile) -> tuple[float, float]:
     return _flop_seconds(amounts, hw), memory
 
 
-def kernel_compute(compute: float, amounts: Counter[str], hw: HardwareProfile,
-                   timing: OpTiming) -> float:  # fmt: skip
+def kernel_compute(
+    compute: float, amounts: Counter[str], hw: HardwareProfile, timing: OpTiming
+) -> float:
     """Compute seconds at the peak, slowed by the runtime's kernel terms (occupancy, the
     conv variant's efficiency, a grouped conv's per-weight pass)."""
     runtime = hw.runtime

@@ -188,8 +188,17 @@ def _parse(record: dict[str, Any], where: str, column: str, folder: Path) -> Row
     if weights is not None:
         weights = str(folder / weights)
     device = str(record.get("device") or "").strip()
-    return Row(where, str(record["model"]).strip(), shape, dtype, value, device, weights, kind,
-               latency_s=_latency(record))  # fmt: skip
+    return Row(
+        where,
+        str(record["model"]).strip(),
+        shape,
+        dtype,
+        value,
+        device,
+        weights,
+        kind,
+        latency_s=_latency(record),
+    )
 
 
 def _latency(record: dict[str, Any]) -> float | None:

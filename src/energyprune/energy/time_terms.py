@@ -26,10 +26,16 @@ __all__ = ["OWN_LAUNCH", "OpArrays", "TimeTerms", "TimedRow", "fit_terms"]
 OWN_LAUNCH = ("conv", "matmul", "attention")
 #: Bounds of each fitted term (seconds, shares of the peak, output elements, FLOPs per weight);
 #: no conv variant runs faster per FLOP than a dense conv (efficiency <= 1).
-_BOUNDS = {"compute_efficiency": (1e-4, 1.0), "bandwidth_efficiency": (1e-4, 1.0),
-           "forward_s": (1e-9, 1.0), "launch_s": (1e-9, 1.0), "occupancy_outputs": (1e-3, 1e9),
-           "efficiency": (1e-3, 1.0), "grouped_weight_flops": (1e-6, 1e6),
-           "kind_launch_s": (1e-9, 1.0)}  # fmt: skip
+_BOUNDS = {
+    "compute_efficiency": (1e-4, 1.0),
+    "bandwidth_efficiency": (1e-4, 1.0),
+    "forward_s": (1e-9, 1.0),
+    "launch_s": (1e-9, 1.0),
+    "occupancy_outputs": (1e-3, 1e9),
+    "efficiency": (1e-3, 1.0),
+    "grouped_weight_flops": (1e-6, 1e6),
+    "kind_launch_s": (1e-9, 1.0),
+}
 _OCCUPANCY_STARTS = (1e1, 1e3, 1e5)
 
 
@@ -67,9 +73,13 @@ class TimeTerms:
     def apply(self, base: HardwareProfile) -> HardwareProfile:
         """``base`` with these terms: peaks scaled by the efficiencies, the runtime replaced
         (its epilogue fusion kept: a property of the runtime, not a fitted number)."""
-        runtime = KernelTiming(base.runtime.fuse_epilogues, self.occupancy_outputs,
-                               dict(self.efficiency), self.grouped_weight_flops,
-                               dict(self.kind_launch_s))  # fmt: skip
+        runtime = KernelTiming(
+            base.runtime.fuse_epilogues,
+            self.occupancy_outputs,
+            dict(self.efficiency),
+            self.grouped_weight_flops,
+            dict(self.kind_launch_s),
+        )
         return replace(
             base,
             peak_flops={d: v * self.compute_efficiency for d, v in base.peak_flops.items()},
@@ -100,8 +110,11 @@ class OpArrays:
         for i, r in enumerate(rows):
             for op in r.ops:
                 compute, memory = op_rates(op.amounts, hw)
-                macs = sum(v for k, v in op.amounts.items()
-                           if k.startswith("mac:") and k != "mac:unaligned")  # fmt: skip
+                macs = sum(
+                    v
+                    for k, v in op.amounts.items()
+                    if k.startswith("mac:") and k != "mac:unaligned"
+                )
                 t = op.timing
                 per_mac = t.weights * t.batch / macs if macs else 0.0
                 launches = op.amounts.get("launch", 0)
@@ -126,16 +139,18 @@ class OpArrays:
             slow = np.where(self.variant == variant, slow / eff, slow)
         if t.grouped_weight_flops:
             grouped = self.variant == "grouped"
-            slow = np.where(grouped, slow * (1 + t.grouped_weight_flops * self.weights_per_mac),
-                            slow)  # fmt: skip
+            slow = np.where(
+                grouped, slow * (1 + t.grouped_weight_flops * self.weights_per_mac), slow
+            )
         if t.occupancy_outputs:
             out = np.maximum(self.outputs, 1)
             slow = np.where(self.outputs > 0, slow * (out + t.occupancy_outputs) / out, slow)
         launch = np.full_like(self.compute, t.launch_s)
         for kind, seconds in t.kind_launch_s.items():
             launch = np.where(self.kind == kind, seconds, launch)
-        roof = np.maximum(self.compute * slow / t.compute_efficiency,
-                          self.memory / t.bandwidth_efficiency)  # fmt: skip
+        roof = np.maximum(
+            self.compute * slow / t.compute_efficiency, self.memory / t.bandwidth_efficiency
+        )
         return t.forward_s + self._sum(roof + launch * self.launches)
 
     def exercised(self) -> tuple[list[str], list[str]]:
@@ -146,8 +161,13 @@ class OpArrays:
 
 
 def _pack(t: TimeTerms, variants: list[str], kinds: list[str]) -> tuple[list[str], list[float]]:
-    names = ["compute_efficiency", "bandwidth_efficiency", "forward_s", "launch_s",
-             "occupancy_outputs"]  # fmt: skip
+    names = [
+        "compute_efficiency",
+        "bandwidth_efficiency",
+        "forward_s",
+        "launch_s",
+        "occupancy_outputs",
+    ]
     values = [getattr(t, n) for n in names]
     names += [f"efficiency.{v}" for v in variants]
     values += [t.efficiency.get(v, 1.0) for v in variants]

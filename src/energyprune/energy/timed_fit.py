@@ -92,8 +92,9 @@ def _grid(arrays: OpArrays, latency: np.ndarray) -> TimeTerms:
         for e_m in EFFICIENCIES:
             roof = arrays.roof(e_c, e_m)
             (forward, launch), _ = nnls(design, 1 - roof / latency)
-            error = float(np.mean(np.abs((forward + design[:, 1] * latency * launch + roof)
-                                         / latency - 1)))  # fmt: skip
+            error = float(
+                np.mean(np.abs((forward + design[:, 1] * latency * launch + roof) / latency - 1))
+            )
             if error < best_error:
                 best_error = error
                 best = TimeTerms(e_c, e_m, float(forward), float(launch))
@@ -136,13 +137,22 @@ def fit_timed_profile(
     columns = sorted({k for f in feats for k, v in f.items() if v} & set(coef))
     kernels = [kernel_seconds(rows[i], timed) / rows[i].batch for i in train]
     forward = [timed.forward_s / rows[i].batch for i in train]
-    x = np.array([[f.get(c, 0.0) for c in columns] + [k + w, k]
-                  for f, k, w in zip(feats, kernels, forward, strict=True)])  # fmt: skip
+    x = np.array(
+        [
+            [f.get(c, 0.0) for c in columns] + [k + w, k]
+            for f, k, w in zip(feats, kernels, forward, strict=True)
+        ]
+    )
     y = np.array([rows[i].joules for i in train]) / 1e-12
     solution = _solve(x, y)
     fitted = dict(zip(columns, solution[:-2].tolist(), strict=True))
-    profile = with_coefficients(timed, fitted, name, static_w=float(solution[-2]) * 1e-12,
-                                active_w=float(solution[-1]) * 1e-12)  # fmt: skip
+    profile = with_coefficients(
+        timed,
+        fitted,
+        name,
+        static_w=float(solution[-2]) * 1e-12,
+        active_w=float(solution[-1]) * 1e-12,
+    )
     return profile, t, sorted(set(coef) - set(columns))
 
 
@@ -162,9 +172,16 @@ def with_coefficients(
             compute[key][kind] = value
         elif kind == "bytes":
             memory[key] = value
-    return replace(hw, name=name, compute_pj=compute, memory_pj_per_byte=memory, static_w=static_w,
-                   active_w=active_w, launch_pj=fitted.get("launch", hw.launch_pj),
-                   unaligned_mac_pj=fitted.get("mac:unaligned", hw.unaligned_mac_pj))  # fmt: skip
+    return replace(
+        hw,
+        name=name,
+        compute_pj=compute,
+        memory_pj_per_byte=memory,
+        static_w=static_w,
+        active_w=active_w,
+        launch_pj=fitted.get("launch", hw.launch_pj),
+        unaligned_mac_pj=fitted.get("mac:unaligned", hw.unaligned_mac_pj),
+    )
 
 
 def fit_timed_observations(
@@ -184,16 +201,25 @@ def fit_timed_observations(
     held, train = _holdout(len(rows), heldout_fraction, seed)
     fitted, t, kept = fit_timed_profile(base, rows, train, name)
     predicted = np.array([predict_joules(r, fitted) for r in rows])
-    report = _report(observations, predicted, np.array([predict_joules(r, base) for r in rows]),
-                     held, train)  # fmt: skip
+    report = _report(
+        observations, predicted, np.array([predict_joules(r, base) for r in rows]), held, train
+    )
     report.update(_time_report(observations, rows, fitted, base, held, train))
     terms = t.terms
-    report.update(base_profile=base.name, not_calibrated=kept,
-                  compute_efficiency=terms.compute_efficiency,
-                  bandwidth_efficiency=terms.bandwidth_efficiency, forward_s=terms.forward_s,
-                  launch_s=terms.launch_s, static_w=fitted.static_w, active_w=fitted.active_w,
-                  runtime=fitted.runtime.to_dict(), time_terms_fitted=list(t.fitted),
-                  latency_train_mape=t.train_mape, **context)  # fmt: skip
+    report.update(
+        base_profile=base.name,
+        not_calibrated=kept,
+        compute_efficiency=terms.compute_efficiency,
+        bandwidth_efficiency=terms.bandwidth_efficiency,
+        forward_s=terms.forward_s,
+        launch_s=terms.launch_s,
+        static_w=fitted.static_w,
+        active_w=fitted.active_w,
+        runtime=fitted.runtime.to_dict(),
+        time_terms_fitted=list(t.fitted),
+        latency_train_mape=t.train_mape,
+        **context,
+    )
     return CalibrationResult(replace(fitted, calibration=_summary(report)), report)
 
 
@@ -204,9 +230,11 @@ def _time_report(observations, rows, fitted, base, held, train) -> dict[str, Any
     groups = np.array([o.group for o in observations])
     scale = float(np.median(y[train] / np.maximum(macs[train], 1)))
     found = {}
-    predictors = {"fitted": np.array([predict_seconds(r, fitted) for r in rows]),
-                  "macs": scale * macs,
-                  "base": np.array([predict_seconds(r, base) for r in rows])}  # fmt: skip
+    predictors = {
+        "fitted": np.array([predict_seconds(r, fitted) for r in rows]),
+        "macs": scale * macs,
+        "base": np.array([predict_seconds(r, base) for r in rows]),
+    }
     for key, values in predictors.items():
         figures = fidelity(values[held], y[held], macs[held], groups[held])
         found.update({f"latency_{key}_{k}": v for k, v in figures.items()})

@@ -321,8 +321,12 @@ def trace(
                 model, example_inputs, eval_mode, FakeTensorMode(allow_non_fake_inputs=True), {}
             )
         except _FAKE_LIMITS as e:  # values needed (e.g. .item() in forward): trace for real
-            _log.debug("fake-tensor trace of %s fell back to a real forward: %s: %s",
-                       type(model).__name__, type(e).__name__, first_line(e))  # fmt: skip
+            _log.debug(
+                "fake-tensor trace of %s fell back to a real forward: %s: %s",
+                type(model).__name__,
+                type(e).__name__,
+                first_line(e),
+            )
     return _trace(model, example_inputs, eval_mode, None, kv_names)
 
 

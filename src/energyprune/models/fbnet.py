@@ -91,18 +91,21 @@ BLOCKS: dict[str, tuple[Callable[[dict[str, int]], nn.Module], tuple[str, ...]]]
     ),
     "Skip": (_skip, ("H", "W", "Cin", "Cout", "stride")),
     "ConvNorm": (_conv_norm, ("H", "W", "Cin", "Cout", "kernel", "stride", "group")),
-    "AvgP": (lambda f: FBNetBlock(nn.AvgPool2d(f["kernel"], f["stride"])),
-             ("H", "W", "Cin", "Cout", "kernel", "stride")),
+    "AvgP": (
+        lambda f: FBNetBlock(nn.AvgPool2d(f["kernel"], f["stride"])),
+        ("H", "W", "Cin", "Cout", "kernel", "stride"),
+    ),
     "FC": (_fc, ("Cin", "Cout")),
-}  # fmt: skip
+}
 
 
 def parse_block(name: str) -> tuple[str, dict[str, int]]:
     """``ConvBlock_H112_..._group1`` → ("ConvBlock", {"H": 112, ...}); one line when it is not."""
     kind, *parts = name.removeprefix(PREFIX).split("_")
     if kind not in BLOCKS:
-        raise ConfigError(f"unknown FBNet block type {kind!r} in {name!r}: use one of "
-                          f"{', '.join(BLOCKS)}")  # fmt: skip
+        raise ConfigError(
+            f"unknown FBNet block type {kind!r} in {name!r}: use one of {', '.join(BLOCKS)}"
+        )
     fields = {}
     for part in parts:
         match = _FIELD.match(part)

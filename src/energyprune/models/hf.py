@@ -54,13 +54,16 @@ def is_hf_spec(spec: str) -> bool:
 
 
 def require_transformers() -> Any:
-    """The ``transformers`` module, or a one-line error naming the extra to install."""
+    """The ``transformers`` module, or a one-line error naming the extra to install. Its own
+    progress bars (GGUF conversion, weight loading) are turned off: ours say what is loading,
+    and theirs would spill carriage returns into piped logs."""
     try:
         import transformers
     except ImportError:
         raise ConfigError(
             "hf: models need Hugging Face transformers: pip install 'energyprune[hf]'"
         ) from None
+    transformers.utils.logging.disable_progress_bar()
     return transformers
 
 

@@ -10,7 +10,10 @@ package's own dependencies, llama-cpp-python among them, are not needed).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,12 +103,32 @@ def load_builtin_lm(name: str) -> LoadedLM:
         import gguf  # noqa: F401  (transformers' GGUF reader needs it)
     except ImportError:
         raise ConfigError(f"reading GGUF weights needs gguf: {lm.install}") from None
-    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=lm.gguf_file)
-    model = transformers.AutoModelForCausalLM.from_pretrained(
-        folder, gguf_file=lm.gguf_file, attn_implementation="sdpa"
-    )
+    with _quiet_gguf_reader():
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=lm.gguf_file)
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            folder, gguf_file=lm.gguf_file, attn_implementation="sdpa"
+        )
     _plain_fp32(model)
     return LoadedLM(model.eval(), tokenizer, name, lm.note)
+
+
+@contextlib.contextmanager
+def _quiet_gguf_reader() -> Iterator[None]:
+    """transformers' GGUF reader draws its own tqdm bar, which no logging switch turns off;
+    ours says what is loading, so its bar is made silent while it reads."""
+    try:
+        import transformers.modeling_gguf_pytorch_utils as reader
+    except ImportError:  # another transformers layout: its bar, if any, stays
+        yield
+        return
+    bar = getattr(reader, "tqdm", None)
+    if bar is not None:
+        reader.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        if bar is not None:
+            reader.tqdm = bar
 
 
 def _plain_fp32(model: nn.Module) -> None:

@@ -163,8 +163,7 @@ class _Context:
 def _prune_option(c: _Context, folder: Path) -> dict[str, Any]:
     """'prune': fp32, pruned all the way to the target."""
     cfg, data = c.cfg, c.data
-    model, _ = _pruned(c.dense, data, cfg, cfg.target_energy, folder, c.arch, log=c.log,
-                       **c.run_kw)  # fmt: skip
+    model, _ = _pruned(c.dense, data, cfg, cfg.target_energy, folder, c.arch, log=c.log, **c.run_kw)
     return {
         "option": PRUNE,
         "folder": str(folder),
@@ -185,9 +184,13 @@ def _int8_option(c: _Context, folder: Path, relaxed: float, int8: dict | None) -
     option["pruning_target"] = relaxed
     try:
         q, report = int8_with_guardrail(
-            model, data, c.arch, hardware=cfg.hardware, max_acc_drop=max(left, 0.0),
+            model,
+            data,
+            c.arch,
+            hardware=cfg.hardware,
+            max_acc_drop=max(left, 0.0),
             **(int8 or {}),
-        )  # fmt: skip
+        )
     except ConfigError as e:
         option.update(energy_fraction=None, val_top1=None, test_top1=None, failed=str(e))
         return option

@@ -346,9 +346,16 @@ def _digits_source(_: str, o: _Options) -> Data:
 def _cifar10_source(path: str, o: _Options) -> Data:
     splits = load_cifar10(path, o.progress)
     return _from_arrays(
-        "cifar10", splits, CIFAR10_MEAN, CIFAR10_STD, True, o.batch_size, o.val_fraction,
-        o.seed, o.val_from,
-    )  # fmt: skip
+        "cifar10",
+        splits,
+        CIFAR10_MEAN,
+        CIFAR10_STD,
+        True,
+        o.batch_size,
+        o.val_fraction,
+        o.seed,
+        o.val_from,
+    )
 
 
 def _imagefolder_source(path: str, o: _Options) -> Data:
@@ -357,9 +364,16 @@ def _imagefolder_source(path: str, o: _Options) -> Data:
     mean = tuple(sample.mean(dim=(0, 2, 3)).tolist())
     std = tuple(sample.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
     return _from_arrays(
-        f"imagefolder:{path}", splits, mean, std, True, o.batch_size, o.val_fraction, o.seed,
+        f"imagefolder:{path}",
+        splits,
+        mean,
+        std,
+        True,
+        o.batch_size,
+        o.val_fraction,
+        o.seed,
         o.val_from,
-    )  # fmt: skip
+    )
 
 
 #: ``--data`` kind → loader of ``(path after the colon, options)``; anything else with a colon

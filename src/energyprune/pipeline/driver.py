@@ -2,7 +2,7 @@
 
 Outputs in the run folder: ``report.json``, ``report.md``, ``energy_layers.png``,
 ``accuracy_energy.png``, ``plan.json``, ``model.safetensors``, ``profile_before.json``,
-``profile_after.json`` (estimates), and ``checkpoint.json`` + ``checkpoint/`` for ``--resume``.
+``profile_after.json`` (estimates), and the run loop's checkpoint for ``--resume``.
 Inputs are checked before anything is written.
 """
 

@@ -182,10 +182,13 @@ def _structured(kinds: tuple[str, ...], measured: bool) -> Method:
         why = {"importance": "block influence and Wanda shares"}
         if measured:
             scores = replace(scores, measured=_probe(dense, data, scores, cfg, on_probe))
-            why = {"importance": f"calibration loss rise ({cfg.probe_windows} windows)",
-                   "sensitivity": scores.measured.to_dict()}  # fmt: skip
-        model, plan, ratio = cut_to_budget(dense, scores, cfg.target_energy, price, cfg.round_to,
-                                           kinds=kinds)  # fmt: skip
+            why = {
+                "importance": f"calibration loss rise ({cfg.probe_windows} windows)",
+                "sensitivity": scores.measured.to_dict(),
+            }
+        model, plan, ratio = cut_to_budget(
+            dense, scores, cfg.target_energy, price, cfg.round_to, kinds=kinds
+        )
         return LMCut(model, {**plan.to_dict(), **why}, ratio)
 
     return method
@@ -218,8 +221,9 @@ def _energy(dense, data, scores, price, cfg, on_probe=None):
     found: dict[str, _BudgetPlan] = {}
     for name, (use_measured, kinds) in ENERGY_CANDIDATES.items():
         given = measured if use_measured else scores
-        model, plan, ratio = cut_to_budget(dense, given, cfg.target_energy, price, cfg.round_to,
-                                           kinds=kinds)  # fmt: skip
+        model, plan, ratio = cut_to_budget(
+            dense, given, cfg.target_energy, price, cfg.round_to, kinds=kinds
+        )
         found[name] = _BudgetPlan(model, plan, ratio, loss(model))
     greedy = _greedy(dense, data, measured, found["layers (measured loss)"].plan, cfg, on_probe)
     model, ratio = priced_plan(dense, greedy, scores, cfg.round_to, price, price(dense).energy_j)
@@ -261,16 +265,18 @@ def _greedy(dense, data, measured: LMScores, one_shot: LMPlan, cfg, on_probe) ->
 
 
 def _uniform(dense, data, scores, price, cfg, on_probe=None):
-    model, plan, ratio = uniform_width(dense, magnitude_scores(dense), cfg.target_energy, price,
-                                       cfg.round_to)  # fmt: skip
+    model, plan, ratio = uniform_width(
+        dense, magnitude_scores(dense), cfg.target_energy, price, cfg.round_to
+    )
     return LMCut(model, {"uniform": True, **plan.to_dict()}, ratio)
 
 
 def _wanda(sparsity: float, nm: tuple[int, int] | None) -> Method:
     def method(dense, data, scores, price, cfg, on_probe=None):
         model = copy.deepcopy(dense)
-        done = wanda_prune(model, data.batches("train", 1, cfg.calib_windows), sparsity=sparsity,
-                           nm=nm)  # fmt: skip
+        done = wanda_prune(
+            model, data.batches("train", 1, cfg.calib_windows), sparsity=sparsity, nm=nm
+        )
         params = dict(model.named_parameters())
         masks = {f"{name}.weight": params[f"{name}.weight"] != 0 for name in done}
         ratio = price(model).energy_j / price(dense).energy_j

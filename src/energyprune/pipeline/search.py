@@ -87,18 +87,25 @@ class SearchResult:
         return [t["number"] for t in self.front if t.get("latency_noisy")]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"objectives": self.objectives, "trials": self.trials, "knee": self.knee,
-                "energy_basis": self.energy_basis, "storage": self.storage,
-                "study_name": self.study_name, **self.extra}  # fmt: skip
+        return {
+            "objectives": self.objectives,
+            "trials": self.trials,
+            "knee": self.knee,
+            "energy_basis": self.energy_basis,
+            "storage": self.storage,
+            "study_name": self.study_name,
+            **self.extra,
+        }
 
 
 def _stages(model: nn.Module) -> list[str]:
     """Top-level children holding convolutions or linears: the 'stages' caps apply to."""
     return [
-        name for name, child in model.named_children()
+        name
+        for name, child in model.named_children()
         if any(isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) for m in child.modules())
         and sum(1 for m in child.modules() if isinstance(m, (nn.modules.conv._ConvNd,))) > 1
-    ]  # fmt: skip
+    ]
 
 
 def _dominates(a: list[float], b: list[float], directions: list[str]) -> bool:
@@ -149,8 +156,15 @@ def check_precisions(precisions: tuple[str, ...], meter_device: str | None) -> N
         )
 
 
-def _scored(model: nn.Module, fp32_j: float, precision: str, data: Data, example: torch.Tensor,
-            hardware: str, compiled: bool) -> tuple[nn.Module, float, Timing]:  # fmt: skip
+def _scored(
+    model: nn.Module,
+    fp32_j: float,
+    precision: str,
+    data: Data,
+    example: torch.Tensor,
+    hardware: str,
+    compiled: bool,
+) -> tuple[nn.Module, float, Timing]:
     """(module to score, estimated joules, latency ms) of a fine-tuned trial at ``precision``:
     int8 is post-training PT2E, priced as int8 in the same energy model; latency is measured
     compiled (with freezing) whenever int8 is in the search, so both precisions are timed alike."""
@@ -169,8 +183,13 @@ def _scored(model: nn.Module, fp32_j: float, precision: str, data: Data, example
     return model, energy, time_forward(timed, example, 15)
 
 
-def _figure(model: nn.Module, example: torch.Tensor, estimate: Estimated,
-            meter_device: str | None, compiled: bool) -> Estimated | Measured:  # fmt: skip
+def _figure(
+    model: nn.Module,
+    example: torch.Tensor,
+    estimate: Estimated,
+    meter_device: str | None,
+    compiled: bool,
+) -> Estimated | Measured:
     """A trial's energy per forward pass of ``example``: measured where a meter is named (a
     trial whose reading fails is dropped: an estimate must not join measured trials), else the
     estimate."""
@@ -199,10 +218,19 @@ def _basis(study: optuna.Study, hardware: str) -> str:
     return labels.pop() if labels else f"estimated ({hardware})"
 
 
-def _objective(dense: nn.Module, data: Data, hardware: str, proxy: TrainConfig, stages: list[str],
-               target_range: tuple[float, float], objectives: list[str], meter_device: str | None,
-               log: Callable[[str], None], precisions: tuple[str, ...] = ("fp32",),
-               on_batch: OnBatch = lambda epoch, i, n, loss: None):  # fmt: skip
+def _objective(
+    dense: nn.Module,
+    data: Data,
+    hardware: str,
+    proxy: TrainConfig,
+    stages: list[str],
+    target_range: tuple[float, float],
+    objectives: list[str],
+    meter_device: str | None,
+    log: Callable[[str], None],
+    precisions: tuple[str, ...] = ("fp32",),
+    on_batch: OnBatch = lambda epoch, i, n, loss: None,
+):
     example = example_input(dense, data.input_shape)
     alignments = [1, 4, 8] if load_hardware(hardware).channel_multiple <= 8 else [1, 8, 16]
 
@@ -227,14 +255,29 @@ def _objective(dense: nn.Module, data: Data, hardware: str, proxy: TrainConfig, 
             f"trial {trial.number}: pruned to {params['target_energy']:.3f} of dense energy, "
             "fine-tuning (proxy)"
         )
-        finetune(result.model, data.train, TrainConfig(**{**proxy.__dict__,
-                 "seed": trial.number}), on_batch=on_batch)  # fmt: skip
-        scored, energy, timing = _scored(result.model, result.after.total.energy_j, precision,
-                                          data, example, hardware, len(precisions) > 1)  # fmt: skip
-        figure = _figure(scored, example, Estimated(energy, hardware), meter_device,
-                         len(precisions) > 1)  # fmt: skip
-        values = {"accuracy": top1(scored, data.val, data.num_classes),
-                  "energy_j": figure.joules, "latency_ms": timing.median_ms}  # fmt: skip
+        finetune(
+            result.model,
+            data.train,
+            TrainConfig(**{**proxy.__dict__, "seed": trial.number}),
+            on_batch=on_batch,
+        )
+        scored, energy, timing = _scored(
+            result.model,
+            result.after.total.energy_j,
+            precision,
+            data,
+            example,
+            hardware,
+            len(precisions) > 1,
+        )
+        figure = _figure(
+            scored, example, Estimated(energy, hardware), meter_device, len(precisions) > 1
+        )
+        values = {
+            "accuracy": top1(scored, data.val, data.num_classes),
+            "energy_j": figure.joules,
+            "latency_ms": timing.median_ms,
+        }
         trial.set_user_attr("energy", figure.to_dict())
         trial.set_user_attr("values", values)
         trial.set_user_attr("macs", result.after.total.macs)
@@ -255,12 +298,19 @@ def collect(study: optuna.Study, objectives: list[str]) -> tuple[list[dict], int
     directions = [OBJECTIVES[o] for o in objectives]
     values = [list(t.values) for t in complete]
     flags = pareto_front(values, directions)
-    trials = [{"number": t.number, "params": t.params, "values": t.user_attrs["values"],
-               "spec": t.user_attrs.get("spec"),
-               "macs": t.user_attrs.get("macs"),
-               "precision": t.user_attrs.get("precision", "fp32"),
-               "latency_noisy": t.user_attrs.get("latency_noisy"), "pareto": flag}
-              for t, flag in zip(complete, flags, strict=True)]  # fmt: skip
+    trials = [
+        {
+            "number": t.number,
+            "params": t.params,
+            "values": t.user_attrs["values"],
+            "spec": t.user_attrs.get("spec"),
+            "macs": t.user_attrs.get("macs"),
+            "precision": t.user_attrs.get("precision", "fp32"),
+            "latency_noisy": t.user_attrs.get("latency_noisy"),
+            "pareto": flag,
+        }
+        for t, flag in zip(complete, flags, strict=True)
+    ]
     front = [i for i, f in enumerate(flags) if f]
     k = knee([values[i] for i in front], directions)
     return trials, (complete[front[k]].number if k is not None else None)
@@ -301,8 +351,9 @@ def search(
     """
     unknown = [o for o in objectives if o not in OBJECTIVES]
     if unknown or len(objectives) < 2:
-        raise ConfigError(f"objectives must be two or more of {', '.join(OBJECTIVES)}, got "
-                          f"{','.join(objectives)}")  # fmt: skip
+        raise ConfigError(
+            f"objectives must be two or more of {', '.join(OBJECTIVES)}, got {','.join(objectives)}"
+        )
     check_precisions(precisions, meter_device)
     lo, hi = target_range
     if not 0 < lo < hi <= 1:
@@ -313,41 +364,63 @@ def search(
     objectives = list(objectives)
     study = open_study(url, study_name, objectives, list(precisions), seed, trials)
     stop = optuna.study.MaxTrialsCallback(trials, states=(optuna.trial.TrialState.COMPLETE,))
-    objective = _objective(dense.eval(), data, hardware, proxy, _stages(dense), target_range,
-                           objectives, meter_device, log, tuple(precisions),
-                           on_batch)  # fmt: skip
+    objective = _objective(
+        dense.eval(),
+        data,
+        hardware,
+        proxy,
+        _stages(dense),
+        target_range,
+        objectives,
+        meter_device,
+        log,
+        tuple(precisions),
+        on_batch,
+    )
     done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     if done < trials:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         # pruned (unreachable) trials do not count: allow some, the callback stops the study
-        study.optimize(objective, n_trials=3 * (trials - done), n_jobs=n_jobs, callbacks=[stop],
-                       catch=(RuntimeError,))  # fmt: skip
+        study.optimize(
+            objective,
+            n_trials=3 * (trials - done),
+            n_jobs=n_jobs,
+            callbacks=[stop],
+            catch=(RuntimeError,),
+        )
     rows, knee_number = collect(study, objectives)
     basis = _basis(study, hardware)
-    result = SearchResult(objectives, rows, knee_number, basis, url, study_name,
-                          {"validation": data.val_source})  # fmt: skip
+    result = SearchResult(
+        objectives, rows, knee_number, basis, url, study_name, {"validation": data.val_source}
+    )
     atomic_write_text(out / "pareto.json", json.dumps(result.to_dict(), indent=2) + "\n")
     plot_front(result, out / "pareto.png")
     return result
 
 
-def open_study(url: str, name: str, objectives: list[str], precisions: list[str], seed: int,
-           trials: int) -> optuna.Study:  # fmt: skip
+def open_study(
+    url: str, name: str, objectives: list[str], precisions: list[str], seed: int, trials: int
+) -> optuna.Study:
     """The study at ``url`` (created, or continued when its objectives and precisions match)."""
     with warnings.catch_warnings():  # heartbeats are "experimental" in optuna, and what we need
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         rdb = optuna.storages.RDBStorage(url, heartbeat_interval=10, grace_period=30)
     study = optuna.create_study(
-        study_name=name, storage=rdb, load_if_exists=True,
+        study_name=name,
+        storage=rdb,
+        load_if_exists=True,
         directions=[OBJECTIVES[o] for o in objectives],
         sampler=optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(20, trials))),
-    )  # fmt: skip
-    for key, value, what in (("objectives", objectives, "optimises"),
-                             ("precisions", precisions, "searches precisions")):  # fmt: skip
+    )
+    for key, value, what in (
+        ("objectives", objectives, "optimises"),
+        ("precisions", precisions, "searches precisions"),
+    ):
         stored = study.user_attrs.get(key)
         if stored is not None and stored != value:
-            raise ConfigError(f"study '{name}' {what} {stored}, not {value}: use another --out "
-                              "/ --study-name")  # fmt: skip
+            raise ConfigError(
+                f"study '{name}' {what} {stored}, not {value}: use another --out / --study-name"
+            )
         study.set_user_attr(key, value)
     return study
 
@@ -363,15 +436,27 @@ def plot_front(result: SearchResult, path: Path) -> None:
     pairs = [(a, b) for i, a in enumerate(keys) for b in keys[i + 1 :]]
     fig, axes = plt.subplots(1, len(pairs), figsize=(4.5 * len(pairs), 4), squeeze=False)
     for ax, (a, b) in zip(axes[0], pairs, strict=True):
-        for subset, style in (([t for t in result.trials if not t["pareto"]], "o"),
-                              (result.front, "s")):  # fmt: skip
-            ax.scatter([t["values"][a] for t in subset], [t["values"][b] for t in subset],
-                       marker=style, alpha=0.5 if style == "o" else 1.0,
-                       label="front" if style == "s" else "other trials")  # fmt: skip
+        for subset, style in (
+            ([t for t in result.trials if not t["pareto"]], "o"),
+            (result.front, "s"),
+        ):
+            ax.scatter(
+                [t["values"][a] for t in subset],
+                [t["values"][b] for t in subset],
+                marker=style,
+                alpha=0.5 if style == "o" else 1.0,
+                label="front" if style == "s" else "other trials",
+            )
         knee_trial = [t for t in result.trials if t["number"] == result.knee]
         if knee_trial:
-            ax.scatter([knee_trial[0]["values"][a]], [knee_trial[0]["values"][b]], marker="*",
-                       s=200, color="red", label="knee")  # fmt: skip
+            ax.scatter(
+                [knee_trial[0]["values"][a]],
+                [knee_trial[0]["values"][b]],
+                marker="*",
+                s=200,
+                color="red",
+                label="knee",
+            )
         ax.set_xlabel(a + (f" ({result.energy_basis})" if a == "energy_j" else ""))
         ax.set_ylabel(b + (f" ({result.energy_basis})" if b == "energy_j" else ""))
         ax.legend(fontsize=7)

@@ -103,8 +103,12 @@ class Perplexity:
     tokens: int
 
     def to_dict(self) -> dict[str, float | int]:
-        return {"ppl": self.value, "windows": self.windows, "seq_len": self.seq_len,
-                "tokens": self.tokens}  # fmt: skip
+        return {
+            "ppl": self.value,
+            "windows": self.windows,
+            "seq_len": self.seq_len,
+            "tokens": self.tokens,
+        }
 
 
 def lm_loss(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:

@@ -102,7 +102,7 @@ class Caps:
 
 
 @dataclass(frozen=True)
-class _Job:
+class _CutSettings:
     """The settings of one channel prune, shared by every round."""
 
     hw: HardwareProfile
@@ -137,7 +137,7 @@ class _Traced:
 def _candidates(
     structure: Structure,
     prof: EnergyProfile,
-    job: _Job,
+    job: _CutSettings,
     dense_widths: dict[str, int],
     example: Any,
 ) -> tuple[list[Candidate], Savings]:
@@ -159,7 +159,11 @@ def _candidates(
 
 
 def _channel_rounds(
-    model: nn.Module, example: Any, target_j: float, job: _Job, traced: _Traced | None = None
+    model: nn.Module,
+    example: Any,
+    target_j: float,
+    job: _CutSettings,
+    traced: _Traced | None = None,
 ) -> list[list[dict]]:
     traced = _Traced() if traced is None else traced
     dense_widths = {n: w[1] for n, w in layer_widths(model).items()}
@@ -193,7 +197,7 @@ def _channel_rounds(
     return rounds
 
 
-def _reachable_minimum(model: nn.Module, example: Any, job: _Job) -> float:
+def _reachable_minimum(model: nn.Module, example: Any, job: _CutSettings) -> float:
     """Estimated energy with every allowed group pruned as far as allowed."""
     probe = folded_copy(model)
     _channel_rounds(probe, example, 0.0, replace(job, criterion="l2", strategy="global"))
@@ -254,10 +258,21 @@ def prune(
         ConfigError: bad settings, or a target below the reachable minimum (named in the message).
     """
     asked = PruneSpec(
-        target_energy, max_joules, granularity, criterion, strategy, hardware, dtype, round_to,
-        max_layer_ratio, tuple((layer_caps or {}).items()), tuple(ignored_layers),
-        prune_residual, nm, sparsity_scope,
-    )  # fmt: skip
+        target_energy=target_energy,
+        max_joules=max_joules,
+        granularity=granularity,
+        criterion=criterion,
+        strategy=strategy,
+        hardware=hardware,
+        dtype=dtype,
+        round_to=round_to,
+        max_layer_ratio=max_layer_ratio,
+        layer_caps=tuple((layer_caps or {}).items()),
+        ignored_layers=tuple(ignored_layers),
+        prune_residual=prune_residual,
+        nm=nm,
+        sparsity_scope=sparsity_scope,
+    )
     if spec is not None and asked != PruneSpec():
         raise ConfigError("give prune either spec= or the settings, not both")
     return _prune(model, example_inputs, spec or asked, data, name, trace_seconds)
@@ -275,18 +290,34 @@ def _prune(model, example_inputs, spec: PruneSpec, data, name, trace_seconds) ->
     dense_j = before.total.energy_j
     target_j = spec.target_energy * dense_j if spec.target_energy else float(spec.max_joules)
     plan = PruningPlan(
-        spec.granularity, spec.criterion, spec.strategy, hw.name, round_to, spec.target_energy,
-        dense_j, target_j,
-    )  # fmt: skip
+        granularity=spec.granularity,
+        criterion=spec.criterion,
+        strategy=spec.strategy,
+        hardware=hw.name,
+        round_to=round_to,
+        target_energy=spec.target_energy,
+        dense_j=dense_j,
+        target_j=target_j,
+    )
     plan.spec = spec.to_dict()
     first = next(iter(tensors_in(example_inputs)), None)
     if first is not None:
         plan.input_shape, plan.input_dtype = list(first.shape), str(first.dtype).split(".")[-1]
     caps = Caps(spec.max_layer_ratio, spec.layer_caps)
-    job = _Job(
-        hw, spec.dtype, name, spec.criterion, spec.strategy, round_to, caps, ignored,
-        spec.prune_residual, data, trace_seconds, shapes_pay(before),
-    )  # fmt: skip
+    job = _CutSettings(
+        hw=hw,
+        dtype=spec.dtype,
+        name=name,
+        criterion=spec.criterion,
+        strategy=spec.strategy,
+        round_to=round_to,
+        caps=caps,
+        ignored=ignored,
+        prune_residual=spec.prune_residual,
+        data=data,
+        trace_seconds=trace_seconds,
+        shapes_only=shapes_pay(before),
+    )
     after = _cut(work, example_inputs, plan, spec, job, target_j, before)
     if after.total.energy_j > target_j * (1 + TOLERANCE):
         reachable = (
@@ -308,17 +339,19 @@ def _prune(model, example_inputs, spec: PruneSpec, data, name, trace_seconds) ->
     return PruneResult(work, plan, before, after)
 
 
-def _cut(work, example, plan, spec: PruneSpec, job: _Job, target_j, before) -> EnergyProfile:
+def _cut(
+    work, example, plan, spec: PruneSpec, job: _CutSettings, target_j, before
+) -> EnergyProfile:
     """Prune ``work`` in place at the spec's granularity; its estimate after."""
     return _CUTS[spec.granularity](work, example, plan, spec, job, target_j, before)
 
 
-def _masked_cut(work, example, plan, spec: PruneSpec, job: _Job, target_j, before):
+def _masked_cut(work, example, plan, spec: PruneSpec, job: _CutSettings, target_j, before):
     _sparsify(work, example, plan, spec.granularity, job, target_j, spec)
     return job.price(work, example)
 
 
-def _channel_cut(work, example, plan, spec: PruneSpec, job: _Job, target_j, before):
+def _channel_cut(work, example, plan, spec: PruneSpec, job: _CutSettings, target_j, before):
     traced = _Traced(energy=before)
     plan.rounds = _channel_rounds(work, example, target_j, job, traced)
     plan.traced_parts = traced.parts
@@ -364,7 +397,7 @@ def _sparsify(
     example: Any,
     plan: PruningPlan,
     granularity: str,
-    job: _Job,
+    job: _CutSettings,
     target_j: float,
     spec: PruneSpec,
 ) -> None:

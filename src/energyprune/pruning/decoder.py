@@ -277,5 +277,7 @@ def group_importance(model: nn.Module, batches: Iterable[torch.Tensor]) -> list[
     attns = attention_layers(model)
     o_projs = [a.module.o_proj for a in attns]
     norms = input_sq_norms(model, o_projs, batches)
-    return [wanda_columns(o, sq).view(-1, a.head_dim).sum(dim=1)
-            for a, o, sq in zip(attns, o_projs, norms, strict=True)]  # fmt: skip
+    return [
+        wanda_columns(o, sq).view(-1, a.head_dim).sum(dim=1)
+        for a, o, sq in zip(attns, o_projs, norms, strict=True)
+    ]

@@ -89,8 +89,11 @@ class LMPlan:
     drop: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"mlp_chunks_cut": self.mlp_cut, "query_heads_per_group_cut": self.heads_cut,
-                "drop_layers": sorted(self.drop)}  # fmt: skip
+        return {
+            "mlp_chunks_cut": self.mlp_cut,
+            "query_heads_per_group_cut": self.heads_cut,
+            "drop_layers": sorted(self.drop),
+        }
 
 
 def mlp_scores(model: nn.Module, batches: Iterable[torch.Tensor]) -> list[torch.Tensor]:

@@ -90,20 +90,23 @@ def _plan(path: Path) -> dict[str, list[int]]:
         if not isinstance(plan, dict) or plan.get("format") != FORMAT:
             raise ValueError(f"not an {FORMAT} plan")
         widths = plan["widths"]
-        if not all(isinstance(v, list) and all(isinstance(w, int) for w in v)
-                   for v in widths.values()):  # fmt: skip
+        if not all(
+            isinstance(v, list) and all(isinstance(w, int) for w in v) for v in widths.values()
+        ):
             raise ValueError("widths must be lists of integers")
         return widths
     except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise ConfigError(f"{path} is not a valid LM plan ({first_line(e)}): save the model "
-                          "again") from e  # fmt: skip
+        raise ConfigError(
+            f"{path} is not a valid LM plan ({first_line(e)}): save the model again"
+        ) from e
 
 
 def load_lm(folder: str | os.PathLike[str]) -> nn.Module:
     """A saved pruned LM: ``from_pretrained`` when its widths are uniform, else the config
     built, every layer shrunk to ``plan.json``'s widths and the safetensors loaded strictly."""
-    import transformers
+    from energyprune.models.hf import require_transformers
 
+    transformers = require_transformers()
     path = Path(folder)
     if not (path / "config.json").is_file():
         raise ConfigError(f"{path} has no config.json: pass a folder written by save_lm")
@@ -114,8 +117,10 @@ def load_lm(folder: str | os.PathLike[str]) -> nn.Module:
     model = transformers.AutoModelForCausalLM.from_config(config)
     layers, attns = decoder_layers(model), attention_layers(model)
     if any(len(v) != len(layers) for v in widths.values()):
-        raise ConfigError(f"{path / LM_PLAN} names widths for another number of layers than "
-                          f"config.json's {len(layers)}: save the model again")  # fmt: skip
+        raise ConfigError(
+            f"{path / LM_PLAN} names widths for another number of layers than "
+            f"config.json's {len(layers)}: save the model again"
+        )
     for i, (layer, attn) in enumerate(zip(layers, attns, strict=True)):
         resize_layer(layer, attn, {k: v[i] for k, v in widths.items() if k != "head_dim"})
     _load_state(model, path)
@@ -129,13 +134,16 @@ def _load_state(model: nn.Module, path: Path) -> None:
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # a shape that does not fit
-        raise ConfigError(f"{path} does not fit its plan.json ({first_line(e)}): save the model "
-                          "again") from e  # fmt: skip
+        raise ConfigError(
+            f"{path} does not fit its plan.json ({first_line(e)}): save the model again"
+        ) from e
     tied = set(getattr(model, "_tied_weights_keys", None) or ())
     if unexpected or set(missing) - tied:
-        raise ConfigError(f"{path}/model.safetensors does not fit its config: missing "
-                          f"{sorted(set(missing) - tied)[:2]}, unexpected {unexpected[:2]}; "
-                          "save the model again")  # fmt: skip
+        raise ConfigError(
+            f"{path}/model.safetensors does not fit its config: missing "
+            f"{sorted(set(missing) - tied)[:2]}, unexpected {unexpected[:2]}; "
+            "save the model again"
+        )
     model.tie_weights()
 
 

@@ -44,8 +44,12 @@ class Sensitivity:
     heads: list[float]  # the least important query head of every group
 
     def to_dict(self) -> dict:
-        return {"base_loss": self.base, "layer": self.layer, "mlp_half": self.mlp,
-                "one_head_per_group": self.heads}  # fmt: skip
+        return {
+            "base_loss": self.base,
+            "layer": self.layer,
+            "mlp_half": self.mlp,
+            "one_head_per_group": self.heads,
+        }
 
 
 def _zero_inputs(linear: nn.Linear, channels: torch.Tensor):

@@ -52,9 +52,14 @@ def lm_layer_table(lm: LMProfile, top: int = 15) -> Table:
     total = lm.energy_j or 1.0
 
     def cells(row) -> list[str]:
-        values = [fmt_count(row.flops), fmt_count(row.weight_bytes, "B"),
-                  fmt_count(row.kv_bytes, "B"), fmt_count(row.activation_bytes, "B"),
-                  fmt_joules(row.compute_j), fmt_joules(row.memory_j)]  # fmt: skip
+        values = [
+            fmt_count(row.flops),
+            fmt_count(row.weight_bytes, "B"),
+            fmt_count(row.kv_bytes, "B"),
+            fmt_count(row.activation_bytes, "B"),
+            fmt_joules(row.compute_j),
+            fmt_joules(row.memory_j),
+        ]
         if timed:
             values += [fmt_joules(row.static_j), f"{row.seconds * 1e6:.2f} µs"]
         return [*values, f"{100 * row.energy_j / total:.1f}"]
@@ -70,8 +75,16 @@ class _Sum:
     """The per-token totals, shaped like a row."""
 
     def __init__(self, lm: LMProfile) -> None:
-        for name in ("flops", "weight_bytes", "kv_bytes", "activation_bytes", "compute_j",
-                     "memory_j", "static_j", "seconds"):  # fmt: skip
+        for name in (
+            "flops",
+            "weight_bytes",
+            "kv_bytes",
+            "activation_bytes",
+            "compute_j",
+            "memory_j",
+            "static_j",
+            "seconds",
+        ):
             setattr(self, name, lm.total(name))
         self.energy_j = lm.energy_j
 
@@ -100,9 +113,15 @@ def lm_prune_markdown(report: dict) -> str:
     where = ", ".join(f"{k}={v}" for k, v in r.items() if k not in ("phase", "basis"))
     rows = [
         ("dense", 1.0, report["dense_j_per_token"], report["params_dense"], ppl["ppl"], ppl["ppl"]),
-        ("pruned", report["energy_ratio"], report["pruned_j_per_token"], report["params"],
-         report["ppl_after_cut"]["ppl"], report["ppl_after_recovery"]["ppl"]),
-    ]  # fmt: skip
+        (
+            "pruned",
+            report["energy_ratio"],
+            report["pruned_j_per_token"],
+            report["params"],
+            report["ppl_after_cut"]["ppl"],
+            report["ppl_after_recovery"]["ppl"],
+        ),
+    ]
     lines = [
         f"# {report['model']} pruned to {report['energy_ratio']:.3f} of dense J/token",
         "",
