@@ -167,3 +167,46 @@ def test_every_prune_option_changes_the_run_or_is_refused(kind, tmp_path, capsys
             assert got != reference, f"{option_strings[0]} changed nothing for {kind}"
     assert len(seen) > 40
     print(json.dumps(seen, indent=1))
+
+
+def test_a_one_cut_prune_refuses_pipeline_flags(capsys, tmp_path):
+    argv = ["prune", "digits_cnn", "--target-energy", "0.5", "--out", str(tmp_path / "o")]
+    assert main([*argv, "--steps", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--steps sets the fine-tuning pipeline" in err
+
+
+def test_a_language_model_refuses_the_gradual_schedule(tmp_path, capsys, stand_in):
+    base = _bases(tmp_path)["lm"]
+    assert main([*base, "--schedule", "gradual"]) == 2
+    assert "--schedule gradual" in capsys.readouterr().err
+
+
+def test_an_image_run_that_misses_its_budget_exits_1(tmp_path, capsys):
+    argv = [
+        "prune",
+        "digits_cnn",
+        "--data",
+        "digits",
+        "--target-energy",
+        "0.3",
+        "--max-layer-ratio",
+        "0.1",
+        "--steps",
+        "1",
+        "--finetune-epochs",
+        "0",
+        "--final-epochs",
+        "0",
+        "--max-acc-drop",
+        "100",
+        "--bn-batches",
+        "0",
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert main(argv) == 1
+    printed = capsys.readouterr().out
+    assert "energy budget MISSED" in printed
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["outcome"]["budget_met"] is False and report["stopped_early"]

@@ -94,3 +94,12 @@ def test_energyprune_prune_takes_a_language_model_as_it_takes_a_cnn(tmp_path):
     assert result.energy_ratio <= 0.7 + 1e-3 and result.guardrail_ok
     assert (tmp_path / "run" / "checkpoint.json").is_file()  # the one loop's checkpoint
     assert model.config.num_hidden_layers == 4 and result.params_pruned < result.params_dense
+
+
+def test_energyprune_prune_cuts_an_lm_once_from_an_example_batch():
+    import energyprune
+
+    model = tiny_llama(2)
+    ids = {"input_ids": torch.randint(0, 64, (1, 8))}
+    result = energyprune.prune(model, ids, 0.8, hardware="horowitz-45nm")  # as before: one cut
+    assert result.energy_ratio <= 0.8 * 1.01

@@ -23,10 +23,11 @@ __all__ = [
     "LM",
     "ONLY",
     "PER_KIND_HELP",
+    "fill_kind_defaults",
     "record_flags",
     "refuse_flags",
+    "refuse_for_kind",
     "refuse_idle_image_flags",
-    "resolve_for_kind",
 ]
 
 IMAGE, LM = "image", "lm"
@@ -130,8 +131,8 @@ def record_flags(p: argparse.ArgumentParser) -> None:
     p.set_defaults(_flags=flags)
 
 
-def resolve_for_kind(args: argparse.Namespace, kind: str, console: Console) -> None:
-    """Refuse a flag ``kind`` does not use; fill per-kind defaults; map deprecated names."""
+def refuse_for_kind(args: argparse.Namespace, kind: str) -> None:
+    """Refuse, in one line, a flag ``kind`` does not use (the other kind's)."""
     flags: dict[str, tuple[str, Any]] = args._flags
     other = LM if kind == IMAGE else IMAGE
     for dest in ONLY[other]:
@@ -141,6 +142,15 @@ def resolve_for_kind(args: argparse.Namespace, kind: str, console: Console) -> N
             raise ConfigError(
                 f"{option} does nothing for {KIND_NAMES[kind]} ('{args.model}'): drop it{instead}"
             )
+    if kind == LM and args.schedule == "gradual":
+        raise ConfigError(
+            "--schedule gradual cuts inside an image model's fine-tune; a language model takes "
+            "cubic or linear steps: drop it"
+        )
+
+
+def fill_kind_defaults(args: argparse.Namespace, kind: str, console: Console) -> None:
+    """Fill the per-kind defaults of the shared flags; map deprecated names."""
     if kind == LM and args.lm_lr is not None:
         console.print(
             "[yellow]note:[/] --lm-lr is deprecated and goes in the next release: use --lr"
@@ -162,6 +172,30 @@ class _Needs:
 
 
 _INT8 = ("no_qat", "eager", "measure_batch", "seconds", "windows")
+#: flags of the fine-tuning pipeline: a prune without --data is one cut, with no steps to set
+_PIPELINE = (
+    "steps",
+    "schedule",
+    "finetune_epochs",
+    "max_batches",
+    "final_epochs",
+    "max_acc_drop",
+    "optimizer",
+    "lr",
+    "batch_size",
+    "val_from",
+    "seed",
+    "seeds",
+    "device",
+    "resume",
+    "ddp",
+    "bn_batches",
+    "distill",
+    "distill_alpha",
+    "distill_temperature",
+    "candidates",
+    "score_batches",
+)
 _ONLY_WITH = (
     _Needs(
         "input_shape",
@@ -180,6 +214,15 @@ _ONLY_WITH = (
             f"--{dest.replace('_', '-')} sets the int8 step: add --quantize int8 or drop it",
         )
         for dest in _INT8
+    ),
+    *(
+        _Needs(
+            dest,
+            lambda a: bool(a.data),
+            f"--{dest.replace('_', '-')} sets the fine-tuning pipeline, which runs with "
+            "--data: add --data or drop it",
+        )
+        for dest in _PIPELINE
     ),
 )
 

@@ -19,9 +19,10 @@ from energyprune.cli.kind_flags import (
     IMAGE,
     LM,
     PER_KIND_HELP,
+    fill_kind_defaults,
     record_flags,
+    refuse_for_kind,
     refuse_idle_image_flags,
-    resolve_for_kind,
 )
 from energyprune.cli.progress import Progress, status
 from energyprune.energy.hardware import BUILTIN_PROFILES, load_hardware
@@ -223,11 +224,13 @@ def _run_prune(args: argparse.Namespace, console: Console) -> int:
 
     kind = LM if is_lm_request(args) else IMAGE
     hardware_given = args.hardware is not None
-    resolve_for_kind(args, kind, console)
+    refuse_for_kind(args, kind)
+    if kind == IMAGE:
+        refuse_idle_image_flags(args)
+    fill_kind_defaults(args, kind, console)
     load_hardware(args.hardware)  # a misspelled profile fails before the model is built
     if kind == LM:
         return run_lm_prune(args, console, hardware_given)
-    refuse_idle_image_flags(args)
     from energyprune.pruning.apply import prune
     from energyprune.pruning.export import save
     from energyprune.reports.report import comparison_table
@@ -299,11 +302,15 @@ def _run_pipeline(args, built, nm, console: Console) -> int:
             max_acc_drop=args.max_acc_drop,
             **int8_settings(args),
         )
+    outcome = result.report["outcome"]
+    console.print(outcome["guardrail"])
+    console.print(outcome["budget"])
+    model_files = ", plan.json, model.safetensors" if result.plan is not None else ""
     console.print(
         f"wrote {args.out}/report.json, report.md, energy_layers.png, "
-        "accuracy_energy.png, plan.json, model.safetensors"
+        f"accuracy_energy.png{model_files}"
     )
-    return 0
+    return 0 if outcome["ok"] else 1
 
 
 def _check_pipeline_args(args) -> None:

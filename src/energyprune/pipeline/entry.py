@@ -19,7 +19,7 @@ __all__ = ["is_decoder_lm", "prune"]
 def is_decoder_lm(model: nn.Module) -> bool:
     """A Hugging Face causal LM whose decoder layers our cuts know."""
     config = getattr(model, "config", None)
-    if config is None or not getattr(config, "is_decoder", True):
+    if config is None or getattr(config, "is_encoder_decoder", False):
         return False
     from energyprune.pruning.decoder import decoder_layers
 
@@ -48,12 +48,21 @@ def prune(model: nn.Module, inputs: Any, target_energy: float | None = 0.5, **op
         A :class:`~energyprune.pruning.apply.PruneResult`, or for a language model an
         :class:`~energyprune.pipeline.lm_prune.LMPruneResult`.
     """
-    if not is_decoder_lm(model):
+    from energyprune.pipeline.text import TextData
+
+    if not isinstance(inputs, TextData):  # an example batch: one cut (an LM's too)
         from energyprune.pruning.apply import prune as prune_once
 
         return prune_once(model, inputs, target_energy, **options)
     from energyprune.energy.regimes import Decode
+    from energyprune.errors import ConfigError
     from energyprune.pipeline.lm_prune import LMPruneConfig, prune_lm
+
+    if not is_decoder_lm(model):
+        raise ConfigError(
+            f"text windows prune a decoder LM, and {type(model).__name__} is not one we can "
+            "cut (Llama/Qwen-family causal LMs): pass an example batch to cut it once"
+        )
 
     regime = options.pop("regime", Decode(1, 1024))
     run = {k: options.pop(k) for k in ("out", "resume", "steps", "seed") if k in options}

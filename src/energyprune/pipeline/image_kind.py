@@ -22,6 +22,7 @@ from energyprune.pipeline.evaluate import Metrics, evaluate, top1
 from energyprune.pipeline.finetune import OnBatch, StopFlag, TrainConfig, finetune
 from energyprune.pipeline.kind import AccuracyDrop, StepOutcome, StepTarget
 from energyprune.pipeline.steps import estimate_j, merge_plans, take_step, untrained_guardrail
+from energyprune.pruning.apply import TOLERANCE
 from energyprune.pruning.plan import PruningPlan
 from energyprune.reports.plots import plot_run
 from energyprune.reports.report import run_markdown
@@ -80,6 +81,9 @@ class ImageClassifier:
 
     def validate(self, model: nn.Module) -> float:
         return _val_top1(model, self.data)
+
+    def meets_budget(self, fraction: float, target: float) -> bool:
+        return fraction <= target * (1 + TOLERANCE)  # the one-shot prune's own slack
 
     def baseline(self, model: nn.Module) -> dict[str, Any]:
         return _metrics(model, self.data, self.cfg, self.meter).to_dict()

@@ -132,6 +132,10 @@ class ModelKind(Protocol):
     def price(self, model: nn.Module) -> float:
         """Estimated energy (per forward pass, or per token) under the run's profile."""
 
+    def meets_budget(self, fraction: float, target: float) -> bool:
+        """Whether a priced ``fraction`` of dense energy meets ``target`` (the kind's cut
+        allows itself this much slack, so the outcome does too)."""
+
     def validate(self, model: nn.Module) -> float:
         """Quality on the decision split, in the guardrail's metric."""
 

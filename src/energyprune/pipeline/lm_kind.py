@@ -28,6 +28,7 @@ from energyprune.pipeline.text import TextData, next_token_loss, perplexity, tra
 __all__ = ["CUTS_FILE", "DecoderLM", "LMPlanLog"]
 
 CUTS_FILE = "cuts.json"  # the run's cuts, step by step, beside a checkpoint's weights
+BUDGET_SLACK = 1e-3  # of dense J/token: what lm_allocate.cut_to_budget accepts over a target
 
 
 @dataclass
@@ -82,6 +83,9 @@ class DecoderLM:
 
     def price(self, model: nn.Module) -> float:
         return profile_lm(model, self.regime, self.options.hardware).energy_j
+
+    def meets_budget(self, fraction: float, target: float) -> bool:
+        return fraction <= target + BUDGET_SLACK  # as cut_to_budget accepts a cut
 
     def _perplexity(self, model: nn.Module):
         return perplexity(model, self.data.eval, limit=self.options.eval_windows)
@@ -178,18 +182,24 @@ class DecoderLM:
         from energyprune.pruning.lm_export import save_lm
 
         save_lm(model, folder, self.tokenizer)
-        cuts = (plan or LMPlanLog()).to_dict()
+        cuts = {"arch": self.arch, **(plan or LMPlanLog()).to_dict()}
         atomic_write_text(folder / CUTS_FILE, json.dumps(cuts, indent=2) + "\n")
 
     def load(self, folder: Path) -> tuple[nn.Module, LMPlanLog]:
         from energyprune.pruning.lm_export import load_lm
 
         try:
-            plan = LMPlanLog.from_dict(json.loads(read_text(folder / CUTS_FILE, "LM cuts")))
-        except (ValueError, KeyError, TypeError) as e:
+            cuts = json.loads(read_text(folder / CUTS_FILE, "LM cuts"))
+            plan, arch = LMPlanLog.from_dict(cuts), cuts.get("arch")
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise ConfigError(
                 f"{folder / CUTS_FILE} is damaged ({e}): run again without --resume"
             ) from None
+        if arch != self.arch:
+            raise ConfigError(
+                f"checkpoint in {folder} is for '{arch}', not '{self.arch}': resume with the "
+                "same model, or run again without --resume"
+            )
         return load_lm(folder), plan
 
     def final_plan(self, plan: LMPlanLog | None, cfg: RunConfig) -> LMPlanLog | None:
@@ -202,6 +212,7 @@ class DecoderLM:
         accepted = [s for s in state.steps if s["accepted"] and "ppl_after_cut" in s]
         last = accepted[-1] if accepted else None
         verdict = self.guardrail.check(before["ppl"]["ppl"], recovered.value)
+        refused = state.stopped is not None and "guardrail failed" in state.stopped
         return {
             "kind": "language model",
             "model": self.arch,
@@ -220,7 +231,7 @@ class DecoderLM:
             "plan": plan.steps[-1] if plan and plan.steps else {},
             "plan_steps": plan.to_dict() if plan else LMPlanLog().to_dict(),
             "steps": state.steps,
-            "guardrail_ok": verdict.held,
+            "guardrail_ok": verdict.held and not refused,
             "guardrail": verdict.line,
             "losses": [x for s in accepted for x in s.get("losses", [])],
             "budget": {

@@ -118,8 +118,9 @@ class LMPruneResult:
     ppl_recovered: Perplexity
     params_dense: int
     params_pruned: int
-    guardrail_ok: bool
+    guardrail_ok: bool  # held on the final model, and no step was refused by it
     guardrail: str
+    budget_met: bool = True
     losses: list[float] = field(default_factory=list)
     wall_s: float = 0.0
     budget: dict[str, float | None] = field(default_factory=dict)
@@ -142,8 +143,9 @@ class LMPruneResult:
             ppl_recovered=ppl("ppl_after_recovery"),
             params_dense=report["params_dense"],
             params_pruned=report["params"],
-            guardrail_ok=report["outcome"]["ok"],
-            guardrail=report["guardrail"],
+            guardrail_ok=report["outcome"]["guardrail_held"],
+            guardrail=report["outcome"]["guardrail"],
+            budget_met=report["outcome"]["budget_met"],
             losses=report["losses"],
             wall_s=wall_s,
             budget=report["budget"],

@@ -20,6 +20,7 @@ from torch import nn
 
 from energyprune.errors import ConfigError, first_line
 from energyprune.files import atomic_write_text, read_text
+from energyprune.models.placement import placement
 from energyprune.pipeline.config import RunConfig
 from energyprune.pipeline.finetune import OnBatch, StopFlag, is_main_process
 from energyprune.pipeline.kind import ModelKind, StepOutcome, StepTarget
@@ -27,7 +28,6 @@ from energyprune.pipeline.recover import Teacher, state_digest
 from energyprune.pruning.plan import PruningPlan
 
 __all__ = [
-    "BUDGET_SLACK",
     "Hooks",
     "RunConfig",
     "RunResult",
@@ -38,7 +38,6 @@ __all__ = [
 ]
 
 STATE = "checkpoint.json"
-BUDGET_SLACK = 1e-3  # a priced fraction this far over its target still meets it
 
 
 def schedule_targets(cfg: RunConfig) -> list[float]:
@@ -88,8 +87,9 @@ class RunState:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunState:
-        """A state as written; older checkpoints named the baseline ``dense_val_top1``."""
-        data = dict(data)
+        """A state as written; older checkpoints named the baseline ``dense_val_top1`` and may
+        lack the digest (then no dense model matches) and the validation split (any does)."""
+        data = {"dense_digest": None, "validation": None, **data}
         if "dense_val_top1" in data:
             data["dense_val"] = data.pop("dense_val_top1")
         return cls(**data)
@@ -140,7 +140,7 @@ def _restore(kind: ModelKind, out: Path, dense: nn.Module) -> tuple[RunState, nn
             )
         return state, dense, None
     model, plan = kind.load(out / "checkpoint" / f"step-{completed}")
-    return state, model, plan
+    return state, model.to(placement(dense).device), plan
 
 
 def _attempt(kind: ModelKind, current, cfg: RunConfig, target: StepTarget, loop: _Loop):
@@ -160,7 +160,7 @@ def _step(kind: ModelKind, current, cfg: RunConfig, state: RunState, dense_j: fl
     k = state.completed + 1
     fraction = schedule_targets(cfg)[k - 1]
     start_j = kind.price(current)
-    if start_j <= fraction * dense_j * (1 + BUDGET_SLACK):  # an earlier cut went this far
+    if state.completed and kind.meets_budget(start_j / dense_j, fraction):  # cut this far
         state.steps.append(
             {
                 "step": k,
@@ -291,7 +291,8 @@ def _outcome(kind: ModelKind, state: RunState, model, cfg: RunConfig, dense_j: f
     fraction = energy_j / dense_j
     quality = kind.validate(model)
     verdict = kind.guardrail.check(state.dense_val, quality)
-    met = fraction <= cfg.target_energy + BUDGET_SLACK
+    met = kind.meets_budget(fraction, cfg.target_energy)
+    refused = state.stopped is not None and "guardrail failed" in state.stopped
     budget = (
         f"energy budget {'met' if met else 'MISSED'}: {fraction:.3f} of dense (estimated), "
         f"target {cfg.target_energy:.3f}"
@@ -303,10 +304,10 @@ def _outcome(kind: ModelKind, state: RunState, model, cfg: RunConfig, dense_j: f
         "target_energy": cfg.target_energy,
         "budget_met": met,
         "budget": budget,
-        "guardrail_held": verdict.held,
-        "guardrail": verdict.line,
+        "guardrail_held": verdict.held and not refused,
+        "guardrail": verdict.line + ("; every attempt of a step failed it" if refused else ""),
         "guardrail_rule": kind.guardrail.describe(),
-        "ok": met and verdict.held,
+        "ok": met and verdict.held and not refused,
     }
 
 
@@ -315,7 +316,7 @@ def _start(kind: ModelKind, model, cfg: RunConfig, out: Path, resume: bool, log,
     dense model measured before any cut."""
     if resume and (out / STATE).is_file():
         state, current, plan = _restore(kind, out, model)
-        if state.validation != kind.validation:  # the guardrail's baseline is that split's
+        if state.validation not in (None, kind.validation):  # the guardrail's baseline
             raise ConfigError(
                 f"the checkpoint in {out} was validated on {state.validation}, this run on "
                 f"{kind.validation}: resume with the same --val-from and --seed"

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -127,9 +127,20 @@ def _score(model: nn.Module, data: Data, batches: int | None) -> float:
     return top1(model, loader, data.num_classes)
 
 
-def _choose(model, data, cfg: RunConfig, target_j, dense_j, seed) -> tuple:
-    """(pruned result, its entry, every entry): ``cfg.candidates`` distinct cuts, each
-    recalibrated and scored; settings that make a cut already scored are listed, not scored."""
+@dataclass
+class _Choice:
+    """The cut a step keeps: its result, its validation score, its entry among ``tried``
+    (every way of meeting the budget that was tried)."""
+
+    result: PruneResult
+    score: float
+    entry: dict[str, Any]
+    tried: list[dict[str, Any]]
+
+
+def _choose(model, data, cfg: RunConfig, target_j, dense_j, seed) -> _Choice:
+    """The best of ``cfg.candidates`` distinct cuts, each recalibrated and scored; settings
+    that make a cut already scored are listed, not scored."""
     example = example_input(model, data.input_shape)
     score_batches = None if cfg.candidates == 1 else SCORE_BATCHES
     best, tried, cuts = None, [], []
@@ -160,15 +171,26 @@ def _choose(model, data, cfg: RunConfig, target_j, dense_j, seed) -> tuple:
             }
         )
         score = stale if fresh is None else fresh
-        if best is None or score > best[1]:
-            best = (result, score, tried[-1])
+        if best is None or score > best.score:
+            best = _Choice(result, score, tried[-1], tried)
     if best is None:
         raise ConfigError(f"no candidate met the step's budget ({tried[0]['skipped']})")
-    return best[0], best[2], tried
+    return best
 
 
-def _one_shot(model, data, cfg: RunConfig, target_j, dense_j, train, teacher, stop, on_batch):
-    result, chosen, tried = _choose(model, data, cfg, target_j, dense_j, train.seed)
+@dataclass(frozen=True)
+class _Recovery:
+    """How a step's model is trained back: the frozen teacher, the stop flag, the progress."""
+
+    teacher: nn.Module | None
+    stop: StopFlag | None
+    on_batch: OnBatch
+
+
+def _one_shot(model, data, cfg: RunConfig, target: StepTarget, recovery: _Recovery):
+    train = target.train
+    choice = _choose(model, data, cfg, target.target_j, target.dense_j, train.seed)
+    result, chosen, tried = choice.result, choice.entry, choice.tried
     record = {
         "val_top1_before_bn": chosen["val_top1_before_bn"],
         "val_top1_after_bn": chosen["val_top1_after_bn"],
@@ -179,32 +201,48 @@ def _one_shot(model, data, cfg: RunConfig, target_j, dense_j, train, teacher, st
         record["candidates"] = tried
         record["scored_on_batches"] = SCORE_BATCHES
     completed = finetune(
-        result.model, data.train, train, teacher=teacher, stop=stop, on_batch=on_batch
+        result.model,
+        data.train,
+        train,
+        teacher=recovery.teacher,
+        stop=recovery.stop,
+        on_batch=recovery.on_batch,
     )
     return StepOutcome(result.model, result.plan, result.after.total.energy_j, completed, record)
 
 
-def _gradual(model, data, cfg: RunConfig, target_j, start_j, train, teacher, stop, on_batch):
+@dataclass
+class _GradualCuts:
+    """The cuts a gradual step has made inside its fine-tune so far."""
+
+    model: nn.Module
+    energy_j: float
+    events: int
+    plan: PruningPlan | None = None
+    done: int = 0
+
+
+def _gradual(model, data, cfg: RunConfig, target: StepTarget, recovery: _Recovery):
+    train, target_j, start_j = target.train, target.target_j, target.start_j
     example = example_input(model, data.input_shape)
     per_epoch = len(data.train) if train.max_batches is None else train.max_batches
     total = train.epochs * min(per_epoch, len(data.train))
-    events = max(1, min(GRADUAL_EVENTS, total))
-    every = max(1, int(total * GRADUAL_SPAN) // events)
-    state: dict[str, Any] = {"model": model, "plan": None, "done": 0, "energy_j": start_j}
+    cuts = _GradualCuts(model, start_j, events=max(1, min(GRADUAL_EVENTS, total)))
+    every = max(1, int(total * GRADUAL_SPAN) // cuts.events)
 
     def cut(current: nn.Module, step: int, steps: int) -> nn.Module:
-        if state["done"] >= events:
+        if cuts.done >= cuts.events:
             return current
-        state["done"] += 1
-        left = 1 - state["done"] / events
+        cuts.done += 1
+        left = 1 - cuts.done / cuts.events
         step_j = target_j + (start_j - target_j) * left**3
         result = prune_step(current, example, cfg, step_j, data)
-        state["model"], state["energy_j"] = result.model, result.after.total.energy_j
-        state["plan"] = merge_plans(state["plan"], result.plan)
+        cuts.model, cuts.energy_j = result.model, result.after.total.energy_j
+        cuts.plan = merge_plans(cuts.plan, result.plan)
         return result.model
 
     if total == 0:  # no training to prune inside: one cut, straight to the target
-        state["done"] = events - 1
+        cuts.done = cuts.events - 1
         cut(model, 0, 0)
         completed = True
     else:
@@ -212,24 +250,24 @@ def _gradual(model, data, cfg: RunConfig, target_j, start_j, train, teacher, sto
             model,
             data.train,
             train,
-            teacher=teacher,
-            stop=stop,
-            on_batch=on_batch,
+            teacher=recovery.teacher,
+            stop=recovery.stop,
+            on_batch=recovery.on_batch,
             every=every,
             on_every=cut,
         )
-    trained = state["model"]
+    trained = cuts.model
     stale = _score(trained, data, None)
     used = _recalibrate(trained, data, cfg, train.seed) if completed else 0
     record = {
         "val_top1_before_bn": stale,
         "val_top1_after_bn": _score(trained, data, None) if used else None,
         "bn_recalibrated": "after training" if used else None,
-        "cuts": state["done"],
+        "cuts": cuts.done,
         "cut_every_batches": every,
         "settings": _settings(cfg),
     }
-    return StepOutcome(trained, state["plan"], state["energy_j"], completed, record)
+    return StepOutcome(trained, cuts.plan, cuts.energy_j, completed, record)
 
 
 def take_step(
@@ -245,15 +283,8 @@ def take_step(
     """Prune ``model`` (at ``target.start_j`` estimated joules) to ``target.target_j`` and
     recover with ``target.train``, by the run's schedule; a :class:`ConfigError` means the
     target is unreachable."""
-    train = target.train
-    if cfg.schedule == "gradual":
-        out = _gradual(
-            model, data, cfg, target.target_j, target.start_j, train, teacher, stop, on_batch
-        )
-    else:
-        out = _one_shot(
-            model, data, cfg, target.target_j, target.dense_j, train, teacher, stop, on_batch
-        )
+    step = _gradual if cfg.schedule == "gradual" else _one_shot
+    out = step(model, data, cfg, target, _Recovery(teacher, stop, on_batch))
     if out.plan is None:
         raise ConfigError("the step made no cut")
     return out

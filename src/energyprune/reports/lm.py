@@ -8,6 +8,7 @@ from energyprune.energy.lm import LMProfile
 from energyprune.reports.report import fmt_count, fmt_joules
 
 __all__ = [
+    "describe_lm_cuts",
     "describe_lm_plan",
     "lm_front_table",
     "lm_layer_table",
@@ -138,7 +139,7 @@ def lm_prune_markdown(report: dict) -> str:
         )
     lines += [
         "",
-        f"Cut: {describe_lm_plan(report['plan'])}.",
+        f"Cut: {describe_lm_cuts(report)}.",
         "",
         report["guardrail"] + ".",
         f"`from_pretrained`: {report.get('from_pretrained', 'not written')}.",
@@ -176,6 +177,14 @@ def describe_lm_plan(plan: dict) -> str:
     return "; ".join(said) or "nothing cut"
 
 
+def describe_lm_cuts(report: dict) -> str:
+    """Every step's cut in words (one step: its cut alone)."""
+    steps = report.get("plan_steps", {}).get("steps") or [report["plan"]]
+    if len(steps) == 1:
+        return describe_lm_plan(steps[0])
+    return "; ".join(f"step {i}: {describe_lm_plan(p)}" for i, p in enumerate(steps, 1))
+
+
 def lm_run_lines(report: dict, out) -> list[str]:
     """What an LM run prints at its end: perplexities, the cut, the outcome, the files."""
     outcome = report["outcome"]
@@ -185,7 +194,7 @@ def lm_run_lines(report: dict, out) -> list[str]:
         f"{report['ppl_after_recovery']['ppl']:.2f} ({report['ppl_dense']['windows']} windows)",
         f"J/token: {report['energy_ratio']:.3f} of dense (estimated, {report['hardware']}): "
         f"{report['dense_j_per_token']:.4g} -> {report['pruned_j_per_token']:.4g}",
-        f"cut: {describe_lm_plan(report['plan'])}",
+        f"cut: {describe_lm_cuts(report)}",
         outcome["guardrail"],
         outcome["budget"],
     ]
