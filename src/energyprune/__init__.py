@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from energyprune.energy.calibrate import calibrate
     from energyprune.energy.hardware import BUILTIN_PROFILES, HardwareProfile, load_hardware
     from energyprune.energy.lm import LMProfile, profile_lm
-    from energyprune.energy.measure import Measurement, Protocol, measure
+    from energyprune.energy.measure import Measurement, MeasurementProtocol, Protocol, measure
     from energyprune.energy.meter import EnergyMeter, Meter
     from energyprune.energy.model import EnergyProfile, LayerEnergy, Totals, estimate, profile
     from energyprune.energy.regimes import Decode, Prefill, Workload
@@ -63,6 +63,7 @@ _EXPORTS = {
     "Workload": "energyprune.energy.regimes",
     "Measurement": "energyprune.energy.measure",
     "Protocol": "energyprune.energy.measure",
+    "MeasurementProtocol": "energyprune.energy.measure",
     "measure": "energyprune.energy.measure",
     "EnergyMeter": "energyprune.energy.meter",
     "Meter": "energyprune.energy.meter",
@@ -106,6 +107,7 @@ __all__ = [
     "LMProfile",
     "LayerEnergy",
     "Measurement",
+    "MeasurementProtocol",
     "Meter",
     "MeterError",
     "MeterUnavailableError",

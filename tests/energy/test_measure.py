@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from energyprune.energy.measure import Protocol, measure
+from energyprune.energy.measure import MeasurementProtocol, measure
 from energyprune.energy.meter import CounterMeter, EnergyMeter
 from energyprune.errors import ConfigError, MeterError
 
@@ -41,12 +41,12 @@ class FakeDevice:
         return Busy()
 
 
-def run(dev: FakeDevice, meter, protocol: Protocol | None = None, batch: int = 4):
+def run(dev: FakeDevice, meter, protocol: MeasurementProtocol | None = None, batch: int = 4):
     return measure(
         dev.model(),
         torch.randn(batch, 3),
         meter=meter,
-        protocol=protocol or Protocol(),
+        protocol=protocol or MeasurementProtocol(),
         clock=dev.clock,
         sleep=dev.sleep,
     )
@@ -91,7 +91,7 @@ def test_window_deltas_idle_subtraction_and_latency():
 def test_iterations_fill_the_window(step_s, min_window_s, update_period_s, expected):
     dev = FakeDevice(step_s=step_s)
     meter = CounterMeter(dev.counter, update_period_s=update_period_s)
-    m = run(dev, meter, Protocol(min_window_s=min_window_s, windows=5, idle_s=0.1))
+    m = run(dev, meter, MeasurementProtocol(min_window_s=min_window_s, windows=5, idle_s=0.1))
     assert abs(m.settings["iterations_per_window"] - expected) <= 1
     assert all(w.seconds >= max(min_window_s, 10 * update_period_s) - 1e-6 for w in m.windows)
 
@@ -124,7 +124,7 @@ def test_no_meter_gives_labelled_estimate_and_real_latency():
         model,
         x,
         meter=None,
-        protocol=Protocol(min_window_s=0.02, windows=2, warmup_s=0.01, idle_s=0),
+        protocol=MeasurementProtocol(min_window_s=0.02, windows=2, warmup_s=0.01, idle_s=0),
     )
     assert not m.measured and m.backend == "estimate" and m.joules_per_sample is None
     assert m.estimate["estimated"] is True and m.estimate["joules_per_sample"] > 0
@@ -137,7 +137,7 @@ def test_int8_linear_path_is_measured_and_priced_as_int8():
     pytest.importorskip("torchao")
     model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10)).eval()
     x = torch.randn(8, 64)
-    protocol = Protocol(min_window_s=0.02, windows=2, warmup_s=0.01, idle_s=0)
+    protocol = MeasurementProtocol(min_window_s=0.02, windows=2, warmup_s=0.01, idle_s=0)
     fp32 = measure(model, x, meter=None, protocol=protocol)
     int8 = measure(model, x, meter=None, protocol=protocol, int8_linear=True)
     assert int8.settings["int8_layers"] == ["0", "2"]
@@ -150,7 +150,7 @@ def test_auto_meter_says_why_when_unavailable():
         nn.Linear(4, 4),
         torch.randn(2, 4),
         meter="auto",
-        protocol=Protocol(min_window_s=0.02, windows=1, warmup_s=0, idle_s=0.05),
+        protocol=MeasurementProtocol(min_window_s=0.02, windows=1, warmup_s=0, idle_s=0.05),
     )
     assert m.measured or m.unavailable_reason.startswith("meter unavailable")
 
@@ -171,7 +171,7 @@ def test_bad_settings():
     with pytest.raises(ConfigError, match="cuda-graph"):
         measure(nn.Linear(2, 2), torch.randn(1, 2), meter=None, cuda_graph=True)
     with pytest.raises(ConfigError, match="windows"):
-        Protocol(windows=0)
+        MeasurementProtocol(windows=0)
 
 
 @pytest.mark.gpu

@@ -12,7 +12,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from energyprune.energy.measure import Protocol, measure
+from energyprune.energy.measure import MeasurementProtocol, measure
 from energyprune.energy.noise import NOISY_IQR, TOO_NOISY, Noise, iqr_fraction, other_load
 from energyprune.pipeline.int8 import int8_verdict
 from energyprune.reports.report import latency_change
@@ -58,9 +58,13 @@ def test_a_measurement_whose_windows_disagree_is_noisy():
             return model(x)
 
     m = measure(
-        Jittery(), torch.randn(4, 3), meter=None, protocol=Protocol(windows=6), clock=dev.clock,
+        Jittery(),
+        torch.randn(4, 3),
+        meter=None,
+        protocol=MeasurementProtocol(windows=6),
+        clock=dev.clock,
         sleep=dev.sleep,
-    )  # fmt: skip
+    )
     assert m.noise["spread"] > NOISY_IQR and m.noisy.startswith("spread")
     quiet = FakeDevice(step_s=0.001)
     steady = measure(quiet.model(), torch.randn(4, 3), meter=None, clock=quiet.clock)

@@ -10,7 +10,7 @@ from zeus.device.soc.apple import AppleSiliconMeasurement
 from zeus.device.soc.jetson import JetsonMeasurement
 
 from energyprune.energy import meter as meters
-from energyprune.energy.measure import Protocol, measure
+from energyprune.energy.measure import MeasurementProtocol, measure
 from energyprune.errors import MeterUnavailableError
 from tests.energy.test_measure import FakeDevice
 
@@ -58,7 +58,7 @@ def test_a_jetson_window_reads_the_input_rail(jetson):
 
 def test_measure_on_a_jetson_subtracts_idle_power_read_from_the_board(jetson):
     m = measure(jetson.model(), torch.randn(4, 3), meter=meters.ZeusMeter("cuda"),
-                protocol=Protocol(), clock=jetson.clock, sleep=jetson.sleep)  # fmt: skip
+                protocol=MeasurementProtocol(), clock=jetson.clock, sleep=jetson.sleep)  # fmt: skip
     assert m.measured and m.backend == "jetson"
     assert m.idle_power_w == pytest.approx(5.0)
     assert m.joules_per_sample["median"] == pytest.approx(12.0 * 0.002 / 4)  # gross

@@ -48,11 +48,11 @@ _CFG = {
 
 
 def test_both_options_run_and_the_choice_is_consistent(trained_digits, tmp_path):
-    from energyprune.energy.measure import Protocol
+    from energyprune.energy.measure import MeasurementProtocol
 
     model, data = trained_digits
     cfg = RunConfig(**_CFG)
-    protocol = Protocol(min_window_s=0.02, windows=2, warmup_s=0.02, idle_s=0.0)
+    protocol = MeasurementProtocol(min_window_s=0.02, windows=2, warmup_s=0.02, idle_s=0.0)
     int8 = {"compile": False, "protocol": protocol, "qat": None, "calibration_batches": 2}
     int8["measure_batch"] = 8  # energy stays per sample whatever the measurement's batch
     report = prune_or_quantize(

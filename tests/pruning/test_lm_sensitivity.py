@@ -12,7 +12,7 @@ pytest.importorskip("transformers")
 from energyprune.energy.lm import profile_lm
 from energyprune.energy.regimes import Decode
 from energyprune.pruning.decoder import group_importance
-from energyprune.pruning.lm_allocate import LMScores, allocate, candidates, mlp_scores
+from energyprune.pruning.lm_allocate import LMScores, allocate, mlp_scores, unit_cuts
 from energyprune.pruning.lm_sensitivity import Sensitivity, greedy_layers, loss_sensitivity
 from tests.tiny_lms import tiny_llama
 
@@ -50,13 +50,13 @@ def test_measured_loss_decides_between_kinds():
     model = tiny_llama(3)
     lm = profile_lm(model, Decode(1, 64), "h100-sxm")
     base = _scores(model)
-    mlp_j = [c.joules for c in candidates(model, lm, base, round_to=16, kinds=("mlp",))]
+    mlp_j = [c.joules for c in unit_cuts(model, lm, base, round_to=16, kinds=("mlp",))]
     saving = 0.5 * sum(mlp_j)  # half of what every MLP chunk saves (re-priced)
 
     def plan(layer: float, mlp: float, heads: float):
         measured = Sensitivity(3.0, [layer, 5 * layer, 5 * layer], [mlp] * 3, [heads] * 3)
         scored = LMScores(base.influence, base.mlp, base.heads, measured)
-        return allocate(candidates(model, lm, scored, round_to=16), saving)
+        return allocate(unit_cuts(model, lm, scored, round_to=16), saving)
 
     cheap_layer = plan(layer=1e-4, mlp=1.0, heads=1.0)
     assert cheap_layer.drop == [0] and not cheap_layer.mlp_cut

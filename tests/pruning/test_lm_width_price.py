@@ -13,7 +13,7 @@ pytest.importorskip("transformers")
 from energyprune.energy.lm import profile_lm
 from energyprune.energy.regimes import Decode
 from energyprune.pruning.decoder import group_importance
-from energyprune.pruning.lm_allocate import LMPlan, LMScores, apply_plan, candidates, mlp_scores
+from energyprune.pruning.lm_allocate import LMPlan, LMScores, apply_plan, mlp_scores, unit_cuts
 from tests.tiny_lms import tiny_llama
 
 IDS = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(0))
@@ -26,7 +26,7 @@ def test_a_width_cut_is_credited_what_re_pricing_saves(kind, hardware):
     regime = Decode(1, 64)
     scores = LMScores([0.1] * 3, mlp_scores(model, [IDS]), group_importance(model, [IDS]))
     dense = profile_lm(model, regime, hardware)
-    cuts = candidates(model, dense, scores, round_to=16, kinds=(kind,))
+    cuts = unit_cuts(model, dense, scores, round_to=16, kinds=(kind,))
     credited = next(c.joules for c in cuts if c.layer == 1)
     cut = copy.deepcopy(model)
     plan = LMPlan(mlp_cut={1: 1}) if kind == "mlp" else LMPlan(heads_cut={1: 1})

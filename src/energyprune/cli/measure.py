@@ -17,7 +17,7 @@ from energyprune.files import atomic_write_text
 from energyprune.models.placement import example_input
 
 if TYPE_CHECKING:
-    from energyprune.energy.measure import Protocol
+    from energyprune.energy.measure import MeasurementProtocol
 
 
 def add_measure(sub: argparse._SubParsersAction) -> None:
@@ -124,7 +124,9 @@ def _int8_coverage(model, shape, layers: list[str], dtype: str | None, console: 
     )
 
 
-def _measure_int8(args, console: Console, model, name: str, shape, protocol: Protocol) -> int:
+def _measure_int8(
+    args, console: Console, model, name: str, shape, protocol: MeasurementProtocol
+) -> int:
     """An int8 folder: measure it against its float twin, same settings, and give the verdict."""
     from rich.table import Table
 
@@ -183,9 +185,9 @@ def _measure_int8(args, console: Console, model, name: str, shape, protocol: Pro
 
 
 def protocol_of(args: argparse.Namespace):
-    from energyprune.energy.measure import Protocol
+    from energyprune.energy.measure import MeasurementProtocol
 
-    return Protocol(
+    return MeasurementProtocol(
         min_window_s=args.seconds, windows=args.windows, warmup_s=args.warmup, idle_s=args.idle
     )
 

@@ -67,7 +67,7 @@ def add_int8_args(p: argparse.ArgumentParser) -> None:
 
 
 def int8_settings(args: argparse.Namespace) -> dict:
-    from energyprune.energy.measure import Protocol
+    from energyprune.energy.measure import MeasurementProtocol
     from energyprune.pipeline.int8 import QAT
 
     if args.measure_batch < 1:
@@ -76,7 +76,7 @@ def int8_settings(args: argparse.Namespace) -> dict:
         "qat": None if args.no_qat else QAT,
         "compile": not args.eager,
         "measure_batch": args.measure_batch,
-        "protocol": Protocol(
+        "protocol": MeasurementProtocol(
             min_window_s=args.seconds,
             windows=args.windows,
             warmup_s=min(1.0, args.seconds),

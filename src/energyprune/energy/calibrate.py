@@ -178,11 +178,11 @@ class Observation:
 
 def _default_measure(device: str, seconds: float, windows: int) -> tuple[MeasureFn, str]:
     """The measurement protocol on the device's meter, and what it reads (for the profile)."""
-    from energyprune.energy.measure import Protocol, measure
+    from energyprune.energy.measure import MeasurementProtocol, measure
     from energyprune.energy.meter import open_meter
 
     meter = open_meter(device)  # raises MeterUnavailableError with the reason
-    protocol = Protocol(min_window_s=seconds, windows=windows, warmup_s=0.3, idle_s=0.0)
+    protocol = MeasurementProtocol(min_window_s=seconds, windows=windows, warmup_s=0.3, idle_s=0.0)
 
     def run(model: nn.Module, example: torch.Tensor, variant: Variant) -> float:
         m = measure(model, example, device=device, meter=meter, protocol=protocol)

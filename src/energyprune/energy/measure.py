@@ -1,10 +1,11 @@
 """Measured energy and latency of a model's forward pass, with a written-down protocol.
 
-Protocol (docs/measurement.md): idle power first; warm-up; iterations per window chosen so a
-window lasts >= ``min_window_s`` and >= 10x the counter's update period; >= 5 windows, the device
-synchronised around each; median and IQR of joules per sample; gross and idle-subtracted
-("active") energy; per-iteration latency p50/p95 in a separate, synchronised pass. Where no meter
-exists the result is ``measured: false`` and carries the model's *estimate*, labelled as such.
+The measurement protocol (docs/measurement.md): idle power first; warm-up; iterations per
+window chosen so a window lasts >= ``min_window_s`` and >= 10x the counter's update period;
+>= 5 windows, the device synchronised around each; median and IQR of joules per sample; gross
+and idle-subtracted ("active") energy; per-iteration latency p50/p95 in a separate,
+synchronised pass. Where no meter exists the result is ``measured: false`` and carries the
+model's *estimate*, labelled as such.
 """
 
 from __future__ import annotations
@@ -31,11 +32,11 @@ from energyprune.errors import ConfigError, MeterError, MeterUnavailableError
 if TYPE_CHECKING:
     from energyprune.energy.model import EnergyProfile
 
-__all__ = ["Measurement", "Protocol", "Window", "measure", "run_protocol"]
+__all__ = ["Measurement", "MeasurementProtocol", "Protocol", "Window", "measure", "run_protocol"]
 
 
 @dataclass(frozen=True)
-class Protocol:
+class MeasurementProtocol:
     """Measurement protocol settings (seconds).
 
     Attributes:
@@ -135,6 +136,10 @@ class _Run:
     iterations: int
 
 
+#: the old name, kept importable for one release (it shadowed typing.Protocol)
+Protocol = MeasurementProtocol
+
+
 def _timed(step: Callable[[], object], n: int, sync: Callable[[], None], clock) -> float:
     sync()
     start = clock()
@@ -180,7 +185,7 @@ def run_protocol(
     *,
     samples_per_step: int,
     meter: Meter | None,
-    protocol: Protocol = Protocol(),
+    protocol: MeasurementProtocol = MeasurementProtocol(),
     sync: Callable[[], None] = lambda: None,
     clock: Callable[[], float] = time.perf_counter,
     sleep: Callable[[float], None] = time.sleep,
@@ -247,7 +252,7 @@ def measure(
     cuda_graph: bool = False,
     compile: bool = False,
     int8_linear: bool = False,
-    protocol: Protocol = Protocol(),
+    protocol: MeasurementProtocol = MeasurementProtocol(),
     hardware: str = "horowitz-45nm",
     estimated: EnergyProfile | None = None,
     clock: Callable[[], float] = time.perf_counter,

@@ -146,9 +146,9 @@ def evaluate(
     prof = profile(model, example, hardware, shapes_only=True)
     energy: Estimated | Measured = prof.energy
     if meter_device is not None:
-        from energyprune.energy.measure import Protocol, measure
+        from energyprune.energy.measure import MeasurementProtocol, measure
 
-        m = measure(model, example, device=meter_device, protocol=Protocol(windows=5))
+        m = measure(model, example, device=meter_device, protocol=MeasurementProtocol(windows=5))
         if m.energy is not None:
             energy = m.energy.scaled(example.shape[0])  # per sample → per batch, as estimated
     state = {k: v.contiguous() for k, v in folded_copy(model).state_dict().items()}

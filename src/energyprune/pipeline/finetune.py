@@ -253,7 +253,7 @@ def finetune(
                 with torch.no_grad():
                     after_step(trainer.model)
             done += 1
-            on_batch(epoch, i, per_epoch, value.item())
+            on_batch(epoch, i, min(per_epoch, total), value.item())
             if stop is not None and stop.requested:
                 trainer.model.eval()
                 return False

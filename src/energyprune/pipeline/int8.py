@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from energyprune.deploy.quantize import QuantizedModel, quantize_int8, save_quantized
-from energyprune.energy.measure import Protocol, measure
+from energyprune.energy.measure import MeasurementProtocol, measure
 from energyprune.energy.model import profile
 from energyprune.energy.noise import TOO_NOISY
 from energyprune.errors import ConfigError
@@ -56,7 +56,7 @@ def compare_int8(
     *,
     hardware: str = "horowitz-45nm",
     compile: bool = True,
-    protocol: Protocol = Protocol(),
+    protocol: MeasurementProtocol = MeasurementProtocol(),
     meter: Any = "auto",
 ) -> dict[str, Any]:
     """Measure the float model and its int8 twin the same way on CPU (latency always; energy
@@ -148,7 +148,7 @@ def int8_with_guardrail(
     calibration_batches: int = 8,
     qat: TrainConfig | None = QAT,
     compile: bool = True,
-    protocol: Protocol = Protocol(),
+    protocol: MeasurementProtocol = MeasurementProtocol(),
     measure_batch: int = 1,
 ) -> tuple[QuantizedModel, dict[str, Any]]:
     """Quantise to int8 and keep validation top-1 within ``max_acc_drop`` points.

@@ -11,8 +11,8 @@ the group's modules' estimated energy per channel). Strategies:
 * ``layerwise-energy``: Yang et al. (CVPR 2017): groups in order of their energy, each pruned
   as far as allowed before the next.
 
-Savings are linear estimates that only rank the steps; :func:`enough` prices prefixes of the
-order with the traced ops resized (energy/rescale.py) to pick how far to go.
+Savings are linear estimates that only rank the steps; :func:`shortest_removal` prices
+prefixes of the order with the traced ops resized (energy/rescale.py) to pick how far to go.
 """
 
 from __future__ import annotations
@@ -33,18 +33,18 @@ from energyprune.pruning.importance import CRITERIA
 
 __all__ = [
     "STRATEGIES",
-    "Candidate",
+    "GroupOption",
     "Savings",
     "Step",
     "channel_savings",
-    "enough",
     "order",
     "removal",
+    "shortest_removal",
 ]
 
 
 @dataclass(frozen=True)
-class Candidate:
+class GroupOption:
     """A group with its per-unit importance and energy saving per channel (J)."""
 
     group: ChannelGroup
@@ -88,31 +88,33 @@ class Savings:
         width: Callable[[str, bool], int],
     ) -> None:
         own, attached = _energies(prof)
-        self.width0: dict[tuple[str, bool], int] = {}
+        self.dense_width: dict[tuple[str, bool], int] = {}
         self.width: dict[tuple[str, bool], float] = {}
-        self.terms: list[list[tuple[float, tuple[str, bool]]]] = []  # (J, other dimension)
-        self.fixed: list[float] = []  # attached joules: follow the group's own width only
-        self.watchers: dict[tuple[str, bool], list[int]] = {}
+        self.scaled_j: list[
+            list[tuple[float, tuple[str, bool]]]
+        ] = []  # per group: (J, the other dimension it scales with)
+        self.attached_j: list[float] = []  # per group: joules of parameter-free ops after it
+        self.dependents: dict[tuple[str, bool], list[int]] = {}
         for i, g in enumerate(groups):
             terms, fixed = [], 0.0
             for m in g.members:
                 for dim in (m.out, not m.out):
-                    if (m.name, dim) not in self.width0:
-                        self.width0[(m.name, dim)] = max(width(m.name, dim), 1)
-                        self.width[(m.name, dim)] = float(self.width0[(m.name, dim)])
-                base = own.get(m.name, 0.0) * m.per_channel / self.width0[(m.name, m.out)]
+                    if (m.name, dim) not in self.dense_width:
+                        self.dense_width[(m.name, dim)] = max(width(m.name, dim), 1)
+                        self.width[(m.name, dim)] = float(self.dense_width[(m.name, dim)])
+                base = own.get(m.name, 0.0) * m.per_channel / self.dense_width[(m.name, m.out)]
                 terms.append((base, (m.name, not m.out)))
-                self.watchers.setdefault((m.name, not m.out), []).append(i)
+                self.dependents.setdefault((m.name, not m.out), []).append(i)
                 if m.out:
                     fixed += attached.get(m.name, 0.0) * m.per_channel
-            self.terms.append(terms)
-            self.fixed.append(fixed)
+            self.scaled_j.append(terms)
+            self.attached_j.append(fixed)
         self.groups = groups
 
     def now(self, i: int) -> float:
         """Joules per channel of group ``i`` after the steps taken so far."""
-        live = sum(j * self.width[other] / self.width0[other] for j, other in self.terms[i])
-        return live + self.fixed[i]
+        live = sum(j * self.width[other] / self.dense_width[other] for j, other in self.scaled_j[i])
+        return live + self.attached_j[i]
 
     def take(self, i: int, channels: int) -> set[int]:
         """Record removing ``channels`` of group ``i``; the groups whose saving changed."""
@@ -120,7 +122,7 @@ class Savings:
         for m in self.groups[i].members:
             key = (m.name, m.out)
             self.width[key] = max(self.width[key] - channels * m.per_channel, 0.0)
-            changed.update(self.watchers.get(key, ()))
+            changed.update(self.dependents.get(key, ()))
         return changed
 
 
@@ -153,7 +155,7 @@ def _channels(shape: tuple[int, ...]) -> int:
     return max(shape[channel_dim(shape)], 1) if shape else 1
 
 
-def _steps(c: Candidate) -> Iterator[tuple[list[int], float]]:
+def _steps(c: GroupOption) -> Iterator[tuple[list[int], float]]:
     """The group's steps, narrowest cut first: (channels removed, importance removed)."""
     per_unit = c.group.per_unit(c.scores)
     ranked = torch.argsort(per_unit, stable=True).tolist()  # least important unit first
@@ -177,7 +179,7 @@ class Step:
 
 
 def order(
-    candidates: list[Candidate],
+    candidates: list[GroupOption],
     criterion: str,
     strategy: str = "global",
     savings: Savings | None = None,
@@ -255,7 +257,7 @@ def removal(steps: Iterable[Step]) -> dict[str, list[int]]:
     return out
 
 
-class _Proposals:
+class _PricedPrefixes:
     """Prefixes of the greedy order, priced by resizing the traced ops (energy/rescale.py: no
     forward pass), steps drawn from the lazy order only as far as needed."""
 
@@ -303,7 +305,7 @@ class _Proposals:
                 lo = mid
         return hi
 
-    def closer(self, n: int, target_j: float) -> list[Step]:
+    def with_smallest_last_step(self, n: int, target_j: float) -> list[Step]:
         """The first ``n`` steps, the last one swapped for the smallest later step that still
         meets the target: one step can be a position in every channel group of a wide layer,
         or ``round_to`` channels at high resolution, and overshoot by several percent."""
@@ -328,7 +330,7 @@ class _Proposals:
         return self.taken[:n]
 
 
-def enough(
+def shortest_removal(
     steps: Iterator[Step],
     structure: Structure,
     energy: EnergyProfile,
@@ -338,5 +340,5 @@ def enough(
 ) -> list[Step]:
     """The removal of a round: the shortest prefix of ``steps`` meeting ``target_j`` on the
     re-priced estimate, its last step made as small as the target allows."""
-    proposals = _Proposals(steps, structure, energy, hw, dtype)
-    return proposals.closer(proposals.shortest(target_j), target_j)
+    proposals = _PricedPrefixes(steps, structure, energy, hw, dtype)
+    return proposals.with_smallest_last_step(proposals.shortest(target_j), target_j)

@@ -24,11 +24,11 @@ from energyprune.energy.trace import tensors_in
 from energyprune.errors import ConfigError
 from energyprune.models.layers import folded_copy, layer_widths
 from energyprune.pruning.allocate import (
-    Candidate,
+    GroupOption,
     Savings,
-    enough,
     order,
     removal,
+    shortest_removal,
 )
 from energyprune.pruning.groups import Structure
 from energyprune.pruning.hf_config import sync_config
@@ -125,7 +125,7 @@ class _CutSettings:
 
 
 @dataclass
-class _Traced:
+class _TracedGraph:
     """What the rounds carry from one to the next: the parts traced when the whole model did
     not, and the latest estimate (given in, handed back: no round prices a model twice)."""
 
@@ -140,7 +140,7 @@ def _candidates(
     job: _CutSettings,
     dense_widths: dict[str, int],
     example: Any,
-) -> tuple[list[Candidate], Savings]:
+) -> tuple[list[GroupOption], Savings]:
     """Every group scored afresh on the model as it is now, with its floor and saving."""
     if CRITERIA[job.criterion].needs_gradients:
         taylor_gradients(structure.model, example, job.data)
@@ -154,7 +154,7 @@ def _candidates(
         floor = max(group.min_width, round(original * (1 - job.caps.for_root(group.root))), 1)
         floor = -(-floor // group.unit) * group.unit
         scores = structure.importance(group, importance)
-        out.append(Candidate(group, scores, saving, floor, job.round_to))
+        out.append(GroupOption(group, scores, saving, floor, job.round_to))
     return out, savings
 
 
@@ -163,9 +163,9 @@ def _channel_rounds(
     example: Any,
     target_j: float,
     job: _CutSettings,
-    traced: _Traced | None = None,
+    traced: _TracedGraph | None = None,
 ) -> list[list[dict]]:
-    traced = _Traced() if traced is None else traced
+    traced = _TracedGraph() if traced is None else traced
     dense_widths = {n: w[1] for n, w in layer_widths(model).items()}
     rounds: list[list[dict]] = []
     energy = traced.energy or job.price(model, example)
@@ -182,7 +182,7 @@ def _channel_rounds(
         traced.error = traced.error or structure.whole_model_error
         cands, savings = _candidates(structure, energy, job, dense_widths, example)
         steps = order(cands, job.criterion, job.strategy, savings)
-        cut = removal(enough(steps, structure, energy, target_j, job.hw, job.dtype))
+        cut = removal(shortest_removal(steps, structure, energy, target_j, job.hw, job.dtype))
         if not cut:
             break
         rounds.append(
@@ -352,7 +352,7 @@ def _masked_cut(work, example, plan, spec: PruneSpec, job: _CutSettings, target_
 
 
 def _channel_cut(work, example, plan, spec: PruneSpec, job: _CutSettings, target_j, before):
-    traced = _Traced(energy=before)
+    traced = _TracedGraph(energy=before)
     plan.rounds = _channel_rounds(work, example, target_j, job, traced)
     plan.traced_parts = traced.parts
     after = traced.energy
@@ -370,7 +370,7 @@ _CUTS = {"channel": _channel_cut, "nm": _masked_cut, "unstructured": _masked_cut
 
 
 def _fallback(
-    plan: PruningPlan, traced: _Traced, reached: float, hw: HardwareProfile, name: str
+    plan: PruningPlan, traced: _TracedGraph, reached: float, hw: HardwareProfile, name: str
 ) -> str:
     """Mark ``plan`` for unstructured pruning on top of the channels already removed, and say
     why in one line; or, where unstructured sparsity saves no energy on ``hw``, refuse with the

@@ -51,12 +51,12 @@ __all__ = [
     "LMScores",
     "allocate",
     "apply_plan",
-    "candidates",
     "cut_to_budget",
     "magnitude_scores",
     "mlp_scores",
     "priced_plan",
     "uniform_width",
+    "unit_cuts",
 ]
 
 
@@ -139,7 +139,7 @@ def _same_pricing(lm: LMProfile) -> Price:
     return lambda m: profile_lm(m, lm.regime, hardware)
 
 
-def candidates(
+def unit_cuts(
     model: nn.Module,
     lm: LMProfile,
     scores: LMScores,
@@ -151,7 +151,7 @@ def candidates(
     cuts re-priced with ``price``, by default as ``lm`` was priced)."""
     widths = tuple(k for k in kinds if k != "layer")
     saved = _width_savings(model, lm, scores, round_to, widths, price or _same_pricing(lm))
-    return [c for c in _candidates(model, lm, scores, round_to, saved) if c.kind in kinds]
+    return [c for c in _unit_cuts(model, lm, scores, round_to, saved) if c.kind in kinds]
 
 
 def _unit_plans(model: nn.Module, round_to: int, kinds: tuple[str, ...]) -> dict[str, LMPlan]:
@@ -199,7 +199,7 @@ def _shares(layer: nn.Module) -> dict[str, float]:
     return {"mlp": mlp / (mlp + attn), "heads": attn / (mlp + attn)}
 
 
-def _candidates(
+def _unit_cuts(
     model: nn.Module,
     lm: LMProfile,
     scores: LMScores,
@@ -310,7 +310,7 @@ def cut_to_budget(
     """A pruned copy of ``dense`` at ``target`` x its J/token (re-priced, not estimated): the
     saving asked of the allocator grows until the priced ratio meets the target."""
     lm = price(dense)
-    cuts = candidates(dense, lm, scores, round_to, kinds, price)
+    cuts = unit_cuts(dense, lm, scores, round_to, kinds, price)
     ask = (1 - target) * lm.energy_j
     for _ in range(tries):
         plan = allocate(cuts, ask)
