@@ -15,6 +15,7 @@ Python entry point.
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import tempfile
 import time
@@ -32,6 +33,7 @@ from energyprune.errors import ConfigError
 from energyprune.pipeline.config import RunConfig
 from energyprune.pipeline.finetune import TrainConfig
 from energyprune.pipeline.kind import PerplexityRise
+from energyprune.pipeline.recover import state_digest
 from energyprune.pipeline.text import Perplexity, TextData, perplexity
 from energyprune.pruning.decoder import block_influence, group_importance
 from energyprune.pruning.lm_allocate import (
@@ -44,7 +46,7 @@ from energyprune.pruning.lm_allocate import (
     priced_plan,
     uniform_width,
 )
-from energyprune.pruning.lm_sensitivity import greedy_layers, loss_sensitivity
+from energyprune.pruning.lm_sensitivity import Sensitivity, greedy_layers, loss_sensitivity
 from energyprune.pruning.wanda import wanda_prune
 
 __all__ = [
@@ -201,8 +203,22 @@ def _mean_loss(windows: torch.Tensor) -> Callable[[nn.Module], float]:
     return lambda model: math.log(perplexity(model, windows).value)
 
 
-def _probe(dense, data, scores, cfg, on_probe):
-    return loss_sensitivity(dense, scores, _mean_loss(data.train[: cfg.probe_windows]), on_probe)
+#: the last model's probes: a step retried after a failed guardrail probes the same model
+#: again (the probes are the slow part of a cut), so its result is kept, keyed by the weights
+_PROBED: dict[tuple[str, str], Sensitivity] = {}  # (weights, probe windows and scores)
+
+
+def _probe(dense, data, scores, cfg, on_probe) -> Sensitivity:
+    probe_windows = data.train[: cfg.probe_windows]
+    seen = hashlib.blake2b(probe_windows.numpy().tobytes(), digest_size=16)
+    for t in (*scores.mlp, *scores.heads):  # the probes mask by these scores
+        seen.update(t.detach().float().cpu().numpy().tobytes())
+    key = (state_digest(dense), seen.hexdigest())
+    if key not in _PROBED:
+        windows = _mean_loss(probe_windows)
+        _PROBED.clear()
+        _PROBED[key] = loss_sensitivity(dense, scores, windows, on_probe)
+    return _PROBED[key]
 
 
 #: the energy criterion's candidate plans: (measured importance?, kinds)
