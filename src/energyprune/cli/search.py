@@ -72,6 +72,14 @@ def add_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--study-name", default="energyprune")
     p.add_argument("--n-jobs", type=int, default=1, help="parallel trials in this process")
     p.add_argument("--seed", type=int, default=0)
+    _add_finalize_args(p)
+    _add_lm_args(p)
+    record_flags(p)
+    p.set_defaults(run=_run_search)
+
+
+def _add_finalize_args(p: argparse.ArgumentParser) -> None:
+    """--finalize: the full pipeline on the knee point, and its settings."""
     p.add_argument(
         "--finalize",
         action="store_true",
@@ -80,6 +88,10 @@ def add_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--finetune-epochs", type=int, default=3, help="(--finalize) per step")
     p.add_argument("--steps", type=int, default=3, help="(--finalize) pruning steps")
     p.add_argument("--max-acc-drop", type=float, default=1.0, help="(--finalize) guardrail")
+
+
+def _add_lm_args(p: argparse.ArgumentParser) -> None:
+    """The language-model search's own settings (refused for an image model)."""
     g = p.add_argument_group("language models (smollm2-135m, hf:DIR; --data text:)")
     g.add_argument("--regime", default="decode:batch=1,context=1024", help="as for prune")
     g.add_argument("--methods", default="energy,depth,width", help="cut methods searched")
@@ -88,8 +100,6 @@ def add_search(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--eval-windows", type=int, default=20, help="perplexity windows (20)")
     g.add_argument("--calib-windows", type=int, default=16, help="scoring windows (16)")
     g.add_argument("--probe-windows", type=int, default=2, help="loss-probe windows (2)")
-    record_flags(p)
-    p.set_defaults(run=_run_search)
 
 
 #: search flags only one kind takes

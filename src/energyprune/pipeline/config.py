@@ -9,7 +9,7 @@ from energyprune.errors import ConfigError
 from energyprune.pipeline.finetune import TrainConfig
 from energyprune.pruning.spec import PruneSpec
 
-__all__ = ["SCHEDULES", "RunConfig"]
+__all__ = ["SCHEDULES", "RunConfig", "schedule_targets"]
 
 SCHEDULES = ("linear", "cubic", "gradual")
 
@@ -74,3 +74,15 @@ class RunConfig:
                 "candidates are scored after a one-shot cut: use --schedule cubic or linear "
                 "with --candidates, or drop --candidates"
             )
+
+
+def schedule_targets(cfg: RunConfig) -> list[float]:
+    """Energy fraction after each step: 1 → target, linearly or cubically (TF-MOT's
+    PolynomialDecay with power 3: big steps first, small ones near the end; ``gradual`` steps
+    follow the cubic targets and cut inside each step's fine-tune)."""
+    out = []
+    for k in range(1, cfg.steps + 1):
+        t = k / cfg.steps
+        progress = t if cfg.schedule == "linear" else 1 - (1 - t) ** 3
+        out.append(1 - (1 - cfg.target_energy) * progress)
+    return out

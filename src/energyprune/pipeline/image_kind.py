@@ -16,7 +16,7 @@ from energyprune.energy.quantity import Estimated, Measured, energy_from_dict
 from energyprune.errors import ConfigError
 from energyprune.files import atomic_write_text
 from energyprune.models.placement import example_input
-from energyprune.pipeline.config import RunConfig
+from energyprune.pipeline.config import RunConfig, schedule_targets
 from energyprune.pipeline.data import Data
 from energyprune.pipeline.evaluate import Metrics, evaluate, top1
 from energyprune.pipeline.finetune import OnBatch, StopFlag, TrainConfig, finetune
@@ -46,6 +46,14 @@ _REPORTED = (
     "estimate",
     "confusion_matrix",
 )
+
+
+@dataclass(frozen=True)
+class _Saved:
+    """A model and its plan, as :func:`energyprune.save` takes them."""
+
+    model: nn.Module
+    plan: PruningPlan | None
 
 
 def _val_top1(model: nn.Module, data: Data) -> float:
@@ -98,8 +106,6 @@ class ImageClassifier:
         )
 
     def refuse_early(self, model: nn.Module, cfg: RunConfig, dense_j: float, dense_val: float):
-        from energyprune.pipeline.run import schedule_targets
-
         untrained_guardrail(model, self.data, cfg, schedule_targets(cfg)[0], dense_j, dense_val)
 
     def step(
@@ -132,10 +138,9 @@ class ImageClassifier:
         return merge_plans(plan, step)
 
     def save(self, model: nn.Module, plan: PruningPlan | None, folder: Path) -> None:
-        from energyprune.pipeline.run import RunResult
         from energyprune.pruning.export import save
 
-        save(RunResult(model, plan, {}), folder, arch=self.arch)
+        save(_Saved(model, plan), folder, arch=self.arch)
 
     def load(self, folder: Path) -> tuple[nn.Module, PruningPlan]:
         from energyprune.pruning.export import load

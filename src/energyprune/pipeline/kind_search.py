@@ -24,7 +24,7 @@ from energyprune.files import atomic_write_text
 from energyprune.pipeline.config import RunConfig
 from energyprune.pipeline.finetune import OnBatch
 from energyprune.pipeline.run import Hooks, run_kind
-from energyprune.pipeline.search import SearchResult, collect, open_study, plot_front
+from energyprune.pipeline.study import SearchResult, collect, open_study, plot_front
 
 __all__ = ["KindSearch", "search_kind"]
 

@@ -1,6 +1,6 @@
 """A decoder-only language model as a kind of model for the run loop: priced per token in a
 serving regime (:func:`energyprune.profile_lm`), judged by perplexity on the evaluation
-windows, cut by the LM methods (:data:`energyprune.pipeline.lm_prune.METHODS`: heads, MLP
+windows, cut by the LM methods (:data:`energyprune.pipeline.lm_methods.METHODS`: heads, MLP
 channels and layers by importance per joule, or the baselines), trained with next-token
 distillation, saved as a Hugging Face folder (with ``plan.json`` when widths differ per layer).
 """
@@ -118,7 +118,7 @@ class DecoderLM:
         stop: StopFlag,
         on_batch: OnBatch,
     ) -> StepOutcome:
-        from energyprune.pipeline import lm_prune
+        from energyprune.pipeline import lm_methods
 
         fraction = target.target_j / target.start_j  # of the model this step starts from
         if not 0 < fraction < 1:
@@ -129,8 +129,8 @@ class DecoderLM:
         def price(m: nn.Module):
             return current if m is model else profile_lm(m, self.regime, options.hardware)
 
-        scores = lm_prune.calibration_scores(model, self.data, options.calib_windows)
-        method = lm_prune.METHODS[options.method]
+        scores = lm_methods.calibration_scores(model, self.data, options.calib_windows)
+        method = lm_methods.METHODS[options.method]
         cut = method(model, self.data, scores, price, options, self.on_probe)
         ppl_cut = self._perplexity(cut.model)
         losses: list[float] = []

@@ -21,7 +21,7 @@ from torch import nn
 from energyprune.errors import ConfigError, first_line
 from energyprune.files import atomic_write_text, read_text
 from energyprune.models.placement import placement
-from energyprune.pipeline.config import RunConfig
+from energyprune.pipeline.config import RunConfig, schedule_targets
 from energyprune.pipeline.finetune import OnBatch, StopFlag, is_main_process
 from energyprune.pipeline.kind import ModelKind, StepOutcome, StepTarget
 from energyprune.pipeline.recover import Teacher, state_digest
@@ -38,18 +38,6 @@ __all__ = [
 ]
 
 STATE = "checkpoint.json"
-
-
-def schedule_targets(cfg: RunConfig) -> list[float]:
-    """Energy fraction after each step: 1 → target, linearly or cubically (TF-MOT's
-    PolynomialDecay with power 3: big steps first, small ones near the end; ``gradual`` steps
-    follow the cubic targets and cut inside each step's fine-tune)."""
-    out = []
-    for k in range(1, cfg.steps + 1):
-        t = k / cfg.steps
-        progress = t if cfg.schedule == "linear" else 1 - (1 - t) ** 3
-        out.append(1 - (1 - cfg.target_energy) * progress)
-    return out
 
 
 @dataclass

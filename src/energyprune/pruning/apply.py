@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -34,6 +33,7 @@ from energyprune.pruning.groups import Structure
 from energyprune.pruning.hf_config import sync_config
 from energyprune.pruning.importance import CRITERIA, make_importance, taylor_gradients
 from energyprune.pruning.plan import PruningPlan
+from energyprune.pruning.select import Selector, select_modules
 from energyprune.pruning.sparse import shapes_pay
 from energyprune.pruning.spec import GRANULARITIES, PruneSpec
 from energyprune.pruning.tracing import TRACE_SECONDS
@@ -42,8 +42,6 @@ __all__ = ["GRANULARITIES", "PruneResult", "PruneSpec", "prune", "select_modules
 
 TOLERANCE = 0.01  # achieved estimate may exceed the target by at most 1 %
 MAX_ROUNDS = 8
-
-Selector = nn.Module | str | type
 
 
 @dataclass
@@ -59,32 +57,6 @@ class PruneResult:
     def energy_ratio(self) -> float:
         """Estimated energy after / before."""
         return self.after.total.energy_j / self.before.total.energy_j
-
-
-def select_modules(model: nn.Module, selectors: Iterable[Selector]) -> list[nn.Module]:
-    """Modules matched by selectors: a module, a name, ``"re:<regex>"`` on names, or a type."""
-    named = list(model.named_modules())
-    chosen: list[nn.Module] = []
-    for sel in selectors:
-        if isinstance(sel, nn.Module):
-            hits = [m for _, m in named if m is sel]
-        elif isinstance(sel, type):
-            hits = [m for _, m in named if isinstance(m, sel)]
-        elif isinstance(sel, str) and sel.startswith("re:"):
-            pattern = re.compile(sel[3:])
-            hits = [m for n, m in named if n and pattern.fullmatch(n)]
-        else:
-            hits = [m for n, m in named if n == sel]
-        if not hits:
-            raise ConfigError(
-                f"selector {sel!r} matches no module; use a module name (e.g. "
-                f"{named[1][0] if len(named) > 1 else 'fc'}), 're:<regex>' or a module type"
-            )
-        chosen += [m for m in hits if all(m is not c for c in chosen)]
-        # a selected container also protects its children
-        for m in hits:
-            chosen += [c for c in m.modules() if all(c is not x for x in chosen)]
-    return chosen
 
 
 @dataclass(frozen=True)

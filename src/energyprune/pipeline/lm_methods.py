@@ -1,0 +1,202 @@
+"""The cut methods of a decoder LM: how a model is cut to a J/token target (the LM kind's
+``step`` calls one). ``energy`` (the default) mixes heads, MLP channels and layers by measured
+importance per joule and keeps the best of several budget-meeting plans; ``depth``, ``width``,
+``torch-pruning`` and the Wanda sparsity arms are the baselines. Every method takes
+``(dense, data, scores, price, cfg, on_probe)`` and returns an :class:`LMCut`; ``cfg`` is the
+LM options (:class:`~energyprune.pipeline.lm_prune.LMPruneConfig`).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from energyprune.pipeline.recover import state_digest
+from energyprune.pipeline.text import TextData, perplexity
+from energyprune.pruning.decoder import block_influence, group_importance
+from energyprune.pruning.lm_allocate import (
+    ALL_KINDS,
+    LMPlan,
+    LMScores,
+    cut_to_budget,
+    magnitude_scores,
+    mlp_scores,
+    priced_plan,
+    uniform_width,
+)
+from energyprune.pruning.lm_sensitivity import Sensitivity, greedy_layers, loss_sensitivity
+from energyprune.pruning.wanda import wanda_prune
+
+__all__ = ["ENERGY_CANDIDATES", "GREEDY", "METHODS", "LMCut", "calibration_scores"]
+
+
+@dataclass(frozen=True)
+class LMCut:
+    """What a cut method made: the model, its plan (for the report), its priced J/token over
+    the model it started from, and the weights it left sparse (name → keep mask)."""
+
+    model: nn.Module
+    plan: dict[str, Any]
+    ratio: float
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+Method = Callable[..., LMCut]
+
+
+def _structured(kinds: tuple[str, ...], measured: bool) -> Method:
+    """Cuts of ``kinds`` by least importance per joule; ``measured``: importance is the
+    calibration-loss rise of probes (else block influence and Wanda shares)."""
+
+    def method(dense, data, scores, price, cfg, on_probe=None):
+        why = {"importance": "block influence and Wanda shares"}
+        if measured:
+            scores = replace(scores, measured=_probe(dense, data, scores, cfg, on_probe))
+            why = {
+                "importance": f"calibration loss rise ({cfg.probe_windows} windows)",
+                "sensitivity": scores.measured.to_dict(),
+            }
+        model, plan, ratio = cut_to_budget(
+            dense, scores, cfg.target_energy, price, cfg.round_to, kinds=kinds
+        )
+        return LMCut(model, {**plan.to_dict(), **why}, ratio)
+
+    return method
+
+
+def _mean_loss(windows: torch.Tensor) -> Callable[[nn.Module], float]:
+    """Mean next-token loss on ``windows`` (log perplexity: equal-length windows)."""
+    return lambda model: math.log(perplexity(model, windows).value)
+
+
+#: the last model's probes: a step retried after a failed guardrail probes the same model
+#: again (the probes are the slow part of a cut), so its result is kept, keyed by the weights
+_PROBED: dict[tuple[str, str], Sensitivity] = {}  # (weights, probe windows and scores)
+
+
+def _probe(dense, data, scores, cfg, on_probe) -> Sensitivity:
+    probe_windows = data.train[: cfg.probe_windows]
+    seen = hashlib.blake2b(probe_windows.numpy().tobytes(), digest_size=16)
+    for t in (*scores.mlp, *scores.heads):  # the probes mask by these scores
+        seen.update(t.detach().float().cpu().numpy().tobytes())
+    key = (state_digest(dense), seen.hexdigest())
+    if key not in _PROBED:
+        windows = _mean_loss(probe_windows)
+        _PROBED.clear()
+        _PROBED[key] = loss_sensitivity(dense, scores, windows, on_probe)
+    return _PROBED[key]
+
+
+#: the energy criterion's candidate plans: (measured importance?, kinds)
+ENERGY_CANDIDATES = {
+    "heads, channels and layers (measured loss)": (True, ALL_KINDS),
+    "layers (measured loss)": (True, ("layer",)),
+    "layers (block influence)": (False, ("layer",)),
+}
+
+
+def _energy(dense, data, scores, price, cfg, on_probe=None):
+    """The energy criterion: a plan per candidate, each cut to the budget by least importance
+    per joule, plus SLEB-style greedy layer removal re-measured each round; the one that meets
+    the budget with the least calibration loss (on ``calib_windows`` windows) is kept, because
+    importance adds up only roughly."""
+    measured = replace(scores, measured=_probe(dense, data, scores, cfg, on_probe))
+    loss = _mean_loss(data.train[: cfg.calib_windows])
+    found: dict[str, _BudgetPlan] = {}
+    for name, (use_measured, kinds) in ENERGY_CANDIDATES.items():
+        given = measured if use_measured else scores
+        model, plan, ratio = cut_to_budget(
+            dense, given, cfg.target_energy, price, cfg.round_to, kinds=kinds
+        )
+        found[name] = _BudgetPlan(model, plan, ratio, loss(model))
+    greedy = _greedy(dense, data, measured, found["layers (measured loss)"].plan, cfg, on_probe)
+    model, ratio = priced_plan(dense, greedy, scores, cfg.round_to, price, price(dense).energy_j)
+    found[GREEDY] = _BudgetPlan(model, greedy, ratio, loss(model))
+    best = min(found, key=lambda k: (found[k].ratio > cfg.target_energy + 1e-3, found[k].loss))
+    kept = found[best]
+    compared = {k: {"energy_ratio": c.ratio, "calib_loss": c.loss} for k, c in found.items()}
+    plan = {
+        **kept.plan.to_dict(),
+        "chosen": best,
+        "candidates": compared,
+        "importance": f"calibration loss rise ({cfg.probe_windows} windows)",
+        "sensitivity": measured.measured.to_dict(),
+    }
+    return LMCut(kept.model, plan, kept.ratio)
+
+
+@dataclass(frozen=True)
+class _BudgetPlan:
+    """One budget-meeting plan of the energy criterion and what it costs."""
+
+    model: nn.Module
+    plan: LMPlan
+    ratio: float  # priced J/token over dense's
+    loss: float  # mean calibration loss
+
+
+GREEDY = "layers (greedy, re-measured)"
+
+
+def _greedy(dense, data, measured: LMScores, one_shot: LMPlan, cfg, on_probe) -> LMPlan:
+    """As many layers as the one-shot layer plan drops (layers price alike in a uniform model),
+    chosen greedily among the ``count + 5`` cheapest by one-shot measured loss."""
+    count = len(one_shot.drop)
+    rises = measured.measured.layer
+    shortlist = sorted(range(len(rises)), key=rises.__getitem__)[: count + 5]
+    windows = _mean_loss(data.train[: cfg.probe_windows])
+    return LMPlan(drop=greedy_layers(dense, windows, count, shortlist, on_probe))
+
+
+def _uniform(dense, data, scores, price, cfg, on_probe=None):
+    model, plan, ratio = uniform_width(
+        dense, magnitude_scores(dense), cfg.target_energy, price, cfg.round_to
+    )
+    return LMCut(model, {"uniform": True, **plan.to_dict()}, ratio)
+
+
+def _wanda(sparsity: float, nm: tuple[int, int] | None) -> Method:
+    def method(dense, data, scores, price, cfg, on_probe=None):
+        model = copy.deepcopy(dense)
+        done = wanda_prune(
+            model, data.batches("train", 1, cfg.calib_windows), sparsity=sparsity, nm=nm
+        )
+        params = dict(model.named_parameters())
+        masks = {f"{name}.weight": params[f"{name}.weight"] != 0 for name in done}
+        ratio = price(model).energy_j / price(dense).energy_j
+        what = f"{nm[0]}:{nm[1]}" if nm else f"{sparsity:.0%} unstructured"
+        return LMCut(model, {"wanda": what, "layers": len(done)}, ratio, masks)
+
+    return method
+
+
+#: arm name → how it cuts (``cfg.target_energy`` is the budget of the structured ones)
+METHODS: dict[str, Method] = {
+    "energy": _energy,
+    "depth": _structured(("layer",), measured=False),  # ShortGPT: block influence
+    "width": _structured(("mlp", "heads"), measured=True),
+    "torch-pruning": _uniform,
+    "wanda-50": _wanda(0.5, None),
+    "wanda-2:4": _wanda(0.5, (2, 4)),
+}
+
+
+def calibration_scores(model: nn.Module, data: TextData, windows: int) -> LMScores:
+    """Block influence, Wanda MLP-channel and query-head scores on ``windows`` training
+    windows."""
+
+    def batches():
+        return data.batches("train", 1, windows)
+
+    return LMScores(
+        block_influence(model, batches()),
+        mlp_scores(model, batches()),
+        group_importance(model, batches()),
+    )
