@@ -69,6 +69,7 @@ def search_kind(
     out.mkdir(parents=True, exist_ok=True)
     objectives = [kind.guardrail.metric, "energy"]
     url = how.storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our lines say what each trial did
     study = open_study(url, how.study_name, objectives, ["fp32"], how.seed, how.trials)
     hooks = Hooks(log=log, on_batch=on_batch)
 
@@ -94,7 +95,6 @@ def search_kind(
 
     done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     if done < how.trials:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         study.optimize(objective, n_trials=how.trials - done)
     rows, knee_number = collect(study, objectives)
     for row, t in zip(rows, _complete(study), strict=True):
