@@ -74,6 +74,7 @@ ONLY: dict[str, tuple[str, ...]] = {
         "probe_windows",
         "max_joules_per_token",
         "lm_lr",
+        "fsdp",
     ),
 }
 

@@ -48,6 +48,12 @@ def add_lm_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-windows", type=int, help="perplexity windows (20)")
     g.add_argument("--calib-windows", type=int, help="scoring windows (16)")
     g.add_argument(
+        "--fsdp",
+        action="store_true",
+        help="shard the model with FSDP2 per decoder layer (the teacher too) under torchrun, "
+        "for a model that does not fit one device",
+    )
+    g.add_argument(
         "--probe-windows",
         type=int,
         help="windows each loss probe of the energy and width methods is scored on (2)",
@@ -110,6 +116,27 @@ def _unpaid_sparsity(method: str, kernels: tuple[str, ...]) -> str | None:
     return None
 
 
+def _check_fsdp(args: argparse.Namespace) -> None:
+    from energyprune.pipeline.finetune import distributed
+
+    if args.fsdp and not distributed():
+        raise ConfigError(
+            "--fsdp needs torchrun (WORLD_SIZE > 1): torchrun --nproc-per-node N "
+            "-m energyprune.cli prune ..."
+        )
+
+
+def _notes(console: Console, hw, method: str, hardware_given: bool) -> None:
+    """The profile a defaulted --hardware chose, and sparsity the profile does not pay for."""
+    if not hardware_given:
+        console.print(
+            f"priced on {hw.name}, the default for language models (--hardware to change)"
+        )
+    unpaid = _unpaid_sparsity(method, hw.sparse_kernels)
+    if unpaid:
+        console.print(f"[yellow]note:[/] {unpaid}")
+
+
 def run_lm_prune(args: argparse.Namespace, console: Console, hardware_given: bool) -> int:
     from energyprune.cli.progress import Progress, status
     from energyprune.energy.hardware import load_hardware
@@ -122,16 +149,11 @@ def run_lm_prune(args: argparse.Namespace, console: Console, hardware_given: boo
     from energyprune.pruning.lm_export import open_lm
     from energyprune.reports.lm import lm_run_lines
 
+    _check_fsdp(args)
     hw = load_hardware(args.hardware)
     regime, cfg = parse_regime(args.regime), _config(args)
     out = check_writable(args.out)
-    if not hardware_given:
-        console.print(
-            f"priced on {hw.name}, the default for language models (--hardware to change)"
-        )
-    unpaid = _unpaid_sparsity(cfg.method, hw.sparse_kernels)
-    if unpaid:
-        console.print(f"[yellow]note:[/] {unpaid}")
+    _notes(console, hw, cfg.method, hardware_given)
     with status(console, f"loading {args.model}"):
         loaded = open_lm(args.model)
         data = load_text(args.data, loaded.tokenizer, args.seq_len)
@@ -143,7 +165,12 @@ def run_lm_prune(args: argparse.Namespace, console: Console, hardware_given: boo
     cfg = absolute_budget(cfg, profile_lm(model, regime, cfg.hardware).energy_j)
     kind = DecoderLM(data, cfg, regime, loaded.name, loaded.tokenizer, loaded.note)
     run_cfg = lm_run_config(
-        cfg, steps=args.steps, seed=args.seed, schedule=args.schedule, distill=args.distill
+        cfg,
+        steps=args.steps,
+        seed=args.seed,
+        schedule=args.schedule,
+        distill=args.distill,
+        shard=args.fsdp,
     )
     with Progress(console, args.steps) as bar:
         kind.on_probe = lambda i, n: bar.on_items(i, n, "loss probes")

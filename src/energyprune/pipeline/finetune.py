@@ -57,6 +57,7 @@ class TrainConfig:
     distill_temperature: float = 4.0
     steps: int | None = None  # optimiser steps in all, cycling over the loader (not epochs)
     clip_norm: float | None = None  # clip the gradients' global norm to this
+    shard: bool = False  # under torchrun: FSDP2 (pipeline/shard.py) instead of DDP
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -161,6 +162,14 @@ class _Trainer:
     def use(self, model: nn.Module) -> None:
         """Train ``model`` from now on (a fresh optimiser: its parameters may be new)."""
         self.model = model.train()
+        self.sharded = None
+        if self.cfg.shard and torch.distributed.is_initialized():
+            from energyprune.pipeline.shard import ShardedCopy
+
+            self.sharded = ShardedCopy(model)
+            self.optimizer = _optimizer(self.sharded.copy, self.cfg)
+            self.forward = self.sharded.copy
+            return
         self.optimizer = _optimizer(model, self.cfg)
         self.forward: nn.Module = model
         if torch.distributed.is_initialized():
@@ -181,9 +190,25 @@ class _Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_norm)
+            torch.nn.utils.clip_grad_norm_(self.forward.parameters(), self.cfg.clip_norm)
         self.optimizer.step()
         return loss
+
+    def finish(self) -> nn.Module:
+        """The trained model in eval mode (a sharded copy's weights written back first)."""
+        if self.sharded is not None:
+            self.sharded.write_back()
+        return self.model.eval()
+
+
+def _mean_over_ranks(loss: torch.Tensor) -> float:
+    """The batch loss averaged over every rank (the global batch's, when ranks hold equal
+    shares of it); the rank's own outside torchrun."""
+    value = loss.detach().float().clone()
+    if torch.distributed.is_initialized():
+        torch.distributed.all_reduce(value)
+        value /= torch.distributed.get_world_size()
+    return float(value)
 
 
 def _device(batch: Any) -> torch.device:
@@ -194,6 +219,34 @@ def _device(batch: Any) -> torch.device:
         if isinstance(item, torch.Tensor):
             return item.device
     return torch.device("cpu")
+
+
+def _seeded_loader(loader: DataLoader, cfg: TrainConfig):
+    """The loader, seeded; under torchrun, each rank's share of it (shuffled only when the
+    loader shuffles) and the sampler that deals it."""
+    if distributed():
+        shuffled = isinstance(loader.sampler, torch.utils.data.RandomSampler)
+        sampler = torch.utils.data.DistributedSampler(
+            loader.dataset, shuffle=shuffled, seed=cfg.seed
+        )
+        return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler), sampler
+    if loader.generator is not None:
+        loader.generator.manual_seed(cfg.seed)
+    return loader, None
+
+
+def _frozen_teacher(teacher: nn.Module | None, model: nn.Module, cfg: TrainConfig):
+    """The teacher in eval mode (sharded like the student under FSDP2)."""
+    if teacher is model:
+        raise ConfigError("the teacher is the model being trained: pass a frozen copy (Teacher)")
+    if teacher is None:
+        return None
+    teacher.eval()
+    if cfg.shard and torch.distributed.is_initialized():
+        from energyprune.pipeline.shard import sharded
+
+        return sharded(teacher)  # frozen, as the student is sharded
+    return teacher
 
 
 def finetune(
@@ -223,16 +276,12 @@ def finetune(
         return True
     torch.manual_seed(cfg.seed)
     where = placement(model)
-    sampler = None
-    if distributed():
-        sampler = torch.utils.data.DistributedSampler(loader.dataset, seed=cfg.seed)
-        loader = DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler)
-    elif loader.generator is not None:
-        loader.generator.manual_seed(cfg.seed)
-    if teacher is model:
-        raise ConfigError("the teacher is the model being trained: pass a frozen copy (Teacher)")
-    if teacher is not None:
-        teacher.eval()
+    loader, sampler = _seeded_loader(loader, cfg)
+    teacher = _frozen_teacher(teacher, model, cfg)
+    if cfg.shard and on_every is not None:
+        raise ConfigError(
+            "a sharded (FSDP2) fine-tune cannot cut inside itself: drop --schedule gradual"
+        )
     trainer = _Trainer(model, cfg)
     per_epoch = len(loader) if cfg.max_batches is None else min(cfg.max_batches, len(loader))
     total = cfg.steps if cfg.steps is not None else cfg.epochs * per_epoch
@@ -253,10 +302,10 @@ def finetune(
                 with torch.no_grad():
                     after_step(trainer.model)
             done += 1
-            on_batch(epoch, i, min(per_epoch, total), value.item())
+            on_batch(epoch, i, min(per_epoch, total), _mean_over_ranks(value))
             if stop is not None and stop.requested:
-                trainer.model.eval()
+                trainer.finish()
                 return False
         epoch += 1
-    trainer.model.eval()
+    trainer.finish()
     return True

@@ -175,6 +175,7 @@ def lm_run_config(
     seed: int = 0,
     schedule: str = "cubic",
     distill: bool = True,
+    shard: bool = False,
 ) -> RunConfig:
     """The run loop's settings for an LM run: ``cfg.finetune_steps`` AdamW steps of
     distillation per pruning step (cosine schedule, clipped at 1), no final fine-tune."""
@@ -189,6 +190,7 @@ def lm_run_config(
         distill_temperature=cfg.temperature,
         clip_norm=1.0,
         seed=seed,
+        shard=shard,
     )
     spec = PruneSpec(target_energy=cfg.target_energy, hardware=cfg.hardware)
     return RunConfig(
