@@ -28,8 +28,8 @@ def _run(argv: list[str], out: Path) -> dict:
 def test_fsdp2_under_torchrun_distils_as_one_process(tmp_path):
     worker = "tests/pipeline/fsdp_worker.py"
     one = _run([sys.executable, worker], tmp_path / "one.json")
-    two = _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                "--master_port", "29517", worker], tmp_path / "two.json")  # fmt: skip
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    two = _run([*torchrun, "--nproc_per_node", "2", worker], tmp_path / "two.json")
     assert len(one["losses"]) == len(two["losses"]) == 3
     for a, b in zip(one["losses"], two["losses"], strict=True):
         assert abs(a - b) <= 1e-4
