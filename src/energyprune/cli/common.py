@@ -6,7 +6,7 @@ import argparse
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -37,6 +37,7 @@ __all__ = [
     "load_model",
     "load_source",
     "model_help",
+    "run_with_progress",
     "shape_error",
     "verdict_colour",
 ]
@@ -176,3 +177,38 @@ def shape_error(name: str, shape: tuple[int, ...], e: Exception) -> ConfigError:
         f"model '{name}' failed on an input of shape {','.join(map(str, shape))} "
         f"({first_line(e)}); pass the shape it expects with --input-shape"
     )
+
+
+def run_with_progress(
+    console: Console,
+    args: argparse.Namespace,
+    model: nn.Module,
+    data: Any,
+    cfg: Any,
+    arch: str,
+    on_bar: Callable[[Any], None] | None = None,
+):
+    """The one run loop over ``--seeds`` with a progress bar (``on_bar(bar)`` wires more of
+    it); None when it was stopped (Ctrl-C), after saying how to go on."""
+    from energyprune.cli.progress import Progress
+    from energyprune.pipeline.driver import run_and_write
+
+    with Progress(console, args.steps) as bar:
+        if on_bar is not None:
+            on_bar(bar)
+        result = run_and_write(
+            model,
+            data,
+            cfg,
+            args.out,
+            arch=arch,
+            seeds=args.seeds,
+            resume=args.resume,
+            device=args.device,
+            log=bar.log,
+            on_batch=bar.on_batch,
+            on_step=bar.on_step,
+        )
+    if result is None:
+        console.print("stopped: the last completed step is checkpointed; rerun with --resume")
+    return result

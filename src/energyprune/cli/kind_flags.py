@@ -134,15 +134,7 @@ def record_flags(p: argparse.ArgumentParser) -> None:
 
 def refuse_for_kind(args: argparse.Namespace, kind: str) -> None:
     """Refuse, in one line, a flag ``kind`` does not use (the other kind's)."""
-    flags: dict[str, tuple[str, Any]] = args._flags
-    other = LM if kind == IMAGE else IMAGE
-    for dest in ONLY[other]:
-        option, default = flags[dest]
-        if getattr(args, dest) != default:
-            instead = f"; use {_INSTEAD[dest]}" if dest in _INSTEAD else ""
-            raise ConfigError(
-                f"{option} does nothing for {KIND_NAMES[kind]} ('{args.model}'): drop it{instead}"
-            )
+    refuse_flags(args, ONLY[LM if kind == IMAGE else IMAGE], kind)
     if kind == LM and args.schedule == "gradual":
         raise ConfigError(
             "--schedule gradual cuts inside an image model's fine-tune; a language model takes "
@@ -243,6 +235,7 @@ def refuse_flags(args: argparse.Namespace, dests: tuple[str, ...], kind: str) ->
     for dest in dests:
         option, default = flags[dest]
         if getattr(args, dest) != default:
+            instead = f"; use {_INSTEAD[dest]}" if dest in _INSTEAD else ""
             raise ConfigError(
-                f"{option} does nothing for {KIND_NAMES[kind]} ('{args.model}'): drop it"
+                f"{option} does nothing for {KIND_NAMES[kind]} ('{args.model}'): drop it{instead}"
             )

@@ -14,6 +14,7 @@ from energyprune.cli.common import (
     fraction,
     load_data_with_bar,
     load_model,
+    run_with_progress,
 )
 from energyprune.cli.kind_flags import (
     IMAGE,
@@ -261,7 +262,7 @@ def _run_prune(args: argparse.Namespace, console: Console) -> int:
 
 
 def _run_pipeline(args, built, nm, console: Console) -> int:
-    from energyprune.pipeline.driver import check_compatible, run_and_write
+    from energyprune.pipeline.driver import check_compatible
     from energyprune.reports.report import run_table
 
     _check_pipeline_args(args)
@@ -270,22 +271,8 @@ def _run_pipeline(args, built, nm, console: Console) -> int:
     cfg = _run_config(args, nm)
     if args.quantize == "auto":
         return _run_tradeoff(args, built, data, cfg, console)
-    with Progress(console, args.steps) as bar:
-        result = run_and_write(
-            built.model.to(args.device),
-            data,
-            cfg,
-            args.out,
-            arch=built.name,
-            seeds=args.seeds,
-            resume=args.resume,
-            device=args.device,
-            log=bar.log,
-            on_batch=bar.on_batch,
-            on_step=bar.on_step,
-        )
+    result = run_with_progress(console, args, built.model.to(args.device), data, cfg, built.name)
     if result is None:
-        console.print("stopped: the last completed step is checkpointed; rerun with --resume")
         return 130
     console.print(run_table(result.report))
     if args.quantize == "int8":

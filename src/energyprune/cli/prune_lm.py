@@ -138,11 +138,11 @@ def _notes(console: Console, hw, method: str, hardware_given: bool) -> None:
 
 
 def run_lm_prune(args: argparse.Namespace, console: Console, hardware_given: bool) -> int:
-    from energyprune.cli.progress import Progress, status
+    from energyprune.cli.common import run_with_progress
+    from energyprune.cli.progress import status
     from energyprune.energy.hardware import load_hardware
     from energyprune.energy.lm import profile_lm
     from energyprune.energy.regimes import parse_regime
-    from energyprune.pipeline.driver import run_and_write
     from energyprune.pipeline.lm_kind import DecoderLM
     from energyprune.pipeline.lm_prune import absolute_budget, lm_run_config
     from energyprune.pipeline.text import load_text
@@ -172,23 +172,12 @@ def run_lm_prune(args: argparse.Namespace, console: Console, hardware_given: boo
         distill=args.distill,
         shard=args.fsdp,
     )
-    with Progress(console, args.steps) as bar:
+
+    def probes_on(bar) -> None:
         kind.on_probe = lambda i, n: bar.on_items(i, n, "loss probes")
-        result = run_and_write(
-            model,
-            kind,
-            run_cfg,
-            out,
-            arch=loaded.name,
-            seeds=args.seeds,
-            resume=args.resume,
-            device=args.device,
-            log=bar.log,
-            on_batch=bar.on_batch,
-            on_step=bar.on_step,
-        )
+
+    result = run_with_progress(console, args, model, kind, run_cfg, loaded.name, probes_on)
     if result is None:
-        console.print("stopped: the last completed step is checkpointed; rerun with --resume")
         return 130
     for line in lm_run_lines(result.report, out):
         console.print(line)

@@ -159,7 +159,9 @@ class ImageClassifier:
             plan.spec = cfg.spec.to_dict()  # what the run asked for (each step its share)
         return plan
 
-    def report(self, state: Any, model: nn.Module, plan: Any, cfg: RunConfig) -> dict[str, Any]:
+    def report(
+        self, state: Any, model: nn.Module, plan: Any, cfg: RunConfig, outcome: dict[str, Any]
+    ) -> dict[str, Any]:
         after = _metrics(model, self.data, cfg, self.meter)
         before = state.before
         b = {k: before[k] for k in _REPORTED} | {"latency_noise": before.get("latency_noise")}

@@ -183,8 +183,11 @@ class ModelKind(Protocol):
     def final_plan(self, plan: Any, cfg: RunConfig) -> Any:
         """The plan a finished run saves."""
 
-    def report(self, state: Any, model: nn.Module, plan: Any, cfg: RunConfig) -> dict[str, Any]:
-        """The final report of a run that ended in ``model``."""
+    def report(
+        self, state: Any, model: nn.Module, plan: Any, cfg: RunConfig, outcome: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The final report of a run that ended in ``model``; ``outcome`` is the loop's
+        verdict on it (its validation quality and estimated energy, already measured)."""
 
     def quality_of(self, report: dict[str, Any]) -> float:
         """The reported quality of a finished run (several seeds give its spread)."""

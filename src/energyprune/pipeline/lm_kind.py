@@ -205,14 +205,14 @@ class DecoderLM:
     def final_plan(self, plan: LMPlanLog | None, cfg: RunConfig) -> LMPlanLog | None:
         return plan
 
-    def report(self, state: Any, model: nn.Module, plan: Any, cfg: RunConfig) -> dict[str, Any]:
+    def report(
+        self, state: Any, model: nn.Module, plan: Any, cfg: RunConfig, outcome: dict[str, Any]
+    ) -> dict[str, Any]:
         before = state.before
-        recovered = self._perplexity(model)
-        pruned_j = self.price(model)
+        pruned_j = outcome["energy_j"]  # the loop priced and evaluated the final model
+        recovered = {**before["ppl"], "ppl": outcome["quality"]}  # the same windows as dense
         accepted = [s for s in state.steps if s["accepted"] and "ppl_after_cut" in s]
         last = accepted[-1] if accepted else None
-        verdict = self.guardrail.check(before["ppl"]["ppl"], recovered.value)
-        refused = state.stopped is not None and "guardrail failed" in state.stopped
         return {
             "kind": "language model",
             "model": self.arch,
@@ -225,14 +225,14 @@ class DecoderLM:
             "pruned_j_per_token": pruned_j,
             "ppl_dense": before["ppl"],
             "ppl_after_cut": last["ppl_after_cut"] if last else before["ppl"],
-            "ppl_after_recovery": recovered.to_dict(),
+            "ppl_after_recovery": recovered,
             "params_dense": before["params"],
             "params": _params(model),
             "plan": plan.steps[-1] if plan and plan.steps else {},
             "plan_steps": plan.to_dict() if plan else LMPlanLog().to_dict(),
             "steps": state.steps,
-            "guardrail_ok": verdict.held and not refused,
-            "guardrail": verdict.line,
+            "guardrail_ok": outcome["guardrail_held"],
+            "guardrail": outcome["guardrail"],
             "losses": [x for s in accepted for x in s.get("losses", [])],
             "budget": {
                 "target_energy": cfg.target_energy,

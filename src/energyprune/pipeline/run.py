@@ -267,8 +267,9 @@ def run_kind(
         if frozen is not None:
             frozen.check()
     plan = kind.final_plan(plan, cfg)
-    report = kind.report(state, current, plan, cfg)
-    report["outcome"] = _outcome(kind, state, current, cfg, dense_j)
+    outcome = _outcome(kind, state, current, cfg, dense_j)
+    report = kind.report(state, current, plan, cfg, outcome)
+    report["outcome"] = outcome
     return RunResult(current, plan, report)
 
 
