@@ -28,7 +28,7 @@ from energyprune.models.zoo import build_model, load_weights
 from energyprune.pipeline.data import load_data
 from energyprune.pipeline.evaluate import top1
 from energyprune.pipeline.finetune import TrainConfig, finetune
-from energyprune.pipeline.run import RunConfig, run
+from energyprune.pipeline.run import Hooks, RunConfig, run
 from energyprune.pruning.spec import PruneSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg,
             Path("benchmarks/results/runs") / f"resnet56_{fraction:.3f}",
             arch="resnet56",
-            log=lambda m: print(m, file=sys.stderr),
+            hooks=Hooks(log=lambda m: print(m, file=sys.stderr)),
         )
         ours[label] = result.model
         rows.append(

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     from energyprune.energy.lm import profile_lm
     from energyprune.energy.regimes import Decode
     from energyprune.models.lms import load_builtin_lm
-    from energyprune.pipeline.lm_prune import LMPruneConfig, prune_lm
+    from energyprune.pipeline.lm_prune import LMHooks, LMPruneConfig, prune_lm
     from energyprune.pipeline.text import load_text
 
     torch.manual_seed(0)
@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
                 calib_windows=args.calib_windows,
                 eval_windows=args.eval_windows,
             )
-            result = prune_lm(lm.model, data, regime, cfg, log=lambda line: print(line, flush=True))
+            hooks = LMHooks(log=lambda line: print(line, flush=True))
+            result = prune_lm(lm.model, data, regime, cfg, hooks=hooks)
             row = _arm_row(result, regime, prompt, dense_j["h100-sxm-2of4"])
         row = {"arm": arm, **row, "wall_s": time.perf_counter() - start}
         arms.append(row)

@@ -44,7 +44,7 @@ from energyprune.pipeline.data import load_data
 from energyprune.pipeline.evaluate import top1
 from energyprune.pipeline.finetune import TrainConfig, finetune
 from energyprune.pipeline.recover import Teacher, recalibrate_bn
-from energyprune.pipeline.run import RunConfig, run
+from energyprune.pipeline.run import Hooks, RunConfig, run
 from energyprune.pruning.spec import PruneSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -135,7 +135,7 @@ def _arm(arm: str, dense, data, args, train: TrainConfig, rows: list[dict], dens
         cfg,
         Path("benchmarks/results/runs") / f"recovery_{args.model}_{arm}",
         arch=args.model,
-        log=lambda m: print(f"[{arm}] {m}", file=sys.stderr, flush=True),
+        hooks=Hooks(log=lambda m: print(f"[{arm}] {m}", file=sys.stderr, flush=True)),
     )
     return _row(arm, result.model, data, dense_j, args, time.perf_counter() - start, result.report)
 

@@ -41,3 +41,33 @@ def test_the_size_check_sees_a_long_function():
     source = f'def f():\n    """Doc."""\n{body}\n    return 0\n'
     assert _oversized(source, "m.py") == ["m.py:1 f: 62 lines"]
     assert _oversized('def g():\n    """Doc\n    more."""\n    return 0\n', "m.py") == []
+
+
+MAX_PARAMETERS = 8
+#: the calibrators' entry points, rebuilt as one calibrator with one spec by issue 35
+CALIBRATORS = {"calibrate", "fit_observations", "calibrate_from"}
+
+
+def _many_parameters(source: str, name: str) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        a = node.args
+        named = [*a.posonlyargs, *a.args, *a.kwonlyargs]
+        n = len(named) + (a.vararg is not None) + (a.kwarg is not None)
+        n -= bool(named) and named[0].arg in ("self", "cls")
+        if n > MAX_PARAMETERS and node.name not in CALIBRATORS:
+            found.append(f"{name}:{node.lineno} {node.name}: {n} parameters")
+    return found
+
+
+def test_no_function_takes_more_than_8_parameters():
+    """Settings travel as one spec or config value, not as long parameter lists (issue 34)."""
+    found = [f for p in sorted(SRC.rglob("*.py")) for f in _many_parameters(p.read_text(), p.name)]
+    assert found == []
+
+
+def test_the_parameter_check_counts_every_kind():
+    source = "def f(a, /, b, *c, d, e, f, g, h, **k): pass\nclass C:\n    def m(self, a): pass\n"
+    assert _many_parameters(source, "m.py") == ["m.py:1 f: 9 parameters"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -46,9 +47,7 @@ def run(dev: FakeDevice, meter, protocol: MeasurementProtocol | None = None, bat
         dev.model(),
         torch.randn(batch, 3),
         meter=meter,
-        protocol=protocol or MeasurementProtocol(),
-        clock=dev.clock,
-        sleep=dev.sleep,
+        protocol=replace(protocol or MeasurementProtocol(), clock=dev.clock, sleep=dev.sleep),
     )
 
 

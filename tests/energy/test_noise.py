@@ -61,13 +61,16 @@ def test_a_measurement_whose_windows_disagree_is_noisy():
         Jittery(),
         torch.randn(4, 3),
         meter=None,
-        protocol=MeasurementProtocol(windows=6),
-        clock=dev.clock,
-        sleep=dev.sleep,
+        protocol=MeasurementProtocol(windows=6, clock=dev.clock, sleep=dev.sleep),
     )
     assert m.noise["spread"] > NOISY_IQR and m.noisy.startswith("spread")
     quiet = FakeDevice(step_s=0.001)
-    steady = measure(quiet.model(), torch.randn(4, 3), meter=None, clock=quiet.clock)
+    steady = measure(
+        quiet.model(),
+        torch.randn(4, 3),
+        meter=None,
+        protocol=MeasurementProtocol(clock=quiet.clock),
+    )
     assert steady.noise["spread"] < 1e-9 and "spread" not in (steady.noisy or "")  # load: real
 
 

@@ -57,8 +57,10 @@ def test_a_jetson_window_reads_the_input_rail(jetson):
 
 
 def test_measure_on_a_jetson_subtracts_idle_power_read_from_the_board(jetson):
-    m = measure(jetson.model(), torch.randn(4, 3), meter=meters.ZeusMeter("cuda"),
-                protocol=MeasurementProtocol(), clock=jetson.clock, sleep=jetson.sleep)  # fmt: skip
+    protocol = MeasurementProtocol(clock=jetson.clock, sleep=jetson.sleep)
+    m = measure(
+        jetson.model(), torch.randn(4, 3), meter=meters.ZeusMeter("cuda"), protocol=protocol
+    )
     assert m.measured and m.backend == "jetson"
     assert m.idle_power_w == pytest.approx(5.0)
     assert m.joules_per_sample["median"] == pytest.approx(12.0 * 0.002 / 4)  # gross

@@ -21,6 +21,7 @@ from energyprune.pipeline.codesign import (
     prune_or_quantize,
     relaxed_target,
 )
+from energyprune.pipeline.run import QUIET
 
 
 def test_relaxed_target_lands_int8_energy_on_the_target(trained_digits):
@@ -56,7 +57,7 @@ def test_both_options_run_and_the_choice_is_consistent(trained_digits, tmp_path)
     int8 = {"compile": False, "protocol": protocol, "qat": None, "calibration_batches": 2}
     int8["measure_batch"] = 8  # energy stays per sample whatever the measurement's batch
     report = prune_or_quantize(
-        model, data, cfg, tmp_path, arch="digits_cnn", int8=int8, log=lambda m: None
+        model, data, cfg, tmp_path, arch="digits_cnn", int8=int8, hooks=QUIET
     )
     assert json.loads((tmp_path / "tradeoff.json").read_text()) == report
     prune, quant = report["options"]

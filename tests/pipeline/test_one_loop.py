@@ -46,11 +46,12 @@ def _lm():
         eval_windows=4,
         round_to=16,
         max_ppl_rise=1e6,
+        steps=2,
     )
     return (
         tiny_llama(4),
         DecoderLM(data, options, Decode(1, 64), "tiny-llama"),
-        lm_run_config(options, steps=2),
+        lm_run_config(options),
     )
 
 

@@ -13,7 +13,7 @@ import torch
 from energyprune.models.placement import example_input, placement, to_model
 from energyprune.pipeline.driver import run_and_write
 from energyprune.pipeline.finetune import TrainConfig
-from energyprune.pipeline.run import RunConfig
+from energyprune.pipeline.run import QUIET, RunConfig
 from energyprune.pipeline.search import search
 
 QUICK = TrainConfig(epochs=1, lr=2e-3, optimizer="adamw", weight_decay=1e-4, max_batches=3)
@@ -47,7 +47,7 @@ def _pipeline(trained_digits, tmp_path, device: str, dtype: torch.dtype, max_bat
         cfg = replace(cfg, train=replace(cfg.train, max_batches=max_batches))
         model = _moved(dense, device, dtype)
         result = run_and_write(
-            model, data, cfg, tmp_path / name, arch="digits_cnn", device=device, log=lambda m: None
+            model, data, cfg, tmp_path / name, arch="digits_cnn", device=device, hooks=QUIET
         )
         assert result is not None and result.plan is not None, name
         assert placement(result.model).dtype == dtype, name  # nothing was cast back to fp32

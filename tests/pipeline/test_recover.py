@@ -18,7 +18,7 @@ from energyprune.errors import ConfigError
 from energyprune.pipeline.driver import run_and_write
 from energyprune.pipeline.finetune import TrainConfig, finetune
 from energyprune.pipeline.recover import distillation_loss, recalibrate_bn
-from energyprune.pipeline.run import RunConfig
+from energyprune.pipeline.run import QUIET, RunConfig
 from energyprune.pipeline.steps import GRADUAL_EVENTS
 
 FAST = TrainConfig(epochs=1, lr=2e-3, optimizer="adamw", weight_decay=1e-4)
@@ -99,7 +99,7 @@ def test_every_step_reports_top1_before_and_after_recalibration(trained_digits, 
 
     model, data = trained_digits
     cfg = RunConfig(target_energy=0.6, steps=2, train=FAST, max_acc_drop=100.0)
-    report = run_and_write(model, data, cfg, tmp_path, arch="digits_cnn", log=lambda m: None)
+    report = run_and_write(model, data, cfg, tmp_path, arch="digits_cnn", hooks=QUIET)
     steps = json.loads((tmp_path / "report.json").read_text())["steps"]
     assert steps == report.report["steps"] and len(steps) == 2
     assert all(s["bn_recalibrated"] == "after the cut" for s in steps)
@@ -116,7 +116,7 @@ def test_every_step_reports_top1_before_and_after_recalibration(trained_digits, 
 def test_gradual_schedule_reaches_the_target_within_one_percent(trained_digits, tmp_path):
     model, data = trained_digits
     cfg = RunConfig(target_energy=0.5, steps=1, schedule="gradual", train=FAST, max_acc_drop=100.0)
-    result = run_and_write(model, data, cfg, tmp_path, arch="digits_cnn", log=lambda m: None)
+    result = run_and_write(model, data, cfg, tmp_path, arch="digits_cnn", hooks=QUIET)
     (step,) = result.report["steps"]
     assert step["cuts"] == GRADUAL_EVENTS
     assert abs(step["energy_fraction"] / 0.5 - 1) <= 0.01, step["energy_fraction"]
@@ -132,7 +132,7 @@ def test_candidates_are_scored_and_the_best_is_kept(trained_digits, tmp_path):
     cfg = RunConfig(
         target_energy=0.5, steps=1, train=TrainConfig(epochs=0), max_acc_drop=100.0, candidates=3
     )
-    result = run_and_write(model, data, cfg, tmp_path, arch="digits_cnn", log=lambda m: None)
+    result = run_and_write(model, data, cfg, tmp_path, arch="digits_cnn", hooks=QUIET)
     (step,) = result.report["steps"]
     entries = step["candidates"]
     scored = [c for c in entries if "val_top1_after_bn" in c]

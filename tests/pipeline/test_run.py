@@ -18,7 +18,7 @@ from energyprune.models.architectures import digits_cnn
 from energyprune.pipeline.data import load_data
 from energyprune.pipeline.driver import run_and_write
 from energyprune.pipeline.finetune import TrainConfig, finetune
-from energyprune.pipeline.run import RunConfig, schedule_targets
+from energyprune.pipeline.run import QUIET, Hooks, RunConfig, schedule_targets
 
 FAST = TrainConfig(epochs=1, lr=2e-3, optimizer="adamw", weight_decay=1e-4)
 
@@ -38,7 +38,7 @@ def test_schedules_end_at_the_target():
 def test_report_schema(trained, tmp_path):
     model, data = trained
     cfg = RunConfig(target_energy=0.6, steps=2, train=FAST, max_acc_drop=100.0)
-    result = run_and_write(model, data, cfg, tmp_path, arch="digits_cnn", log=lambda m: None)
+    result = run_and_write(model, data, cfg, tmp_path, arch="digits_cnn", hooks=QUIET)
     report = json.loads((tmp_path / "report.json").read_text())
     for side in ("before", "after"):
         entry = report[side]
@@ -70,12 +70,16 @@ def test_report_schema(trained, tmp_path):
 def test_resume_refuses_another_validation_split(trained, tmp_path):
     model, data = trained
     cfg = RunConfig(target_energy=0.6, steps=2, train=TrainConfig(epochs=0), max_acc_drop=100.0)
-    run_and_write(model, data, cfg, tmp_path, arch="digits_cnn", log=lambda m: None)
+    run_and_write(model, data, cfg, tmp_path, arch="digits_cnn", hooks=QUIET)
     assert (tmp_path / "checkpoint.json").is_file()
     other = load_data("digits", seed=0, val_from="test")
     with pytest.raises(ConfigError, match="resume with the same --val-from and --seed"):
-        run_and_write(model, other, cfg, tmp_path, arch="digits_cnn", resume=True, log=print)
-    again = run_and_write(model, data, cfg, tmp_path, arch="digits_cnn", resume=True, log=print)
+        run_and_write(
+            model, other, cfg, tmp_path, arch="digits_cnn", resume=True, hooks=Hooks(log=print)
+        )
+    again = run_and_write(
+        model, data, cfg, tmp_path, arch="digits_cnn", resume=True, hooks=Hooks(log=print)
+    )
     assert again is not None and again.report["validation"] == data.val_source
 
 
@@ -89,7 +93,7 @@ def test_guardrail_rolls_back_and_stops(trained, tmp_path):
         retries=1,
         bn_batches=0,  # recalibrated statistics can put a small cut above the dense model
     )
-    result = run_and_write(model, data, cfg, tmp_path, arch="digits_cnn", log=lambda m: None)
+    result = run_and_write(model, data, cfg, tmp_path, arch="digits_cnn", hooks=QUIET)
     steps = result.report["steps"]
     assert [s["accepted"] for s in steps] == [False, False]
     assert steps[1]["target_fraction"] > steps[0]["target_fraction"]  # retried smaller
@@ -105,7 +109,7 @@ def test_a_guardrail_no_untrained_step_can_pass_is_refused_up_front(trained, tmp
         target_energy=0.2, steps=1, train=TrainConfig(epochs=0), max_acc_drop=0.0, bn_batches=0
     )
     with pytest.raises(ConfigError, match="no step can pass the guardrail without training"):
-        run_and_write(model, data, cfg, tmp_path / "api", arch="digits_cnn", log=lambda m: None)
+        run_and_write(model, data, cfg, tmp_path / "api", arch="digits_cnn", hooks=QUIET)
     assert not (tmp_path / "api").exists()
     from safetensors.torch import save_file
 
@@ -254,7 +258,7 @@ def test_a_kill_in_step_1_keeps_the_dense_baseline_for_resume(trained, tmp_path,
 
     monkeypatch.setattr(steps_module, "finetune", killed)
     with pytest.raises(_Killed):
-        run_and_write(model, data, cfg, tmp_path, arch="digits_cnn", log=lambda m: None)
+        run_and_write(model, data, cfg, tmp_path, arch="digits_cnn", hooks=QUIET)
     state = json.loads((tmp_path / "checkpoint.json").read_text())
     assert state["completed"] == 0 and state["before"]["top1"] > 0.5
     assert state["config"]["target_energy"] == 0.6
@@ -272,7 +276,7 @@ def test_a_kill_in_step_1_keeps_the_dense_baseline_for_resume(trained, tmp_path,
         monkeypatch.setattr(run_module, name, counted)
     lines = []
     result = run_and_write(
-        model, data, cfg, tmp_path, arch="digits_cnn", resume=True, log=lines.append
+        model, data, cfg, tmp_path, arch="digits_cnn", resume=True, hooks=Hooks(log=lines.append)
     )
     assert calls.count("_metrics") == 1  # the final model's: the dense one was checkpointed
     assert calls.count("_val_top1") == 2  # step 1's guardrail, the final model's check

@@ -11,7 +11,7 @@ import torch
 from energyprune.pipeline import steps
 from energyprune.pipeline.finetune import TrainConfig
 from energyprune.pipeline.recover import Teacher
-from energyprune.pipeline.run import RunConfig, run
+from energyprune.pipeline.run import QUIET, RunConfig, run
 
 QUICK = TrainConfig(epochs=1, lr=5e-3, optimizer="adamw", max_batches=6)
 
@@ -41,7 +41,7 @@ def test_teacher_is_bitwise_unchanged_by_every_fine_tune(
 
     monkeypatch.setattr(steps, "finetune", spy)
     cfg = RunConfig(target_energy=0.6, steps=1, schedule=schedule, train=QUICK, max_acc_drop=100.0)
-    run(model, data, cfg, tmp_path, arch="digits_cnn", log=lambda m: None)
+    run(model, data, cfg, tmp_path, arch="digits_cnn", hooks=QUIET)
     assert seen, "no fine-tune ran"
     for training, state in seen:
         assert not training

@@ -208,7 +208,7 @@ def test_unreachable_target_names_the_minimum():
         ({"granularity": "block"}, "granularity"),
         ({"criterion": "magic"}, "criterion"),
         ({"strategy": "random"}, "strategy"),
-        ({"target_energy": None}, "exactly one"),
+        ({"max_joules": 1.0}, "exactly one"),
     ],
 )
 def test_bad_settings(kwargs, message):

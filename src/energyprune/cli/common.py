@@ -192,6 +192,7 @@ def run_with_progress(
     it); None when it was stopped (Ctrl-C), after saying how to go on."""
     from energyprune.cli.progress import Progress
     from energyprune.pipeline.driver import run_and_write
+    from energyprune.pipeline.run import Hooks
 
     with Progress(console, args.steps) as bar:
         if on_bar is not None:
@@ -202,12 +203,9 @@ def run_with_progress(
             cfg,
             args.out,
             arch=arch,
-            seeds=args.seeds,
             resume=args.resume,
             device=args.device,
-            log=bar.log,
-            on_batch=bar.on_batch,
-            on_step=bar.on_step,
+            hooks=Hooks(bar.log, bar.on_batch, bar.on_step),
         )
     if result is None:
         console.print("stopped: the last completed step is checkpointed; rerun with --resume")

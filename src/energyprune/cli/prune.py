@@ -342,6 +342,7 @@ def _run_config(args, nm):
         final_epochs=args.final_epochs,
         spec=_spec(args, nm),
         seed=args.seed,
+        seeds=args.seeds,
         bn_batches=args.bn_batches,
         distill=args.distill,
         candidates=args.candidates,
@@ -352,6 +353,7 @@ def _run_config(args, nm):
 def _run_tradeoff(args, built, data, cfg, console: Console) -> int:
     from energyprune.cli.quantize import int8_settings
     from energyprune.pipeline.codesign import prune_or_quantize
+    from energyprune.pipeline.run import Hooks
     from energyprune.reports.report import tradeoff_table
 
     with Progress(console, args.steps) as bar:
@@ -363,12 +365,9 @@ def _run_tradeoff(args, built, data, cfg, console: Console) -> int:
                 args.out,
                 arch=built.name,
                 int8=int8_settings(args),
-                log=bar.log,
-                seeds=args.seeds,
                 resume=args.resume,
                 device=args.device,
-                on_batch=bar.on_batch,
-                on_step=bar.on_step,
+                hooks=Hooks(bar.log, bar.on_batch, bar.on_step),
             )
         except KeyboardInterrupt:
             console.print("stopped: rerun with --resume to continue the pruning runs")

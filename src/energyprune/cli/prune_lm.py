@@ -98,6 +98,8 @@ def _config(args: argparse.Namespace):
         round_to=args.round_to,
         batch_size=args.batch_size,
         method=args.lm_method,
+        steps=args.steps,
+        seed=args.seed,
     )
 
 
@@ -164,14 +166,7 @@ def run_lm_prune(args: argparse.Namespace, console: Console, hardware_given: boo
     model = loaded.model.to(args.device).eval()
     cfg = absolute_budget(cfg, profile_lm(model, regime, cfg.hardware).energy_j)
     kind = DecoderLM(data, cfg, regime, loaded.name, loaded.tokenizer, loaded.note)
-    run_cfg = lm_run_config(
-        cfg,
-        steps=args.steps,
-        seed=args.seed,
-        schedule=args.schedule,
-        distill=args.distill,
-        shard=args.fsdp,
-    )
+    run_cfg = lm_run_config(cfg, schedule=args.schedule, distill=args.distill, shard=args.fsdp)
 
     def probes_on(bar) -> None:
         kind.on_probe = lambda i, n: bar.on_items(i, n, "loss probes")

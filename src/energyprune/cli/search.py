@@ -207,6 +207,7 @@ def _run_lm_search(args: argparse.Namespace, console: Console) -> int:
         eval_windows=args.eval_windows,
         calib_windows=args.calib_windows,
         probe_windows=args.probe_windows,
+        seed=args.seed,
     )
     lo, hi = _target_range(args.target_range or "0.5:0.95")
     how = KindSearch(
@@ -225,7 +226,7 @@ def _run_lm_search(args: argparse.Namespace, console: Console) -> int:
         result = search_kind(
             kind,
             loaded.model.eval(),
-            lm_run_config(options, seed=args.seed),
+            lm_run_config(options),
             args.out,
             how,
             choose=DecoderLM.for_search,
@@ -262,6 +263,8 @@ def _run_image_search(args: argparse.Namespace, console: Console) -> int:
             dense,
             data,
             args.out,
+            log=bar.log,
+            on_batch=bar.on_batch,
             trials=args.trials,
             objectives=tuple(o.strip() for o in args.objectives.split(",")),
             target_range=(lo, hi),
@@ -273,8 +276,6 @@ def _run_image_search(args: argparse.Namespace, console: Console) -> int:
             seed=args.seed,
             meter_device=meter_device,
             precisions=precisions,
-            log=bar.log,
-            on_batch=bar.on_batch,
         )
     console.print(front_table(result))
     console.print(f"knee: trial {result.knee} (★) · wrote {args.out}/pareto.json, pareto.png")
@@ -292,7 +293,7 @@ def _run_image_search(args: argparse.Namespace, console: Console) -> int:
 def _finalize(args, built, dense, data, result, console: Console) -> None:
     from energyprune.pipeline.driver import run_and_write
     from energyprune.pipeline.finetune import TrainConfig
-    from energyprune.pipeline.run import RunConfig
+    from energyprune.pipeline.run import Hooks, RunConfig
     from energyprune.pruning.spec import PruneSpec
     from energyprune.reports.report import run_table
 
@@ -306,9 +307,8 @@ def _finalize(args, built, dense, data, result, console: Console) -> None:
         spec=spec,
         seed=args.seed,
     )
-    final = run_and_write(
-        dense, data, cfg, Path(args.out) / "final", arch=built.name, log=console.print
-    )
+    hooks = Hooks(log=console.print)
+    final = run_and_write(dense, data, cfg, Path(args.out) / "final", arch=built.name, hooks=hooks)
     if final is None:
         return
     console.print(run_table(final.report))

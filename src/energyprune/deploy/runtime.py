@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -16,7 +17,28 @@ from energyprune.errors import ConfigError
 from energyprune.models.layers import TORCH_DTYPES
 from energyprune.models.placement import to_model
 
-__all__ = ["compile_for_inference", "prepare"]
+__all__ = ["Deployment", "compile_for_inference", "prepare"]
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """How a model runs where it is measured: each lever is measured, not assumed.
+
+    Attributes:
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        dtype: cast the model to this (``fp16``, ``bf16``, ...); None keeps it as it is.
+        channels_last: NHWC memory format for 4-D inputs.
+        cuda_graph: replay the forward pass as one CUDA graph.
+        compile: ``torch.compile`` with freezing.
+        int8_linear: torchao dynamic int8 for ``nn.Linear`` layers, applied after the cast.
+    """
+
+    device: str = "cpu"
+    dtype: str | None = None
+    channels_last: bool = False
+    cuda_graph: bool = False
+    compile: bool = False
+    int8_linear: bool = False
 
 
 class _Frozen(nn.Module):
@@ -41,17 +63,11 @@ def compile_for_inference(model: nn.Module) -> nn.Module:
 
 
 def prepare(
-    model: nn.Module,
-    example: torch.Tensor,
-    device: str,
-    dtype: str | None,
-    channels_last: bool,
-    cuda_graph: bool,
-    compile_model: bool,
-    int8_linear: bool = False,
+    model: nn.Module, example: torch.Tensor, deployment: Deployment
 ) -> tuple[Callable[[], object], Callable[[], None]]:
-    """``model(example)`` as deployed on ``device``: cast, memory format, int8 Linear layers,
+    """``model(example)`` as deployed: on its device, cast, memory format, int8 Linear layers,
     compiled, or replayed as a CUDA graph. Returns the step to time and a device sync."""
+    device, dtype, cuda_graph = deployment.device, deployment.dtype, deployment.cuda_graph
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {device}: CUDA is not available here; use --device cpu")
     if cuda_graph and not device.startswith("cuda"):
@@ -62,12 +78,12 @@ def prepare(
     if dtype is not None:
         model = model.to(TORCH_DTYPES[dtype])
     x = to_model(example, model)
-    if channels_last and x.dim() == 4:
+    if deployment.channels_last and x.dim() == 4:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    if int8_linear:
+    if deployment.int8_linear:
         model = quantize_int8_linear(copy.deepcopy(model)).module
-    if compile_model:
+    if deployment.compile:
         model = compile_for_inference(model)
 
     def sync() -> None:

@@ -15,19 +15,20 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from energyprune.deploy.runtime import prepare
+from energyprune.deploy.runtime import Deployment, prepare
 from energyprune.energy.meter import Meter, cpu_name, open_meter
 from energyprune.energy.noise import Noise, iqr_fraction, other_load
 from energyprune.energy.quantity import Measured
 from energyprune.energy.trace import dtype_name
 from energyprune.errors import ConfigError, MeterError, MeterUnavailableError
+from energyprune.options import build
 
 if TYPE_CHECKING:
     from energyprune.energy.model import EnergyProfile
@@ -45,6 +46,7 @@ class MeasurementProtocol:
         warmup_s: warm-up time before anything is measured (>= 3 iterations).
         idle_s: length of the idle-power window, measured before the warm-up.
         max_latency_iters: cap on the synchronised per-iteration latency pass.
+        clock / sleep: how time is read and waited (a simulated device in tests).
     """
 
     min_window_s: float = 1.0
@@ -52,6 +54,8 @@ class MeasurementProtocol:
     warmup_s: float = 1.0
     idle_s: float = 2.0
     max_latency_iters: int = 200
+    clock: Callable[[], float] = field(default=time.perf_counter, repr=False, compare=False)
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.windows < 1 or self.min_window_s <= 0 or self.warmup_s < 0 or self.idle_s < 0:
@@ -59,6 +63,10 @@ class MeasurementProtocol:
                 "protocol needs windows >= 1, min_window_s > 0, warmup_s >= 0 and idle_s >= 0; "
                 f"got {self}"
             )
+
+    def to_dict(self) -> dict[str, float]:
+        """The settings a report records (not the clock)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.compare}
 
 
 @dataclass(frozen=True)
@@ -187,11 +195,10 @@ def run_protocol(
     meter: Meter | None,
     protocol: MeasurementProtocol = MeasurementProtocol(),
     sync: Callable[[], None] = lambda: None,
-    clock: Callable[[], float] = time.perf_counter,
-    sleep: Callable[[float], None] = time.sleep,
     progress: Callable[[str], None] = lambda message: None,
 ) -> _Run:
     """Run the protocol on ``step`` (one synchronisable forward pass). Returns raw windows."""
+    clock, sleep = protocol.clock, protocol.sleep
     idle_w = None
     if meter is not None and protocol.idle_s > 0:
         progress("idle power")
@@ -245,36 +252,27 @@ def measure(
     model: nn.Module,
     example_inputs: torch.Tensor,
     *,
-    device: str = "cpu",
     meter: Meter | str | None = "auto",
-    dtype: str | None = None,
-    channels_last: bool = False,
-    cuda_graph: bool = False,
-    compile: bool = False,
-    int8_linear: bool = False,
     protocol: MeasurementProtocol = MeasurementProtocol(),
     hardware: str = "horowitz-45nm",
     estimated: EnergyProfile | None = None,
-    clock: Callable[[], float] = time.perf_counter,
-    sleep: Callable[[float], None] = time.sleep,
     progress: Callable[[str], None] = lambda message: None,
+    **deployment: Any,
 ) -> Measurement:
-    """Measure joules per sample and latency of ``model(example_inputs)`` on ``device``.
+    """Measure joules per sample and latency of ``model(example_inputs)`` as deployed.
 
     Args:
         model: the model (moved to ``device``; cast to ``dtype`` when given).
         example_inputs: one batch; its first dimension is the batch size.
-        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         meter: ``"auto"`` (Zeus for the device, falling back to no meter), a :class:`Meter`, or
             None (latency only; energy is the estimate).
-        dtype / channels_last / cuda_graph / compile: deployment levers, measured not assumed.
-        int8_linear: torchao dynamic int8 for ``nn.Linear`` layers (the maintained GPU int8
-            path; convolutions stay in ``dtype``), applied after the cast; the estimate prices
-            those layers as int8.
         protocol: window, warm-up and idle settings.
         hardware: profile for the labelled estimate when no meter is read.
         estimated: that estimate, when the caller has it (an int8 model is priced from its
             float twin with per-layer dtypes; tracing the converted graph would not see int8).
+        deployment: the fields of :class:`~energyprune.deploy.runtime.Deployment` (``device``,
+            ``dtype``, ``channels_last``, ``cuda_graph``, ``compile``, ``int8_linear``): levers
+            that are measured, not assumed. int8 Linear layers are priced as int8.
 
     Returns:
         A :class:`Measurement`.
@@ -284,17 +282,16 @@ def measure(
     """
     if not isinstance(example_inputs, torch.Tensor):
         raise ConfigError("measure takes one input tensor whose first dimension is the batch")
-    meter, reason = _open(meter, device)
+    setup = build(Deployment, **deployment)
+    meter, reason = _open(meter, setup.device)
     int8_layers: list[str] = []
-    if int8_linear:
+    if setup.int8_linear:
         int8_layers = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     estimate = None
     if meter is None:
         layers = dict.fromkeys(int8_layers, "int8")
-        estimate = _estimate(model, example_inputs, hardware, dtype, layers, estimated)
-    step, sync = prepare(
-        model, example_inputs, device, dtype, channels_last, cuda_graph, compile, int8_linear
-    )
+        estimate = _estimate(model, example_inputs, hardware, setup.dtype, layers, estimated)
+    step, sync = prepare(model, example_inputs, setup)
     with other_load() as load:
         run = run_protocol(
             step,
@@ -302,28 +299,28 @@ def measure(
             meter=meter,
             protocol=protocol,
             sync=sync,
-            clock=clock,
-            sleep=sleep,
             progress=progress,
         )
-    return _summarise(
-        load.cores,
-        run,
-        meter,
-        device,
-        example_inputs,
-        dtype,
-        reason,
-        estimate,
-        {
-            "channels_last": channels_last,
-            "cuda_graph": cuda_graph,
-            "compile": compile,
-            "int8_layers": int8_layers,
-            **asdict(protocol),
-            "iterations_per_window": run.iterations,
-        },
-    )
+    settings = {
+        "channels_last": setup.channels_last,
+        "cuda_graph": setup.cuda_graph,
+        "compile": setup.compile,
+        "int8_layers": int8_layers,
+        **protocol.to_dict(),
+        "iterations_per_window": run.iterations,
+    }
+    source = _Source(meter, reason, setup, load.cores)
+    return _summarise(run, source, example_inputs, estimate, settings)
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where a reading came from: the meter (or why none), the deployment, the other load."""
+
+    meter: Meter | None
+    reason: str | None
+    deployment: Deployment
+    load: float | None
 
 
 def _open(meter: Meter | str | None, device: str) -> tuple[Meter | None, str | None]:
@@ -347,9 +344,9 @@ def _estimate(model, example, hardware, dtype, layer_dtypes, estimated) -> dict[
     return {"estimated": True, "hardware": prof.hardware, "joules_per_sample": joules}
 
 
-def _summarise(
-    load: float | None, run: _Run, meter, device, example, dtype, reason, estimate, settings
-) -> Measurement:
+def _summarise(run: _Run, source: _Source, example, estimate, settings) -> Measurement:
+    meter, load = source.meter, source.load
+    device, dtype = source.deployment.device, source.deployment.dtype
     latencies_ms = np.array(run.latencies_s) * 1e3
     samples = sum(w.samples for w in run.windows)
     seconds = sum(w.seconds for w in run.windows)
@@ -384,7 +381,7 @@ def _summarise(
         windows=run.windows if measured else (),
         settings=settings,
         environment=_environment(device, meter),
-        unavailable_reason=reason,
+        unavailable_reason=source.reason,
         estimate=estimate,
         noise=noise.to_dict(),
     )

@@ -29,7 +29,7 @@ from energyprune.pipeline.data import Data
 from energyprune.pipeline.driver import run_and_write
 from energyprune.pipeline.evaluate import top1
 from energyprune.pipeline.int8 import int8_with_guardrail, save_int8
-from energyprune.pipeline.run import RunConfig
+from energyprune.pipeline.run import Hooks, RunConfig
 from energyprune.pipeline.steps import prune_step
 from energyprune.pruning.plan import PruningPlan
 
@@ -98,7 +98,6 @@ def prune_or_quantize(
     *,
     arch: str,
     int8: dict[str, Any] | None = None,
-    log: Callable[[str], None] = print,
     **run_kw: Any,
 ) -> dict[str, Any]:
     """Run both options to ``cfg.target_energy`` and choose; writes ``out/prune``,
@@ -111,12 +110,14 @@ def prune_or_quantize(
         arch: model spec to rebuild the architecture.
         int8: settings for :func:`~energyprune.pipeline.int8.int8_with_guardrail` (qat, compile,
             protocol, calibration_batches).
-        run_kw: passed to :func:`~energyprune.pipeline.driver.run_and_write`.
+        run_kw: passed to :func:`~energyprune.pipeline.driver.run_and_write` (``resume``,
+            ``device``, ``hooks``: its log is this function's too).
 
     Returns:
         The trade-off report (also in ``tradeoff.json``).
     """
     out = Path(out)
+    log = (run_kw.get("hooks") or Hooks()).log
     dense = dense.cpu().eval()  # int8 quantises on the CPU
     example = example_input(dense, data.input_shape)
     dense_j = profile(dense, example, cfg.hardware).total.energy_j
@@ -163,7 +164,7 @@ class _Context:
 def _prune_option(c: _Context, folder: Path) -> dict[str, Any]:
     """'prune': fp32, pruned all the way to the target."""
     cfg, data = c.cfg, c.data
-    model, _ = _pruned(c.dense, data, cfg, cfg.target_energy, folder, c.arch, log=c.log, **c.run_kw)
+    model, _ = _pruned(c.dense, data, cfg, cfg.target_energy, folder, c.arch, **c.run_kw)
     return {
         "option": PRUNE,
         "folder": str(folder),
@@ -178,7 +179,7 @@ def _prune_option(c: _Context, folder: Path) -> dict[str, Any]:
 def _int8_option(c: _Context, folder: Path, relaxed: float, int8: dict | None) -> dict[str, Any]:
     """'prune+int8': pruned less (to ``relaxed``), then int8 within what the guardrail has left."""
     cfg, data = c.cfg, c.data
-    model, plan = _pruned(c.dense, data, cfg, relaxed, folder, c.arch, log=c.log, **c.run_kw)
+    model, plan = _pruned(c.dense, data, cfg, relaxed, folder, c.arch, **c.run_kw)
     left = cfg.max_acc_drop - 100 * (c.dense_val - top1(model, data.val, data.num_classes))
     option: dict[str, Any] = {"option": PRUNE_INT8, "folder": str(folder / "int8")}
     option["pruning_target"] = relaxed

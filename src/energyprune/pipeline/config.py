@@ -27,6 +27,7 @@ class RunConfig:
     final_epochs: int | None = None  # default: train.epochs
     spec: PruneSpec = None  # type: ignore[assignment]  # default: PruneSpec(target_energy)
     seed: int = 0
+    seeds: int = 1  # runs from seed, seed + 1, ...: the first is reported, all give stability
     bn_batches: int = 50  # batch-norm recalibration after every cut (0: off)
     distill: bool = True  # fine-tune with the dense model as teacher
     candidates: int = 1  # ways to meet each step's budget, scored after recalibration
@@ -64,10 +65,10 @@ class RunConfig:
             raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}")
         if self.steps < 1 or not 0 < self.target_energy <= 1 or self.max_acc_drop < 0:
             raise ConfigError("need steps >= 1, 0 < target_energy <= 1 and max_acc_drop >= 0")
-        if self.bn_batches < 0 or self.candidates < 1 or self.score_batches < 1:
+        if self.bn_batches < 0 or min(self.candidates, self.score_batches, self.seeds) < 1:
             raise ConfigError(
-                "need bn_batches >= 0, candidates >= 1 and score_batches >= 1, got "
-                f"{self.bn_batches}, {self.candidates}, {self.score_batches}"
+                "need bn_batches >= 0, candidates >= 1, score_batches >= 1 and seeds >= 1, got "
+                f"{self.bn_batches}, {self.candidates}, {self.score_batches}, {self.seeds}"
             )
         if self.candidates > 1 and self.schedule == "gradual":
             raise ConfigError(

@@ -233,9 +233,18 @@ def _split(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.
     return order[n_val:], order[:n_val]
 
 
-def _from_arrays(
-    name, splits: ImageSplits, mean, std, augment, batch_size, val_fraction, seed, val_from
-):
+@dataclass(frozen=True)
+class _Pixels:
+    """How images are fed: normalised by (mean, std) per channel, augmented when training."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: bool
+
+
+def _from_arrays(name: str, splits: ImageSplits, pixels: _Pixels, o: _Options) -> Data:
+    batch_size, val_fraction, seed, val_from = o.batch_size, o.val_fraction, o.seed, o.val_from
+    mean, std, augment = pixels.mean, pixels.std, pixels.augment
     tx, ty = splits.train_x, splits.train_y
     sx, sy = splits.test_x, splits.test_y
     if val_from == "train":
@@ -258,7 +267,7 @@ def _from_arrays(
     )
 
 
-def _digits(batch_size: int, val_fraction: float, seed: int, val_from: str) -> Data:
+def _digits(o: _Options) -> Data:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -268,9 +277,7 @@ def _digits(batch_size: int, val_fraction: float, seed: int, val_from: str) -> D
     n_test = len(y) // 5  # a fixed 20 % test split, independent of the run's seed
     test, train = order[:n_test], order[n_test:]
     splits = ImageSplits(x[train], y[train], x[test], y[test], tuple(str(d) for d in range(10)))
-    return _from_arrays(
-        "digits", splits, (0.5,), (0.5,), False, batch_size, val_fraction, seed, val_from
-    )
+    return _from_arrays("digits", splits, _Pixels((0.5,), (0.5,), False), o)
 
 
 def _factory(spec: str) -> Data:
@@ -340,22 +347,12 @@ class _Options:
 
 
 def _digits_source(_: str, o: _Options) -> Data:
-    return _digits(o.batch_size, o.val_fraction, o.seed, o.val_from)
+    return _digits(o)
 
 
 def _cifar10_source(path: str, o: _Options) -> Data:
     splits = load_cifar10(path, o.progress)
-    return _from_arrays(
-        "cifar10",
-        splits,
-        CIFAR10_MEAN,
-        CIFAR10_STD,
-        True,
-        o.batch_size,
-        o.val_fraction,
-        o.seed,
-        o.val_from,
-    )
+    return _from_arrays("cifar10", splits, _Pixels(CIFAR10_MEAN, CIFAR10_STD, True), o)
 
 
 def _imagefolder_source(path: str, o: _Options) -> Data:
@@ -363,17 +360,7 @@ def _imagefolder_source(path: str, o: _Options) -> Data:
     sample = splits.train_x[:2048].float() / 255.0
     mean = tuple(sample.mean(dim=(0, 2, 3)).tolist())
     std = tuple(sample.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
-    return _from_arrays(
-        f"imagefolder:{path}",
-        splits,
-        mean,
-        std,
-        True,
-        o.batch_size,
-        o.val_fraction,
-        o.seed,
-        o.val_from,
-    )
+    return _from_arrays(f"imagefolder:{path}", splits, _Pixels(mean, std, True), o)
 
 
 #: ``--data`` kind → loader of ``(path after the colon, options)``; anything else with a colon

@@ -12,7 +12,7 @@ from energyprune.models.architectures import digits_cnn
 from energyprune.pipeline.data import load_data
 from energyprune.pipeline.driver import run_and_write
 from energyprune.pipeline.finetune import TrainConfig, finetune
-from energyprune.pipeline.run import RunConfig, RunResult
+from energyprune.pipeline.run import Hooks, RunConfig, RunResult
 
 __all__ = ["DEMO_CONFIG", "demo"]
 
@@ -43,6 +43,5 @@ def demo(
     train = TrainConfig(epochs=30, lr=3e-3, optimizer="adamw", weight_decay=1e-4, seed=seed)
     finetune(model, data.train, train, on_batch=on_pretrain_batch or on_batch)
     cfg = RunConfig(**{**DEMO_CONFIG.__dict__, "seed": seed})
-    return run_and_write(
-        model, data, cfg, out, arch="digits_cnn", log=log, on_batch=on_batch, on_step=on_step
-    )
+    hooks = Hooks(log, on_batch, on_step)
+    return run_and_write(model, data, cfg, out, arch="digits_cnn", hooks=hooks)

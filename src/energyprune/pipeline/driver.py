@@ -9,7 +9,6 @@ Inputs are checked before anything is written.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -61,20 +60,17 @@ def run_and_write(
     out: str | Path,
     *,
     arch: str,
-    seeds: int = 1,
     resume: bool = False,
     device: str = "cpu",
-    log: Callable[[str], None] = print,
-    on_batch: Callable[[int, int, int, float], None] = lambda *a: None,
-    on_step: Callable[[int, int], None] = lambda *a: None,
+    hooks: Hooks | None = None,
 ) -> RunResult | None:
-    """Run over ``seeds`` seeds (each in its own folder when > 1), write reports; the first
+    """Run over ``cfg.seeds`` seeds (each in its own folder when > 1), write reports; the first
     seed's run is the reported model, the others give stability (mean ± std of test top-1)."""
     import copy
 
     out = Path(out)
+    seeds = cfg.seeds
     kind = kind_for(data, cfg, arch, meter_device_for(device))
-    hooks = Hooks(log, on_batch, on_step)
     results = []
     for i in range(seeds):
         folder = out if seeds == 1 else out / f"seed-{cfg.seed + i}"

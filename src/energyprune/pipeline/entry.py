@@ -9,9 +9,13 @@ regime, distilled, checked by the perplexity guardrail, checkpointed.
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
+
+if TYPE_CHECKING:
+    from energyprune.energy.regimes import Regime
 
 __all__ = ["is_decoder_lm", "prune"]
 
@@ -29,7 +33,16 @@ def is_decoder_lm(model: nn.Module) -> bool:
         return False
 
 
-def prune(model: nn.Module, inputs: Any, target_energy: float | None = 0.5, **options: Any):
+def prune(
+    model: nn.Module,
+    inputs: Any,
+    target_energy: float | None = None,
+    *,
+    regime: Regime | None = None,
+    out: str | Path | None = None,
+    resume: bool = False,
+    **settings: Any,
+):
     """Prune a copy of ``model`` so its estimated energy meets ``target_energy`` of dense.
 
     Args:
@@ -37,25 +50,39 @@ def prune(model: nn.Module, inputs: Any, target_energy: float | None = 0.5, **op
         inputs: an image model's example batch (tensor, tuple or dict); a language model's
             text windows (:class:`~energyprune.pipeline.text.TextData`, e.g. from
             ``load_text("text:train.txt,test.txt", tokenizer)``).
-        target_energy: fraction of the dense estimate (per forward pass; per token for LMs).
-        options: an image model: the settings of :func:`energyprune.pruning.apply.prune`
-            (``spec=``, ``hardware=``, ``criterion=``, ...). A language model: ``regime=``
-            (default ``Decode(1, 1024)``), ``out=`` (checkpoints; ``resume=``), ``steps=``,
-            ``seed=`` and the fields of :class:`~energyprune.pipeline.lm_prune.LMPruneConfig`
-            (``hardware`` defaults to ``h100-sxm``, ``max_ppl_rise`` to 10 %).
+        target_energy: fraction of the dense estimate (per forward pass; per token for LMs);
+            0.5 for an image model and 0.7 for a language model when not given.
+        regime: a language model's serving regime (default ``Decode(1, 1024)``).
+        out / resume: a language model's run folder (checkpoints, report) and whether to
+            resume the run found there.
+        settings: an image model: ``spec=`` and the fields of
+            :class:`~energyprune.pruning.spec.PruneSpec` (``hardware=``, ``criterion=``, ...;
+            see :func:`energyprune.pruning.apply.prune`). A language model: the fields of
+            :class:`~energyprune.pipeline.lm_prune.LMPruneConfig` (``hardware`` defaults to
+            ``h100-sxm``, ``max_ppl_rise`` to 10 %, ``steps``, ``seed``, ...).
 
     Returns:
         A :class:`~energyprune.pruning.apply.PruneResult`, or for a language model an
         :class:`~energyprune.pipeline.lm_prune.LMPruneResult`.
+
+    Raises:
+        ConfigError: an unknown or bad setting, or one the model's kind does not use.
     """
+    from energyprune.errors import ConfigError
     from energyprune.pipeline.text import TextData
 
     if not isinstance(inputs, TextData):  # an example batch: one cut (an LM's too)
         from energyprune.pruning.apply import prune as prune_once
 
-        return prune_once(model, inputs, target_energy, **options)
+        for name, value in (("regime", regime), ("out", out), ("resume", resume or None)):
+            if value is not None:
+                raise ConfigError(
+                    f"{name}= belongs to a language model's run from text windows; an example "
+                    "batch is cut once: drop it"
+                )
+        return prune_once(model, inputs, target_energy, **settings)
     from energyprune.energy.regimes import Decode
-    from energyprune.errors import ConfigError
+    from energyprune.options import build
     from energyprune.pipeline.lm_prune import LMPruneConfig, prune_lm
 
     if not is_decoder_lm(model):
@@ -63,9 +90,7 @@ def prune(model: nn.Module, inputs: Any, target_energy: float | None = 0.5, **op
             f"text windows prune a decoder LM, and {type(model).__name__} is not one we can "
             "cut (Llama/Qwen-family causal LMs): pass an example batch to cut it once"
         )
-
-    regime = options.pop("regime", Decode(1, 1024))
-    run = {k: options.pop(k) for k in ("out", "resume", "steps", "seed") if k in options}
     if target_energy is not None:
-        options["target_energy"] = target_energy
-    return prune_lm(model, inputs, regime, LMPruneConfig(**options), **run)
+        settings["target_energy"] = target_energy
+    cfg = build(LMPruneConfig, **settings)
+    return prune_lm(model, inputs, regime or Decode(1, 1024), cfg, out=out, resume=resume)

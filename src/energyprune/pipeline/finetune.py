@@ -28,6 +28,7 @@ from energyprune.pipeline.recover import distillation_loss
 
 __all__ = [
     "BatchLoss",
+    "DuringTraining",
     "OnBatch",
     "StopFlag",
     "TrainConfig",
@@ -249,6 +250,19 @@ def _frozen_teacher(teacher: nn.Module | None, model: nn.Module, cfg: TrainConfi
     return teacher
 
 
+@dataclass(frozen=True)
+class DuringTraining:
+    """What runs inside training. ``before(model, step, total)`` is called before optimiser
+    steps 0, ``every``, 2·``every``, … and returns the model to train from there (the gradual
+    schedule prunes inside training this way); the caller keeps the last one it returned.
+    ``after_step(model)`` runs after every optimiser step, without gradients (sparse models
+    re-apply their masks there)."""
+
+    every: int = 0
+    before: Callable[[nn.Module, int, int], nn.Module] | None = None
+    after_step: Callable[[nn.Module], None] | None = None
+
+
 def finetune(
     model: nn.Module,
     loader: DataLoader,
@@ -258,20 +272,16 @@ def finetune(
     teacher: nn.Module | None = None,
     stop: StopFlag | None = None,
     on_batch: OnBatch = lambda epoch, i, n, loss: None,
-    every: int = 0,
-    on_every: Callable[[nn.Module, int, int], nn.Module] | None = None,
-    after_step: Callable[[nn.Module], None] | None = None,
+    during: DuringTraining = DuringTraining(),
 ) -> bool:
     """Train ``model`` in place for ``cfg.epochs`` (or ``cfg.steps`` optimiser steps); returns
     False if stopped early.
 
     ``loss`` is the model kind's batch loss; with a ``teacher`` (the dense model) it distils.
-    The teacher stays in eval mode without gradients and is never changed.
-    ``on_every(model, step, total)`` is called before optimiser steps 0, ``every``,
-    2·``every``, … and returns the model to train from there (the gradual schedule prunes
-    inside training this way); the caller keeps the last one it returned. ``after_step(model)``
-    runs after every optimiser step (sparse models re-apply their masks there).
+    The teacher stays in eval mode without gradients and is never changed. ``during`` runs
+    inside the loop (:class:`DuringTraining`).
     """
+    every, on_every, after_step = during.every, during.before, during.after_step
     if cfg.epochs == 0 or cfg.steps == 0 or len(loader) == 0:
         return True
     torch.manual_seed(cfg.seed)

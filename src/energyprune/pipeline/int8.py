@@ -5,7 +5,7 @@ deploying. Decisions use the validation split; the test split is reported."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from energyprune.energy.noise import TOO_NOISY
 from energyprune.errors import ConfigError
 from energyprune.files import atomic_write_text
 from energyprune.models.placement import example_input
+from energyprune.options import build
 from energyprune.pipeline.data import Data
 from energyprune.pipeline.evaluate import top1
 from energyprune.pipeline.finetune import TrainConfig, finetune
@@ -27,6 +28,7 @@ from energyprune.pruning.plan import PruningPlan
 
 __all__ = [
     "QAT",
+    "Int8Settings",
     "compare_int8",
     "int8_mac_share",
     "int8_verdict",
@@ -138,30 +140,39 @@ def int8_mac_share(model: nn.Module, example: torch.Tensor, layers: list[str]) -
     return sum(layer.macs for layer in prof.layers if layer.name in layers) / prof.total.macs
 
 
+@dataclass(frozen=True)
+class Int8Settings:
+    """How int8 is reached and judged: the profile that prices it, the guardrail (points of
+    validation top-1), calibration batches, the quantisation-aware fine-tune tried when
+    post-training int8 fails (None skips it), whether latency is measured compiled, the
+    measurement protocol and the batch both models are measured at."""
+
+    hardware: str = "horowitz-45nm"
+    max_acc_drop: float = 0.5
+    calibration_batches: int = 8
+    qat: TrainConfig | None = QAT
+    compile: bool = True
+    protocol: MeasurementProtocol = MeasurementProtocol()
+    measure_batch: int = 1
+
+
 def int8_with_guardrail(
-    model: nn.Module,
-    data: Data,
-    name: str,
-    *,
-    hardware: str = "horowitz-45nm",
-    max_acc_drop: float = 0.5,
-    calibration_batches: int = 8,
-    qat: TrainConfig | None = QAT,
-    compile: bool = True,
-    protocol: MeasurementProtocol = MeasurementProtocol(),
-    measure_batch: int = 1,
+    model: nn.Module, data: Data, name: str, **settings: Any
 ) -> tuple[QuantizedModel, dict[str, Any]]:
     """Quantise to int8 and keep validation top-1 within ``max_acc_drop`` points.
 
     Post-training int8 first; when that fails the guardrail, a short quantisation-aware
-    fine-tune (``qat``; None skips it); when that fails too, post-training int8 again with the
-    most sensitive layers kept in float, one at a time. Returns the model and a report:
-    accuracy, estimated energy (int8 layers priced as int8), measured CPU latency (and energy
-    where a meter exists) of both at batch ``measure_batch``, and whether int8 is recommended.
+    fine-tune (``qat``); when that fails too, post-training int8 again with the most sensitive
+    layers kept in float, one at a time. ``settings`` are the fields of
+    :class:`Int8Settings`. Returns the model and a report: accuracy, estimated energy (int8
+    layers priced as int8), measured CPU latency (and energy where a meter exists) of both at
+    batch ``measure_batch``, and whether int8 is recommended.
 
     Raises:
         ConfigError: the guardrail fails even with only one layer left in int8.
     """
+    how = build(Int8Settings, **settings)
+    hardware, max_acc_drop, protocol = how.hardware, how.max_acc_drop, how.protocol
     model.eval()
     example = example_input(model, (4, *data.input_shape[1:]))
     float_val = top1(model, data.val, data.num_classes)
@@ -171,7 +182,7 @@ def int8_with_guardrail(
         return 100 * (float_val - acc) <= max_acc_drop, acc
 
     q, method, ok, int8_val, skipped = _within(
-        model, example, data, passes, qat, calibration_batches
+        model, example, data, passes, how.qat, how.calibration_batches
     )
     if not ok:
         raise ConfigError(
@@ -184,8 +195,8 @@ def int8_with_guardrail(
             "fp32": top1(model, data.test, data.num_classes),
             "int8": top1(q.module, data.test, data.num_classes),
         }
-    x = example_input(model, (measure_batch, *data.input_shape[1:]))
-    measured = compare_int8(model, q, x, hardware=hardware, compile=compile, protocol=protocol)
+    x = example_input(model, (how.measure_batch, *data.input_shape[1:]))
+    measured = compare_int8(model, q, x, hardware=hardware, compile=how.compile, protocol=protocol)
     # energy per forward of one sample, as the pipeline's
     one = example_input(model, data.input_shape)
     fp32 = profile(model, one, hardware, name=name)

@@ -19,28 +19,28 @@ from typing import Any
 import optuna
 from torch import nn
 
-from energyprune.errors import ConfigError
 from energyprune.files import atomic_write_text
 from energyprune.pipeline.config import RunConfig
 from energyprune.pipeline.finetune import OnBatch
 from energyprune.pipeline.run import Hooks, run_kind
-from energyprune.pipeline.study import SearchResult, collect, open_study, plot_front
+from energyprune.pipeline.study import (
+    SearchResult,
+    SearchSpec,
+    collect,
+    open_study,
+    plot_front,
+)
 
 __all__ = ["KindSearch", "search_kind"]
 
 
 @dataclass(frozen=True)
-class KindSearch:
-    """What a search asks: how many complete trials, the target range, the kind's choices
-    (``choices(kind, value)`` makes the trial's kind), the study and its storage."""
+class KindSearch(SearchSpec):
+    """A search over a kind's cut choices (``choose(kind, value)`` makes the trial's kind)
+    besides the energy target."""
 
-    trials: int = 12
-    target_range: tuple[float, float] = (0.5, 0.95)
     choice_name: str = "method"
     choice_values: Sequence[str] = ("energy", "depth", "width")
-    storage: str | None = None
-    study_name: str = "energyprune"
-    seed: int = 0
 
 
 def _trial_config(base: RunConfig, target: float) -> RunConfig:
@@ -63,8 +63,6 @@ def search_kind(
     ``pareto.json`` and ``pareto.png`` in ``out``. ``choose(kind, value)`` is the kind for one
     value of the searched choice, its guardrail off."""
     lo, hi = how.target_range
-    if not 0 < lo < hi < 1:
-        raise ConfigError(f"target range must satisfy 0 < low < high < 1, got {lo}:{hi}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     objectives = [kind.guardrail.metric, "energy"]

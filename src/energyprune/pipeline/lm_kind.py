@@ -21,7 +21,7 @@ from energyprune.energy.regimes import Regime
 from energyprune.errors import ConfigError
 from energyprune.files import atomic_write_text, read_text
 from energyprune.pipeline.config import RunConfig
-from energyprune.pipeline.finetune import OnBatch, StopFlag, TrainConfig, finetune
+from energyprune.pipeline.finetune import DuringTraining, OnBatch, StopFlag, TrainConfig, finetune
 from energyprune.pipeline.kind import PerplexityRise, StepOutcome, StepTarget
 from energyprune.pipeline.text import TextData, next_token_loss, perplexity, train_loader
 
@@ -169,7 +169,7 @@ class DecoderLM:
             teacher=teacher,
             stop=stop,
             on_batch=on_batch,
-            after_step=remask if masks else None,
+            during=DuringTraining(after_step=remask if masks else None),
         )
 
     def merge(self, plan: LMPlanLog | None, step: LMPlanLog) -> LMPlanLog:

@@ -43,6 +43,7 @@ __all__ = [
     "GREEDY",
     "METHODS",
     "LMCut",
+    "LMHooks",
     "LMPruneConfig",
     "LMPruneResult",
     "absolute_budget",
@@ -54,6 +55,16 @@ __all__ = [
 
 OnStep = Callable[[int, int, float], None]
 OnProbe = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class LMHooks:
+    """What the caller sees of an LM run: its log lines, each distillation step (step, of
+    steps, loss) and each sensitivity probe (probe, of probes)."""
+
+    log: Callable[[str], None] = lambda line: None
+    on_step: OnStep | None = None
+    on_probe: OnProbe | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,8 @@ class LMPruneConfig:
     method: str = "energy"  # a key of METHODS
     probe_windows: int = 2  # calibration windows each sensitivity probe is scored on
     batch_size: int = 1  # training windows per optimiser step
+    steps: int = 1  # pruning steps, each cut then distilled (the run loop's schedule)
+    seed: int = 0  # seeds the run (data order, probes)
 
     def __post_init__(self) -> None:
         if not 0 < self.target_energy < 1:
@@ -88,9 +101,10 @@ class LMPruneConfig:
             )
         if self.probe_windows < 1:
             raise ConfigError(f"--probe-windows must be >= 1, got {self.probe_windows}")
-        if self.batch_size < 1 or self.round_to < 1:
+        if min(self.batch_size, self.round_to, self.steps) < 1:
             raise ConfigError(
-                f"--batch-size and --round-to must be >= 1, got {self.batch_size}, {self.round_to}"
+                "--batch-size, --round-to and --steps must be >= 1, got "
+                f"{self.batch_size}, {self.round_to}, {self.steps}"
             )
         if not self.max_ppl_rise >= 0:
             raise ConfigError(f"--max-ppl-rise must be >= 0 (percent), got {self.max_ppl_rise}")
@@ -171,8 +185,6 @@ def absolute_budget(cfg: LMPruneConfig, dense_j: float) -> LMPruneConfig:
 def lm_run_config(
     cfg: LMPruneConfig,
     *,
-    steps: int = 1,
-    seed: int = 0,
     schedule: str = "cubic",
     distill: bool = True,
     shard: bool = False,
@@ -189,17 +201,17 @@ def lm_run_config(
         distill_alpha=cfg.alpha,
         distill_temperature=cfg.temperature,
         clip_norm=1.0,
-        seed=seed,
+        seed=cfg.seed,
         shard=shard,
     )
     spec = PruneSpec(target_energy=cfg.target_energy, hardware=cfg.hardware)
     return RunConfig(
         spec=spec,
-        steps=steps,
+        steps=cfg.steps,
         schedule=schedule,
         train=train,
         final_epochs=0,
-        seed=seed,
+        seed=cfg.seed,
         distill=distill,
     )
 
@@ -212,11 +224,7 @@ def prune_lm(
     *,
     out: str | Path | None = None,
     resume: bool = False,
-    steps: int = 1,
-    seed: int = 0,
-    on_step: OnStep | None = None,
-    on_probe: OnProbe | None = None,
-    log: Callable[[str], None] = lambda line: None,
+    hooks: LMHooks = LMHooks(),
 ) -> LMPruneResult:
     """Prune ``model`` (left untouched) to ``cfg.target_energy`` of its J/token in ``regime``
     (or to ``cfg.max_joules_per_token``) through the one run loop; checkpoints go to ``out``
@@ -227,19 +235,18 @@ def prune_lm(
     start = time.perf_counter()
     dense = model.eval()
     cfg = absolute_budget(cfg, profile_lm(dense, regime, cfg.hardware).energy_j)
-    kind = DecoderLM(data, cfg, regime, arch=type(dense).__name__, on_probe=on_probe)
+    kind = DecoderLM(data, cfg, regime, arch=type(dense).__name__, on_probe=hooks.on_probe)
     seen = [0]
 
     def on_batch(epoch: int, i: int, n: int, loss: float) -> None:
         seen[0] += 1
-        if on_step:
-            on_step(seen[0], cfg.finetune_steps, loss)
+        if hooks.on_step:
+            hooks.on_step(seen[0], cfg.finetune_steps, loss)
 
-    hooks = Hooks(log=log, on_batch=on_batch)
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(out) if out is not None else Path(scratch)
-        run_cfg = lm_run_config(cfg, steps=steps, seed=seed)
-        result = run_kind(kind, dense, run_cfg, folder, resume=resume, hooks=hooks)
+        run_hooks = Hooks(log=hooks.log, on_batch=on_batch)
+        result = run_kind(kind, dense, lm_run_config(cfg), folder, resume=resume, hooks=run_hooks)
     if not result.report:
         raise KeyboardInterrupt
     return LMPruneResult.from_report(result.model, result.report, time.perf_counter() - start)

@@ -92,6 +92,10 @@ class Hooks:
     on_step: Callable[[int, int], None] = lambda done, total: None
 
 
+#: hooks that show nothing (tests, library use without a console)
+QUIET = Hooks(log=lambda line: None)
+
+
 @dataclass(frozen=True)
 class _Loop:
     """What every step of one run shares: the frozen teacher, the stop flag, the hooks."""
@@ -206,9 +210,7 @@ def run(
     arch: str,
     resume: bool = False,
     meter_device: str | None = None,
-    log: Callable[[str], None] = print,
-    on_batch: OnBatch = lambda epoch, i, n, loss: None,
-    on_step: Callable[[int, int], None] = lambda done, total: None,
+    hooks: Hooks | None = None,
 ) -> RunResult:
     """Prune ``model`` toward ``cfg.target_energy`` in steps with recovery and a guardrail.
 
@@ -220,11 +222,12 @@ def run(
         arch: model spec to rebuild the architecture on resume and load.
         resume: continue after the last completed step recorded in ``out``.
         meter_device: read a meter there for the before/after energy, if one exists.
+        hooks: what the caller sees: log lines, training batches, finished steps.
     """
     from energyprune.pipeline.kinds import kind_for
 
     kind = kind_for(data, cfg, arch, meter_device)
-    return run_kind(kind, model, cfg, out, resume=resume, hooks=Hooks(log, on_batch, on_step))
+    return run_kind(kind, model, cfg, out, resume=resume, hooks=hooks)
 
 
 def run_kind(

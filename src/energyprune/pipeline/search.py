@@ -17,6 +17,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import optuna
 import torch
@@ -28,6 +29,7 @@ from energyprune.energy.quantity import Estimated, Measured, energy_from_dict
 from energyprune.errors import ConfigError
 from energyprune.files import atomic_write_text
 from energyprune.models.placement import example_input
+from energyprune.options import build
 from energyprune.pipeline.data import Data
 from energyprune.pipeline.evaluate import Timing, time_forward, top1
 from energyprune.pipeline.finetune import OnBatch, TrainConfig, finetune
@@ -35,6 +37,7 @@ from energyprune.pipeline.study import (
     OBJECTIVES,
     VALUE_KEYS,
     SearchResult,
+    SearchSpec,
     collect,
     knee,
     open_study,
@@ -46,6 +49,7 @@ from energyprune.pruning.spec import PruneSpec
 
 __all__ = [
     "OBJECTIVES",
+    "ImageSearch",
     "SearchResult",
     "check_precisions",
     "collect",
@@ -149,14 +153,9 @@ class _Trials:
 
     dense: nn.Module
     data: Data
-    hardware: str
-    proxy: TrainConfig
+    how: ImageSearch
     stages: list[str]
-    target_range: tuple[float, float]
-    objectives: list[str]
-    meter_device: str | None
     log: Callable[[str], None]
-    precisions: tuple[str, ...]
     on_batch: OnBatch
     example: torch.Tensor
     alignments: list[int]
@@ -165,22 +164,24 @@ class _Trials:
 def _sample(trial: optuna.Trial, setup: _Trials) -> tuple[PruneSpec, str]:
     """The trial's prune settings and precision."""
     params = {
-        "target_energy": trial.suggest_float("target_energy", *setup.target_range),
+        "target_energy": trial.suggest_float("target_energy", *setup.how.target_range),
         "criterion": trial.suggest_categorical("criterion", ["energy", "l2", "l1"]),
         "strategy": trial.suggest_categorical("strategy", ["global", "layerwise-energy"]),
         "round_to": trial.suggest_categorical("round_to", setup.alignments),
     }
-    precision = setup.precisions[0]
-    if len(setup.precisions) > 1:
-        precision = trial.suggest_categorical("precision", list(setup.precisions))
+    precisions = setup.how.precisions
+    precision = precisions[0]
+    if len(precisions) > 1:
+        precision = trial.suggest_categorical("precision", list(precisions))
     caps = {s: trial.suggest_float(f"cap_{s}", 0.3, 0.9) for s in setup.stages}
-    return PruneSpec(**params, hardware=setup.hardware, layer_caps=caps), precision
+    return PruneSpec(**params, hardware=setup.how.hardware, layer_caps=caps), precision
 
 
 def _trial(trial: optuna.Trial, setup: _Trials) -> tuple[float, ...]:
     spec, precision = _sample(trial, setup)
     trial.set_user_attr("spec", spec.to_dict())  # what --finalize replays
-    data, hardware, mixed = setup.data, setup.hardware, len(setup.precisions) > 1
+    how = setup.how
+    data, hardware, mixed = setup.data, how.hardware, len(how.precisions) > 1
     try:
         result = prune(copy.deepcopy(setup.dense), setup.example, spec=spec)
     except ConfigError as e:
@@ -189,13 +190,13 @@ def _trial(trial: optuna.Trial, setup: _Trials) -> tuple[float, ...]:
         f"trial {trial.number}: pruned to {spec.target_energy:.3f} of dense energy, "
         "fine-tuning (proxy)"
     )
-    proxy = replace(setup.proxy, seed=trial.number)
+    proxy = replace(how.proxy, seed=trial.number)
     finetune(result.model, data.train, proxy, on_batch=setup.on_batch)
     scored, energy, timing = _scored(
         result.model, result.after.total.energy_j, precision, data, setup.example, hardware, mixed
     )
     estimate = Estimated(energy, hardware)
-    figure = _figure(scored, setup.example, estimate, setup.meter_device, mixed)
+    figure = _figure(scored, setup.example, estimate, how.meter_device, mixed)
     values = {
         "accuracy": top1(scored, data.val, data.num_classes),
         "energy_j": figure.joules,
@@ -214,23 +215,12 @@ def _trial(trial: optuna.Trial, setup: _Trials) -> tuple[float, ...]:
         f"trial {trial.number} ({precision}): val top-1 {100 * values['accuracy']:.2f} %, "
         f"energy {values['energy_j']:.4g} J, latency {values['latency_ms']:.3f} ms{noisy}"
     )
-    return tuple(values[VALUE_KEYS[o]] for o in setup.objectives)
+    return tuple(values[VALUE_KEYS[o]] for o in how.objectives)
 
 
-def _check(objectives, precisions, meter_device, target_range) -> None:
-    unknown = [o for o in objectives if o not in OBJECTIVES]
-    if unknown or len(objectives) < 2:
-        raise ConfigError(
-            f"objectives must be two or more of {', '.join(OBJECTIVES)}, got {','.join(objectives)}"
-        )
-    check_precisions(precisions, meter_device)
-    lo, hi = target_range
-    if not 0 < lo < hi <= 1:
-        raise ConfigError(f"target range must satisfy 0 < low < high <= 1, got {lo}:{hi}")
-
-
-def _optimize(study: optuna.Study, setup: _Trials, trials: int, n_jobs: int) -> None:
+def _optimize(study: optuna.Study, setup: _Trials) -> None:
     """Trials until the study holds ``trials`` complete ones (several workers may share it)."""
+    trials, n_jobs = setup.how.trials, setup.how.n_jobs
     stop = optuna.study.MaxTrialsCallback(trials, states=(optuna.trial.TrialState.COMPLETE,))
     done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     if done < trials:
@@ -245,24 +235,42 @@ def _optimize(study: optuna.Study, setup: _Trials, trials: int, n_jobs: int) -> 
         )
 
 
+@dataclass(frozen=True)
+class ImageSearch(SearchSpec):
+    """An image classifier's search: its objectives (any of accuracy, energy, latency), the
+    short fine-tune each trial gets (``proxy``), the profile that prices it, worker threads,
+    the device whose meter reads each trial's energy (None: estimated), and the precisions
+    (``("fp32", "int8")`` adds post-training x86 int8 on the CPU; latency is then measured
+    compiled for every trial)."""
+
+    trials: int = 20
+    target_range: tuple[float, float] = (0.2, 0.9)
+    objectives: tuple[str, ...] = ("accuracy", "energy", "latency")
+    proxy: TrainConfig = DEFAULT_PROXY
+    hardware: str = "horowitz-45nm"
+    n_jobs: int = 1
+    meter_device: str | None = None
+    precisions: tuple[str, ...] = ("fp32",)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        unknown = [o for o in self.objectives if o not in OBJECTIVES]
+        if unknown or len(self.objectives) < 2:
+            raise ConfigError(
+                f"objectives must be two or more of {', '.join(OBJECTIVES)}, "
+                f"got {','.join(self.objectives)}"
+            )
+        check_precisions(self.precisions, self.meter_device)
+
+
 def search(
     dense: nn.Module,
     data: Data,
     out: str | Path,
     *,
-    trials: int = 20,
-    objectives: tuple[str, ...] = ("accuracy", "energy", "latency"),
-    target_range: tuple[float, float] = (0.2, 0.9),
-    proxy: TrainConfig = DEFAULT_PROXY,
-    hardware: str = "horowitz-45nm",
-    storage: str | None = None,
-    study_name: str = "energyprune",
-    n_jobs: int = 1,
-    seed: int = 0,
-    meter_device: str | None = None,
-    precisions: tuple[str, ...] = ("fp32",),
     log: Callable[[str], None] = lambda message: None,
     on_batch: OnBatch = lambda epoch, i, n, loss: None,
+    **settings: Any,
 ) -> SearchResult:
     """Run (or continue) the study until it holds ``trials`` complete trials; write
     ``pareto.json`` and ``pareto.png`` in ``out``.
@@ -270,41 +278,31 @@ def search(
     Args:
         dense: the trained dense model.
         data: loaders; trials are scored on validation.
-        objectives: any of accuracy, energy, latency.
-        target_range: range of the energy target (fraction of the dense estimate).
-        proxy: the short fine-tune each trial gets.
-        storage: optuna storage URL (default ``sqlite:///DIR/study.db``); share it between
-            workers to search in parallel.
-        precisions: ``("fp32",)`` or ``("fp32", "int8")``: int8 adds the precision dimension
-            (post-training x86 int8, CPU); latency is then measured compiled for every trial.
+        settings: the fields of :class:`ImageSearch` (``trials``, ``objectives``,
+            ``target_range``, ``proxy``, ``hardware``, ``storage``, ``precisions``, ...).
     """
-    _check(objectives, precisions, meter_device, target_range)
+    how = build(ImageSearch, **settings)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
-    objectives = list(objectives)
-    study = open_study(url, study_name, objectives, list(precisions), seed, trials)
-    multiple = load_hardware(hardware).channel_multiple
+    url = how.storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    objectives = list(how.objectives)
+    study = open_study(url, how.study_name, objectives, list(how.precisions), how.seed, how.trials)
+    multiple = load_hardware(how.hardware).channel_multiple
     setup = _Trials(
         dense=dense.eval(),
         data=data,
-        hardware=hardware,
-        proxy=proxy,
+        how=how,
         stages=_stages(dense),
-        target_range=target_range,
-        objectives=objectives,
-        meter_device=meter_device,
         log=log,
-        precisions=tuple(precisions),
         on_batch=on_batch,
         example=example_input(dense, data.input_shape),
         alignments=[1, 4, 8] if multiple <= 8 else [1, 8, 16],
     )
-    _optimize(study, setup, trials, n_jobs)
+    _optimize(study, setup)
     rows, knee_number = collect(study, objectives)
-    basis = _basis(study, hardware)
+    basis = _basis(study, how.hardware)
     result = SearchResult(
-        objectives, rows, knee_number, basis, url, study_name, {"validation": data.val_source}
+        objectives, rows, knee_number, basis, url, how.study_name, {"validation": data.val_source}
     )
     atomic_write_text(out / "pareto.json", json.dumps(result.to_dict(), indent=2) + "\n")
     plot_front(result, out / "pareto.png")

@@ -30,7 +30,7 @@ from energyprune.errors import ConfigError
 from energyprune.models.placement import example_input
 from energyprune.pipeline.data import Data
 from energyprune.pipeline.evaluate import top1
-from energyprune.pipeline.finetune import OnBatch, StopFlag, finetune
+from energyprune.pipeline.finetune import DuringTraining, OnBatch, StopFlag, finetune
 from energyprune.pipeline.kind import StepOutcome, StepTarget
 from energyprune.pipeline.recover import recalibrate_bn
 from energyprune.pruning.apply import PruneResult, prune
@@ -253,8 +253,7 @@ def _gradual(model, data, cfg: RunConfig, target: StepTarget, recovery: _Recover
             teacher=recovery.teacher,
             stop=recovery.stop,
             on_batch=recovery.on_batch,
-            every=every,
-            on_every=cut,
+            during=DuringTraining(every=every, before=cut),
         )
     trained = cuts.model
     stale = _score(trained, data, None)

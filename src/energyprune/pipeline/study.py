@@ -20,6 +20,7 @@ __all__ = [
     "OBJECTIVES",
     "VALUE_KEYS",
     "SearchResult",
+    "SearchSpec",
     "collect",
     "knee",
     "open_study",
@@ -41,6 +42,26 @@ VALUE_KEYS = {
     "energy": "energy_j",
     "latency": "latency_ms",
 }
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """What every search asks: how many complete trials, the range of the energy target
+    (fraction of dense), the optuna storage (default ``sqlite:///DIR/study.db``; share it
+    between workers to search in parallel), the study's name and the sampler's seed."""
+
+    trials: int = 12
+    target_range: tuple[float, float] = (0.5, 0.95)
+    storage: str | None = None
+    study_name: str = "energyprune"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        lo, hi = self.target_range
+        if not 0 < lo < hi <= 1:
+            raise ConfigError(f"target range must satisfy 0 < low < high <= 1, got {lo}:{hi}")
+        if self.trials < 1:
+            raise ConfigError(f"trials must be >= 1, got {self.trials}")
 
 
 @dataclass

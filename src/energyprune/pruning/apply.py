@@ -9,8 +9,7 @@ result; another round only if that falls short. Unstructured and N:M live in spa
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -22,6 +21,7 @@ from energyprune.energy.model import EnergyProfile, profile
 from energyprune.energy.trace import tensors_in
 from energyprune.errors import ConfigError
 from energyprune.models.layers import folded_copy, layer_widths
+from energyprune.options import build
 from energyprune.pruning.allocate import (
     GroupOption,
     Savings,
@@ -33,7 +33,7 @@ from energyprune.pruning.groups import Structure
 from energyprune.pruning.hf_config import sync_config
 from energyprune.pruning.importance import CRITERIA, make_importance, taylor_gradients
 from energyprune.pruning.plan import PruningPlan
-from energyprune.pruning.select import Selector, select_modules
+from energyprune.pruning.select import select_modules
 from energyprune.pruning.sparse import shapes_pay
 from energyprune.pruning.spec import GRANULARITIES, PruneSpec
 from energyprune.pruning.tracing import TRACE_SECONDS
@@ -179,75 +179,57 @@ def _reachable_minimum(model: nn.Module, example: Any, job: _CutSettings) -> flo
 def prune(
     model: nn.Module,
     example_inputs: Any,
-    target_energy: float | None = 0.5,
+    target_energy: float | None = None,
     *,
     spec: PruneSpec | None = None,
-    max_joules: float | None = None,
-    granularity: str = "channel",
-    criterion: str = "energy",
-    strategy: str = "global",
-    hardware: str | os.PathLike[str] | HardwareProfile = "horowitz-45nm",
-    dtype: str | None = None,
-    round_to: int | None = None,
-    max_layer_ratio: float = 0.9,
-    layer_caps: Mapping[str, float] | None = None,
-    ignored_layers: Sequence[Selector] = (),
-    prune_residual: bool = False,
-    nm: tuple[int, int] = (2, 4),
-    sparsity_scope: str = "global",
     data: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
     name: str | None = None,
     trace_seconds: float = TRACE_SECONDS,
+    **settings: Any,
 ) -> PruneResult:
     """Prune a copy of ``model`` so its estimated energy meets the target.
 
     Args:
         model: the dense model (left untouched; a pruned copy is returned).
         example_inputs: a tensor, tuple or dict of inputs (as for :func:`energyprune.profile`).
-        spec: every setting below in one :class:`PruneSpec` (stored in ``plan.spec``); give it
-            or the settings, not both.
-        target_energy: fraction of the dense estimate to reach (e.g. 0.5); or ``max_joules``.
-        granularity: ``channel`` (physical removal), ``nm`` (N:M masks) or ``unstructured``.
-        criterion: ``energy`` (importance per joule), ``l1``, ``l2``, ``taylor``, ``bn_scale``,
-            ``random``.
-        strategy: ``global`` (greedy across groups) or ``layerwise-energy`` (Yang et al.).
-        hardware: profile that prices energy; its ``channel_multiple`` is the default round_to.
-        round_to: keep widths multiples of this (channels).
-        max_layer_ratio: at most this fraction of any group's channels is removed.
-        layer_caps: per module-name prefix (e.g. ``{"layer1": 0.3}``), a cap overriding
-            ``max_layer_ratio`` for the groups rooted there.
-        ignored_layers: modules, names, ``"re:<regex>"`` or types never pruned.
-        prune_residual: also prune transformer residual width (changes LayerNorm statistics).
-        nm: (N, M) for ``granularity="nm"``: N kept in every M consecutive weights.
-        sparsity_scope: ``global`` (one threshold) or ``layer`` (same sparsity per layer) for
-            unstructured pruning.
+        target_energy: fraction of the dense estimate to reach (default 0.5); or give
+            ``max_joules``.
+        spec: a :class:`PruneSpec` to start from (``plan.spec`` of an earlier run); the
+            keyword settings replace its fields.
         data: labelled batches for ``taylor`` (without them a data-free proxy is used).
+        name: the model's name in the plan and the report.
         trace_seconds: time limit for Torch-Pruning to trace the whole model; past it (or on
             a tracer error) the model is traced part by part and only channels inside parts
             are pruned (``plan.traced_parts``).
+        settings: the fields of :class:`PruneSpec`, each declared and checked there:
+            ``granularity`` (``channel``, ``nm``, ``unstructured``), ``criterion`` (``energy``
+            is importance per joule), ``strategy``, ``hardware`` (its ``channel_multiple`` is
+            the default ``round_to``), ``dtype``, ``round_to``, ``max_layer_ratio``,
+            ``layer_caps`` (per module-name prefix, e.g. ``{"layer1": 0.3}``),
+            ``ignored_layers`` (modules, names, ``"re:<regex>"`` or types), ``prune_residual``,
+            ``nm`` ((N, M) kept in every M weights), ``sparsity_scope``, ``max_joules``.
 
     Raises:
-        ConfigError: bad settings, or a target below the reachable minimum (named in the message).
+        ConfigError: bad or unknown settings, or a target below the reachable minimum (named
+            in the message).
     """
-    asked = PruneSpec(
-        target_energy=target_energy,
-        max_joules=max_joules,
-        granularity=granularity,
-        criterion=criterion,
-        strategy=strategy,
-        hardware=hardware,
-        dtype=dtype,
-        round_to=round_to,
-        max_layer_ratio=max_layer_ratio,
-        layer_caps=tuple((layer_caps or {}).items()),
-        ignored_layers=tuple(ignored_layers),
-        prune_residual=prune_residual,
-        nm=nm,
-        sparsity_scope=sparsity_scope,
+    return _prune(
+        model, example_inputs, _spec(spec, target_energy, settings), data, name, trace_seconds
     )
-    if spec is not None and asked != PruneSpec():
-        raise ConfigError("give prune either spec= or the settings, not both")
-    return _prune(model, example_inputs, spec or asked, data, name, trace_seconds)
+
+
+def _spec(
+    base: PruneSpec | None, target_energy: float | None, settings: dict[str, Any]
+) -> PruneSpec:
+    """One spec from a base and keywords; naming one target (fraction or joules) drops the
+    base's other, naming both is refused, and with neither the fraction is 0.5."""
+    if target_energy is not None:  # both named: the spec refuses them
+        settings = {"max_joules": None, **settings, "target_energy": target_energy}
+    elif settings.get("max_joules") is not None and "target_energy" not in settings:
+        settings = {**settings, "target_energy": None}
+    if "layer_caps" in settings:
+        settings["layer_caps"] = tuple(dict(settings["layer_caps"] or {}).items())
+    return build(PruneSpec, base, **settings)
 
 
 def _prune(model, example_inputs, spec: PruneSpec, data, name, trace_seconds) -> PruneResult:
@@ -374,18 +356,15 @@ def _sparsify(
     spec: PruneSpec,
 ) -> None:
     """Mask ``work`` to ``target_j`` (unstructured or N:M); the masks go into ``plan``."""
-    from energyprune.pruning.sparse import sparsify
+    from energyprune.pruning.sparse import Sparsity, sparsify
 
-    plan.masks, plan.target_sparsity = sparsify(
-        work,
-        example,
-        job.hw,
-        job.dtype,
-        job.name,
-        target_j,
-        granularity,
-        spec.nm,
-        select_modules(work, job.ignored),
-        spec.max_layer_ratio,
-        spec.sparsity_scope,
+    how = Sparsity(
+        granularity=granularity,
+        nm=spec.nm,
+        max_ratio=spec.max_layer_ratio,
+        scope=spec.sparsity_scope,
+        dtype=job.dtype,
+        name=job.name,
     )
+    ignored = select_modules(work, job.ignored)
+    plan.masks, plan.target_sparsity = sparsify(work, example, job.hw, target_j, ignored, how)

@@ -10,6 +10,7 @@ on an H100 ViT ran 4.4x slower (shared/ANCHORS.md).
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,6 +22,7 @@ from energyprune.energy.model import EnergyProfile, profile
 from energyprune.errors import ConfigError
 
 __all__ = [
+    "Sparsity",
     "nm_mask",
     "sparsify",
 ]
@@ -106,24 +108,35 @@ def _threshold_masks(modules, sparsity: float, scope: str) -> dict[str, torch.Te
     return masks
 
 
+@dataclass(frozen=True)
+class Sparsity:
+    """How to mask: ``granularity`` (``unstructured`` or ``nm``), N:M's (N, M), the largest
+    share of any layer masked, the threshold's scope (``global`` or per ``layer``), and how
+    the model is priced (its dtype and its name in the profile)."""
+
+    granularity: str = "unstructured"
+    nm: tuple[int, int] = (2, 4)
+    max_ratio: float = 0.9
+    scope: str = "global"
+    dtype: str | None = None
+    name: str = "model"
+
+
 def sparsify(
     model: nn.Module,
     example: Any,
     hw: HardwareProfile,
-    dtype: str | None,
-    name: str,
     target_j: float,
-    granularity: str,
-    nm: tuple[int, int],
     ignored: list[nn.Module],
-    max_ratio: float,
-    scope: str = "global",
+    how: Sparsity,
 ) -> tuple[dict[str, dict[str, Any]], float | None]:
-    """Mask ``model`` in place until its estimate is <= ``target_j``.
+    """Mask ``model`` in place until its estimate on ``hw`` is <= ``target_j``.
 
     Returns the mask digests and, for unstructured sparsity, the sparsity the threshold search
     targeted (the fraction of prunable weights below ε).
     """
+    granularity, nm, max_ratio, scope = how.granularity, how.nm, how.max_ratio, how.scope
+    dtype, name = how.dtype, how.name
     if not hw.zero_skipping:
         raise ConfigError(
             f"{granularity} sparsity saves energy only on hardware that skips zeros; profile "
