@@ -3,13 +3,13 @@ held-out fidelity, three seeds, beside plain MACs and ``horowitz-45nm``.
 
     python benchmarks/calibrate_jetson_tx2.py \
         --out benchmarks/results/calibration_jetson_tx2.json \
-        --profile src/energyprune/energy/profiles/jetson-tx2.yaml
+        --profile src/energyprune/energy/hardware/profiles/jetson-tx2.yaml
 
 For each seed, a fixed 25 % of the 213 blocks is held out (calibrate's split). Three predictors
 are scored on the held-out blocks' gross energy:
 
 - the timed fit on the datasheet base (``benchmarks/configs/jetson-tx2-datasheet.yaml``: time
-  by non-linear least squares on latency, then energy by NNLS; energy/timed_fit.py);
+  by non-linear least squares on latency, then energy by NNLS; energy/calibration/timed_fit.py);
 - plain MACs (one scale);
 - ``horowitz-45nm`` as shipped, and refitted by the linear fit (its MAC and byte costs only).
 
@@ -47,7 +47,7 @@ def _scores(report: dict, prefix: str) -> dict[str, float]:
 
 
 def _seed(table: Path, seed: int) -> tuple[dict, object]:
-    from energyprune.energy.fromfile import calibrate_from
+    from energyprune.energy.calibration.from_table import calibrate_from
 
     timed = calibrate_from(table, base=str(BASE), seed=seed, name="jetson-tx2")
     linear = calibrate_from(table, base="horowitz-45nm", seed=seed).report
@@ -106,8 +106,8 @@ def _structural_ceiling(source: Path) -> dict[str, dict[str, float]]:
     Ceilings to read the fit against."""
     from sklearn.ensemble import ExtraTreesRegressor, GradientBoostingRegressor
 
-    from energyprune.energy.calibrate import _holdout
-    from energyprune.energy.fidelity import fidelity
+    from energyprune.energy.calibration.fidelity import fidelity
+    from energyprune.energy.calibration.live import holdout
 
     x, y, macs, latency = _block_matrix(source)
     learners = {
@@ -119,7 +119,7 @@ def _structural_ceiling(source: Path) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {name: {} for name in [*learners, "measured_latency"]}
     groups = np.zeros(len(y)).astype(str)
     for seed in SEEDS:
-        held, train = _holdout(len(y), 0.25, seed)
+        held, train = holdout(len(y), 0.25, seed)
         predictions = {n: np.exp(make().fit(x[train], np.log(y[train])).predict(x))
                        for n, make in learners.items()}  # fmt: skip
         predictions["measured_latency"] = latency
@@ -135,7 +135,7 @@ def _block_matrix(source: Path) -> tuple[np.ndarray, ...]:
 
     import torch
 
-    from energyprune.energy.features import op_amounts
+    from energyprune.energy.pricing.features import op_amounts
     from energyprune.models.zoo import build_model
 
     keys = ("H", "cin", "cout", "expansion", "kernel", "stride", "groups", "residual")
@@ -157,7 +157,7 @@ def _block_matrix(source: Path) -> tuple[np.ndarray, ...]:
 
 
 def load_hardware_base():
-    from energyprune.energy.hardware import load_hardware
+    from energyprune.energy.hardware.profile import load_hardware
 
     return load_hardware(BASE)
 
@@ -178,7 +178,7 @@ def _acceptance(seeds: dict) -> dict[str, bool]:
 
 
 def _profile_yaml(result) -> str:
-    from energyprune.energy.calibration_file import profile_to_yaml
+    from energyprune.energy.calibration.profile_file import profile_to_yaml
 
     data = yaml.safe_load(profile_to_yaml(result))
     data["summary"] = SUMMARY

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from energyprune.cli import main as cli
-from energyprune.energy.meter import cpu_name
+from energyprune.energy.measurement.meters import cpu_name
 from energyprune.files import atomic_write_text
 from energyprune.models.placement import example_input
 from energyprune.models.zoo import build_model

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 import torch_pruning as tp
 
-from energyprune.energy.measure import Protocol, measure
-from energyprune.energy.model import profile
+from energyprune.energy.measurement.protocol import Protocol, measure
+from energyprune.energy.pricing.estimates import profile
 from energyprune.files import atomic_write_text
 from energyprune.models.zoo import build_model, load_weights
 from energyprune.pipeline.data import load_data

@@ -68,9 +68,9 @@ def child(max_gflops: float) -> int:
     import torch
     import torchvision
 
-    from energyprune.energy.hardware import load_hardware
-    from energyprune.energy.model import estimate
-    from energyprune.energy.trace import trace
+    from energyprune.energy.hardware.profile import load_hardware
+    from energyprune.energy.pricing.estimates import estimate
+    from energyprune.energy.tracing.tracer import trace
 
     warnings.filterwarnings("ignore")
     out = {}

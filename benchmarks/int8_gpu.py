@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from energyprune.energy.measure import Protocol, measure
+from energyprune.energy.measurement.protocol import Protocol, measure
 from energyprune.files import atomic_write_text
 from energyprune.models.zoo import build_model, load_weights
 from energyprune.pipeline.int8 import int8_mac_share, int8_verdict

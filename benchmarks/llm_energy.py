@@ -48,8 +48,8 @@ MLENERGY = {("Llama-3.1-8B", "decode b8"): 0.46, ("Llama-3.1-8B", "decode b512")
 
 def _one(model: str, hardware: str) -> dict:
     """Every regime of one model, in this process (run as a child)."""
-    from energyprune.energy.lm import profile_lm
-    from energyprune.energy.regimes import Decode, Prefill
+    from energyprune.energy.lm.per_token import profile_lm
+    from energyprune.energy.lm.regimes import Decode, Prefill
 
     file, gpus = MODELS[model]
     rows = {}

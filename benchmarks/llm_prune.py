@@ -55,7 +55,7 @@ def _dense_row(model, data, prompt, windows: int) -> dict:
 
 
 def _arm_row(result, regime, prompt, dense_2of4: float) -> dict:
-    from energyprune.energy.lm import profile_lm
+    from energyprune.energy.lm.per_token import profile_lm
 
     return {
         "energy_ratio": result.energy_ratio,
@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--out", default="benchmarks/results/llm_prune.json")
     args = parser.parse_args(argv)
-    from energyprune.energy.lm import profile_lm
-    from energyprune.energy.regimes import Decode
+    from energyprune.energy.lm.per_token import profile_lm
+    from energyprune.energy.lm.regimes import Decode
     from energyprune.models.lms import load_builtin_lm
     from energyprune.pipeline.lm_prune import LMHooks, LMPruneConfig, prune_lm
     from energyprune.pipeline.text import load_text

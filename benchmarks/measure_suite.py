@@ -25,7 +25,7 @@ import torch_pruning as tp
 import torchvision
 from torch import nn
 
-from energyprune.energy.measure import Protocol, measure
+from energyprune.energy.measurement.protocol import Protocol, measure
 from energyprune.files import atomic_write_text
 from energyprune.models.placement import example_input
 from energyprune.models.zoo import build_model, load_weights
@@ -120,7 +120,7 @@ def run_suite(models: dict[str, list[int]], device: str, protocol: Protocol) -> 
 
 
 def _trace(model: nn.Module, shape: tuple[int, ...]):
-    from energyprune.energy.trace import trace
+    from energyprune.energy.tracing.tracer import trace
 
     with torch.no_grad():
         model = model.float().cpu()

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from energyprune.energy.model import profile
+from energyprune.energy.pricing.estimates import profile
 from energyprune.files import atomic_write_text
 from energyprune.models.placement import example_input
 from energyprune.models.zoo import build_model, load_weights

@@ -29,7 +29,7 @@ import torchvision
 from torch import nn
 from torchvision.models import get_model_weights, list_models
 
-from energyprune.energy.model import profile
+from energyprune.energy.pricing.estimates import profile
 from energyprune.files import atomic_write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

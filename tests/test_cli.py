@@ -133,7 +133,7 @@ def test_measure_without_meter_says_so(tmp_path, capsys):
 
 
 def test_calibrate_without_meter_fails_cleanly(tmp_path, capsys):
-    from energyprune.energy.meter import open_meter
+    from energyprune.energy.measurement.meters import open_meter
     from energyprune.errors import MeterUnavailableError
 
     try:

@@ -92,8 +92,8 @@ def _budget(tmp_path, *flags):
 
 
 def test_an_absolute_joules_per_token_budget(tmp_path, tiny_lm):
-    from energyprune.energy.lm import profile_lm
-    from energyprune.energy.regimes import Decode
+    from energyprune.energy.lm.per_token import profile_lm
+    from energyprune.energy.lm.regimes import Decode
 
     dense = profile_lm(tiny_llama(4), Decode(1, 128), "h100-sxm").energy_j
     assert main(_budget(tmp_path, "--max-joules-per-token", str(0.75 * dense))) == 0

@@ -61,7 +61,7 @@ def _read_images(path: Path) -> None:
 
 
 def _read_table(path: Path) -> None:
-    from energyprune.energy.table import read_table
+    from energyprune.energy.calibration.tables import read_table
 
     read_table(path)
 
@@ -80,7 +80,7 @@ def _read_plan(path: Path) -> None:
 
 
 def _read_profile(path: Path) -> None:
-    from energyprune.energy.hardware import load_hardware
+    from energyprune.energy.hardware.profile import load_hardware
 
     load_hardware(path)
 
@@ -91,7 +91,7 @@ def originals(tmp_path_factory) -> dict[str, tuple[Path, Callable[[Path], None]]
     import torch
     from safetensors.torch import save_file
 
-    from energyprune.energy.hardware import _PROFILE_DIR
+    from energyprune.energy.hardware.profile import _PROFILE_DIR
     from energyprune.models.architectures import digits_cnn
     from energyprune.models.placement import example_input
     from energyprune.pruning.apply import prune

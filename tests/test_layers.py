@@ -67,3 +67,31 @@ def test_layers_contract_holds():
     lint = Path(sys.executable).with_name("lint-imports")
     done = subprocess.run([str(lint)], cwd=ROOT, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout[-2000:]
+
+
+def _private_imports(source: str) -> list[str]:
+    """``from energyprune.x import _name`` lines: another module's private name."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("energyprune"):
+            found += [f"{node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+    return found
+
+
+def test_no_module_imports_another_modules_private_name():
+    roots = (ROOT / "src" / "energyprune", ROOT / "benchmarks")
+    found = {
+        str(p.relative_to(ROOT)): names
+        for root in roots
+        for p in sorted(root.rglob("*.py"))
+        if (names := _private_imports(p.read_text()))
+    }
+    assert found == {}
+
+
+def test_the_private_import_check_sees_one():
+    assert _private_imports("from energyprune.energy.tracing import _aten, ok\n") == [
+        "energyprune.energy.tracing._aten"
+    ]

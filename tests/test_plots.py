@@ -6,7 +6,7 @@ import torch
 import torchvision
 
 import energyprune.reports.plots as plots
-from energyprune.energy.model import profile
+from energyprune.energy.pricing.estimates import profile
 
 
 def test_a_block_with_children_is_labelled_as_its_own_ops():

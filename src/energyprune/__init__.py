@@ -17,14 +17,25 @@ if TYPE_CHECKING:
         quantize_int8_linear,
         save_quantized,
     )
-    from energyprune.energy.calibrate import calibrate
-    from energyprune.energy.hardware import BUILTIN_PROFILES, HardwareProfile, load_hardware
-    from energyprune.energy.lm import LMProfile, profile_lm
-    from energyprune.energy.measure import Measurement, MeasurementProtocol, Protocol, measure
-    from energyprune.energy.meter import EnergyMeter, Meter
-    from energyprune.energy.model import EnergyProfile, LayerEnergy, Totals, estimate, profile
-    from energyprune.energy.regimes import Decode, Prefill, Workload
-    from energyprune.energy.trace import Trace, trace
+    from energyprune.energy.calibration.live import calibrate
+    from energyprune.energy.hardware.profile import BUILTIN_PROFILES, HardwareProfile, load_hardware
+    from energyprune.energy.lm.per_token import LMProfile, profile_lm
+    from energyprune.energy.lm.regimes import Decode, Prefill, Workload
+    from energyprune.energy.measurement.meters import EnergyMeter, Meter
+    from energyprune.energy.measurement.protocol import (
+        Measurement,
+        MeasurementProtocol,
+        Protocol,
+        measure,
+    )
+    from energyprune.energy.pricing.estimates import (
+        EnergyProfile,
+        LayerEnergy,
+        Totals,
+        estimate,
+        profile,
+    )
+    from energyprune.energy.tracing.tracer import Trace, trace
     from energyprune.errors import (
         ConfigError,
         EnergyPruneError,
@@ -52,28 +63,28 @@ _EXPORTS = {
     "quantize_int8": "energyprune.deploy.quantize",
     "quantize_int8_linear": "energyprune.deploy.quantize",
     "save_quantized": "energyprune.deploy.quantize",
-    "calibrate": "energyprune.energy.calibrate",
-    "BUILTIN_PROFILES": "energyprune.energy.hardware",
-    "HardwareProfile": "energyprune.energy.hardware",
-    "load_hardware": "energyprune.energy.hardware",
-    "LMProfile": "energyprune.energy.lm",
-    "profile_lm": "energyprune.energy.lm",
-    "Decode": "energyprune.energy.regimes",
-    "Prefill": "energyprune.energy.regimes",
-    "Workload": "energyprune.energy.regimes",
-    "Measurement": "energyprune.energy.measure",
-    "Protocol": "energyprune.energy.measure",
-    "MeasurementProtocol": "energyprune.energy.measure",
-    "measure": "energyprune.energy.measure",
-    "EnergyMeter": "energyprune.energy.meter",
-    "Meter": "energyprune.energy.meter",
-    "EnergyProfile": "energyprune.energy.model",
-    "LayerEnergy": "energyprune.energy.model",
-    "Totals": "energyprune.energy.model",
-    "estimate": "energyprune.energy.model",
-    "profile": "energyprune.energy.model",
-    "Trace": "energyprune.energy.trace",
-    "trace": "energyprune.energy.trace",
+    "calibrate": "energyprune.energy.calibration.live",
+    "BUILTIN_PROFILES": "energyprune.energy.hardware.profile",
+    "HardwareProfile": "energyprune.energy.hardware.profile",
+    "load_hardware": "energyprune.energy.hardware.profile",
+    "LMProfile": "energyprune.energy.lm.per_token",
+    "profile_lm": "energyprune.energy.lm.per_token",
+    "Decode": "energyprune.energy.lm.regimes",
+    "Prefill": "energyprune.energy.lm.regimes",
+    "Workload": "energyprune.energy.lm.regimes",
+    "Measurement": "energyprune.energy.measurement.protocol",
+    "Protocol": "energyprune.energy.measurement.protocol",
+    "MeasurementProtocol": "energyprune.energy.measurement.protocol",
+    "measure": "energyprune.energy.measurement.protocol",
+    "EnergyMeter": "energyprune.energy.measurement.meters",
+    "Meter": "energyprune.energy.measurement.meters",
+    "EnergyProfile": "energyprune.energy.pricing.estimates",
+    "LayerEnergy": "energyprune.energy.pricing.estimates",
+    "Totals": "energyprune.energy.pricing.estimates",
+    "estimate": "energyprune.energy.pricing.estimates",
+    "profile": "energyprune.energy.pricing.estimates",
+    "Trace": "energyprune.energy.tracing.tracer",
+    "trace": "energyprune.energy.tracing.tracer",
     "ConfigError": "energyprune.errors",
     "EnergyPruneError": "energyprune.errors",
     "MeterError": "energyprune.errors",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from energyprune.energy.model import profile
+from energyprune.energy.pricing.estimates import profile
 from energyprune.pipeline.evaluate import classification_metrics, predict
 
 pytest.importorskip("torchao")

@@ -9,18 +9,18 @@ import numpy as np
 import pytest
 import torch
 
-from energyprune.energy.calibrate import (
+from energyprune.energy.calibration.fidelity import pairwise_agreement
+from energyprune.energy.calibration.live import (
     Variant,
     calibrate,
     conv_stack,
     design_variants,
     mlp_stack,
 )
-from energyprune.energy.calibration_file import profile_to_yaml, write_calibration
-from energyprune.energy.fidelity import pairwise_agreement
-from energyprune.energy.hardware import load_hardware
-from energyprune.energy.model import estimate, profile
-from energyprune.energy.trace import trace
+from energyprune.energy.calibration.profile_file import profile_to_yaml, write_calibration
+from energyprune.energy.hardware.profile import load_hardware
+from energyprune.energy.pricing.estimates import estimate, profile
+from energyprune.energy.tracing.tracer import trace
 
 # A synthetic GPU: launches cost 2 µJ each and widths off a multiple of 8 cost 3 pJ/MAC extra,
 # so plain MAC counts misorder many pairs while the profile's features can explain them.

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from energyprune.energy.trace import trace
+from energyprune.energy.tracing.tracer import trace
 
 
 class _Attend(nn.Module):

@@ -8,7 +8,11 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from energyprune.energy.fidelity import CLOSE_PAIR_RATIO, n_close_pairs, pairwise_agreement
+from energyprune.energy.calibration.fidelity import (
+    CLOSE_PAIR_RATIO,
+    n_close_pairs,
+    pairwise_agreement,
+)
 
 
 def by_definition(predicted, measured, groups, macs=None) -> tuple[float, int]:

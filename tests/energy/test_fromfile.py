@@ -14,14 +14,14 @@ import torch
 
 import energyprune
 from energyprune.cli import main
-from energyprune.energy import fromfile
-from energyprune.energy.calibration_file import write_calibration
-from energyprune.energy.fromfile import calibrate_from, resolve_model
-from energyprune.energy.hardware import load_hardware
-from energyprune.energy.meter import CounterMeter
-from energyprune.energy.model import estimate
-from energyprune.energy.table import read_table
-from energyprune.energy.trace import trace
+from energyprune.energy.calibration import from_table as fromfile
+from energyprune.energy.calibration.from_table import calibrate_from, resolve_model
+from energyprune.energy.calibration.profile_file import write_calibration
+from energyprune.energy.calibration.tables import read_table
+from energyprune.energy.hardware.profile import load_hardware
+from energyprune.energy.measurement.meters import CounterMeter
+from energyprune.energy.pricing.estimates import estimate
+from energyprune.energy.tracing.tracer import trace
 from energyprune.errors import ConfigError
 from energyprune.models.layerspec import parse_layer
 from tests.energy.test_calibrate import TRUTH  # the same synthetic device as live calibration
@@ -160,7 +160,7 @@ def test_gross_and_active_rows_are_not_mixed(tmp_path):
 def test_a_measure_json_output_is_a_row(tmp_path, monkeypatch):
     watts = 40.0
     meter = CounterMeter(lambda: watts * time.perf_counter(), update_period_s=0.001)
-    monkeypatch.setattr("energyprune.energy.measure.open_meter", lambda device: meter)
+    monkeypatch.setattr("energyprune.energy.measurement.protocol.open_meter", lambda device: meter)
     out = tmp_path / "m.json"
     argv = ["measure", "Linear(16, 8)", "--input-shape", "4,16", "--device", "cpu"]
     timing = ["--seconds", "0.02", "--windows", "2", "--warmup", "0.01", "--idle", "0"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from energyprune.energy.hardware import BUILTIN_PROFILES, load_hardware
+from energyprune.energy.hardware.profile import BUILTIN_PROFILES, load_hardware
 from energyprune.errors import ConfigError
 
 

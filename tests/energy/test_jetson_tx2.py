@@ -9,7 +9,7 @@ import json
 import pytest
 
 from energyprune.cli import main
-from energyprune.energy.hardware import BUILTIN_PROFILES, builtin_summaries, load_hardware
+from energyprune.energy.hardware.profile import BUILTIN_PROFILES, builtin_summaries, load_hardware
 
 
 def test_the_profile_cites_its_measurements_and_says_what_it_prices():

@@ -1,5 +1,5 @@
-"""The runtime's kernel terms (energy/kernel_time.py): which ops a fusing runtime runs in a conv's
-epilogue and what they then cost, the profile's ``runtime:`` section and its bad input, one
+"""The runtime's kernel terms (energy/hardware/kernel_time.py): which ops a fusing runtime runs in
+a conv's epilogue and what they then cost, the profile's ``runtime:`` section and its bad input, one
 op's seconds by hand, the fit's arrays pricing rows as op_seconds does, and a fit that brings
 known terms back from rows they made."""
 
@@ -12,21 +12,26 @@ import pytest
 import torch
 from torch import nn
 
-from energyprune.energy.calibrate import Observation
-from energyprune.energy.calibration_file import profile_to_yaml
-from energyprune.energy.features import op_amounts, op_features
-from energyprune.energy.hardware import load_hardware
-from energyprune.energy.kernel_time import KernelTiming, fused_ops, op_timing, parse_runtime
-from energyprune.energy.model import profile
-from energyprune.energy.roofline import op_seconds
-from energyprune.energy.time_terms import OpArrays, TimeTerms
-from energyprune.energy.timed_fit import (
+from energyprune.energy.calibration.live import Observation
+from energyprune.energy.calibration.profile_file import profile_to_yaml
+from energyprune.energy.calibration.time_terms import OpArrays, TimeTerms
+from energyprune.energy.calibration.timed_fit import (
     TimedRow,
     fit_timed_observations,
     predict_joules,
     predict_seconds,
 )
-from energyprune.energy.trace import trace
+from energyprune.energy.hardware.kernel_time import (
+    KernelTiming,
+    fused_ops,
+    op_timing,
+    parse_runtime,
+)
+from energyprune.energy.hardware.profile import load_hardware
+from energyprune.energy.pricing.estimates import profile
+from energyprune.energy.pricing.features import op_amounts, op_features
+from energyprune.energy.pricing.roofline import op_seconds
+from energyprune.energy.tracing.tracer import trace
 from energyprune.errors import ConfigError
 from energyprune.models.zoo import build_model
 

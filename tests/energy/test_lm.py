@@ -19,8 +19,8 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from energyprune.energy.lm import profile_lm  # noqa: E402
-from energyprune.energy.regimes import (  # noqa: E402
+from energyprune.energy.lm.per_token import profile_lm  # noqa: E402
+from energyprune.energy.lm.regimes import (  # noqa: E402
     Decode,
     Prefill,
     Workload,

@@ -15,10 +15,10 @@ import pytest
 transformers = pytest.importorskip("transformers")
 
 from energyprune.cli import main  # noqa: E402
-from energyprune.energy.hardware import load_hardware  # noqa: E402
-from energyprune.energy.lm import profile_lm  # noqa: E402
-from energyprune.energy.lm_calibrate import calibrate_lm_from, read_token_table  # noqa: E402
-from energyprune.energy.regimes import Decode, Prefill, Workload  # noqa: E402
+from energyprune.energy.calibration.per_token import calibrate_lm_from, read_token_table  # noqa: E402
+from energyprune.energy.hardware.profile import load_hardware  # noqa: E402
+from energyprune.energy.lm.per_token import profile_lm  # noqa: E402
+from energyprune.energy.lm.regimes import Decode, Prefill, Workload  # noqa: E402
 from energyprune.errors import ConfigError  # noqa: E402
 
 REGIMES = [Decode(1, 512), Decode(16, 512), Decode(64, 2048), Decode(256, 1024),

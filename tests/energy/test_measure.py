@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from energyprune.energy.measure import MeasurementProtocol, measure
-from energyprune.energy.meter import CounterMeter, EnergyMeter
+from energyprune.energy.measurement.meters import CounterMeter, EnergyMeter
+from energyprune.energy.measurement.protocol import MeasurementProtocol, measure
 from energyprune.errors import ConfigError, MeterError
 
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import energyprune
-from energyprune.energy.model import profile
+from energyprune.energy.pricing.estimates import profile
 
 # horowitz-45nm, fp32 (values from the profile's sources):
 MAC_PJ, ADD_PJ = 3.7 + 0.9, 0.9

@@ -12,8 +12,14 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from energyprune.energy.measure import MeasurementProtocol, measure
-from energyprune.energy.noise import NOISY_IQR, TOO_NOISY, Noise, iqr_fraction, other_load
+from energyprune.energy.measurement.noise import (
+    NOISY_IQR,
+    TOO_NOISY,
+    Noise,
+    iqr_fraction,
+    other_load,
+)
+from energyprune.energy.measurement.protocol import MeasurementProtocol, measure
 from energyprune.pipeline.int8 import int8_verdict
 from energyprune.reports.report import latency_change
 from tests.energy.test_measure import FakeDevice

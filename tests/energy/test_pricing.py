@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from energyprune.energy.features import op_features
-from energyprune.energy.hardware import load_hardware
-from energyprune.energy.model import profile
-from energyprune.energy.trace import trace
+from energyprune.energy.hardware.profile import load_hardware
+from energyprune.energy.pricing.estimates import profile
+from energyprune.energy.pricing.features import op_features
+from energyprune.energy.tracing.tracer import trace
 from energyprune.errors import ConfigError
 
 FP32 = 4

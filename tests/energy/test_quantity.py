@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from energyprune.energy.measure import Measurement
-from energyprune.energy.model import profile
+from energyprune.energy.measurement.protocol import Measurement
+from energyprune.energy.pricing.estimates import profile
 from energyprune.energy.quantity import Estimated, Measured, energy_from_dict
 
 joules = st.floats(min_value=1e-9, max_value=1e3)

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torchvision
 
-from energyprune.energy.model import profile
-from energyprune.energy.trace import trace
+from energyprune.energy.pricing.estimates import profile
+from energyprune.energy.tracing.tracer import trace
 
 
 def test_resnet50_macs_and_layers():

@@ -1,4 +1,5 @@
-"""Re-pricing traced ops at other widths equals tracing the narrower model (energy/rescale.py)."""
+"""Re-pricing traced ops at other widths equals tracing the narrower model
+(energy/pricing/rescale.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from energyprune.energy.hardware import load_hardware
-from energyprune.energy.model import profile
-from energyprune.energy.rescale import Resize, rescaled_energy, rescaled_profile
+from energyprune.energy.hardware.profile import load_hardware
+from energyprune.energy.pricing.estimates import profile
+from energyprune.energy.pricing.rescale import Resize, rescaled_energy, rescaled_profile
 
 
 def _net(c1: int, c2: int, depthwise: bool = False) -> nn.Module:

@@ -11,8 +11,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from energyprune.energy.hardware import load_hardware
-from energyprune.energy.model import profile
+from energyprune.energy.hardware.profile import load_hardware
+from energyprune.energy.pricing.estimates import profile
 from energyprune.errors import ConfigError
 
 BASE = load_hardware("horowitz-45nm")
@@ -50,7 +50,9 @@ def test_static_energy_is_static_power_over_the_time_and_nothing_else_moves():
 
 
 def _write(tmp_path, **changes):
-    text = (resources.files("energyprune.energy") / "profiles" / "horowitz-45nm.yaml").read_text()
+    text = (
+        resources.files("energyprune.energy.hardware") / "profiles" / "horowitz-45nm.yaml"
+    ).read_text()
     data = {**yaml.safe_load(text), **changes}
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(data))

@@ -6,8 +6,8 @@ import torch
 import torchvision
 from torch import nn
 
-from energyprune.energy.model import profile
-from energyprune.energy.trace import trace
+from energyprune.energy.pricing.estimates import profile
+from energyprune.energy.tracing.tracer import trace
 
 
 def _sparse_mlp() -> nn.Module:

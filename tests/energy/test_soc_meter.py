@@ -9,8 +9,8 @@ import torch
 from zeus.device.soc.apple import AppleSiliconMeasurement
 from zeus.device.soc.jetson import JetsonMeasurement
 
-from energyprune.energy import meter as meters
-from energyprune.energy.measure import MeasurementProtocol, measure
+from energyprune.energy.measurement import meters
+from energyprune.energy.measurement.protocol import MeasurementProtocol, measure
 from energyprune.errors import MeterUnavailableError
 from tests.energy.test_measure import FakeDevice
 

@@ -11,11 +11,16 @@ import dataclasses
 import pytest
 import torch
 
-from energyprune.energy.features import op_amounts
-from energyprune.energy.fromfile import calibrate_from
-from energyprune.energy.hardware import load_hardware
-from energyprune.energy.model import profile
-from energyprune.energy.timed_fit import EFFICIENCIES, TimedRow, predict_joules, predict_seconds
+from energyprune.energy.calibration.from_table import calibrate_from
+from energyprune.energy.calibration.timed_fit import (
+    EFFICIENCIES,
+    TimedRow,
+    predict_joules,
+    predict_seconds,
+)
+from energyprune.energy.hardware.profile import load_hardware
+from energyprune.energy.pricing.estimates import profile
+from energyprune.energy.pricing.features import op_amounts
 from energyprune.models.zoo import build_model
 
 BASE = load_hardware("h100-sxm")

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from energyprune.energy.cost import register_formula
-from energyprune.energy.trace import trace
+from energyprune.energy.tracing.registry import register_formula
+from energyprune.energy.tracing.tracer import trace
 from energyprune.errors import ConfigError, UnsupportedOpError
 
 

@@ -2,7 +2,7 @@
 per-kernel efficiency, active power) existed: those terms are off unless a profile sets them.
 
 ``data/zoo_estimates.json`` was written by this module's ``write`` at commit dae47ac, before
-energy/kernel_time.py existed. Regenerate it only for a change meant to move the figures:
+energy/hardware/kernel_time.py existed. Regenerate it only for a change meant to move the figures:
 ``python -m tests.energy.test_zoo_estimates``.
 """
 
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from energyprune.energy.model import estimate
-from energyprune.energy.trace import trace
+from energyprune.energy.pricing.estimates import estimate
+from energyprune.energy.tracing.tracer import trace
 from energyprune.models.zoo import build_model
 
 GOLDEN = Path(__file__).parent / "data" / "zoo_estimates.json"

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from energyprune.energy.model import profile
+from energyprune.energy.pricing.estimates import profile
 from energyprune.errors import ConfigError, WeightsError
 from energyprune.models.zoo import (
     build_model,

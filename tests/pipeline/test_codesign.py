@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from energyprune.energy.model import profile
+from energyprune.energy.pricing.estimates import profile
 from energyprune.models.placement import example_input
 from energyprune.pipeline.finetune import TrainConfig
 from energyprune.pipeline.run import RunConfig
@@ -49,7 +49,7 @@ _CFG = {
 
 
 def test_both_options_run_and_the_choice_is_consistent(trained_digits, tmp_path):
-    from energyprune.energy.measure import MeasurementProtocol
+    from energyprune.energy.measurement.protocol import MeasurementProtocol
 
     model, data = trained_digits
     cfg = RunConfig(**_CFG)

@@ -9,8 +9,8 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from energyprune.energy.lm import profile_lm  # noqa: E402
-from energyprune.energy.regimes import Decode  # noqa: E402
+from energyprune.energy.lm.per_token import profile_lm  # noqa: E402
+from energyprune.energy.lm.regimes import Decode  # noqa: E402
 from energyprune.pipeline.lm_prune import (  # noqa: E402
     ENERGY_CANDIDATES,
     GREEDY,

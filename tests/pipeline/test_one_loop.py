@@ -13,7 +13,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from energyprune.energy.regimes import Decode
+from energyprune.energy.lm.regimes import Decode
 from energyprune.pipeline.finetune import TrainConfig
 from energyprune.pipeline.kinds import kind_for
 from energyprune.pipeline.lm_kind import DecoderLM

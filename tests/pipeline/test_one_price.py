@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from energyprune.energy.model import profile
+from energyprune.energy.pricing.estimates import profile
 from energyprune.models.layers import folded_copy
 from energyprune.pipeline.codesign import int8_energy_ratio
 from energyprune.pipeline.config import RunConfig

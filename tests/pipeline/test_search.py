@@ -152,7 +152,7 @@ def test_precision_dimension(trained_digits, tmp_path):
     """fp32,int8: each trial picks a precision; int8 trials are priced as int8, scored as the
     converted model, and timed compiled like the fp32 ones."""
     pytest.importorskip("torchao")
-    from energyprune.energy.model import profile
+    from energyprune.energy.pricing.estimates import profile
     from energyprune.errors import ConfigError
     from energyprune.pipeline.finetune import TrainConfig
     from energyprune.pipeline.search import _scored, search

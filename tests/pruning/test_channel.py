@@ -116,7 +116,7 @@ def test_one_round_lands_on_the_target(name, criterion):
 
 
 def test_savings_include_the_norm_and_activation_of_the_removed_channels():
-    from energyprune.energy.model import profile
+    from energyprune.energy.pricing.estimates import profile
     from energyprune.pruning.allocate import channel_savings
     from energyprune.pruning.groups import Structure
 
@@ -135,7 +135,7 @@ def test_savings_include_the_norm_and_activation_of_the_removed_channels():
 
 def test_savings_follow_the_steps_taken():
     """Cutting a layer's inputs lowers what cutting its outputs saves, by the kept fraction."""
-    from energyprune.energy.model import profile
+    from energyprune.energy.pricing.estimates import profile
     from energyprune.pruning.allocate import Savings
     from energyprune.pruning.groups import Structure
 

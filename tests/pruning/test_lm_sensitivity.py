@@ -9,8 +9,8 @@ import torch
 
 pytest.importorskip("transformers")
 
-from energyprune.energy.lm import profile_lm
-from energyprune.energy.regimes import Decode
+from energyprune.energy.lm.per_token import profile_lm
+from energyprune.energy.lm.regimes import Decode
 from energyprune.pruning.decoder import group_importance
 from energyprune.pruning.lm_allocate import LMScores, allocate, mlp_scores, unit_cuts
 from energyprune.pruning.lm_sensitivity import Sensitivity, greedy_layers, loss_sensitivity

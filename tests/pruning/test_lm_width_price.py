@@ -10,8 +10,8 @@ import torch
 
 pytest.importorskip("transformers")
 
-from energyprune.energy.lm import profile_lm
-from energyprune.energy.regimes import Decode
+from energyprune.energy.lm.per_token import profile_lm
+from energyprune.energy.lm.regimes import Decode
 from energyprune.pruning.decoder import group_importance
 from energyprune.pruning.lm_allocate import LMPlan, LMScores, apply_plan, mlp_scores, unit_cuts
 from tests.tiny_lms import tiny_llama

@@ -10,9 +10,9 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from energyprune.energy.hardware import load_hardware  # noqa: E402
-from energyprune.energy.lm import profile_lm  # noqa: E402
-from energyprune.energy.regimes import Decode  # noqa: E402
+from energyprune.energy.hardware.profile import load_hardware  # noqa: E402
+from energyprune.energy.lm.per_token import profile_lm  # noqa: E402
+from energyprune.energy.lm.regimes import Decode  # noqa: E402
 from energyprune.errors import ConfigError  # noqa: E402
 from energyprune.pruning.decoder import decoder_layers  # noqa: E402
 from energyprune.pruning.wanda import is_nm_sparse, wanda_prune  # noqa: E402
@@ -82,7 +82,7 @@ def test_bad_sparsity_and_patterns_are_refused():
     with pytest.raises(ConfigError):
         wanda_prune(_llama(), [IDS], nm=(4, 4))
     hw = load_hardware("h100-sxm")
-    from energyprune.energy.hardware import _patterns
+    from energyprune.energy.hardware.profile import _patterns
 
     assert _patterns(["2:4"], "x") == ("2:4",)
     with pytest.raises(ConfigError, match="sparse_kernels"):

@@ -54,10 +54,10 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
 def _run_calibrate(args: argparse.Namespace, console: Console) -> int:
     from rich.progress import Progress
 
-    from energyprune.energy.calibration_file import write_calibration
+    from energyprune.energy.calibration.profile_file import write_calibration
 
     if args.source is None:
-        from energyprune.energy.meter import open_meter
+        from energyprune.energy.measurement.meters import open_meter
 
         open_meter(args.device)  # fail fast, before any work, if there is none
     with Progress(console=console, transient=True) as bar:
@@ -76,7 +76,7 @@ def _run_calibrate(args: argparse.Namespace, console: Console) -> int:
 
 
 def _live(args: argparse.Namespace, progress):
-    from energyprune.energy.calibrate import calibrate
+    from energyprune.energy.calibration.live import calibrate
 
     return calibrate(
         args.device,
@@ -95,7 +95,7 @@ def _fitted_column(args: argparse.Namespace) -> str:
     """--fit, else joules_per_token when the table's first row has that column."""
     if args.fit:
         return args.fit
-    from energyprune.energy.table import table_records
+    from energyprune.energy.calibration.tables import table_records
 
     first = next(iter(table_records(args.source)), None)
     record = first[3] if first else None
@@ -107,7 +107,7 @@ def _fitted_column(args: argparse.Namespace) -> str:
 
 
 def _from_tokens(args: argparse.Namespace, progress):
-    from energyprune.energy.lm_calibrate import calibrate_lm_from
+    from energyprune.energy.calibration.per_token import calibrate_lm_from
 
     return calibrate_lm_from(
         args.source,
@@ -121,7 +121,7 @@ def _from_tokens(args: argparse.Namespace, progress):
 
 
 def _from_table(args: argparse.Namespace, progress):
-    from energyprune.energy.fromfile import calibrate_from, resolve_model
+    from energyprune.energy.calibration.from_table import calibrate_from, resolve_model
 
     column = _fitted_column(args)
     if column == "joules_per_token":

@@ -17,7 +17,7 @@ from energyprune.files import atomic_write_text
 from energyprune.models.placement import example_input
 
 if TYPE_CHECKING:
-    from energyprune.energy.measure import MeasurementProtocol
+    from energyprune.energy.measurement.protocol import MeasurementProtocol
 
 
 def add_measure(sub: argparse._SubParsersAction) -> None:
@@ -66,7 +66,7 @@ def add_measure(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_measure(args: argparse.Namespace, console: Console) -> int:
-    from energyprune.energy.measure import measure  # lazily: --help is fast
+    from energyprune.energy.measurement.protocol import measure  # lazily: --help is fast
     from energyprune.reports.report import measurement_table
 
     if _is_lm_with_weights(args.model):
@@ -185,7 +185,7 @@ def _measure_int8(
 
 
 def protocol_of(args: argparse.Namespace):
-    from energyprune.energy.measure import MeasurementProtocol
+    from energyprune.energy.measurement.protocol import MeasurementProtocol
 
     return MeasurementProtocol(
         min_window_s=args.seconds, windows=args.windows, warmup_s=args.warmup, idle_s=args.idle
@@ -202,7 +202,7 @@ def _is_lm_with_weights(spec: str) -> bool:
 def _measure_lm(args: argparse.Namespace, console: Console, protocol) -> int:
     """One forward pass over ``--batch-size`` sequences of ``--seq-len`` tokens, no cache: a
     prompt pass, not decode (``energyprune profile`` prices decode per token)."""
-    from energyprune.energy.measure import measure
+    from energyprune.energy.measurement.protocol import measure
     from energyprune.pruning.lm_export import LogitsOnly, open_lm
     from energyprune.reports.report import measurement_table
 

@@ -12,7 +12,7 @@ from energyprune.cli.common import (
     load_model,
     shape_error,
 )
-from energyprune.energy.hardware import (
+from energyprune.energy.hardware.profile import (
     BUILTIN_PROFILES,
     DTYPES,
     builtin_summaries,
@@ -86,7 +86,7 @@ def _add_regime_args(p: argparse.ArgumentParser) -> None:
 
 
 def _regime(args: argparse.Namespace):
-    from energyprune.energy.regimes import Decode, Prefill, parse_workload
+    from energyprune.energy.lm.regimes import Decode, Prefill, parse_workload
 
     if args.workload and args.phase:
         raise ConfigError("pass --workload or --phase, not both")
@@ -98,7 +98,7 @@ def _regime(args: argparse.Namespace):
 
 
 def _run_lm(args: argparse.Namespace, console: Console) -> int:
-    from energyprune.energy.lm import profile_lm
+    from energyprune.energy.lm.per_token import profile_lm
     from energyprune.pruning.lm_export import lm_for_pricing
     from energyprune.reports.lm import lm_layer_table, lm_summary_line
 
@@ -145,7 +145,7 @@ def _run_profile(args: argparse.Namespace, console: Console) -> int:
             "(smollm2-135m) or hf:PATH (a config.json or a folder holding one)"
         )
     built, shape = load_model(args)  # and a misspelled model before the tracer is imported
-    from energyprune.energy.model import EnergyProfile, profile
+    from energyprune.energy.pricing.estimates import EnergyProfile, profile
     from energyprune.reports.plots import plot_layer_energy
     from energyprune.reports.report import layer_table, summary_line
 

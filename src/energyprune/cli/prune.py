@@ -26,7 +26,7 @@ from energyprune.cli.kind_flags import (
     refuse_idle_image_flags,
 )
 from energyprune.cli.progress import Progress, status
-from energyprune.energy.hardware import BUILTIN_PROFILES, load_hardware
+from energyprune.energy.hardware.profile import BUILTIN_PROFILES, load_hardware
 from energyprune.errors import ConfigError
 from energyprune.files import atomic_write_text
 from energyprune.models.placement import example_input

@@ -142,9 +142,9 @@ def _notes(console: Console, hw, method: str, hardware_given: bool) -> None:
 def run_lm_prune(args: argparse.Namespace, console: Console, hardware_given: bool) -> int:
     from energyprune.cli.common import run_with_progress
     from energyprune.cli.progress import status
-    from energyprune.energy.hardware import load_hardware
-    from energyprune.energy.lm import profile_lm
-    from energyprune.energy.regimes import parse_regime
+    from energyprune.energy.hardware.profile import load_hardware
+    from energyprune.energy.lm.per_token import profile_lm
+    from energyprune.energy.lm.regimes import parse_regime
     from energyprune.pipeline.lm_kind import DecoderLM
     from energyprune.pipeline.lm_prune import absolute_budget, lm_run_config
     from energyprune.pipeline.text import load_text

@@ -67,7 +67,7 @@ def add_int8_args(p: argparse.ArgumentParser) -> None:
 
 
 def int8_settings(args: argparse.Namespace) -> dict:
-    from energyprune.energy.measure import MeasurementProtocol
+    from energyprune.energy.measurement.protocol import MeasurementProtocol
     from energyprune.pipeline.int8 import QAT
 
     if args.measure_batch < 1:

@@ -16,7 +16,7 @@ from energyprune.cli.common import (
 )
 from energyprune.cli.kind_flags import record_flags, refuse_flags
 from energyprune.cli.progress import Progress, status
-from energyprune.energy.noise import TOO_NOISY
+from energyprune.energy.measurement.noise import TOO_NOISY
 from energyprune.errors import ConfigError
 from energyprune.models.zoo import load_weights
 
@@ -181,7 +181,7 @@ def _target_range(text: str) -> tuple[float, float]:
 def _run_lm_search(args: argparse.Namespace, console: Console) -> int:
     """A language model's perplexity x J/token front, each trial one run of the loop."""
     from energyprune.cli.prune_lm import LM_METHOD_NAMES
-    from energyprune.energy.regimes import parse_regime
+    from energyprune.energy.lm.regimes import parse_regime
     from energyprune.pipeline.kind_search import KindSearch, search_kind
     from energyprune.pipeline.lm_kind import DecoderLM
     from energyprune.pipeline.lm_prune import LMPruneConfig, lm_run_config

@@ -1,6 +1,6 @@
 """The runtime a model is measured in: device, dtype, memory format, int8 Linear layers,
-``torch.compile`` with freezing, CUDA graphs. Measurement (energy/measure.py) runs what this
-prepares, so every lever is measured, not assumed."""
+``torch.compile`` with freezing, CUDA graphs. Measurement (energy/measurement/protocol.py) runs
+what this prepares, so every lever is measured, not assumed."""
 
 from __future__ import annotations
 

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from energyprune.energy.model import profile
-from energyprune.energy.noise import TOO_NOISY
+from energyprune.energy.measurement.noise import TOO_NOISY
+from energyprune.energy.pricing.estimates import profile
 from energyprune.errors import ConfigError
 from energyprune.files import atomic_write_text
 from energyprune.models.placement import example_input

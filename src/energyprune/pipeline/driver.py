@@ -44,7 +44,7 @@ def check_compatible(model: nn.Module, data: Data, name: str) -> None:
 
 def meter_device_for(device: str) -> str | None:
     """``device`` if it has a readable energy meter, else None (energy is then estimated)."""
-    from energyprune.energy.meter import open_meter
+    from energyprune.energy.measurement.meters import open_meter
 
     try:
         open_meter(device)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 if TYPE_CHECKING:
-    from energyprune.energy.regimes import Regime
+    from energyprune.energy.lm.regimes import Regime
 
 __all__ = ["is_decoder_lm", "prune"]
 
@@ -81,7 +81,7 @@ def prune(
                     "batch is cut once: drop it"
                 )
         return prune_once(model, inputs, target_energy, **settings)
-    from energyprune.energy.regimes import Decode
+    from energyprune.energy.lm.regimes import Decode
     from energyprune.options import build
     from energyprune.pipeline.lm_prune import LMPruneConfig, prune_lm
 

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save as save_bytes
 from torch import nn
 
-from energyprune.energy.noise import Noise, iqr_fraction, other_load
+from energyprune.energy.measurement.noise import Noise, iqr_fraction, other_load
 from energyprune.energy.quantity import Estimated, Measured
 from energyprune.models.placement import placement, to_model
 
@@ -113,8 +113,8 @@ class Timing:
 
 def time_forward(model: nn.Module, example: torch.Tensor, repeats: int = 20) -> Timing:
     """Median of ``repeats`` forward passes after 3 warm-up passes, in ms, with its spread and
-    the other load on the machine (CPU timing; the measurement protocol in energy/measure.py is
-    the synchronised, windowed one)."""
+    the other load on the machine (CPU timing; the measurement protocol in
+    energy/measurement/protocol.py is the synchronised, windowed one)."""
     model.eval()
     with torch.no_grad(), other_load() as load:
         for _ in range(3):
@@ -138,7 +138,7 @@ def evaluate(
 ) -> Metrics:
     """Accuracy metrics on ``loader`` plus estimated energy (and measured energy when
     ``meter_device`` has a readable meter), median latency, MACs, params and size on disk."""
-    from energyprune.energy.model import profile
+    from energyprune.energy.pricing.estimates import profile
     from energyprune.models.layers import folded_copy
 
     pred, true = predict(model, loader)
@@ -146,7 +146,7 @@ def evaluate(
     prof = profile(model, example, hardware, shapes_only=True)
     energy: Estimated | Measured = prof.energy
     if meter_device is not None:
-        from energyprune.energy.measure import MeasurementProtocol, measure
+        from energyprune.energy.measurement.protocol import MeasurementProtocol, measure
 
         m = measure(model, example, device=meter_device, protocol=MeasurementProtocol(windows=5))
         if m.energy is not None:

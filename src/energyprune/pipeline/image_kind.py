@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from energyprune.energy.model import profile
+from energyprune.energy.pricing.estimates import profile
 from energyprune.energy.quantity import Estimated, Measured, energy_from_dict
 from energyprune.errors import ConfigError
 from energyprune.files import atomic_write_text

@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from energyprune.deploy.quantize import QuantizedModel, quantize_int8, save_quantized
-from energyprune.energy.measure import MeasurementProtocol, measure
-from energyprune.energy.model import profile
-from energyprune.energy.noise import TOO_NOISY
+from energyprune.energy.measurement.noise import TOO_NOISY
+from energyprune.energy.measurement.protocol import MeasurementProtocol, measure
+from energyprune.energy.pricing.estimates import profile
 from energyprune.errors import ConfigError
 from energyprune.files import atomic_write_text
 from energyprune.models.placement import example_input

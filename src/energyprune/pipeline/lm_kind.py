@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from energyprune.energy.lm import profile_lm
-from energyprune.energy.regimes import Regime
+from energyprune.energy.lm.per_token import profile_lm
+from energyprune.energy.lm.regimes import Regime
 from energyprune.errors import ConfigError
 from energyprune.files import atomic_write_text, read_text
 from energyprune.pipeline.config import RunConfig

@@ -23,8 +23,8 @@ from typing import Any
 
 from torch import nn
 
-from energyprune.energy.lm import profile_lm
-from energyprune.energy.regimes import Regime
+from energyprune.energy.lm.per_token import profile_lm
+from energyprune.energy.lm.regimes import Regime
 from energyprune.errors import ConfigError
 from energyprune.pipeline.config import RunConfig
 from energyprune.pipeline.finetune import TrainConfig

@@ -23,8 +23,8 @@ import optuna
 import torch
 from torch import nn
 
-from energyprune.energy.hardware import load_hardware
-from energyprune.energy.noise import TOO_NOISY
+from energyprune.energy.hardware.profile import load_hardware
+from energyprune.energy.measurement.noise import TOO_NOISY
 from energyprune.energy.quantity import Estimated, Measured, energy_from_dict
 from energyprune.errors import ConfigError
 from energyprune.files import atomic_write_text
@@ -99,7 +99,7 @@ def _scored(
     compiled (with freezing) whenever int8 is in the search, so both precisions are timed alike."""
     from energyprune.deploy.quantize import quantize_int8
     from energyprune.deploy.runtime import compile_for_inference
-    from energyprune.energy.model import profile
+    from energyprune.energy.pricing.estimates import profile
 
     energy = fp32_j
     if precision == "int8":
@@ -124,7 +124,7 @@ def _figure(
     estimate."""
     if meter_device is None:
         return estimate
-    from energyprune.energy.measure import measure
+    from energyprune.energy.measurement.protocol import measure
 
     m = measure(model, example, device=meter_device, compile=compiled)
     if m.energy is None:

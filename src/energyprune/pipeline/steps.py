@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from energyprune.energy.model import profile
+from energyprune.energy.pricing.estimates import profile
 from energyprune.errors import ConfigError
 from energyprune.models.placement import example_input
 from energyprune.pipeline.data import Data

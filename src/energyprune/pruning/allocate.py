@@ -12,7 +12,7 @@ the group's modules' estimated energy per channel). Strategies:
   as far as allowed before the next.
 
 Savings are linear estimates that only rank the steps; :func:`shortest_removal` prices
-prefixes of the order with the traced ops resized (energy/rescale.py) to pick how far to go.
+prefixes of the order with the traced ops resized (energy/pricing/rescale.py) to pick how far to go.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import torch
 
-from energyprune.energy.hardware import HardwareProfile
-from energyprune.energy.model import EnergyProfile
-from energyprune.energy.rescale import channel_dim, rescaled_energy
+from energyprune.energy.hardware.profile import HardwareProfile
+from energyprune.energy.pricing.estimates import EnergyProfile
+from energyprune.energy.pricing.rescale import channel_dim, rescaled_energy
 from energyprune.errors import ConfigError
 from energyprune.pruning.groups import ChannelGroup, Structure
 from energyprune.pruning.importance import CRITERIA
@@ -258,8 +258,8 @@ def removal(steps: Iterable[Step]) -> dict[str, list[int]]:
 
 
 class _PricedPrefixes:
-    """Prefixes of the greedy order, priced by resizing the traced ops (energy/rescale.py: no
-    forward pass), steps drawn from the lazy order only as far as needed."""
+    """Prefixes of the greedy order, priced by resizing the traced ops (energy/pricing/rescale.py:
+    no forward pass), steps drawn from the lazy order only as far as needed."""
 
     LOOKAHEAD = 256  # later steps searched for a smaller last step
     TRIES = 6  # of which at most this many are priced

@@ -2,8 +2,8 @@
 
 Channel pruning: price the model, order every group's steps by importance per joule with
 savings that follow the steps taken (allocate.py), take the shortest prefix whose re-priced
-estimate meets the target (energy/rescale.py), remove it physically (groups.py) and trace the
-result; another round only if that falls short. Unstructured and N:M live in sparse.py.
+estimate meets the target (energy/pricing/rescale.py), remove it physically (groups.py) and trace
+the result; another round only if that falls short. Unstructured and N:M live in sparse.py.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from energyprune.energy.hardware import HardwareProfile, load_hardware
-from energyprune.energy.model import EnergyProfile, profile
-from energyprune.energy.trace import tensors_in
+from energyprune.energy.hardware.profile import HardwareProfile, load_hardware
+from energyprune.energy.pricing.estimates import EnergyProfile, profile
+from energyprune.energy.tracing.tensors import tensors_in
 from energyprune.errors import ConfigError
 from energyprune.models.layers import folded_copy, layer_widths
 from energyprune.options import build

@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from energyprune.energy.rescale import Resize
-from energyprune.energy.trace import as_call
+from energyprune.energy.pricing.rescale import Resize
+from energyprune.energy.tracing.tensors import as_call
 from energyprune.errors import ConfigError
 from energyprune.pruning.tracing import (
     PRUNABLE,

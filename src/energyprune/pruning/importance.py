@@ -16,7 +16,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from energyprune.energy.trace import as_call
+from energyprune.energy.tracing.tensors import as_call
 from energyprune.errors import ConfigError
 from energyprune.models.placement import placement, to_model
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from energyprune.energy.lm import LMProfile, profile_lm
+from energyprune.energy.lm.per_token import LMProfile, profile_lm
 from energyprune.pruning.decoder import (
     attention_layers,
     decoder_layers,

@@ -92,7 +92,7 @@ class PruningPlan:
     def unpruned(cls, model: nn.Module, arch: str, input_shape: Sequence[int], hardware: str):
         """The plan of ``model`` saved as it is (nothing removed), e.g. before int8; its joules
         are the model's estimate under ``hardware``."""
-        from energyprune.energy.model import profile
+        from energyprune.energy.pricing.estimates import profile
 
         dense_j = profile(model, example_input(model, input_shape), hardware).total.energy_j
         return cls(

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from energyprune.energy.hardware import HardwareProfile
-from energyprune.energy.model import EnergyProfile, profile
+from energyprune.energy.hardware.profile import HardwareProfile
+from energyprune.energy.pricing.estimates import EnergyProfile, profile
 from energyprune.errors import ConfigError
 
 __all__ = [

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from energyprune.energy.hardware import HardwareProfile
+from energyprune.energy.hardware.profile import HardwareProfile
 from energyprune.errors import ConfigError
 
 __all__ = ["CRITERION_NAMES", "GRANULARITIES", "STRATEGY_NAMES", "PruneSpec"]

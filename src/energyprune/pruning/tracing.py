@@ -31,7 +31,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from energyprune.energy.trace import as_call, tensors_in
+from energyprune.energy.tracing.tensors import as_call, tensors_in
 
 __all__ = [
     "PART_SECONDS",

@@ -6,7 +6,8 @@ become zero. The LM head and embeddings are left dense, as in the paper.
 
 What it saves depends on the runtime: nothing on a profile without sparse kernels (the zeros
 are multiplied and moved like any weight), and on a profile that declares ``sparse_kernels:
-["2:4"]`` only the MACs and bytes those kernels skip (:func:`energyprune.energy.lm.profile_lm`).
+["2:4"]`` only the MACs and bytes those kernels skip
+(:func:`energyprune.energy.lm.per_token.profile_lm`).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from energyprune.energy.lm import LMProfile
+from energyprune.energy.lm.per_token import LMProfile
 from energyprune.reports.report import fmt_count, fmt_joules
 
 __all__ = [

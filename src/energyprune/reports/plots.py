@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from energyprune.files import atomic_path
 
 if TYPE_CHECKING:
-    from energyprune.energy.model import EnergyProfile
+    from energyprune.energy.pricing.estimates import EnergyProfile
 
 __all__ = ["layer_labels", "plot_layer_energy", "plot_run"]
 

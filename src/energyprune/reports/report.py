@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
-from energyprune.energy.noise import TOO_NOISY
+from energyprune.energy.measurement.noise import TOO_NOISY
 
 if TYPE_CHECKING:
-    from energyprune.energy.measure import Measurement
-    from energyprune.energy.model import EnergyProfile
+    from energyprune.energy.measurement.protocol import Measurement
+    from energyprune.energy.pricing.estimates import EnergyProfile
 
 __all__ = [
     "comparison_table",
@@ -214,7 +214,8 @@ def run_table(report: dict) -> Table:
 
 
 def noisy_reason(*figures: dict) -> str | None:
-    """Why any of these latency readings is too noisy to compare (energy/noise.py), or None."""
+    """Why any of these latency readings is too noisy to compare (energy/measurement/noise.py), or
+    None."""
     reasons = [(f.get("latency_noise") or {}).get("reason") for f in figures]
     return next((r for r in reasons if r), None)
 

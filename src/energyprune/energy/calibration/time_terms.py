@@ -1,10 +1,10 @@
 """The time model's terms as a vector, priced for many rows at once, and their least-squares fit
-(stage 1 of :mod:`energyprune.energy.timed_fit`).
+(stage 1 of :mod:`energyprune.energy.calibration.timed_fit`).
 
 :class:`OpArrays` flattens the training rows' ops into arrays: seconds at the base's peaks, kind,
 conv variant, outputs. :meth:`OpArrays.seconds` then prices every row under a
-:class:`TimeTerms` exactly as :func:`energyprune.energy.roofline.op_seconds` prices one op under
-the profile :meth:`TimeTerms.apply` builds. A test holds the two to the same figures.
+:class:`TimeTerms` exactly as :func:`energyprune.energy.pricing.roofline.op_seconds` prices one op
+under the profile :meth:`TimeTerms.apply` builds. A test holds the two to the same figures.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from energyprune.energy.hardware import HardwareProfile
-from energyprune.energy.kernel_time import CONV_VARIANTS, KernelTiming, PricedOp
-from energyprune.energy.roofline import op_rates
+from energyprune.energy.hardware.kernel_time import CONV_VARIANTS, KernelTiming, PricedOp
+from energyprune.energy.hardware.profile import HardwareProfile
+from energyprune.energy.pricing.roofline import op_rates
 
 __all__ = ["OWN_LAUNCH", "OpArrays", "TimeTerms", "TimedRow", "fit_terms"]
 
@@ -59,7 +59,7 @@ class TimedRow:
 
 @dataclass(frozen=True)
 class TimeTerms:
-    """Every fitted term of the time model (see energy/timed_fit.py)."""
+    """Every fitted term of the time model (see energy/calibration/timed_fit.py)."""
 
     compute_efficiency: float
     bandwidth_efficiency: float

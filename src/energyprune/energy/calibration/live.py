@@ -4,9 +4,9 @@ MAC counts mislead on GPUs (shared/ANCHORS.md: "fewer MACs" predicted "less ener
 of variant pairs). We measure a designed set of variants — conv and linear stacks over a grid of
 widths including non-multiples of 8 and 16, several batch sizes and dtypes, and whole models —
 and fit the profile's per-feature costs (MACs by dtype, MACs at unaligned widths, bytes per
-memory level, kernel launches; :mod:`energyprune.energy.features`) by non-negative least squares
-on relative error. Fidelity is reported on held-out variants: pairwise ordering agreement (within
-pairs of the same batch size and dtype) and MAPE, beside the same figures for plain MACs.
+memory level, kernel launches; :mod:`energyprune.energy.pricing.features`) by non-negative least
+squares on relative error. Fidelity is reported on held-out variants: pairwise ordering agreement
+(within pairs of the same batch size and dtype) and MAPE, beside the same figures for plain MACs.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ import torch
 from scipy.optimize import nnls
 from torch import nn
 
-from energyprune.energy.features import variant_features
-from energyprune.energy.fidelity import fidelity, n_close_pairs
-from energyprune.energy.hardware import HardwareProfile, load_hardware
-from energyprune.energy.trace import TORCH_DTYPES
+from energyprune.energy.calibration.fidelity import fidelity, n_close_pairs
+from energyprune.energy.hardware.profile import HardwareProfile, load_hardware
+from energyprune.energy.pricing.features import variant_features
 from energyprune.errors import ConfigError
+from energyprune.models.layers import TORCH_DTYPES
 from energyprune.models.placement import example_input
 
 __all__ = [
@@ -111,7 +111,7 @@ def design_variants(device: str = "cuda", quick: bool = False) -> list[Variant]:
     return variants
 
 
-def _solve(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def solve(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Non-negative least squares on relative error, with column scaling for conditioning."""
     rows = x / y[:, None]
     norms = np.linalg.norm(rows, axis=0)
@@ -128,7 +128,7 @@ def fit_profile(
     coef_base = base.coefficients()
     columns = sorted({k for f in features for k, v in f.items() if v} & set(coef_base))
     x = np.array([[f.get(c, 0.0) for c in columns] for f in features])
-    pj = _solve(x, joules / 1e-12)
+    pj = solve(x, joules / 1e-12)
     fitted = dict(zip(columns, pj.tolist(), strict=True))
     compute = {d: dict(row) for d, row in base.compute_pj.items()}
     memory = dict(base.memory_pj_per_byte)
@@ -178,8 +178,8 @@ class Observation:
 
 def _default_measure(device: str, seconds: float, windows: int) -> tuple[MeasureFn, str]:
     """The measurement protocol on the device's meter, and what it reads (for the profile)."""
-    from energyprune.energy.measure import MeasurementProtocol, measure
-    from energyprune.energy.meter import open_meter
+    from energyprune.energy.measurement.meters import open_meter
+    from energyprune.energy.measurement.protocol import MeasurementProtocol, measure
 
     meter = open_meter(device)  # raises MeterUnavailableError with the reason
     protocol = MeasurementProtocol(min_window_s=seconds, windows=windows, warmup_s=0.3, idle_s=0.0)
@@ -219,7 +219,7 @@ def calibrate(
     Returns:
         :class:`CalibrationResult` with the fitted profile and its fidelity report.
     """
-    _check_fraction(heldout_fraction)
+    check_fraction(heldout_fraction)
     hw = load_hardware(base)
     variants = list(variants if variants is not None else design_variants(device, quick))
     measured_with = "a caller-supplied measure_fn"
@@ -237,7 +237,7 @@ def calibrate(
     )
 
 
-def _check_fraction(heldout_fraction: float) -> None:
+def check_fraction(heldout_fraction: float) -> None:
     if not 0 < heldout_fraction < 1:
         raise ConfigError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
 
@@ -284,17 +284,19 @@ def fit_observations(
     them); further ``context`` goes into the report only. The fitted profile carries the
     headline figures in ``calibration``.
     """
-    _check_fraction(heldout_fraction)
+    check_fraction(heldout_fraction)
     if len(observations) < 4:
         raise ConfigError(
             f"calibration needs at least 4 measured rows, got {len(observations)}; measure more "
             "configurations"
         )
-    held, train = _holdout(len(observations), heldout_fraction, seed)
+    held, train = holdout(len(observations), heldout_fraction, seed)
     y = np.array([o.joules for o in observations])
     feats = [o.features for o in observations]
     fitted, kept = fit_profile(base, [feats[i] for i in train], y[train], name)
-    report = _report(observations, _predict(feats, fitted), _predict(feats, base), held, train)
+    report = fidelity_report(
+        observations, _predict(feats, fitted), _predict(feats, base), held, train
+    )
     report.update(
         base_profile=base.name,
         not_calibrated=kept,
@@ -303,7 +305,7 @@ def fit_observations(
         quantity=quantity,
         **context,
     )
-    return CalibrationResult(replace(fitted, calibration=_summary(report)), report)
+    return CalibrationResult(replace(fitted, calibration=summary(report)), report)
 
 
 def _predict(feats: Sequence[Counter[str]], hw: HardwareProfile) -> np.ndarray:
@@ -311,7 +313,7 @@ def _predict(feats: Sequence[Counter[str]], hw: HardwareProfile) -> np.ndarray:
     return np.array([sum(v * coef[k] for k, v in f.items()) * 1e-12 for f in feats])
 
 
-def _summary(report: dict[str, Any]) -> dict[str, Any]:
+def summary(report: dict[str, Any]) -> dict[str, Any]:
     """The headline fidelity figures a fitted profile carries (they travel in its YAML)."""
     keys = (
         "pairwise_agreement",
@@ -327,7 +329,7 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
     return {k: report[k] for k in keys}
 
 
-def _holdout(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+def holdout(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Held-out and training indices: a seeded shuffle, at least two held out."""
     order = list(range(n))
     random.Random(seed).shuffle(order)
@@ -335,7 +337,7 @@ def _holdout(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
     return sorted(order[:n_held]), sorted(order[n_held:])
 
 
-def _report(observations, predicted, base_predicted, held, train) -> dict[str, Any]:
+def fidelity_report(observations, predicted, base_predicted, held, train) -> dict[str, Any]:
     """Held-out fidelity of the fit, of plain MACs and of the base profile, and every row."""
     y = np.array([o.joules for o in observations])
     macs = np.array([o.macs for o in observations], dtype=float)
@@ -373,6 +375,6 @@ def _report(observations, predicted, base_predicted, held, train) -> dict[str, A
 def _device_name(device: str) -> str:
     if device.startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(device)
-    from energyprune.energy.meter import cpu_name
+    from energyprune.energy.measurement.meters import cpu_name
 
     return cpu_name()

@@ -27,12 +27,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from energyprune.energy.features import op_features, split_energy
-from energyprune.energy.hardware import DTYPES, HardwareProfile, load_hardware
-from energyprune.energy.kernel_time import fused_ops, op_timing
+from energyprune.energy.hardware.kernel_time import fused_ops, op_timing
+from energyprune.energy.hardware.profile import DTYPES, HardwareProfile, load_hardware
+from energyprune.energy.pricing.features import op_features, split_energy
+from energyprune.energy.pricing.roofline import op_seconds
 from energyprune.energy.quantity import Estimated
-from energyprune.energy.roofline import op_seconds
-from energyprune.energy.trace import OpRecord, Trace, trace
+from energyprune.energy.tracing.tracer import OpRecord, Trace, trace
 from energyprune.errors import ConfigError
 from energyprune.models.layers import folded_copy
 
@@ -183,7 +183,7 @@ def price_op(
     fused: bool = False,
 ) -> OpEnergy:
     """One traced op priced under ``hw`` (``coef``: its coefficients; ``override``: dtype;
-    ``fused``: it runs in its producer's epilogue, see energy/kernel_time.py)."""
+    ``fused``: it runs in its producer's epilogue, see energy/hardware/kernel_time.py)."""
     feats = op_features(record, hw, override, fused)
     compute, memory, overhead = split_energy(feats.amounts, coef)
     seconds = op_seconds(feats.amounts, hw, op_timing(record, fused))

@@ -14,8 +14,8 @@ import math
 
 import torch
 
-from energyprune.energy.cost import Cost, first_tensor, numel, register_formula
-from energyprune.energy.tensors import tensors_in
+from energyprune.energy.tracing.registry import Cost, first_tensor, numel, register_formula
+from energyprune.energy.tracing.tensors import tensors_in
 
 __all__ = ["conv_macs", "sdpa_macs"]
 
@@ -28,7 +28,7 @@ NORM_TRAIN_OPS = 4  # batch statistics, then normalise + affine
 LAYER_NORM_OPS = 5  # mean, variance, subtract, scale, affine
 
 
-def _aten(*names: str) -> list[torch._ops.OpOverloadPacket]:
+def aten_ops(*names: str) -> list[torch._ops.OpOverloadPacket]:
     """The aten packets among ``names`` that this PyTorch build has (newer ops are skipped)."""
     return [getattr(aten, n) for n in names if hasattr(aten, n)]
 
@@ -58,7 +58,7 @@ def conv_macs(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor, transposed: b
     return (x.numel() if transposed else out.numel()) * per_element
 
 
-@register_formula(*_aten("convolution", "_convolution", "convolution_overrideable"))
+@register_formula(*aten_ops("convolution", "_convolution", "convolution_overrideable"))
 def _conv(args, kwargs, out) -> Cost:
     x, w, bias = args[0], args[1], args[2]
     transposed = bool(args[6]) if len(args) > 6 else bool(kwargs.get("transposed", False))
@@ -75,7 +75,7 @@ def _conv(args, kwargs, out) -> Cost:
     )
 
 
-@register_formula(*_aten("cudnn_convolution", "mkldnn_convolution", "_slow_conv2d_forward"))
+@register_formula(*aten_ops("cudnn_convolution", "mkldnn_convolution", "_slow_conv2d_forward"))
 def _backend_conv(args, kwargs, out) -> Cost:
     x, w = args[0], args[1]
     bias = args[2] if isinstance(args[2], torch.Tensor) else None
@@ -84,34 +84,34 @@ def _backend_conv(args, kwargs, out) -> Cost:
     return Cost("conv", conv_macs(x, w, y, False), adds, (w,), channels=_conv_channels(w))
 
 
-@register_formula(*_aten("mm", "_int_mm"))
+@register_formula(*aten_ops("mm", "_int_mm"))
 def _mm(args, kwargs, out) -> Cost:
     a, b = args[0], args[1]
     return Cost("matmul", a.shape[0] * a.shape[1] * b.shape[1], 0, (a, b), channels=_widths(a, b))
 
 
-@register_formula(*_aten("addmm", "_addmm_activation"))
+@register_formula(*aten_ops("addmm", "_addmm_activation"))
 def _addmm(args, kwargs, out) -> Cost:
     a, b = args[1], args[2]
     m, k, n = a.shape[0], a.shape[1], b.shape[1]
     return Cost("matmul", m * k * n, m * n, (a, b), channels=(k, n))
 
 
-@register_formula(*_aten("bmm"))
+@register_formula(*aten_ops("bmm"))
 def _bmm(args, kwargs, out) -> Cost:
     a, b = args[0], args[1]
     macs = a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
     return Cost("matmul", macs, 0, (a, b), channels=_widths(a, b))
 
 
-@register_formula(*_aten("baddbmm"))
+@register_formula(*aten_ops("baddbmm"))
 def _baddbmm(args, kwargs, out) -> Cost:
     a, b = args[1], args[2]
     bsz, m, k, n = a.shape[0], a.shape[1], a.shape[2], b.shape[2]
     return Cost("matmul", bsz * m * k * n, bsz * m * n, (a, b), channels=(k, n))
 
 
-@register_formula(*_aten("mv", "addmv"))
+@register_formula(*aten_ops("mv", "addmv"))
 def _mv(args, kwargs, out) -> Cost:
     offset = 1 if len(args) > 2 else 0
     a = args[offset]
@@ -119,7 +119,7 @@ def _mv(args, kwargs, out) -> Cost:
     return Cost("matmul", a.numel(), adds, (a, args[offset + 1]), channels=(a.shape[-1],))
 
 
-@register_formula(*_aten("linear"))
+@register_formula(*aten_ops("linear"))
 def _linear(args, kwargs, out) -> Cost:
     x, w = args[0], args[1]
     bias = args[2] if len(args) > 2 else None
@@ -128,7 +128,7 @@ def _linear(args, kwargs, out) -> Cost:
     return Cost("matmul", macs, numel(bias) and y.numel(), (w,), channels=tuple(w.shape[:2]))
 
 
-@register_formula(*_aten("matmul"))
+@register_formula(*aten_ops("matmul"))
 def _matmul(args, kwargs, out) -> Cost:
     a, b = args[0], args[1]
     y = first_tensor(out)
@@ -182,7 +182,7 @@ def _fused_attention(causal_at: int | None):
 
 
 for _name, _at in _CAUSAL_ARG.items():
-    register_formula(*_aten(_name))(_fused_attention(_at))
+    register_formula(*aten_ops(_name))(_fused_attention(_at))
 
 
 def sdpa_attention_cost(q, k, v, causal: bool, reads=None) -> Cost:
@@ -201,7 +201,7 @@ def _mha_macs(batch: int, length: int, source: int, embed: int) -> tuple[int, in
     return in_proj, out_proj, 2 * batch * length * source * embed
 
 
-@register_formula(*_aten("_native_multi_head_attention"))
+@register_formula(*aten_ops("_native_multi_head_attention"))
 def _native_mha(args, kwargs, out) -> Cost:
     """Fused ``nn.MultiheadAttention`` fast path (torchvision ViT in no-grad eval).
 
@@ -221,7 +221,7 @@ def _native_mha(args, kwargs, out) -> Cost:
     return Cost("attention", macs, ops, operands, channels=(embed // heads, embed))
 
 
-@register_formula(*_aten("_transformer_encoder_layer_fwd"))
+@register_formula(*aten_ops("_transformer_encoder_layer_fwd"))
 def _encoder_layer(args, kwargs, out) -> Cost:
     """Fused ``nn.TransformerEncoderLayer`` fast path: attention + 2-layer MLP + 2 layer norms.
 
@@ -245,12 +245,12 @@ def _encoder_layer(args, kwargs, out) -> Cost:
     return Cost("attention", macs, ops, operands, channels=(embed // heads, embed, hidden))
 
 
-@register_formula(*_aten("_softmax", "_log_softmax", "_safe_softmax"))
+@register_formula(*aten_ops("_softmax", "_log_softmax", "_safe_softmax"))
 def _softmax(args, kwargs, out) -> Cost:
     return Cost("elementwise", 0, SOFTMAX_OPS * args[0].numel())
 
 
-@register_formula(*_aten("cumsum", "cumprod", "logcumsumexp"))
+@register_formula(*aten_ops("cumsum", "cumprod", "logcumsumexp"))
 def _scan(args, kwargs, out) -> Cost:
     return Cost("elementwise", 0, args[0].numel())
 
@@ -258,13 +258,13 @@ def _scan(args, kwargs, out) -> Cost:
 # --- normalisation and pooling --------------------------------------------------------------
 
 
-@register_formula(*_aten("_native_batch_norm_legit_no_training"))
+@register_formula(*aten_ops("_native_batch_norm_legit_no_training"))
 def _bn_eval(args, kwargs, out) -> Cost:
     return Cost("norm", 0, NORM_EVAL_OPS * args[0].numel())
 
 
 @register_formula(
-    *_aten(
+    *aten_ops(
         "native_batch_norm",
         "_native_batch_norm_legit",
         "_batch_norm_with_update",
@@ -278,7 +278,7 @@ def _bn(args, kwargs, out) -> Cost:
     return Cost("norm", 0, per_element * args[0].numel())
 
 
-@register_formula(*_aten("native_layer_norm", "native_group_norm", "_fused_rms_norm"))
+@register_formula(*aten_ops("native_layer_norm", "native_group_norm", "_fused_rms_norm"))
 def _layer_norm(args, kwargs, out) -> Cost:
     return Cost("norm", 0, LAYER_NORM_OPS * args[0].numel())
 
@@ -291,7 +291,7 @@ def _window(kernel: object, dims: int) -> int:
 
 
 @register_formula(
-    *_aten(
+    *aten_ops(
         "max_pool1d",
         "max_pool2d",
         "max_pool3d",
@@ -310,7 +310,7 @@ def _pool(args, kwargs, out) -> Cost:
 
 
 @register_formula(
-    *_aten(
+    *aten_ops(
         "_adaptive_avg_pool2d",
         "_adaptive_avg_pool3d",
         "adaptive_avg_pool1d",
@@ -326,7 +326,7 @@ def _adaptive_pool(args, kwargs, out) -> Cost:
 # --- data movement ----------------------------------------------------------------------------
 
 
-@register_formula(*_aten("embedding", "_embedding_bag"))
+@register_formula(*aten_ops("embedding", "_embedding_bag"))
 def _embedding(args, kwargs, out) -> Cost:
     """Only the gathered rows of the table are read, not the whole table."""
     weight, indices, y = args[0], args[1], first_tensor(out)
@@ -334,7 +334,7 @@ def _embedding(args, kwargs, out) -> Cost:
 
 
 @register_formula(
-    *_aten(
+    *aten_ops(
         "cat",
         "stack",
         "clone",
@@ -381,14 +381,16 @@ def distinct_elements(t: torch.Tensor) -> int:
     return math.prod(n for n, stride in zip(t.shape, t.stride(), strict=True) if stride)
 
 
-@register_formula(*_aten("_unsafe_view", "alias", "lift_fresh"))
+@register_formula(*aten_ops("_unsafe_view", "alias", "lift_fresh"))
 def _alias(args, kwargs, out) -> Cost:
     """Views that aten does not tag as views (``_unsafe_view`` ends every bias-free
     ``nn.Linear`` on a 3-D input): the output shares the input's bytes, nothing moves."""
     return Cost("view", reads=(), writes_output=False)
 
 
-@register_formula(*_aten("empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided"))
+@register_formula(
+    *aten_ops("empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided")
+)
 def _empty(args, kwargs, out) -> Cost:
     """Allocation only: nothing is read or written."""
     return Cost("data", reads=(), writes_output=False)

@@ -17,8 +17,8 @@ Four terms, each off by default, so a profile without a ``runtime:`` section pri
   channel shuffle) is a TensorRT shuffle layer, far dearer than a conv's launch.
 
 :func:`op_timing` reads what these terms need from a traced op, and :func:`fused_ops` finds the
-epilogues. Both pricing (:mod:`energyprune.energy.model`) and calibration use them, so a fitted
-profile prices what it was fitted on.
+epilogues. Both pricing (:mod:`energyprune.energy.pricing.estimates`) and calibration use them, so
+a fitted profile prices what it was fitted on.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from energyprune.errors import ConfigError
 
 if TYPE_CHECKING:  # records only: no torch import when a profile is loaded
-    from energyprune.energy.trace import OpRecord
+    from energyprune.energy.tracing.tracer import OpRecord
 
 __all__ = [
     "CONV_VARIANTS",

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from energyprune.energy.kernel_time import KernelTiming, parse_runtime
+from energyprune.energy.hardware.kernel_time import KernelTiming, parse_runtime
 from energyprune.errors import ConfigError
 from energyprune.files import read_text
 
@@ -19,6 +19,7 @@ __all__ = [
     "BUILTIN_PROFILES",
     "DTYPES",
     "HardwareProfile",
+    "PowerRange",
     "builtin_summaries",
     "load_hardware",
 ]
@@ -26,7 +27,7 @@ __all__ = [
 #: the dtypes a profile prices tensors as
 DTYPES = ("fp32", "fp16", "bf16", "int8")
 
-_PROFILE_DIR = resources.files("energyprune.energy") / "profiles"
+_PROFILE_DIR = resources.files("energyprune.energy.hardware") / "profiles"
 BUILTIN_PROFILES: tuple[str, ...] = tuple(
     sorted(p.name.removesuffix(".yaml") for p in _PROFILE_DIR.iterdir() if p.name.endswith(".yaml"))
 )
@@ -34,6 +35,15 @@ _REQUIRED = ("name", "sources", "compute_pj", "memory_pj_per_byte", "buffer_byte
 _LEVELS = ("register_file", "array", "buffer", "dram")
 #: Which compute-cost row prices a dtype the profile does not list.
 _COMPUTE_FALLBACK = {"fp64": "fp32", "int64": "int32", "int16": "int32", "bool": "int32"}
+
+
+@dataclass(frozen=True)
+class PowerRange:
+    """What the device draws, from its datasheet: idle, and the most it can draw (TDP, the
+    module's maximum). A profile that implies more than ``max_w`` on some kernel is wrong."""
+
+    idle_w: float
+    max_w: float
 
 
 @dataclass(frozen=True)
@@ -54,7 +64,8 @@ class HardwareProfile:
         calibration: fidelity report of a calibrated profile (None for hand-written ones).
         sparse_kernels: N:M patterns the runtime has kernels for (``["2:4"]``): only there
             does an N:M-sparse weight save MACs and bytes (zero-skipping aside).
-        peak_flops / bandwidth / launch_s / static_w: rates for the roofline (energy/roofline.py):
+        peak_flops / bandwidth / launch_s / static_w: rates for the roofline
+        (energy/pricing/roofline.py):
             FLOP/s per dtype, bytes/s per memory level, seconds per kernel launch, and static
             (idle) watts charged over the ops' time. Without ``peak_flops`` and ``bandwidth``
             no time and no static energy is priced.
@@ -63,8 +74,10 @@ class HardwareProfile:
             once per forward, in the total and in no layer (fitted by calibration; 0 = none).
         active_w: watts above idle while a kernel runs (clocks and rails up), charged over op
             time on top of ``static_w`` (fitted by calibration; 0 = none).
+        power: the device's declared power range (``power_w: {idle, max}`` in the file); a
+            fitted profile may never imply more than its maximum (None: not declared).
         runtime: how the runtime runs kernels: fusion, occupancy, per-kernel efficiency and
-            launch time (:mod:`energyprune.energy.kernel_time`; the default adds nothing).
+            launch time (:mod:`energyprune.energy.hardware.kernel_time`; the default adds nothing).
         sources / assumptions: citations and modelling assumptions, from the file.
         description / summary: what the profile prices, at length and in one line.
         path: file it was loaded from.
@@ -87,6 +100,7 @@ class HardwareProfile:
     forward_s: float = 0.0
     active_w: float = 0.0
     runtime: KernelTiming = field(default_factory=KernelTiming)
+    power: PowerRange | None = None
     sparse_kernels: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
     assumptions: tuple[str, ...] = ()
@@ -114,7 +128,7 @@ class HardwareProfile:
         return self.compute_pj[self.compute_row(dtype)]
 
     def coefficients(self) -> dict[str, float]:
-        """pJ per unit of each energy feature (see :mod:`energyprune.energy.features`)."""
+        """pJ per unit of each energy feature (see :mod:`energyprune.energy.pricing.features`)."""
         coef = {"launch": self.launch_pj, "mac:unaligned": self.unaligned_mac_pj}
         for dtype, row in self.compute_pj.items():
             coef[f"mac:{dtype}"], coef[f"add:{dtype}"] = row["mac"], row["add"]
@@ -210,6 +224,22 @@ def _check(data: Any, origin: str) -> HardwareProfile:
     return _build(data, origin)
 
 
+def _power(data: Any, origin: str) -> PowerRange | None:
+    """``power_w: {idle: W, max: W}`` as a :class:`PowerRange`, checked."""
+    if data is None:
+        return None
+    try:
+        idle, top = float(data["idle"]), float(data["max"])
+    except (TypeError, KeyError, ValueError):
+        idle, top = -1.0, -1.0
+    if not 0 <= idle < top:
+        raise ConfigError(
+            f"hardware profile {origin}: power_w must be {{idle: W, max: W}} with "
+            f"0 <= idle < max, got {data!r}"
+        )
+    return PowerRange(idle, top)
+
+
 def _patterns(values, origin: str) -> tuple[str, ...]:
     """``sparse_kernels`` as ``("2:4", ...)``; anything else is one line naming the field."""
     out = []
@@ -246,6 +276,7 @@ def _build(data: dict, origin: str) -> HardwareProfile:
         forward_s=float(data.get("forward_s", 0.0)),
         active_w=float(data.get("active_w", 0.0)),
         runtime=parse_runtime(data.get("runtime"), origin),
+        power=_power(data.get("power_w"), origin),
         sparse_kernels=_patterns(data.get("sparse_kernels") or [], origin),
         sources=tuple(str(s) for s in data["sources"]),
         assumptions=tuple(str(s) for s in data.get("assumptions") or ()),

@@ -6,10 +6,11 @@ The scaling follows each module's inputs and outputs: MACs scale with both (with
 alone for a depthwise conv), weights with both, biases and norm parameters with the outputs,
 activations read with the inputs and written with the outputs. Ops without parameters
 (activations, pooling, residual adds) follow the outputs of the last module with parameters
-that ran before them. Every op is priced by the same :func:`~energyprune.energy.model.price_op`,
-so the memory level of each resized tensor (on-chip buffer or DRAM) is decided again: the jumps
-a linear per-channel estimate misses. A concatenation of several resized producers is scaled as
-its last one: an approximation the caller corrects by pricing the pruned model for real.
+that ran before them. Every op is priced by the same
+:func:`~energyprune.energy.pricing.estimates.price_op`, so the memory level of each resized tensor
+(on-chip buffer or DRAM) is decided again: the jumps a linear per-channel estimate misses. A
+concatenation of several resized producers is scaled as its last one: an approximation the caller
+corrects by pricing the pruned model for real.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from energyprune.energy.hardware import HardwareProfile
-from energyprune.energy.kernel_time import fused_ops
-from energyprune.energy.model import EnergyProfile, Totals, price_op, with_forward
-from energyprune.energy.trace import OpRecord
+from energyprune.energy.hardware.kernel_time import fused_ops
+from energyprune.energy.hardware.profile import HardwareProfile
+from energyprune.energy.pricing.estimates import EnergyProfile, Totals, price_op, with_forward
+from energyprune.energy.tracing.tracer import OpRecord
 
 __all__ = ["Resize", "channel_dim", "rescaled_energy", "rescaled_profile"]
 

@@ -1,8 +1,8 @@
 """Calibrate from measurements made anywhere: fit a profile to a measurement table.
 
-The table (:mod:`energyprune.energy.table`) is read, each distinct (model, weights, input
-shape, dtype) is built and traced once, and the rows go through the same fit as live
-calibration (:func:`energyprune.energy.calibrate.fit_observations`). Rows that cannot be used
+The table (:mod:`energyprune.energy.calibration.tables`) is read, each distinct (model, weights,
+input shape, dtype) is built and traced once, and the rows go through the same fit as live
+calibration (:func:`energyprune.energy.calibration.live.fit_observations`). Rows that cannot be used
 (an unparsable model, a shape the model refuses, a non-positive figure) are reported by line;
 the fit goes on without them only when asked to.
 """
@@ -14,14 +14,14 @@ from pathlib import Path
 
 from torch import nn
 
-from energyprune.energy.calibrate import CalibrationResult, Observation, fit_observations
-from energyprune.energy.features import op_amounts
-from energyprune.energy.hardware import HardwareProfile, load_hardware
-from energyprune.energy.kernel_time import PricedOp
-from energyprune.energy.table import FITTABLE, BadRow, Row, read_table
-from energyprune.energy.timed_fit import TimedRow, fit_timed_observations
-from energyprune.energy.trace import TORCH_DTYPES
+from energyprune.energy.calibration.live import CalibrationResult, Observation, fit_observations
+from energyprune.energy.calibration.tables import FITTABLE, BadRow, Row, read_table
+from energyprune.energy.calibration.timed_fit import TimedRow, fit_timed_observations
+from energyprune.energy.hardware.kernel_time import PricedOp
+from energyprune.energy.hardware.profile import HardwareProfile, load_hardware
+from energyprune.energy.pricing.features import op_amounts
 from energyprune.errors import ConfigError, EnergyPruneError, first_line
+from energyprune.models.layers import TORCH_DTYPES
 from energyprune.models.placement import example_input
 from energyprune.models.zoo import build_model, load_weights
 

@@ -1,8 +1,8 @@
 """Fit time and static power, not only MACs and bytes, to rows that carry measured latency and
 gross energy (a Jetson TX2's table: at 5-10 W of module power, a block's energy is mostly time).
 
-The model is the roofline of :mod:`energyprune.energy.roofline` with the runtime's kernel terms
-of :mod:`energyprune.energy.kernel_time`, plus a fixed time per forward:
+The model is the roofline of :mod:`energyprune.energy.pricing.roofline` with the runtime's kernel
+terms of :mod:`energyprune.energy.hardware.kernel_time`, plus a fixed time per forward:
 
     T = forward_s + Σ_ops [max(compute_i × k_i / e_c, memory_i / e_m) + launch_s[kind] × launches]
     k_i = (O_i + N0) / O_i  ×  1 / efficiency[variant]  ×  (1 + S0 × weights_i / MACs_i, grouped)
@@ -23,7 +23,7 @@ two stages, each on relative error over the training rows:
    coefficient is ``active_w``): stage 1's times, not the measured latency, because the profile
    must price models nobody measured.
 
-Every prediction, held-out rows included, is priced by :func:`energyprune.energy.roofline.
+Every prediction, held-out rows included, is priced by :func:`energyprune.energy.pricing.roofline.
 op_seconds` and the profile's coefficients, op by op, as :func:`energyprune.estimate` prices.
 """
 
@@ -36,19 +36,19 @@ from typing import Any
 import numpy as np
 from scipy.optimize import least_squares, nnls
 
-from energyprune.energy.calibrate import (
+from energyprune.energy.calibration.fidelity import fidelity
+from energyprune.energy.calibration.live import (
     CalibrationResult,
     Observation,
-    _check_fraction,
-    _holdout,
-    _report,
-    _solve,
-    _summary,
+    check_fraction,
+    fidelity_report,
+    holdout,
+    solve,
+    summary,
 )
-from energyprune.energy.fidelity import fidelity
-from energyprune.energy.hardware import HardwareProfile
-from energyprune.energy.roofline import op_seconds
-from energyprune.energy.time_terms import OpArrays, TimedRow, TimeTerms, fit_terms
+from energyprune.energy.calibration.time_terms import OpArrays, TimedRow, TimeTerms, fit_terms
+from energyprune.energy.hardware.profile import HardwareProfile
+from energyprune.energy.pricing.roofline import op_seconds
 from energyprune.errors import ConfigError
 
 __all__ = [
@@ -144,7 +144,7 @@ def fit_timed_profile(
         ]
     )
     y = np.array([rows[i].joules for i in train]) / 1e-12
-    solution = _solve(x, y)
+    solution = solve(x, y)
     fitted = dict(zip(columns, solution[:-2].tolist(), strict=True))
     profile = with_coefficients(
         timed,
@@ -195,13 +195,13 @@ def fit_timed_observations(
 ) -> CalibrationResult:
     """Fit time and energy on the training share; report held-out fidelity of energy and of
     latency for the fit, plain MACs and ``base`` (the split is calibrate's, seed for seed)."""
-    _check_fraction(heldout_fraction)
+    check_fraction(heldout_fraction)
     if len(rows) < 6:
         raise ConfigError(f"fitting time needs at least 6 measured rows, got {len(rows)}")
-    held, train = _holdout(len(rows), heldout_fraction, seed)
+    held, train = holdout(len(rows), heldout_fraction, seed)
     fitted, t, kept = fit_timed_profile(base, rows, train, name)
     predicted = np.array([predict_joules(r, fitted) for r in rows])
-    report = _report(
+    report = fidelity_report(
         observations, predicted, np.array([predict_joules(r, base) for r in rows]), held, train
     )
     report.update(_time_report(observations, rows, fitted, base, held, train))
@@ -220,7 +220,7 @@ def fit_timed_observations(
         latency_train_mape=t.train_mape,
         **context,
     )
-    return CalibrationResult(replace(fitted, calibration=_summary(report)), report)
+    return CalibrationResult(replace(fitted, calibration=summary(report)), report)
 
 
 def _time_report(observations, rows, fitted, base, held, train) -> dict[str, Any]:

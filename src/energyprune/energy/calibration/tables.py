@@ -33,9 +33,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from energyprune.energy.trace import TORCH_DTYPES
 from energyprune.errors import ConfigError
 from energyprune.files import read_text
+from energyprune.models.layers import TORCH_DTYPES
 from energyprune.models.zoo import parse_input_shape
 
 __all__ = ["FITTABLE", "BadRow", "Row", "read_table", "table_records"]

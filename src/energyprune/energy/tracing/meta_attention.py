@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import _disable_current_modes
 
-from energyprune.energy.cost import Cost
-from energyprune.energy.formulas import sdpa_attention_cost
+from energyprune.energy.tracing.formulas import sdpa_attention_cost
+from energyprune.energy.tracing.registry import Cost
 
 __all__ = ["FUSED_OP", "MetaAttention"]
 

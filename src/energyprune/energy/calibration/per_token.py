@@ -5,7 +5,7 @@ workload) with its regime columns (``batch``; ``prompt`` / ``context`` / ``outpu
 ``dtype`` and ``joules_per_token`` (the total over the ``gpus`` GPUs); optional ``device`` and
 ``source``. Each row's regime is traced as :func:`energyprune.profile_lm` traces it.
 
-The fit is the one of :mod:`energyprune.energy.calibrate`: non-negative least squares on
+The fit is the one of :mod:`energyprune.energy.calibration.live`: non-negative least squares on
 relative error over the energy features, plus one more column, the roofline time, whose
 coefficient is the static power. Time depends on how much of the datasheet peak kernels reach,
 so the compute and bandwidth efficiencies are searched on a grid and the pair with the lowest
@@ -29,15 +29,15 @@ from typing import Any
 
 import numpy as np
 
-from energyprune.energy.calibrate import CalibrationResult, _solve
-from energyprune.energy.features import op_features
-from energyprune.energy.fidelity import fidelity
-from energyprune.energy.hardware import HardwareProfile, load_hardware
-from energyprune.energy.lm import lm_traces
-from energyprune.energy.regimes import PHASES, Regime
-from energyprune.energy.roofline import op_rates
-from energyprune.energy.table import BadRow, table_records
-from energyprune.energy.timed_fit import with_coefficients
+from energyprune.energy.calibration.fidelity import fidelity
+from energyprune.energy.calibration.live import CalibrationResult, solve
+from energyprune.energy.calibration.tables import BadRow, table_records
+from energyprune.energy.calibration.timed_fit import with_coefficients
+from energyprune.energy.hardware.profile import HardwareProfile, load_hardware
+from energyprune.energy.lm.per_token import lm_traces
+from energyprune.energy.lm.regimes import PHASES, Regime
+from energyprune.energy.pricing.features import op_features
+from energyprune.energy.pricing.roofline import op_rates
 from energyprune.errors import ConfigError, EnergyPruneError
 from energyprune.models.layers import TORCH_DTYPES
 
@@ -187,7 +187,7 @@ def _fit(observed: Sequence[_Observed], hw: HardwareProfile, train: list[int]):
     best = None
     for eff in [(c, m) for c in EFFICIENCIES for m in EFFICIENCIES]:
         x = _design(observed, columns, hw, eff)
-        solution = _solve(x[train], y[train])
+        solution = solve(x[train], y[train])
         error = float(np.mean(np.abs(x[train] @ solution / y[train] - 1)))
         if best is None or error < best[0]:
             best = (error, eff, solution)

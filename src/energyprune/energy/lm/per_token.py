@@ -1,13 +1,13 @@
 """Energy per token of a decoder-only language model in a stated serving regime (an estimate).
 
-:func:`profile_lm` builds each forward pass of the regime (:mod:`energyprune.energy.regimes`)
+:func:`profile_lm` builds each forward pass of the regime (:mod:`energyprune.energy.lm.regimes`)
 with a real static cache (:mod:`energyprune.models.hf`), traces the model's own code on the
 meta device, prices it under a hardware profile, and divides by the tokens the regime counts.
 Cache traffic is its own category: the tracer tags the cache's memory, so KV bytes are what
 the model's attention reads and writes, not a formula of ours.
 
 Mixture-of-experts rule: compute is the active experts' (top-k per token, as routed); weight
-bytes are the experts a step is expected to touch, :func:`~energyprune.energy.regimes.
+bytes are the experts a step is expected to touch, :func:`~energyprune.energy.lm.regimes.
 touched_experts` = E (1 - (1 - k/E)^T) for T tokens in the step, of the whole expert stack the
 grouped kernel is handed.
 """
@@ -25,11 +25,11 @@ from typing import Any
 
 from torch import nn
 
-from energyprune.energy.features import itemsize, price_dtype
-from energyprune.energy.hardware import HardwareProfile, load_hardware
-from energyprune.energy.model import EnergyProfile, OpEnergy, estimate
-from energyprune.energy.regimes import Decode, Prefill, Regime, Workload, touched_experts
-from energyprune.energy.trace import Trace, trace
+from energyprune.energy.hardware.profile import HardwareProfile, load_hardware
+from energyprune.energy.lm.regimes import Decode, Prefill, Regime, Workload, touched_experts
+from energyprune.energy.pricing.estimates import EnergyProfile, OpEnergy, estimate
+from energyprune.energy.pricing.features import itemsize, price_dtype
+from energyprune.energy.tracing.tracer import Trace, trace
 from energyprune.errors import ConfigError
 
 __all__ = [
@@ -190,7 +190,7 @@ def nm_weights(model: nn.Module, patterns: Iterable[str]) -> dict[str, tuple[int
 def _sparse_kernels(tr: Trace, sparse: dict[str, tuple[int, int]]) -> Trace:
     """Ops against N:M-sparse weights as the runtime's N:M kernels run them: n/m of the MACs,
     and n/m of the weight bytes plus the index metadata (log2(m) bits per kept value)."""
-    from energyprune.energy.features import itemsize
+    from energyprune.energy.pricing.features import itemsize
 
     records = []
     for r in tr.records:

@@ -12,16 +12,16 @@ energy on top of its dynamic energy: the idle board draws power while the op run
 FLOPs; element-wise ops count 1 FLOP each at the same peak (an optimistic bound for vector
 units). Levels without a bandwidth are not a bottleneck. A profile without rates prices no time
 and no static energy, so it prices exactly as before. A profile's ``runtime`` terms (fusion,
-occupancy, per-kernel efficiency and launch time: :mod:`energyprune.energy.kernel_time`) slow
-the compute side and set the launch time per op kind.
+occupancy, per-kernel efficiency and launch time: :mod:`energyprune.energy.hardware.kernel_time`)
+slow the compute side and set the launch time per op kind.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 
-from energyprune.energy.hardware import HardwareProfile
-from energyprune.energy.kernel_time import OpTiming
+from energyprune.energy.hardware.kernel_time import OpTiming
+from energyprune.energy.hardware.profile import HardwareProfile
 from energyprune.errors import ConfigError
 
 __all__ = ["kernel_compute", "op_rates", "op_seconds"]

@@ -2,7 +2,7 @@
 
 The registry follows ``torch.utils.flop_counter``: one pure function per aten op packet, added with
 :func:`register_formula`; views, pointwise ops and reductions are priced by rule
-(:func:`generic_cost`). The formulas themselves live in :mod:`energyprune.energy.formulas`.
+(:func:`generic_cost`). The formulas themselves live in :mod:`energyprune.energy.tracing.formulas`.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import json
 
 import yaml
 
-from energyprune.energy.calibrate import CalibrationResult
+from energyprune.energy.calibration.live import CalibrationResult
 from energyprune.files import atomic_write_text
 
 __all__ = ["profile_to_yaml", "write_calibration"]
@@ -72,7 +72,7 @@ def _method(rep: dict, quantity: str) -> str:
             f"time (active_w); time was fitted to the measured latency first, by non-linear "
             f"least squares on log relative error ({', '.join(rep['time_terms_fitted'])}; "
             f"{rep['compute_efficiency']:.1%} and {rep['bandwidth_efficiency']:.1%} of the base's "
-            "peaks): energy/timed_fit.py."
+            "peaks): energy/calibration/timed_fit.py."
         )
     if "compute_efficiency" in rep:
         return (

@@ -3,7 +3,8 @@
 It runs the model for real under a ``TorchDispatchMode`` (the mechanism behind
 ``torch.utils.flop_counter``), so functional calls, fused kernels and data-dependent control flow
 are seen exactly as executed. Module attribution comes from a stack kept by forward pre/post
-hooks. Nothing is priced here: :mod:`energyprune.energy.model` applies a hardware profile.
+hooks. Nothing is priced here: :mod:`energyprune.energy.pricing.estimates` applies a hardware
+profile.
 """
 
 from __future__ import annotations
@@ -29,28 +30,17 @@ from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 from torch.utils._pytree import tree_map_only
 
-from energyprune.energy import (  # noqa: F401  (importing them registers the op formulas)
+from energyprune.energy.tracing import (  # noqa: F401  (importing them registers the op formulas)
     formulas,
     formulas_decoder,
 )
-from energyprune.energy.cost import FORMULAS, Cost, generic_cost, has_rule
-from energyprune.energy.fused import MetaAttention
-from energyprune.energy.storage import read_once, storage_key
-from energyprune.energy.tensors import as_call, dtype_name, tensors_in
+from energyprune.energy.tracing.meta_attention import MetaAttention
+from energyprune.energy.tracing.registry import FORMULAS, Cost, generic_cost, has_rule
+from energyprune.energy.tracing.storage import read_once, storage_key
+from energyprune.energy.tracing.tensors import as_call, dtype_name, tensors_in
 from energyprune.errors import first_line
-from energyprune.models.layers import TORCH_DTYPES
 
-__all__ = [
-    "TORCH_DTYPES",
-    "ModuleInfo",
-    "OpRecord",
-    "Operand",
-    "Trace",
-    "as_call",
-    "dtype_name",
-    "tensors_in",
-    "trace",
-]
+__all__ = ["ModuleInfo", "OpRecord", "Operand", "Trace", "trace"]
 
 #: What fake tensors raise where a forward needs values or an op has no fake kernel; any
 #: other error (a device or dtype mismatch, a wrong shape) is the model's and propagates.

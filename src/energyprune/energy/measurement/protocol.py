@@ -23,15 +23,15 @@ import torch
 from torch import nn
 
 from energyprune.deploy.runtime import Deployment, prepare
-from energyprune.energy.meter import Meter, cpu_name, open_meter
-from energyprune.energy.noise import Noise, iqr_fraction, other_load
+from energyprune.energy.measurement.meters import Meter, cpu_name, open_meter
+from energyprune.energy.measurement.noise import Noise, iqr_fraction, other_load
 from energyprune.energy.quantity import Measured
-from energyprune.energy.trace import dtype_name
+from energyprune.energy.tracing.tensors import dtype_name
 from energyprune.errors import ConfigError, MeterError, MeterUnavailableError
 from energyprune.options import build
 
 if TYPE_CHECKING:
-    from energyprune.energy.model import EnergyProfile
+    from energyprune.energy.pricing.estimates import EnergyProfile
 
 __all__ = ["Measurement", "MeasurementProtocol", "Protocol", "Window", "measure", "run_protocol"]
 
@@ -115,7 +115,7 @@ class Measurement:
 
     @property
     def noisy(self) -> str | None:
-        """Why this reading cannot be trusted (energy/noise.py), or None."""
+        """Why this reading cannot be trusted (energy/measurement/noise.py), or None."""
         return (self.noise or {}).get("reason")
 
     @property
@@ -337,7 +337,7 @@ def _open(meter: Meter | str | None, device: str) -> tuple[Meter | None, str | N
 
 def _estimate(model, example, hardware, dtype, layer_dtypes, estimated) -> dict[str, Any]:
     """The labelled estimate a meterless measurement reports instead of joules."""
-    from energyprune.energy.model import profile
+    from energyprune.energy.pricing.estimates import profile
 
     prof = estimated or profile(model, example, hardware, dtype, layer_dtypes=layer_dtypes)
     joules = prof.total.energy_j / example.shape[0]

@@ -1,7 +1,8 @@
 """Energy features of an op: the quantities a hardware profile prices, one pJ coefficient each.
 
-Pricing (:mod:`energyprune.energy.model`) and calibration (:mod:`energyprune.energy.calibrate`)
-share this one definition, so a fitted profile prices exactly what it was fitted on.
+Pricing (:mod:`energyprune.energy.pricing.estimates`) and calibration
+(:mod:`energyprune.energy.calibration.live`) share this one definition, so a fitted profile prices
+exactly what it was fitted on.
 
 Features: ``mac:<dtype>`` (charged MACs), ``add:<dtype>`` (other arithmetic), ``mac:unaligned``
 (MACs of ops whose widths miss the profile's ``channel_multiple``), ``bytes:<level>`` (bytes at
@@ -16,9 +17,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from energyprune.energy.hardware import HardwareProfile
-from energyprune.energy.kernel_time import PricedOp, fused_ops, op_timing
-from energyprune.energy.trace import Operand, OpRecord, trace
+from energyprune.energy.hardware.kernel_time import PricedOp, fused_ops, op_timing
+from energyprune.energy.hardware.profile import HardwareProfile
+from energyprune.energy.tracing.tracer import Operand, OpRecord, trace
 from energyprune.errors import ConfigError
 
 __all__ = [
@@ -96,7 +97,7 @@ def op_features(
     record: OpRecord, hw: HardwareProfile, override: str | None, fused: bool = False
 ) -> OpFeatures:
     """Energy features of one op under ``hw``, pricing floating tensors as ``override``
-    (``fused``: it runs in a conv's or linear's epilogue, see energy/kernel_time.py)."""
+    (``fused``: it runs in a conv's or linear's epilogue, see energy/hardware/kernel_time.py)."""
     floating = [o.dtype for o in record.operands if o.dtype in FLOATING]
     traced = floating[0] if floating else (record.operands[0].dtype if record.operands else "fp32")
     dtype = price_dtype(traced, override)

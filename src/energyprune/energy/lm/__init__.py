@@ -1,0 +1,1 @@
+"""Language models: serving regimes and energy per token."""

@@ -1,0 +1,1 @@
+"""Measured energy: meters (Zeus, RAPL, Jetson rails), the measurement protocol, noise."""

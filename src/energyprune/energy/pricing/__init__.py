@@ -1,0 +1,2 @@
+"""Pricing a traced model on a profile: features, kernel time (roofline), the estimate, rescaling a
+cut."""
