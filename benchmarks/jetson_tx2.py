@@ -3,7 +3,8 @@
     python benchmarks/jetson_tx2.py --out benchmarks/results/jetson_tx2_table.csv
 
 One row per measured block (``../shared/measurements/jetson-tx2-fbnet-blocks.csv``, MIT, see
-its README): the block as a model spec (``fbnet:NAME``, built by
+its README), with its family (block type, input size, channels, stride: what a grouped held-out
+split keeps together): the block as a model spec (``fbnet:NAME``, built by
 :mod:`energyprune.models.fbnet` as HW-NAS-Bench built it), its batch-1 input, fp32, the
 measured energy per sample and the measured latency. The energy is **gross**: mean module
 input power (VDD_IN, INA3221, ~10 Hz) x mean latency over 50 TensorRT runs, idle power
@@ -21,8 +22,15 @@ from pathlib import Path
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "measurements"
 SOURCE = SHARED / "jetson-tx2-fbnet-blocks.csv"
 DEVICE = "jetson-tx2 (TensorRT fp32, batch 1)"
-COLUMNS = ("model", "input_shape", "dtype", "joules_per_sample", "latency_ms", "device",
+COLUMNS = ("model", "family", "input_shape", "dtype", "joules_per_sample", "latency_ms", "device",
            "gross_or_active", "source")  # fmt: skip
+
+
+def family(record: dict[str, str]) -> str:
+    """The block family a block is held out with: its type, input size, channels and stride
+    (the 8 ConvBlocks that differ only in expansion, kernel and groups are one family)."""
+    r = record
+    return f"{r['block_type']}_H{r['H']}_Cin{r['cin']}_Cout{r['cout']}_stride{r['stride']}"
 
 
 def table_rows(source: Path = SOURCE) -> tuple[list[dict[str, str]], list[str]]:
@@ -39,7 +47,8 @@ def table_rows(source: Path = SOURCE) -> tuple[list[dict[str, str]], list[str]]:
             spec = f"fbnet:{record['block']}"
             shape = build_model(spec).input_shape
             rows.append({
-                "model": spec, "input_shape": ",".join(map(str, shape)), "dtype": "fp32",
+                "model": spec, "family": family(record),
+                "input_shape": ",".join(map(str, shape)), "dtype": "fp32",
                 "joules_per_sample": repr(energy_mj / 1000.0), "latency_ms": repr(latency_ms),
                 "device": DEVICE, "gross_or_active": "gross",
                 "source": "HW-NAS-Bench FBNet lookup table (MIT)",

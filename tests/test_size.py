@@ -44,8 +44,6 @@ def test_the_size_check_sees_a_long_function():
 
 
 MAX_PARAMETERS = 8
-#: the calibrators' entry points, rebuilt as one calibrator with one spec by issue 35
-CALIBRATORS = {"calibrate", "fit_observations", "calibrate_from"}
 
 
 def _many_parameters(source: str, name: str) -> list[str]:
@@ -57,7 +55,7 @@ def _many_parameters(source: str, name: str) -> list[str]:
         named = [*a.posonlyargs, *a.args, *a.kwonlyargs]
         n = len(named) + (a.vararg is not None) + (a.kwarg is not None)
         n -= bool(named) and named[0].arg in ("self", "cls")
-        if n > MAX_PARAMETERS and node.name not in CALIBRATORS:
+        if n > MAX_PARAMETERS:
             found.append(f"{name}:{node.lineno} {node.name}: {n} parameters")
     return found
 

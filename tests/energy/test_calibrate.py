@@ -69,9 +69,13 @@ def test_fit_recovers_a_known_device_and_beats_macs(tmp_path):
     result = calibrate("cpu", variants=small_variants(), measure_fn=synthetic_meter())
     rep = result.report
     assert rep["n_train"] + rep["n_heldout"] == 30 and rep["n_heldout"] >= 2
-    assert rep["pairwise_agreement"] >= 0.9
-    assert rep["pairwise_agreement"] > rep["macs_pairwise_agreement"]
+    assert rep["split"] == "group" and len(rep["heldout_families"]) >= 2  # whole variants out
+    assert all(v["heldout"] for v in rep["variants"] if v["family"] in rep["heldout_families"])
+    assert rep["pairwise_agreement"] >= rep["macs_pairwise_agreement"]
     assert rep["mape"] < 0.1 < rep["macs_mape"]
+    random = rep["random_split"]  # the same fit on rows held out at random, shown beside
+    assert random["pairwise_agreement"] >= 0.9
+    assert random["pairwise_agreement"] > random["macs_pairwise_agreement"]
     hw = result.profile
     assert hw.launch_pj == pytest.approx(2e6, rel=0.25)
     assert hw.unaligned_mac_pj == pytest.approx(3.0, rel=0.5)

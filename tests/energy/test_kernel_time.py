@@ -12,7 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from energyprune.energy.calibration.live import Observation
+from energyprune.energy.calibration.fit import FitSpec
+from energyprune.energy.calibration.observations import Observation
 from energyprune.energy.calibration.profile_file import profile_to_yaml
 from energyprune.energy.calibration.time_terms import OpArrays, TimeTerms
 from energyprune.energy.calibration.timed_fit import (
@@ -158,9 +159,7 @@ def test_known_runtime_terms_are_fitted_back_from_rows_they_made(tmp_path):
         BASE,
         observations,
         made,
-        "fitted",
-        0.25,
-        seed=0,
+        FitSpec(name="fitted", shrink=0.0),
         device="made by a known profile",
         measured_with="rows made by a known profile",
     )

@@ -34,6 +34,13 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="name of the fitted profile")
     p.add_argument("--heldout", type=float, default=0.25, help="share of rows held out")
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out split")
+    p.add_argument(
+        "--split",
+        choices=("group", "random"),
+        default="group",
+        help="hold out whole families (a model, a block family: the default, which measures "
+        "transfer) or rows at random (interpolation); the report shows both",
+    )
     table = p.add_argument_group("from a table (--from)")
     table.add_argument(
         "--fit",
@@ -54,8 +61,11 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
 def _run_calibrate(args: argparse.Namespace, console: Console) -> int:
     from rich.progress import Progress
 
+    from energyprune.energy.calibration.fit import FitSpec
     from energyprune.energy.calibration.profile_file import write_calibration
+    from energyprune.options import build
 
+    build(FitSpec, **_fit_settings(args))  # bad settings fail before any work, on every path
     if args.source is None:
         from energyprune.energy.measurement.meters import open_meter
 
@@ -77,18 +87,26 @@ def _run_calibrate(args: argparse.Namespace, console: Console) -> int:
 
 def _live(args: argparse.Namespace, progress):
     from energyprune.energy.calibration.live import calibrate
+    from energyprune.energy.measurement.protocol import MeasurementProtocol
 
+    protocol = MeasurementProtocol(
+        min_window_s=args.seconds, windows=args.windows, warmup_s=0.3, idle_s=0.0
+    )
     return calibrate(
         args.device,
         base=args.base or "gpu-generic",
-        name=args.name,
         quick=args.quick,
-        heldout_fraction=args.heldout,
-        seed=args.seed,
-        seconds=args.seconds,
-        windows=args.windows,
+        protocol=protocol,
         progress=progress,
+        **_fit_settings(args),
     )
+
+
+def _fit_settings(args: argparse.Namespace) -> dict:
+    """The FitSpec fields the command line sets (checked once, by FitSpec)."""
+    keys = ("name", "heldout", "seed", "split")
+    fields = ("name", "heldout_fraction", "seed", "split")
+    return {field: getattr(args, key) for field, key in zip(fields, keys, strict=True)}
 
 
 def _fitted_column(args: argparse.Namespace) -> str:
@@ -112,11 +130,9 @@ def _from_tokens(args: argparse.Namespace, progress):
     return calibrate_lm_from(
         args.source,
         base=args.base or "h100-sxm",
-        name=args.name,
-        heldout_fraction=args.heldout,
-        seed=args.seed,
         skip_bad=args.skip_bad,
         progress=progress,
+        **_fit_settings(args),
     )
 
 
@@ -138,12 +154,10 @@ def _from_table(args: argparse.Namespace, progress):
         args.source,
         base=args.base or "gpu-generic",
         column=column,
-        name=args.name,
-        heldout_fraction=args.heldout,
-        seed=args.seed,
         skip_bad=args.skip_bad,
         resolve=resolve,
         progress=progress,
+        **_fit_settings(args),
     )
 
 
@@ -166,10 +180,33 @@ def _summary(rep: dict, console: Console) -> None:
         f"({rep['n_close_pairs_heldout']} close pairs) · {rep['device']}",
         soft_wrap=True,
     )
+    _split_summary(rep, console)
     if "latency_fitted_mape" in rep:  # time was fitted too
         _time_summary(rep, console)
     if rep.get("bad_rows"):
         console.print(f"skipped {len(rep['bad_rows'])} bad row(s), listed in the report")
+
+
+def _split_summary(rep: dict, console: Console) -> None:
+    """How the rows were held out, and the same fit judged on the other split."""
+    if rep.get("split") == "group":
+        held = f"{len(rep['heldout_families'])} whole families held out (--split group)"
+        other = rep.get("random_split")
+    else:
+        held, other = "rows held out at random (--split random)", rep.get("group_split")
+    line = held
+    if other:
+        line += (
+            f"; on the other split the fit orders {other['pairwise_agreement']:.3f} of pairs "
+            f"(MACs {other['macs_pairwise_agreement']:.3f}), MAPE {100 * other['mape']:.1f} %"
+        )
+    console.print(f"{line} · pull toward the base {rep.get('shrink', 0.0):g}", soft_wrap=True)
+    peaks = rep.get("implied_peak_w")
+    if peaks and rep.get("max_w"):
+        spec, watts = max(peaks.items(), key=lambda kv: kv[1])
+        console.print(
+            f"implied power: {watts:.1f} W at most ({spec}), within the {rep['max_w']:g} W maximum"
+        )
 
 
 def _time_summary(rep: dict, console: Console) -> None:

@@ -2,7 +2,7 @@
 
 The table (:mod:`energyprune.energy.calibration.tables`) is read, each distinct (model, weights,
 input shape, dtype) is built and traced once, and the rows go through the same fit as live
-calibration (:func:`energyprune.energy.calibration.live.fit_observations`). Rows that cannot be used
+calibration (:mod:`energyprune.energy.calibration.fit`). Rows that cannot be used
 (an unparsable model, a shape the model refuses, a non-positive figure) are reported by line;
 the fit goes on without them only when asked to.
 """
@@ -10,11 +10,15 @@ the fit goes on without them only when asked to.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
-from energyprune.energy.calibration.live import CalibrationResult, Observation, fit_observations
+from energyprune.energy.calibration.fit import FitSpec
+from energyprune.energy.calibration.live import fit_observations
+from energyprune.energy.calibration.observations import CalibrationResult, Observation
 from energyprune.energy.calibration.tables import FITTABLE, BadRow, Row, read_table
 from energyprune.energy.calibration.timed_fit import TimedRow, fit_timed_observations
 from energyprune.energy.hardware.kernel_time import PricedOp
@@ -24,6 +28,7 @@ from energyprune.errors import ConfigError, EnergyPruneError, first_line
 from energyprune.models.layers import TORCH_DTYPES
 from energyprune.models.placement import example_input
 from energyprune.models.zoo import build_model, load_weights
+from energyprune.options import build
 
 __all__ = ["Resolve", "calibrate_from", "resolve_model"]
 
@@ -52,12 +57,10 @@ def calibrate_from(
     *,
     base: str | HardwareProfile = "gpu-generic",
     column: str = "joules_per_sample",
-    name: str | None = None,
-    heldout_fraction: float = 0.25,
-    seed: int = 0,
     skip_bad: bool = False,
     resolve: Resolve = resolve_model,
     progress: Callable[[int, int, str], None] = lambda done, total, name: None,
+    **settings: Any,
 ) -> CalibrationResult:
     """Fit ``base``'s coefficients to the rows of a measurement table (file or folder).
 
@@ -66,11 +69,14 @@ def calibrate_from(
             wall-clock latency stands in for a meter (the profile then says so).
         skip_bad: fit without the bad rows (listed in the report) instead of refusing.
         resolve: builds a row's model; the default knows every spec but saved folders.
+        settings: the fields of :class:`~energyprune.energy.calibration.fit.FitSpec`
+            (``heldout_fraction``, ``seed``, ``split``, ``energy_factor``, ``shrink``, ``name``).
 
     Raises:
-        ConfigError: bad rows without ``skip_bad`` (each named by file and line), or too few
-            usable rows.
+        ConfigError: bad settings, bad rows without ``skip_bad`` (each named by file and
+            line), or too few usable rows.
     """
+    spec = build(FitSpec, **settings)
     hw = load_hardware(base)
     rows, bad = read_table(source, column)
     observations, timed, unusable = _observe_rows(rows, hw, resolve, progress)
@@ -87,12 +93,10 @@ def calibrate_from(
         fitted_column=column,
         bad_rows=[str(b) for b in bad],
     )
-    name = name or f"{prefix}-{Path(source).stem}"
+    spec = replace(spec, name=spec.name or f"{prefix}-{Path(source).stem}")
     if column == "joules_per_sample" and hw.timed and timed is not None:
-        return fit_timed_observations(
-            hw, observations, timed, name, heldout_fraction, seed, **context
-        )
-    return fit_observations(hw, observations, name, heldout_fraction, seed, **context)
+        return fit_timed_observations(hw, observations, timed, spec, **context)
+    return fit_observations(hw, observations, spec, **context)
 
 
 def _observe_rows(
@@ -117,7 +121,16 @@ def _observe_rows(
         timed.append(timing)
         name = f"{row.model} @ {'x'.join(map(str, row.input_shape))}"
         observations.append(
-            Observation(name, row.group, timing.features(), macs, row.value, batch, row.dtype)
+            Observation(
+                name,
+                row.group,
+                timing.features(),
+                macs,
+                row.value,
+                batch,
+                row.dtype,
+                family=row.family or row.model,
+            )
         )
     progress(len(rows), len(rows), "fit")
     with_latency = all(t.latency_s > 0 for t in timed)

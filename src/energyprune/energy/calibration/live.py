@@ -11,24 +11,34 @@ squares on relative error. Fidelity is reported on held-out variants: pairwise o
 
 from __future__ import annotations
 
-import random
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from scipy.optimize import nnls
 from torch import nn
 
-from energyprune.energy.calibration.fidelity import fidelity, n_close_pairs
+from energyprune.energy.calibration.fit import (
+    EnergySolve,
+    FitSpec,
+    energy_columns,
+    fit_energy,
+    write_back,
+)
+from energyprune.energy.calibration.observations import CalibrationResult, Observation
+from energyprune.energy.calibration.report import fidelity_report, split_report, summary
+from energyprune.energy.calibration.split import split
 from energyprune.energy.hardware.profile import HardwareProfile, load_hardware
 from energyprune.energy.pricing.features import variant_features
 from energyprune.errors import ConfigError
 from energyprune.models.layers import TORCH_DTYPES
 from energyprune.models.placement import example_input
+from energyprune.options import build
+
+if TYPE_CHECKING:
+    from energyprune.energy.measurement.protocol import MeasurementProtocol
 
 __all__ = [
     "CalibrationResult",
@@ -37,7 +47,6 @@ __all__ = [
     "calibrate",
     "design_variants",
     "fit_observations",
-    "fit_profile",
 ]
 
 MeasureFn = Callable[[nn.Module, torch.Tensor, "Variant"], float]
@@ -111,78 +120,15 @@ def design_variants(device: str = "cuda", quick: bool = False) -> list[Variant]:
     return variants
 
 
-def solve(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Non-negative least squares on relative error, with column scaling for conditioning."""
-    rows = x / y[:, None]
-    norms = np.linalg.norm(rows, axis=0)
-    norms[norms == 0] = 1.0
-    solution, _ = nnls(rows / norms, np.ones_like(y))
-    return solution / norms
-
-
-def fit_profile(
-    base: HardwareProfile, features: list[Counter[str]], joules: np.ndarray, name: str
-) -> tuple[HardwareProfile, list[str]]:
-    """Fit ``base``'s coefficients to ``joules`` (J/sample); returns the profile and the names of
-    the features it kept from ``base`` because the data did not exercise them."""
-    coef_base = base.coefficients()
-    columns = sorted({k for f in features for k, v in f.items() if v} & set(coef_base))
-    x = np.array([[f.get(c, 0.0) for c in columns] for f in features])
-    pj = solve(x, joules / 1e-12)
-    fitted = dict(zip(columns, pj.tolist(), strict=True))
-    compute = {d: dict(row) for d, row in base.compute_pj.items()}
-    memory = dict(base.memory_pj_per_byte)
-    for feature, value in fitted.items():
-        kind, _, key = feature.partition(":")
-        if feature == "mac:unaligned" or feature == "launch":
-            continue
-        if kind in ("mac", "add"):
-            compute[key][kind] = value
-        elif kind == "bytes":
-            memory[key] = value
-    profile = replace(
-        base,
-        name=name,
-        compute_pj=compute,
-        memory_pj_per_byte=memory,
-        launch_pj=fitted.get("launch", base.launch_pj),
-        unaligned_mac_pj=fitted.get("mac:unaligned", base.unaligned_mac_pj),
-    )
-    return profile, sorted(set(coef_base) - set(columns))
-
-
-@dataclass(frozen=True)
-class CalibrationResult:
-    """The fitted profile and its fidelity on held-out rows."""
-
-    profile: HardwareProfile
-    report: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Observation:
-    """One measured configuration, traced: what every fit (live or from a file) consumes.
-
-    ``features`` and ``macs`` are per sample; ``joules`` is the measured J/sample; ``group``
-    names what it may be compared with (same device, batch size and dtype).
-    """
-
-    name: str
-    group: str
-    features: Counter[str]
-    macs: float
-    joules: float
-    batch_size: int
-    dtype: str
-
-
-def _default_measure(device: str, seconds: float, windows: int) -> tuple[MeasureFn, str]:
+def _default_measure(device: str, protocol: MeasurementProtocol | None) -> tuple[MeasureFn, str]:
     """The measurement protocol on the device's meter, and what it reads (for the profile)."""
     from energyprune.energy.measurement.meters import open_meter
     from energyprune.energy.measurement.protocol import MeasurementProtocol, measure
 
     meter = open_meter(device)  # raises MeterUnavailableError with the reason
-    protocol = MeasurementProtocol(min_window_s=seconds, windows=windows, warmup_s=0.3, idle_s=0.0)
+    protocol = protocol or MeasurementProtocol(
+        min_window_s=0.5, windows=3, warmup_s=0.3, idle_s=0.0
+    )
 
     def run(model: nn.Module, example: torch.Tensor, variant: Variant) -> float:
         m = measure(model, example, device=device, meter=meter, protocol=protocol)
@@ -195,15 +141,12 @@ def calibrate(
     device: str = "cuda",
     *,
     base: str | HardwareProfile = "gpu-generic",
-    name: str | None = None,
     variants: Sequence[Variant] | None = None,
     quick: bool = False,
-    heldout_fraction: float = 0.25,
-    seed: int = 0,
-    seconds: float = 0.5,
-    windows: int = 3,
+    protocol: MeasurementProtocol | None = None,
     measure_fn: MeasureFn | None = None,
     progress: Callable[[int, int, str], None] = lambda done, total, name: None,
+    **settings: Any,
 ) -> CalibrationResult:
     """Measure the designed variants on ``device`` and fit a profile to them.
 
@@ -212,34 +155,30 @@ def calibrate(
         base: profile whose structure (levels, buffer size, alignment) is kept and whose
             coefficients are refitted; features the variants never exercise keep its values.
         variants: calibration set (default :func:`design_variants`).
-        heldout_fraction: share of variants kept out of the fit to report fidelity.
+        protocol: how each variant is measured (default: 3 windows of >= 0.5 s, no idle).
         measure_fn: ``(model, example, variant) -> J/sample``; default = the measurement
             protocol with the device's meter (raises ``MeterUnavailableError`` without one).
+        settings: the fields of :class:`~energyprune.energy.calibration.fit.FitSpec`
+            (``heldout_fraction``, ``seed``, ``split``, ``energy_factor``, ``shrink``, ``name``).
 
     Returns:
         :class:`CalibrationResult` with the fitted profile and its fidelity report.
     """
-    check_fraction(heldout_fraction)
+    spec = build(FitSpec, **settings)
+    spec = replace(spec, name=spec.name or f"calibrated-{device.split(':')[0]}")
     hw = load_hardware(base)
     variants = list(variants if variants is not None else design_variants(device, quick))
     measured_with = "a caller-supplied measure_fn"
     if measure_fn is None:
-        measure_fn, measured_with = _default_measure(device, seconds, windows)
+        measure_fn, measured_with = _default_measure(device, protocol)
     observations = _observe(variants, hw, device, measure_fn, progress)
     return fit_observations(
         hw,
         observations,
-        name or f"calibrated-{device.split(':')[0]}",
-        heldout_fraction,
-        seed,
+        spec,
         device=_device_name(device),
         measured_with=f"{len(variants)} designed variants measured with {measured_with}",
     )
-
-
-def check_fraction(heldout_fraction: float) -> None:
-    if not 0 < heldout_fraction < 1:
-        raise ConfigError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
 
 
 def _observe(variants, hw, device, measure_fn, progress) -> list[Observation]:
@@ -265,111 +204,69 @@ def _observe(variants, hw, device, measure_fn, progress) -> list[Observation]:
     return observations
 
 
+def _fit_linear(
+    base: HardwareProfile,
+    observations: Sequence[Observation],
+    train: Sequence[int],
+    spec: FitSpec,
+    name: str,
+) -> tuple[HardwareProfile, list[str], EnergySolve]:
+    """Fit ``base``'s feature coefficients to the training rows (bounded, shrunk toward the
+    base); returns the profile, the features kept from ``base`` because the rows did not
+    exercise them, and the solve."""
+    coef_base = base.coefficients()
+    feats = [o.features for o in observations]
+    names = sorted({k for i in train for k, v in feats[i].items() if v} & set(coef_base))
+    columns = energy_columns(base, names, spec.energy_factor)
+    x = np.array([[f.get(c, 0.0) for c in names] for f in feats])
+    y = np.array([o.joules for o in observations]) / 1e-12
+    families = [o.family for o in observations]
+    solved = fit_energy(x, y, columns, families, train, spec)
+    fitted = dict(zip(names, solved.solution.tolist(), strict=True))
+    return write_back(base, fitted, name), sorted(set(coef_base) - set(names)), solved
+
+
 def fit_observations(
     base: HardwareProfile,
     observations: Sequence[Observation],
-    name: str,
-    heldout_fraction: float = 0.25,
-    seed: int = 0,
-    *,
-    device: str,
-    measured_with: str,
-    quantity: str = "joules per sample",
+    spec: FitSpec,
     **context: Any,
 ) -> CalibrationResult:
     """Fit ``base``'s coefficients to the training share of ``observations`` and report
-    fidelity on the held-out share: the one fit path of live and file calibration.
+    fidelity on the held-out share (whole families, as ``spec`` says), beside the same fit on
+    a random split: the linear path of live and file calibration.
 
-    ``device``, ``measured_with`` and ``quantity`` say what was measured (the profile YAML cites
-    them); further ``context`` goes into the report only. The fitted profile carries the
-    headline figures in ``calibration``.
+    ``context`` (``device``, ``measured_with``, ``quantity``, ...) says what was measured;
+    the profile YAML cites it. The fitted profile carries the headline figures in
+    ``calibration``.
     """
-    check_fraction(heldout_fraction)
     if len(observations) < 4:
         raise ConfigError(
             f"calibration needs at least 4 measured rows, got {len(observations)}; measure more "
             "configurations"
         )
-    held, train = holdout(len(observations), heldout_fraction, seed)
-    y = np.array([o.joules for o in observations])
-    feats = [o.features for o in observations]
-    fitted, kept = fit_profile(base, [feats[i] for i in train], y[train], name)
-    report = fidelity_report(
-        observations, _predict(feats, fitted), _predict(feats, base), held, train
-    )
-    report.update(
-        base_profile=base.name,
-        not_calibrated=kept,
-        device=device,
-        measured_with=measured_with,
-        quantity=quantity,
-        **context,
-    )
+    name = spec.name or "calibrated"
+    families = [o.family for o in observations]
+
+    def judged(how: str) -> tuple[HardwareProfile, dict[str, Any]]:
+        cut = split(families, spec.heldout_fraction, spec.seed, how)
+        fitted, kept, solved = _fit_linear(base, observations, cut.train, spec, name)
+        feats = [o.features for o in observations]
+        report = fidelity_report(observations, _predict(feats, fitted), _predict(feats, base), cut)
+        report.update(split_report(cut, how), not_calibrated=kept, shrink=solved.shrink)
+        report["shrink_cv_error"] = solved.cv_error
+        return fitted, report
+
+    fitted, report = judged(spec.split)
+    other = "random" if spec.split == "group" else "group"
+    report[f"{other}_split"] = summary(judged(other)[1]) if len(set(families)) > 1 else None
+    report.update({"base_profile": base.name, "quantity": "joules per sample", **context})
     return CalibrationResult(replace(fitted, calibration=summary(report)), report)
 
 
 def _predict(feats: Sequence[Counter[str]], hw: HardwareProfile) -> np.ndarray:
     coef = hw.coefficients()
     return np.array([sum(v * coef[k] for k, v in f.items()) * 1e-12 for f in feats])
-
-
-def summary(report: dict[str, Any]) -> dict[str, Any]:
-    """The headline fidelity figures a fitted profile carries (they travel in its YAML)."""
-    keys = (
-        "pairwise_agreement",
-        "close_pair_agreement",
-        "macs_pairwise_agreement",
-        "macs_close_pair_agreement",
-        "mape",
-        "n_train",
-        "n_heldout",
-        "device",
-        "date",
-    )
-    return {k: report[k] for k in keys}
-
-
-def holdout(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Held-out and training indices: a seeded shuffle, at least two held out."""
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    n_held = max(2, round(fraction * n))
-    return sorted(order[:n_held]), sorted(order[n_held:])
-
-
-def fidelity_report(observations, predicted, base_predicted, held, train) -> dict[str, Any]:
-    """Held-out fidelity of the fit, of plain MACs and of the base profile, and every row."""
-    y = np.array([o.joules for o in observations])
-    macs = np.array([o.macs for o in observations], dtype=float)
-    groups = np.array([o.group for o in observations])
-    macs_scale = float(np.median(y[train] / np.maximum(macs[train], 1)))
-    report: dict[str, Any] = {}
-    predictors = {"": predicted, "macs_": macs_scale * macs, "base_": base_predicted}
-    for prefix, values in predictors.items():
-        figures = fidelity(values[held], y[held], macs[held], groups[held])
-        report.update({prefix + k: v for k, v in figures.items()})
-    train_figures = fidelity(predicted[train], y[train], macs[train], groups[train])
-    report.update(
-        train_pairwise_agreement=train_figures["pairwise_agreement"],
-        n_train=len(train),
-        n_heldout=len(held),
-        n_close_pairs_heldout=n_close_pairs(macs[held], groups[held]),
-        date=time.strftime("%Y-%m-%d"),
-        variants=[
-            {
-                "name": o.name,
-                "group": o.group,
-                "batch_size": o.batch_size,
-                "dtype": o.dtype,
-                "heldout": i in held,
-                "measured_j_per_sample": float(y[i]),
-                "predicted_j_per_sample": float(predicted[i]),
-                "macs_per_sample": int(macs[i]),
-            }
-            for i, o in enumerate(observations)
-        ],
-    )
-    return report
 
 
 def _device_name(device: str) -> str:

@@ -20,7 +20,6 @@ communication between GPUs is not priced.
 from __future__ import annotations
 
 import math
-import random
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -28,11 +27,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.optimize import minimize
 
-from energyprune.energy.calibration.fidelity import fidelity
-from energyprune.energy.calibration.live import CalibrationResult, solve
+from energyprune.energy.calibration.fidelity import fidelity, n_close_pairs
+from energyprune.energy.calibration.fit import (
+    FitSpec,
+    energy_columns,
+    fit_energy,
+    solve,
+    write_back,
+)
+from energyprune.energy.calibration.observations import CalibrationResult
+from energyprune.energy.calibration.report import split_report
+from energyprune.energy.calibration.split import Split, split
 from energyprune.energy.calibration.tables import BadRow, table_records
-from energyprune.energy.calibration.timed_fit import with_coefficients
+from energyprune.energy.calibration.timed_fit import EFFICIENCIES
 from energyprune.energy.hardware.profile import HardwareProfile, load_hardware
 from energyprune.energy.lm.per_token import lm_traces
 from energyprune.energy.lm.regimes import PHASES, Regime
@@ -40,10 +49,9 @@ from energyprune.energy.pricing.features import op_features
 from energyprune.energy.pricing.roofline import op_rates
 from energyprune.errors import ConfigError, EnergyPruneError
 from energyprune.models.layers import TORCH_DTYPES
+from energyprune.options import build
 
 __all__ = ["TokenRow", "calibrate_lm_from", "read_token_table"]
-
-EFFICIENCIES = tuple(round(0.1 * i, 2) for i in range(1, 11))  # share of peak reached
 
 
 @dataclass(frozen=True)
@@ -179,29 +187,51 @@ def _design(observed, columns, hw, eff) -> np.ndarray:
     return np.array(x)
 
 
-def _fit(observed: Sequence[_Observed], hw: HardwareProfile, train: list[int]):
-    """(efficiencies, coefficient columns, solution) with the lowest training error."""
+def _train_error(observed, names, columns, hw, y, train, eff) -> float:
+    x = _design(observed, names, hw, eff)
+    c = solve(x[train], y[train], columns)
+    return float(np.mean(np.abs(x[train] @ c / y[train] - 1)))
+
+
+def _efficiencies(observed, names, columns, hw, y, train) -> tuple[float, float]:
+    """The (compute, bandwidth) shares of peak with the lowest training error: the best pair
+    on the grid, then refined continuously (within 0.1 % and 100 %) from there."""
+    grid = [(c, m) for c in EFFICIENCIES for m in EFFICIENCIES]
+    best = min(grid, key=lambda e: _train_error(observed, names, columns, hw, y, train, e))
+    lo = math.log(EFFICIENCIES[0])
+    found = minimize(
+        lambda z: _train_error(observed, names, columns, hw, y, train, tuple(np.exp(z))),
+        np.log(best),
+        method="Nelder-Mead",
+        bounds=[(lo, 0.0), (lo, 0.0)],
+        options={"xatol": 1e-4, "fatol": 1e-7},
+    )
+    return tuple(float(v) for v in np.exp(found.x))
+
+
+def _fit(observed: Sequence[_Observed], hw: HardwareProfile, train: list[int], spec: FitSpec):
+    """(efficiencies, coefficient columns, energy solve) with the lowest training error."""
     coef = hw.coefficients()
-    columns = sorted({k for o in observed for k, v in o.features.items() if v} & set(coef))
+    names = sorted({k for i in train for k, v in observed[i].features.items() if v} & set(coef))
+    if hw.launch_s > 0:  # a launch's energy is static power over its launch time: not a term
+        names = [n for n in names if n != "launch"]  # of its own, or the two trade off freely
+    columns = energy_columns(hw, names, spec.energy_factor, ("static_w",))
     y = np.array([o.row.joules for o in observed]) / 1e-12
-    best = None
-    for eff in [(c, m) for c in EFFICIENCIES for m in EFFICIENCIES]:
-        x = _design(observed, columns, hw, eff)
-        solution = solve(x[train], y[train])
-        error = float(np.mean(np.abs(x[train] @ solution / y[train] - 1)))
-        if best is None or error < best[0]:
-            best = (error, eff, solution)
-    return best[1], columns, best[2]
+    eff = _efficiencies(observed, names, columns, hw, y, train)
+    x = _design(observed, names, hw, eff)
+    families = [o.row.model for o in observed]
+    return eff, names, fit_energy(x, y, columns, families, train, spec)
 
 
-def _profile(hw: HardwareProfile, eff, columns, solution, name: str) -> HardwareProfile:
+def _profile(hw: HardwareProfile, eff, names, solution, name: str) -> HardwareProfile:
     timed = replace(
         hw,
         peak_flops={d: v * eff[0] for d, v in hw.peak_flops.items()},
         bandwidth={level: v * eff[1] for level, v in hw.bandwidth.items()},
     )
-    fitted = dict(zip(columns, solution[:-1].tolist(), strict=True))
-    return with_coefficients(timed, fitted, name, static_w=float(solution[-1]) * 1e-12)
+    fitted = dict(zip(names, solution[:-1].tolist(), strict=True))
+    fitted["static_w"] = float(solution[-1]) * 1e-12
+    return write_back(timed, fitted, name)
 
 
 def _predict(observed, hw: HardwareProfile, eff=(1.0, 1.0)) -> np.ndarray:
@@ -228,13 +258,14 @@ def calibrate_lm_from(
     source: str | Path,
     *,
     base: str | HardwareProfile = "h100-sxm",
-    name: str | None = None,
-    heldout_fraction: float = 0.25,
-    seed: int = 0,
     skip_bad: bool = False,
     progress: Callable[[int, int, str], None] = lambda done, total, name: None,
+    **settings: Any,
 ) -> CalibrationResult:
-    """Fit a timed profile to a per-token table; see the module docstring for the method."""
+    """Fit a timed profile to a per-token table; see the module docstring for the method.
+    ``settings`` are the fields of :class:`~energyprune.energy.calibration.fit.FitSpec`; rows
+    are held out by model."""
+    spec = build(FitSpec, **settings)
     hw = load_hardware(base)
     if not hw.timed:
         raise ConfigError(
@@ -257,21 +288,21 @@ def calibrate_lm_from(
         )
     if len(observed) < 4:
         raise ConfigError(f"calibration needs at least 4 measured rows, got {len(observed)}")
-    order = list(range(len(observed)))
-    random.Random(seed).shuffle(order)
-    n_held = max(2, round(heldout_fraction * len(observed)))
-    held, train = sorted(order[:n_held]), sorted(order[n_held:])
-    eff, columns, solution = _fit(observed, hw, train)
-    fitted = _profile(hw, eff, columns, solution, name or f"calibrated-{Path(source).stem}")
+    cut = split([o.row.model for o in observed], spec.heldout_fraction, spec.seed, spec.split)
+    eff, names, solved = _fit(observed, hw, list(cut.train), spec)
+    name = spec.name or f"calibrated-{Path(source).stem}"
+    fitted = _profile(hw, eff, names, solved.solution, name)
     progress(len(rows), len(rows), "fit")
-    report = _report(observed, fitted, hw, held, train, eff, bad)
-    report["not_calibrated"] = sorted(set(hw.coefficients()) - set(columns))
+    report = _report(observed, fitted, hw, cut, eff, bad)
+    report.update(split_report(cut, spec.split), shrink=solved.shrink)
+    report["not_calibrated"] = sorted(set(hw.coefficients()) - set(names))
     return CalibrationResult(replace(fitted, calibration=_summary(report)), report)
 
 
-def _report(observed, fitted, base, held, train, eff, bad) -> dict[str, Any]:
+def _report(observed, fitted, base, cut: Split, eff, bad) -> dict[str, Any]:
     import time
 
+    held, train = list(cut.held), list(cut.train)
     y = np.array([o.row.joules for o in observed])
     flops = np.array([o.flops for o in observed])
     groups = np.array([f"{o.row.device}/{o.row.dtype}" for o in observed])
@@ -299,7 +330,7 @@ def _report(observed, fitted, base, held, train, eff, bad) -> dict[str, Any]:
         fitted_column="joules_per_token",
         n_train=len(train),
         n_heldout=len(held),
-        n_close_pairs_heldout=0,
+        n_close_pairs_heldout=n_close_pairs(flops[held], groups[held]),
         compute_efficiency=eff[0],
         bandwidth_efficiency=eff[1],
         static_w=fitted.static_w,

@@ -6,7 +6,7 @@ import json
 
 import yaml
 
-from energyprune.energy.calibration.live import CalibrationResult
+from energyprune.energy.calibration.observations import CalibrationResult
 from energyprune.files import atomic_write_text
 
 __all__ = ["profile_to_yaml", "write_calibration"]
@@ -31,7 +31,9 @@ def profile_to_yaml(result: CalibrationResult) -> str:
             f"{rep['n_train']} measured rows; fitted to {quantity}."
         ),
         "sources": [
-            f"energyprune calibrate: {rep['measured_with']} on {rep['device']}, {rep['date']}",
+            f"energyprune calibrate: {rep['measured_with']} on {rep['device']}, {rep['date']}; "
+            f"fitted on {rep['n_train']} of them, {rep['n_heldout']} held out "
+            f"({_split_words(rep)})",
             f"fitted to those measurements: {', '.join(fitted)}",
             f"structure and uncalibrated coefficients from {rep['base_profile']}",
         ],
@@ -60,12 +62,29 @@ def profile_to_yaml(result: CalibrationResult) -> str:
             active_w=hw.active_w,
             runtime=hw.runtime.to_dict(),
         )
+    if hw.power is not None:
+        data["power_w"] = {"idle": hw.power.idle_w, "max": hw.power.max_w}
     return yaml.safe_dump(data, sort_keys=False, width=100)
+
+
+def _split_words(rep: dict) -> str:
+    """How the held-out rows were chosen, in words."""
+    if rep.get("split") == "random":
+        return "rows at random"
+    families = rep.get("heldout_families") or []
+    return f"{len(families)} whole families: {', '.join(families[:6])}" + (
+        ", ..." if len(families) > 6 else ""
+    )
 
 
 def _method(rep: dict, quantity: str) -> str:
     """How the coefficients were fitted, in one sentence."""
-    head = f"Fitted by non-negative least squares on relative error of {quantity}"
+    head = (
+        f"Fitted by least squares on relative error of {quantity}, every cost within bounds "
+        "(per-op and per-byte costs within a factor of the base's, powers within the device's "
+        f"range) and pulled toward the base (strength {rep.get('shrink', 0.0):g}, chosen by "
+        "grouped cross-validation on the training rows)"
+    )
     if "latency_fitted_mape" in rep:
         return (
             f"{head}, over the dynamic features, predicted time (static_w) and predicted kernel "

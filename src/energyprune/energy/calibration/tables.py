@@ -62,6 +62,7 @@ class Row:
     kind: str = "gross"
     order: tuple[str, int] = field(default=("", 0), compare=False)
     latency_s: float | None = None  # measured seconds per forward of the batch, when given
+    family: str = ""  # what the row is held out with (a model, a block family); "" = its model
 
     @property
     def group(self) -> str:
@@ -198,6 +199,7 @@ def _parse(record: dict[str, Any], where: str, column: str, folder: Path) -> Row
         weights,
         kind,
         latency_s=_latency(record),
+        family=str(record.get("family") or "").strip(),
     )
 
 

@@ -160,14 +160,11 @@ class OpArrays:
         return variants, kinds
 
 
-def _pack(t: TimeTerms, variants: list[str], kinds: list[str]) -> tuple[list[str], list[float]]:
-    names = [
-        "compute_efficiency",
-        "bandwidth_efficiency",
-        "forward_s",
-        "launch_s",
-        "occupancy_outputs",
-    ]
+def _pack(
+    t: TimeTerms, variants: list[str], kinds: list[str], occupancy: bool
+) -> tuple[list[str], list[float]]:
+    names = ["compute_efficiency", "bandwidth_efficiency", "forward_s", "launch_s"]
+    names += ["occupancy_outputs"] * occupancy
     values = [getattr(t, n) for n in names]
     names += [f"efficiency.{v}" for v in variants]
     values += [t.efficiency.get(v, 1.0) for v in variants]
@@ -188,18 +185,24 @@ def _unpack(names: list[str], values: np.ndarray, start: TimeTerms) -> TimeTerms
 
 
 def fit_terms(
-    arrays: OpArrays, latency: np.ndarray, start: TimeTerms, solver: Callable
+    arrays: OpArrays,
+    latency: np.ndarray,
+    start: TimeTerms,
+    solver: Callable,
+    occupancy: bool = True,
 ) -> tuple[TimeTerms, tuple[str, ...]]:
     """Every term the rows exercise, by ``solver`` (scipy's least_squares) on log relative
-    error, from ``start`` and from each of a few occupancy starts; the best fit and its terms'
-    names."""
+    error, from ``start`` and (with the ``occupancy`` term) from each of a few occupancy
+    starts; the best fit and its terms' names."""
     variants, kinds = arrays.exercised()
-    names, values = _pack(start, variants, kinds)
+    start = start if occupancy else replace(start, occupancy_outputs=0.0)
+    names, values = _pack(start, variants, kinds, occupancy)
     bounds = np.log([_BOUNDS[n.partition(".")[0]] for n in names]).T
     best, best_cost = start, np.inf
-    for occupancy in _OCCUPANCY_STARTS:
+    for occupancy_start in _OCCUPANCY_STARTS if occupancy else (None,):
         x0 = np.clip(np.log(np.maximum(values, 1e-12)), bounds[0] + 1e-9, bounds[1] - 1e-9)
-        x0[names.index("occupancy_outputs")] = np.log(occupancy)
+        if occupancy_start is not None:
+            x0[names.index("occupancy_outputs")] = np.log(occupancy_start)
 
         def residual(x: np.ndarray) -> np.ndarray:
             return np.log(arrays.seconds(_unpack(names, np.exp(x), start)) / latency)

@@ -37,15 +37,17 @@ import numpy as np
 from scipy.optimize import least_squares, nnls
 
 from energyprune.energy.calibration.fidelity import fidelity
-from energyprune.energy.calibration.live import (
-    CalibrationResult,
-    Observation,
-    check_fraction,
-    fidelity_report,
-    holdout,
-    solve,
-    summary,
+from energyprune.energy.calibration.fit import (
+    EnergySolve,
+    FitSpec,
+    energy_columns,
+    fit_energy,
+    write_back,
 )
+from energyprune.energy.calibration.observations import CalibrationResult, Observation
+from energyprune.energy.calibration.power_limits import implied_peaks, power_limits
+from energyprune.energy.calibration.report import fidelity_report, split_report, summary
+from energyprune.energy.calibration.split import Split, folds, split
 from energyprune.energy.calibration.time_terms import OpArrays, TimedRow, TimeTerms, fit_terms
 from energyprune.energy.hardware.profile import HardwareProfile
 from energyprune.energy.pricing.roofline import op_seconds
@@ -59,10 +61,10 @@ __all__ = [
     "fit_timed_profile",
     "predict_joules",
     "predict_seconds",
-    "with_coefficients",
 ]
 
 EFFICIENCIES = tuple(float(e) for e in np.logspace(-3, 0, 25))  # share of the peak reached
+POWERS = ("static_w", "active_w")  # fitted as coefficients of predicted time and kernel time
 
 
 def kernel_seconds(row: TimedRow, hw: HardwareProfile) -> float:
@@ -110,105 +112,124 @@ class TimeFit:
     fitted: tuple[str, ...] = field(default=())
 
 
-def fit_time(rows: Sequence[TimedRow], hw: HardwareProfile, train: Sequence[int]) -> TimeFit:
-    """Stage 1: the plain roofline on the grid, then every exercised term by least squares."""
+def _fit_time_on(rows, hw, train, occupancy: bool) -> tuple[TimeTerms, tuple[str, ...]]:
     arrays = OpArrays.of([rows[i] for i in train], hw)
     latency = np.array([rows[i].latency_s for i in train])
-    start = _grid(arrays, latency)
-    terms, names = fit_terms(arrays, latency, start, least_squares)
-    error = float(np.mean(np.abs(arrays.seconds(terms) / latency - 1)))
-    return TimeFit(terms, error, names)
+    return fit_terms(arrays, latency, _grid(arrays, latency), least_squares, occupancy)
+
+
+def _time_error(rows, hw, terms: TimeTerms, idx, log: bool = True) -> float:
+    """Mean |log predicted/measured| latency of rows ``idx`` (``log=False``: mean relative
+    error)."""
+    arrays = OpArrays.of([rows[i] for i in idx], hw)
+    ratio = arrays.seconds(terms) / np.array([rows[i].latency_s for i in idx])
+    return float(np.mean(np.abs(np.log(ratio) if log else ratio - 1)))
+
+
+def fit_time(
+    rows: Sequence[TimedRow],
+    hw: HardwareProfile,
+    train: Sequence[int],
+    families: Sequence[str] | None = None,
+    seed: int = 0,
+) -> TimeFit:
+    """Stage 1: the plain roofline on the grid, then every exercised term by least squares.
+    Whether the occupancy term (the one that most easily fits noise) is used is decided by
+    grouped cross-validation over the training rows' ``families``, never by training error."""
+    train = list(train)
+    occupancy = True
+    groups = [families[i] for i in train] if families is not None else []
+    if len(set(groups)) >= 3:
+        cv = {}
+        for use in (True, False):
+            errors = []
+            for f in folds(groups, 5, seed):
+                fold_train = [train[i] for i in f.train]
+                terms, _ = _fit_time_on(rows, hw, fold_train, use)
+                errors.append(_time_error(rows, hw, terms, [train[i] for i in f.held]))
+            cv[use] = float(np.mean(errors))
+        occupancy = cv[True] < cv[False]
+    terms, names = _fit_time_on(rows, hw, train, occupancy)
+    return TimeFit(terms, _time_error(rows, hw, terms, train, log=False), names)
 
 
 def fit_timed_profile(
-    base: HardwareProfile, rows: Sequence[TimedRow], train: Sequence[int], name: str
-) -> tuple[HardwareProfile, TimeFit, list[str]]:
-    """Both stages: the fitted profile, the time fit and the coefficients kept from ``base``
-    (features the training rows do not exercise)."""
+    base: HardwareProfile,
+    rows: Sequence[TimedRow],
+    families: Sequence[str],
+    train: Sequence[int],
+    spec: FitSpec,
+) -> tuple[HardwareProfile, TimeFit, list[str], EnergySolve]:
+    """Both stages: the fitted profile, the time fit, the coefficients kept from ``base``
+    (features the training rows do not exercise) and the energy solve (bounded, shrunk toward
+    the base, static and active power within the device's range)."""
     if not base.timed:
         raise ConfigError(
             f"--base {base.name} gives no peak rates: fitting time needs a timed base profile "
             "(peak_flops and bandwidth), e.g. a datasheet profile of the device"
         )
-    t = fit_time(rows, base, train)
+    t = fit_time(rows, base, train, families, spec.seed)
     timed = t.terms.apply(base)
     coef = base.coefficients()
-    feats = [rows[i].features() for i in train]
-    columns = sorted({k for f in feats for k, v in f.items() if v} & set(coef))
-    kernels = [kernel_seconds(rows[i], timed) / rows[i].batch for i in train]
-    forward = [timed.forward_s / rows[i].batch for i in train]
+    names = sorted({k for i in train for k, v in rows[i].features().items() if v} & set(coef))
+    columns = energy_columns(timed, names, spec.energy_factor, POWERS)  # its launch times
     x = np.array(
         [
-            [f.get(c, 0.0) for c in columns] + [k + w, k]
-            for f, k, w in zip(feats, kernels, forward, strict=True)
+            [r.features().get(c, 0.0) for c in names]
+            + [
+                (kernel_seconds(r, timed) + timed.forward_s) / r.batch,
+                kernel_seconds(r, timed) / r.batch,
+            ]
+            for r in rows
         ]
     )
-    y = np.array([rows[i].joules for i in train]) / 1e-12
-    solution = solve(x, y)
-    fitted = dict(zip(columns, solution[:-2].tolist(), strict=True))
-    profile = with_coefficients(
-        timed,
-        fitted,
-        name,
-        static_w=float(solution[-2]) * 1e-12,
-        active_w=float(solution[-1]) * 1e-12,
-    )
-    return profile, t, sorted(set(coef) - set(columns))
-
-
-def with_coefficients(
-    hw: HardwareProfile,
-    fitted: dict[str, float],
-    name: str,
-    static_w: float,
-    active_w: float = 0.0,
-) -> HardwareProfile:
-    """``hw`` renamed, with the fitted feature coefficients (pJ), static and active power."""
-    compute = {d: dict(row) for d, row in hw.compute_pj.items()}
-    memory = dict(hw.memory_pj_per_byte)
-    for feature, value in fitted.items():
-        kind, _, key = feature.partition(":")
-        if kind in ("mac", "add") and key in compute:
-            compute[key][kind] = value
-        elif kind == "bytes":
-            memory[key] = value
-    return replace(
-        hw,
-        name=name,
-        compute_pj=compute,
-        memory_pj_per_byte=memory,
-        static_w=static_w,
-        active_w=active_w,
-        launch_pj=fitted.get("launch", hw.launch_pj),
-        unaligned_mac_pj=fitted.get("mac:unaligned", hw.unaligned_mac_pj),
-    )
+    y = np.array([r.joules for r in rows]) / 1e-12
+    limits = power_limits(timed, names, POWERS)
+    solved = fit_energy(x, y, columns, families, train, spec, limits)
+    fitted = dict(zip([*names, *POWERS], solved.solution.tolist(), strict=True))
+    for power in POWERS:
+        fitted[power] *= 1e-12  # pJ/s → W
+    profile = write_back(timed, fitted, spec.name or "calibrated")
+    return profile, t, sorted(set(coef) - set(names)), solved
 
 
 def fit_timed_observations(
     base: HardwareProfile,
     observations: Sequence[Observation],
     rows: Sequence[TimedRow],
-    name: str,
-    heldout_fraction: float = 0.25,
-    seed: int = 0,
+    spec: FitSpec,
     **context: Any,
 ) -> CalibrationResult:
     """Fit time and energy on the training share; report held-out fidelity of energy and of
-    latency for the fit, plain MACs and ``base`` (the split is calibrate's, seed for seed)."""
-    check_fraction(heldout_fraction)
+    latency for the fit, plain MACs and ``base``, split by family as ``spec`` says, beside the
+    same fit's figures on the other split."""
     if len(rows) < 6:
         raise ConfigError(f"fitting time needs at least 6 measured rows, got {len(rows)}")
-    held, train = holdout(len(rows), heldout_fraction, seed)
-    fitted, t, kept = fit_timed_profile(base, rows, train, name)
+    families = [o.family for o in observations]
+    fitted, report = _judged(base, observations, rows, spec, spec.split)
+    other = "random" if spec.split == "group" else "group"
+    if len(set(families)) > 1:
+        report[f"{other}_split"] = summary(_judged(base, observations, rows, spec, other)[1])
+    report.update(context)
+    return CalibrationResult(replace(fitted, calibration=summary(report)), report)
+
+
+def _judged(base, observations, rows, spec: FitSpec, how: str):
+    """The profile fitted on one split's training rows, and its report on the held-out ones."""
+    families = [o.family for o in observations]
+    cut = split(families, spec.heldout_fraction, spec.seed, how)
+    fitted, t, kept, solved = fit_timed_profile(base, rows, families, cut.train, spec)
     predicted = np.array([predict_joules(r, fitted) for r in rows])
-    report = fidelity_report(
-        observations, predicted, np.array([predict_joules(r, base) for r in rows]), held, train
-    )
-    report.update(_time_report(observations, rows, fitted, base, held, train))
+    base_predicted = np.array([predict_joules(r, base) for r in rows])
+    report = fidelity_report(observations, predicted, base_predicted, cut)
+    report.update(_time_report(observations, rows, fitted, base, cut))
     terms = t.terms
     report.update(
+        split_report(cut, how),
         base_profile=base.name,
         not_calibrated=kept,
+        shrink=solved.shrink,
+        shrink_cv_error=solved.cv_error,
         compute_efficiency=terms.compute_efficiency,
         bandwidth_efficiency=terms.bandwidth_efficiency,
         forward_s=terms.forward_s,
@@ -218,13 +239,15 @@ def fit_timed_observations(
         runtime=fitted.runtime.to_dict(),
         time_terms_fitted=list(t.fitted),
         latency_train_mape=t.train_mape,
-        **context,
+        implied_peak_w=implied_peaks(fitted),
+        max_w=fitted.power.max_w if fitted.power else None,
     )
-    return CalibrationResult(replace(fitted, calibration=summary(report)), report)
+    return fitted, report
 
 
-def _time_report(observations, rows, fitted, base, held, train) -> dict[str, Any]:
+def _time_report(observations, rows, fitted, base, cut: Split) -> dict[str, Any]:
     """Held-out latency fidelity: the fitted time model, MACs (one scale) and ``base``."""
+    held, train = list(cut.held), list(cut.train)
     y = np.array([r.latency_s for r in rows])
     macs = np.array([o.macs * o.batch_size for o in observations], dtype=float)
     groups = np.array([o.group for o in observations])
