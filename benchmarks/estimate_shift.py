@@ -30,7 +30,11 @@ from provenance import provenance
 FITTED = str(
     Path(__file__).resolve().parent / "results" / "calibrate_table" / "gpu-generic-seed0.yaml"
 )
-PROFILES = ("horowitz-45nm", "gpu-generic", FITTED)
+PROFILES = ("horowitz-45nm", "gpu-generic", "eyeriss-65nm", "h100-sxm", "h100-sxm-2of4", "a100-sxm",
+            FITTED)  # fmt: skip
+#: public LLM configs priced per token (decode, batch 8, 1,024 tokens of context) on GPU profiles
+LLM_CONFIGS = Path(__file__).resolve().parents[2] / "shared" / "measurements" / "llm-configs"
+LLM_PROFILES = ("h100-sxm", "a100-sxm")
 HF = ("bert", "llama", "vit")
 MOVED = 0.01
 
@@ -68,9 +72,7 @@ def child(max_gflops: float) -> int:
     import torch
     import torchvision
 
-    from energyprune.energy.hardware.profile import load_hardware
-    from energyprune.energy.pricing.estimates import estimate
-    from energyprune.energy.tracing.tracer import trace
+    from energyprune import estimate, load_hardware, trace  # public: any checkout has them
 
     warnings.filterwarnings("ignore")
     out = {}
@@ -84,8 +86,23 @@ def child(max_gflops: float) -> int:
             tr = trace(model.eval(), x)
         out[name] = {p: estimate(tr, load_hardware(p)).total.energy_j for p in PROFILES}
         print(name, file=sys.stderr, flush=True)
+    out.update(_llm_configs())
     print(json.dumps(out))
     return 0
+
+
+def _llm_configs() -> dict[str, dict[str, float]]:
+    """J/token of every shared LLM config in decode (batch 8, context 1,024), per GPU profile."""
+    from energyprune import Decode, profile_lm
+
+    out = {}
+    for config in sorted(LLM_CONFIGS.glob("*.json")):
+        regime = Decode(8, 1024)
+        out[f"llm:{config.stem}"] = {
+            p: profile_lm(f"hf:{config}", regime, p).energy_j for p in LLM_PROFILES
+        }
+        print(config.stem, file=sys.stderr, flush=True)
+    return out
 
 
 def _run(src: str, max_gflops: float) -> dict:
@@ -99,7 +116,7 @@ def table(result: dict) -> str:
     """Markdown: the models whose estimate moved by more than 1 % under either profile."""
     lines = ["| model | profile | before (µJ) | after (µJ) | change |", "|---|---|---|---|---|"]
     for name, row in result["models"].items():
-        for p in PROFILES:
+        for p in row["new"]:
             old, new = row["old"][p], row["new"][p]
             if abs(new / old - 1) > MOVED:
                 label = "fitted (calibrate_table, gpu-generic seed 0)" if p == FITTED else p

@@ -162,9 +162,13 @@ def _from_table(args: argparse.Namespace, progress):
 
 
 def _summary(rep: dict, console: Console) -> None:
-    if rep.get("fitted_column") == "joules_per_token":
-        _token_summary(rep, console)
-        return
+    """The report in a few lines, by the kind of fit that wrote it (``fit``)."""
+    {"per-token": _token_summary, "timed": _sample_summary, "linear": _sample_summary}[rep["fit"]](
+        rep, console
+    )
+
+
+def _sample_summary(rep: dict, console: Console) -> None:
     what = "latency (stand-in for energy)" if rep.get("fitted_column") == "latency_ms" else "energy"
     console.print(
         f"held-out ordering of {what}, all pairs / close pairs (MACs within 2x): fitted "
@@ -181,7 +185,7 @@ def _summary(rep: dict, console: Console) -> None:
         soft_wrap=True,
     )
     _split_summary(rep, console)
-    if "latency_fitted_mape" in rep:  # time was fitted too
+    if rep["fit"] == "timed":
         _time_summary(rep, console)
     if rep.get("bad_rows"):
         console.print(f"skipped {len(rep['bad_rows'])} bad row(s), listed in the report")
@@ -239,7 +243,7 @@ def _time_summary(rep: dict, console: Console) -> None:
 def _token_summary(rep: dict, console: Console) -> None:
     console.print(
         f"held-out MAPE of J/token: fitted {100 * rep['mape']:.1f} % · {rep['baseline']}: "
-        f"{100 * rep['macs_mape']:.1f} % · {rep['base_profile']} uncalibrated "
+        f"{100 * rep['baseline_mape']:.1f} % · {rep['base_profile']} uncalibrated "
         f"{100 * rep['base_mape']:.1f} % · ordering agreement {rep['pairwise_agreement']:.3f}",
         soft_wrap=True,
     )

@@ -253,7 +253,9 @@ def fit_observations(
         fitted, kept, solved = _fit_linear(base, observations, cut.train, spec, name)
         feats = [o.features for o in observations]
         report = fidelity_report(observations, _predict(feats, fitted), _predict(feats, base), cut)
-        report.update(split_report(cut, how), not_calibrated=kept, shrink=solved.shrink)
+        report.update(
+            split_report(cut, how), not_calibrated=kept, shrink=solved.shrink, fit="linear"
+        )
         report["shrink_cv_error"] = solved.cv_error
         return fitted, report
 

@@ -309,7 +309,7 @@ def _report(observed, fitted, base, cut: Split, eff, bad) -> dict[str, Any]:
     report: dict[str, Any] = {}
     predictors = {
         "": _predict(observed, fitted, eff),
-        "macs_": _baseline(observed, train),
+        "baseline_": _baseline(observed, train),
         "base_": _predict(observed, base),
     }
     for prefix, values in predictors.items():
@@ -328,6 +328,7 @@ def _report(observed, fitted, base, cut: Split, eff, bad) -> dict[str, Any]:
         measured_with=f"{len(observed)} per-token rows",
         quantity="joules per token",
         fitted_column="joules_per_token",
+        fit="per-token",
         n_train=len(train),
         n_heldout=len(held),
         n_close_pairs_heldout=n_close_pairs(flops[held], groups[held]),
@@ -343,7 +344,7 @@ def _report(observed, fitted, base, cut: Split, eff, bad) -> dict[str, Any]:
                 "heldout": i in held,
                 "measured_j_per_token": float(y[i]),
                 "predicted_j_per_token": float(predictors[""][i]),
-                "baseline_j_per_token": float(predictors["macs_"][i]),
+                "baseline_j_per_token": float(predictors["baseline_"][i]),
             }
             for i, o in enumerate(observed)
         ],
@@ -353,7 +354,7 @@ def _report(observed, fitted, base, cut: Split, eff, bad) -> dict[str, Any]:
 
 def _summary(report: dict[str, Any]) -> dict[str, Any]:
     keys = (
-        *("pairwise_agreement", "mape", "macs_mape", "base_mape", "compute_efficiency"),
+        *("pairwise_agreement", "mape", "baseline_mape", "base_mape", "compute_efficiency"),
         *("bandwidth_efficiency", "static_w", "n_train", "n_heldout", "device", "date"),
     )
     return {k: report[k] for k in keys}

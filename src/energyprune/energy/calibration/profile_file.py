@@ -78,28 +78,37 @@ def _split_words(rep: dict) -> str:
 
 
 def _method(rep: dict, quantity: str) -> str:
-    """How the coefficients were fitted, in one sentence."""
+    """How the coefficients were fitted, in one sentence, by the kind of fit (``fit``)."""
     head = (
         f"Fitted by least squares on relative error of {quantity}, every cost within bounds "
         "(per-op and per-byte costs within a factor of the base's, powers within the device's "
         f"range) and pulled toward the base (strength {rep.get('shrink', 0.0):g}, chosen by "
         "grouped cross-validation on the training rows)"
     )
-    if "latency_fitted_mape" in rep:
-        return (
-            f"{head}, over the dynamic features, predicted time (static_w) and predicted kernel "
-            f"time (active_w); time was fitted to the measured latency first, by non-linear "
-            f"least squares on log relative error ({', '.join(rep['time_terms_fitted'])}; "
-            f"{rep['compute_efficiency']:.1%} and {rep['bandwidth_efficiency']:.1%} of the base's "
-            "peaks): energy/calibration/timed_fit.py."
-        )
-    if "compute_efficiency" in rep:
-        return (
-            f"{head}, with static power as the coefficient of roofline time and the compute and "
-            f"bandwidth efficiencies ({rep['compute_efficiency']:.1%}, "
-            f"{rep['bandwidth_efficiency']:.1%} of the base's peaks) chosen on a grid."
-        )
-    return f"{head}."
+    return _METHODS[rep["fit"]](head, rep)
+
+
+def _timed(head: str, rep: dict) -> str:
+    return (
+        f"{head}, over the dynamic features, predicted time (static_w) and predicted kernel "
+        f"time (active_w); time was fitted to the measured latency first, by non-linear "
+        f"least squares on log relative error ({', '.join(rep['time_terms_fitted'])}; "
+        f"{rep['compute_efficiency']:.1%} and {rep['bandwidth_efficiency']:.1%} of the base's "
+        "peaks), and no probe kernel may imply more than the device's maximum power: "
+        "energy/calibration/timed_fit.py."
+    )
+
+
+def _per_token(head: str, rep: dict) -> str:
+    return (
+        f"{head}, with static power as the coefficient of roofline time and the compute and "
+        f"bandwidth efficiencies ({rep['compute_efficiency']:.1%}, "
+        f"{rep['bandwidth_efficiency']:.1%} of the base's peaks) searched on a grid and refined."
+    )
+
+
+#: the kind of fit (the report's ``fit``) → how it is described
+_METHODS = {"linear": lambda head, rep: f"{head}.", "timed": _timed, "per-token": _per_token}
 
 
 def write_calibration(result: CalibrationResult, out: str, report_path: str | None) -> None:

@@ -226,6 +226,7 @@ def _judged(base, observations, rows, spec: FitSpec, how: str):
     terms = t.terms
     report.update(
         split_report(cut, how),
+        fit="timed",
         base_profile=base.name,
         not_calibrated=kept,
         shrink=solved.shrink,
