@@ -46,6 +46,8 @@ def test_a_config_folder_works_like_its_file(tmp_path, capsys):
     ("argv", "message"),
     [
         (["profile", "resnet20", "--phase", "decode"], "price language models: pass MODEL as"),
+        (["profile", "resnet20", "--weights-dtype", "int4"], "--weights-dtype: these flags"),
+        (["profile", HF, "--group-size", "64"], "--group-size 64 needs --weights-dtype"),
         (["profile", "hf:nowhere/config.json"], "no Hugging Face config"),
         (["profile", HF, "--workload", "prompt=8"], "--workload needs output"),
         (["profile", HF, "--workload", "prompt=8,output=2", "--phase", "decode"], "not both"),

@@ -161,13 +161,38 @@ def test_decode_energy_per_token_falls_with_batch_and_rises_with_context():
     assert by_context[0] < by_context[1] < by_context[2]
 
 
-def test_a_workload_costs_its_prefill_plus_every_decode_step():
-    config = _config("qwen3")
-    prompt, output, batch = 10, 4, 2
-    lm = profile_lm(config, Workload(prompt, output, batch))  # a profile without time: exact
-    steps = [profile_lm(config, Decode(batch, prompt + t)).energy_j * batch for t in range(output)]
+def _step_by_step(config, prompt: int, output: int, batch: int) -> float:
+    """J per output token of a request priced pass by pass: the prefill gives the first
+    token, and output - 1 decode steps hold prompt, prompt + 1, ... cached tokens."""
+    steps = [profile_lm(config, Decode(batch, prompt + s - 1)).energy_j * batch
+             for s in range(1, output)]  # fmt: skip
     prefill = profile_lm(config, Prefill(batch, prompt)).energy_j * batch * prompt
-    assert lm.energy_j == pytest.approx((prefill + sum(steps)) / (batch * output), rel=1e-9)
+    return (prefill + sum(steps)) / (batch * output)
+
+
+def test_a_workload_costs_its_prefill_plus_output_minus_one_decode_steps():
+    config = _config("qwen3")
+    lm = profile_lm(config, Workload(10, 4, 2))  # a profile without time: exact
+    assert lm.energy_j == pytest.approx(_step_by_step(config, 10, 4, 2), rel=1e-9)
+    decode = [(p.length, p.count) for p in lm.passes if p.phase == "decode"]
+    assert decode == [(11, 3.0)]  # 3 steps holding 10, 11, 12 cached tokens: 3 x the mean
+
+
+def test_one_output_token_costs_exactly_one_prefill():
+    config = _config("qwen3")
+    one = profile_lm(config, Workload(prompt=12, output=1, batch=3), "h100-sxm")
+    prefill = profile_lm(config, Prefill(3, 12), "h100-sxm")
+    assert [p.phase for p in one.passes] == ["prefill"]
+    assert one.energy_j == pytest.approx(prefill.energy_j * 12, rel=1e-12)  # J per output token
+
+
+def test_a_sliding_window_request_is_priced_exactly_across_its_window():
+    """Steps before the window fills grow with the context and later ones do not: the request
+    is cut at the window and each run priced at its own mean, matching step-by-step pricing."""
+    config = transformers.MistralConfig(**COMMON, sliding_window=8)
+    lm = profile_lm(config, Workload(prompt=3, output=12, batch=1))
+    assert lm.energy_j == pytest.approx(_step_by_step(config, 3, 12, 1), rel=1e-9)
+    assert Workload(3, 12).decode_runs((8,)) == ((3, 7), (8, 13))
 
 
 def test_layers_sum_to_the_per_token_figure_and_the_json_has_the_split():
@@ -209,3 +234,35 @@ def test_workload_text_and_bad_regimes_are_one_line_errors():
             parse_workload(bad)
     with pytest.raises(ConfigError, match="batch"):
         Decode(0, 16)
+
+
+def test_int4_weights_read_half_a_byte_per_weight_plus_their_scales():
+    """Only the decoder's linear weights are quantised; each costs 4 bits and 2 bytes of bf16
+    scale per group of 32, and one dequantising op as it is read (by hand, not by the code)."""
+    config = _config("llama")
+    dense = profile_lm(config, Decode(1, 16))
+    q = profile_lm(config, Decode(1, 16), weights_dtype="int4", group_size=32)
+    q_o = 2 * D * HEADS * HEAD_DIM  # q_proj + o_proj
+    k_v = 2 * D * KV * HEAD_DIM
+    linear = LAYERS * (q_o + k_v + 3 * D * INTER)  # 40,960 weights
+    assert dense.total("weight_bytes") - q.total("weight_bytes") == pytest.approx(
+        linear * BF16 - linear * (0.5 + 2 / 32), rel=1e-6
+    )
+    assert q.total("kv_bytes") == dense.total("kv_bytes")  # the cache is not touched
+    assert q.total("compute_j") > dense.total("compute_j")  # dequantising is work
+    assert q.to_dict()["serving"]["stored"] == "int4 weights (group 32)"
+
+
+def test_an_fp8_kv_cache_reads_one_byte_per_element():
+    config = _config("llama")
+    dense = profile_lm(config, Decode(4, 64))
+    q = profile_lm(config, Decode(4, 64), kv_dtype="fp8")
+    assert q.total("kv_bytes") == pytest.approx(dense.total("kv_bytes") / BF16, rel=1e-3)
+    assert q.total("weight_bytes") == dense.total("weight_bytes")
+
+
+def test_serving_settings_are_checked():
+    with pytest.raises(ConfigError, match="--weights-dtype must be one of int8, fp8, int4"):
+        profile_lm(_config("llama"), Decode(1, 8), weights_dtype="int3")
+    with pytest.raises(ConfigError, match="--group-size 64 needs --weights-dtype"):
+        profile_lm(_config("llama"), Decode(1, 8), group_size=64)

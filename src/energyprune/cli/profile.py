@@ -83,6 +83,16 @@ def _add_regime_args(p: argparse.ArgumentParser) -> None:
         metavar="prompt=S,output=N,batch=B",
         help="whole requests: J per output token, prefill included (instead of --phase)",
     )
+    g.add_argument(
+        "--weights-dtype",
+        choices=("int8", "fp8", "int4"),
+        help="the decoder's linear weights as a server stores them (weight-only; the embedding "
+        "and LM head stay as the model is)",
+    )
+    g.add_argument(
+        "--group-size", type=int, metavar="G", help="weights per scale (default: per channel)"
+    )
+    g.add_argument("--kv-dtype", choices=("int8", "fp8"), help="the KV cache as stored")
 
 
 def _regime(args: argparse.Namespace):
@@ -106,7 +116,8 @@ def _run_lm(args: argparse.Namespace, console: Console) -> int:
     config = lm_for_pricing(args.model)
     if args.json:
         check_writable_file(args.json, "--json")
-    lm = profile_lm(config, regime, args.hardware, args.dtype, name=args.model)
+    stored = {k: getattr(args, k) for k in ("weights_dtype", "group_size", "kv_dtype")}
+    lm = profile_lm(config, regime, args.hardware, args.dtype, name=args.model, **stored)
     console.print(lm_layer_table(lm, top=args.top))
     console.print(lm_summary_line(lm), soft_wrap=True)
     if lm.uncosted_ops:
@@ -139,9 +150,11 @@ def _run_profile(args: argparse.Namespace, console: Console) -> int:
                 "regime flags set the shapes (--phase, --workload)"
             )
         return _run_lm(args, console)
-    if args.phase or args.workload:
+    lm_only = ("phase", "workload", "weights_dtype", "group_size", "kv_dtype")
+    given = ["--" + k.replace("_", "-") for k in lm_only if getattr(args, k)]
+    if given:
         raise ConfigError(
-            "--phase and --workload price language models: pass MODEL as a built-in LM "
+            f"{given[0]}: these flags price language models: pass MODEL as a built-in LM "
             "(smollm2-135m) or hf:PATH (a config.json or a folder holding one)"
         )
     built, shape = load_model(args)  # and a misspelled model before the tracer is imported

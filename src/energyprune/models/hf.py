@@ -37,6 +37,7 @@ __all__ = [
     "prefill_step",
     "read_hf_config",
     "require_transformers",
+    "sliding_windows",
 ]
 
 HF_PREFIX = "hf:"
@@ -202,6 +203,19 @@ def _static_cache(model: nn.Module, batch: int, length: int) -> tuple[Any, dict[
         tensors[f"layers.{i}.keys"] = layer.keys
         tensors[f"layers.{i}.values"] = layer.values
     return cache, tensors
+
+
+def sliding_windows(model: nn.Module) -> tuple[int, ...]:
+    """The sliding window of the model's sliding-attention layers, as transformers' cache
+    lays them out (empty: every layer attends to the whole context)."""
+    transformers = require_transformers()
+    config = model.config
+    text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    window = getattr(text, "sliding_window", None)
+    if not window:
+        return ()
+    cache = transformers.StaticCache(config=config, max_cache_len=1)
+    return (int(window),) if any(getattr(la, "is_sliding", False) for la in cache.layers) else ()
 
 
 def _cache_arg(model: nn.Module) -> str:

@@ -103,7 +103,7 @@ def lm_summary_line(lm: LMProfile) -> str:
         f"estimated energy {fmt_joules(lm.energy_j)} per {lm.regime.basis} "
         f"(compute {fmt_joules(lm.total('compute_j'))}, memory {fmt_joules(lm.total('memory_j'))}"
         f", static {fmt_joules(lm.total('static_j'))}){timing} · {regime_text(lm)} · profile "
-        f"{lm.hardware}, {lm.dtype}{moe} · profiled in {lm.wall_s:.2f} s"
+        f"{lm.hardware}, {lm.dtype}, {lm.serving.describe()}{moe} · profiled in {lm.wall_s:.2f} s"
     )
 
 

@@ -27,10 +27,12 @@ from torch import nn
 
 from energyprune.energy.hardware.profile import HardwareProfile, load_hardware
 from energyprune.energy.lm.regimes import Decode, Prefill, Regime, Workload, touched_experts
+from energyprune.energy.lm.serving import Serving, quantised
 from energyprune.energy.pricing.estimates import EnergyProfile, OpEnergy, estimate
 from energyprune.energy.pricing.features import itemsize, price_dtype
 from energyprune.energy.tracing.tracer import Trace, trace
 from energyprune.errors import ConfigError
+from energyprune.options import build
 
 __all__ = [
     "LMPass",
@@ -112,6 +114,7 @@ class LMProfile:
     layers: tuple[LayerSplit, ...]
     passes: tuple[LMPass, ...]
     moe: dict[str, Any] | None = None
+    serving: Serving = field(default_factory=Serving)
     uncosted_ops: dict[str, int] = field(default_factory=dict)
     wall_s: float = 0.0
     estimated: bool = True
@@ -147,6 +150,7 @@ class LMProfile:
             "layers": [layer.to_dict() for layer in self.layers],
             "passes": [p.to_dict() for p in self.passes],
             "moe": self.moe,
+            "serving": {**dataclasses.asdict(self.serving), "stored": self.serving.describe()},
             "uncosted_ops": dict(self.uncosted_ops),
             "wall_s": self.wall_s,
         }
@@ -266,7 +270,7 @@ def lm_traces(model: nn.Module, regime: Regime) -> list[TracedPass]:
         raise ConfigError(f"regime must be Prefill, Decode or Workload, got {regime!r}")
     moe = hf.moe_experts(model.config)
     out = []
-    for p in regime.passes():
+    for p in regime.passes(hf.sliding_windows(model)):
         step = _STEPS[p.phase](model, p.batch, p.length)
         tr = trace(model, step.inputs, kv_cache=step.kv_cache)
         if moe:
@@ -287,6 +291,8 @@ def profile_lm(
     dtype: str | None = None,
     *,
     name: str | None = None,
+    serving: Serving | None = None,
+    **settings: Any,
 ) -> LMProfile:
     """Estimate a language model's energy per token in ``regime`` (an estimate, never a
     measurement). Weights are priced dense (zeros are multiplied and moved like any weight),
@@ -299,7 +305,11 @@ def profile_lm(
         hardware: profile name, YAML path or :class:`HardwareProfile`; profiles with rates
             (``h100-sxm``) also give time per token and static energy.
         dtype: price floating tensors as this dtype (default: the model's).
+        serving / settings: how the server stores weights and the KV cache
+            (:class:`~energyprune.energy.lm.serving.Serving`: ``weights_dtype``,
+            ``group_size``, ``kv_dtype``), given whole or as keywords.
     """
+    stored = build(Serving, serving, **settings) if settings else serving or Serving()
     start = time.perf_counter()
     hw = load_hardware(hardware)
     sparse = {}  # weights the runtime's N:M kernels run sparse (read before the meta twin)
@@ -312,6 +322,7 @@ def profile_lm(
     passes, weighted, uncosted = [], [], {}
     for traced in lm_traces(model, regime):
         tr = _sparse_kernels(traced.trace, sparse) if sparse else traced.trace
+        tr = quantised(tr, stored, dtype) if stored != Serving() else tr
         prof = estimate(tr, hw, dtype, model_name=name or default_name)
         passes.append(LMPass(traced.phase, traced.batch, traced.length, traced.count, prof))
         weighted += [(op, traced.share) for op in prof.ops]
@@ -339,6 +350,7 @@ def profile_lm(
         layers=layers,
         passes=tuple(passes),
         moe=moe_info,
+        serving=stored,
         uncosted_ops=uncosted,
         wall_s=time.perf_counter() - start,
     )

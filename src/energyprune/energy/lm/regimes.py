@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -66,7 +67,7 @@ class Prefill:
         """Tokens one run of the regime prices (what J/token divides by)."""
         return self.batch * self.prompt
 
-    def passes(self) -> tuple[Pass, ...]:
+    def passes(self, windows: Sequence[int] = ()) -> tuple[Pass, ...]:
         return (Pass("prefill", self.batch, self.prompt),)
 
     def to_dict(self) -> dict[str, Any]:
@@ -90,7 +91,7 @@ class Decode:
     def tokens(self) -> int:
         return self.batch
 
-    def passes(self) -> tuple[Pass, ...]:
+    def passes(self, windows: Sequence[int] = ()) -> tuple[Pass, ...]:
         return (Pass("decode", self.batch, self.context),)
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,11 +103,14 @@ class Workload:
     """``batch`` requests of ``prompt`` tokens in and ``output`` tokens out, priced per output
     token with the prefill included.
 
-    Decode step t (t = 0 .. output-1) holds ``prompt + t`` cached tokens. Every op's FLOPs and
-    bytes are affine in the context, so the ``output`` steps cost exactly ``output`` times the
-    step at the mean context ``prompt + (output - 1) / 2`` (priced as the mean of the two whole
-    contexts around it). The roofline's max() is convex, so time, and static energy with it,
-    is a slight underestimate where an op crosses from compute- to memory-bound mid-request.
+    The prefill's logits give the first output token, so the other ``output - 1`` tokens take
+    one decode step each: step s (s = 1 .. output-1) holds ``prompt + s - 1`` cached tokens. A
+    request of one output token is exactly one prefill. Every op's FLOPs and bytes are affine in
+    the context, except in a sliding-window layer, which stops growing at its window. So the
+    steps are cut at each window into runs over which everything is affine, and each run costs
+    exactly its length times the step at its mean context (the mean of the two whole contexts
+    around it). The roofline's max() is convex, so time, and static energy with it, is a slight
+    underestimate where an op crosses from compute- to memory-bound within a run.
     """
 
     prompt: int = 512
@@ -118,18 +122,27 @@ class Workload:
     def __post_init__(self) -> None:
         _positive(prompt=self.prompt, output=self.output, batch=self.batch)
 
-    def decode_contexts(self) -> tuple[int, ...]:
-        """The whole contexts whose mean is the mean context (one or two)."""
-        mean = self.prompt + (self.output - 1) / 2
-        return tuple(sorted({math.floor(mean), math.ceil(mean)}))
+    def decode_runs(self, windows: Sequence[int] = ()) -> tuple[tuple[int, int], ...]:
+        """(first, last) cached contexts of the decode steps, cut where a sliding window of
+        ``windows`` stops growing (a step with ``c`` cached tokens attends to min(c + 1, W))."""
+        first, last = self.prompt, self.prompt + self.output - 2
+        if last < first:
+            return ()
+        cuts = sorted({w - 1 for w in windows if first <= w - 1 < last})
+        starts = [first, *(c + 1 for c in cuts)]
+        ends = [*cuts, last]
+        return tuple(zip(starts, ends, strict=True))
 
     @property
     def tokens(self) -> int:
         return self.batch * self.output
 
-    def passes(self) -> tuple[Pass, ...]:
-        contexts = self.decode_contexts()
-        steps = [Pass("decode", self.batch, c, self.output / len(contexts)) for c in contexts]
+    def passes(self, windows: Sequence[int] = ()) -> tuple[Pass, ...]:
+        steps = []
+        for first, last in self.decode_runs(windows):
+            mean, n = (first + last) / 2, last - first + 1
+            contexts = sorted({math.floor(mean), math.ceil(mean)})
+            steps += [Pass("decode", self.batch, c, n / len(contexts)) for c in contexts]
         return (Pass("prefill", self.batch, self.prompt), *steps)
 
     def to_dict(self) -> dict[str, Any]:

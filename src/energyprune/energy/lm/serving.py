@@ -1,0 +1,87 @@
+"""How a server stores what decode reads: quantised weights and a quantised KV cache.
+
+Decode is bound by the bytes it reads: the weights at small batch, the KV cache at large batch
+and long context. Weight-only quantisation (AWQ/GPTQ-style int4 with a bf16 scale per group of
+``group_size`` input weights, or int8 / fp8 with one scale per output channel) and a
+quantised KV cache cut those bytes 2-4x, and add the work of dequantising each weight as the
+kernel reads it. The decoder's linear layers are quantised; the embedding and the LM head stay
+in the model's dtype, as AWQ and GPTQ checkpoints keep them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from energyprune.energy.pricing.features import itemsize, price_dtype
+from energyprune.energy.tracing.tracer import Trace
+from energyprune.errors import ConfigError
+
+__all__ = ["BITS", "Serving", "quantised"]
+
+#: bits per stored value of each quantised format
+BITS = {"int8": 8, "fp8": 8, "int4": 4}
+SCALE_BYTES = 2  # one bf16 scale per group (or per output channel)
+UNQUANTISED = ("lm_head", "embed_tokens")
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What a serving stack stores: the decoder's linear weights as ``weights_dtype`` (None: as
+    the model is) with one scale per ``group_size`` input weights (None: per output channel),
+    and the KV cache as ``kv_dtype`` (one scale per head and token)."""
+
+    weights_dtype: str | None = None
+    group_size: int | None = None
+    kv_dtype: str | None = None
+
+    def __post_init__(self) -> None:
+        for flag, value in (("--weights-dtype", self.weights_dtype), ("--kv-dtype", self.kv_dtype)):
+            if value is not None and value not in BITS:
+                raise ConfigError(f"{flag} must be one of {', '.join(BITS)}, got {value!r}")
+        if self.group_size is not None and (self.group_size < 1 or self.weights_dtype is None):
+            raise ConfigError(
+                f"--group-size {self.group_size} needs --weights-dtype and must be >= 1"
+            )
+
+    def weight_bytes(self, in_features: int) -> float:
+        """Bytes one stored weight costs, its share of the scales included."""
+        group = self.group_size or in_features
+        return BITS[str(self.weights_dtype)] / 8 + SCALE_BYTES / group
+
+    def describe(self) -> str:
+        """One phrase: what is stored how (for the printed summary and the JSON)."""
+        parts = []
+        if self.weights_dtype:
+            group = f"group {self.group_size}" if self.group_size else "per channel"
+            parts.append(f"{self.weights_dtype} weights ({group})")
+        if self.kv_dtype:
+            parts.append(f"{self.kv_dtype} KV cache")
+        return ", ".join(parts) or "weights and KV cache as the model stores them"
+
+
+def _decoder_linear(tr: Trace, module: str) -> bool:
+    info = tr.modules.get(module)
+    return info is not None and info.type == "Linear" and not module.endswith(UNQUANTISED)
+
+
+def quantised(tr: Trace, serving: Serving, dtype: str | None) -> Trace:
+    """``tr`` as ``serving`` stores it: each quantised tensor's elements rescaled so that, priced
+    in its traced dtype, they cost the stored bytes; a dequantising multiply per weight read."""
+    records = []
+    for r in tr.records:
+        ops, extra = [], 0
+        for o in r.operands:
+            priced = itemsize(price_dtype(o.dtype, dtype))
+            quantise = o.role == "param" and str(o.name).endswith(".weight")
+            if serving.weights_dtype and quantise and _decoder_linear(tr, r.module):
+                # the weight is the last argument, transposed: (in_features, out_features)
+                in_features = r.input_shapes[-1][0] if r.input_shapes else 1
+                stored = o.numel * serving.weight_bytes(in_features)
+                o, extra = dataclasses.replace(o, numel=round(stored / priced)), extra + o.numel
+            elif serving.kv_dtype and o.role == "kv":
+                stored = o.numel * BITS[serving.kv_dtype] / 8
+                o = dataclasses.replace(o, numel=round(stored / priced))
+            ops.append(o)
+        records.append(dataclasses.replace(r, operands=tuple(ops), ops=r.ops + extra))
+    return dataclasses.replace(tr, records=tuple(records))
