@@ -76,3 +76,10 @@ def test_without_transformers_the_error_names_the_extra(capsys, monkeypatch):
     assert main(["profile", HF]) == 2
     err = capsys.readouterr().err
     assert "pip install 'energyprune[hf]'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_profile_prices_a_served_model_over_gpus_with_int4_weights(capsys):
+    assert main(["profile", HF, "--tensor-parallel", "3", "--weights-dtype", "int4",
+                 "--group-size", "32", "--top", "1"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "int4 weights (group 32), tensor parallel over 3 GPUs" in out

@@ -266,3 +266,29 @@ def test_serving_settings_are_checked():
         profile_lm(_config("llama"), Decode(1, 8), weights_dtype="int3")
     with pytest.raises(ConfigError, match="--group-size 64 needs --weights-dtype"):
         profile_lm(_config("llama"), Decode(1, 8), group_size=64)
+
+
+def test_tensor_parallel_2_shards_bytes_and_flops_and_doubles_static_power():
+    """By hand: every GPU holds half the heads, inner width and vocabulary (so half the MACs),
+    replicates the norms and its gathered embedding rows, and draws its own static power."""
+    config, batch = _config("llama"), 4
+    one = profile_lm(config, Decode(batch, 64), "h100-sxm")
+    two = profile_lm(config, Decode(batch, 64), "h100-sxm", tensor_parallel=2)
+    assert two.passes[0].profile.total.macs * 2 == one.passes[0].profile.total.macs
+    # per token: the norms, the gathered embedding rows and RoPE's fp32 frequencies
+    replicated = ((2 * LAYERS + 1) * D * BF16 + batch * D * BF16 + HEAD_DIM // 2 * 4) / batch
+    assert two.total("weight_bytes") == pytest.approx(one.total("weight_bytes") + replicated)
+    static_w = 73.5  # h100-sxm, from its datasheet idle; no active power
+    assert one.total("static_j") == pytest.approx(static_w * one.seconds, rel=1e-9)
+    assert two.total("static_j") == pytest.approx(2 * static_w * two.seconds, rel=1e-9)
+    comm = next(layer for layer in two.layers if layer.name == "(all-reduce)")
+    # 2 all-reduces per layer; a ring of 2 sends half the hidden state from each GPU: D elements
+    assert comm.activation_bytes == pytest.approx(2 * LAYERS * 2 * batch * D * BF16 / batch)
+    assert "tensor parallel over 2 GPUs" in two.to_dict()["serving"]["stored"]
+
+
+def test_tensor_parallel_must_divide_the_heads():
+    with pytest.raises(ConfigError, match="--tensor-parallel 3 must divide the model's 8"):
+        profile_lm(_config("llama"), Decode(1, 8), "h100-sxm", tensor_parallel=3)
+    with pytest.raises(ConfigError, match="declares no interconnect"):
+        profile_lm(_config("llama"), Decode(1, 8), "horowitz-45nm", tensor_parallel=2)

@@ -93,6 +93,13 @@ def _add_regime_args(p: argparse.ArgumentParser) -> None:
         "--group-size", type=int, metavar="G", help="weights per scale (default: per channel)"
     )
     g.add_argument("--kv-dtype", choices=("int8", "fp8"), help="the KV cache as stored")
+    g.add_argument(
+        "--tensor-parallel",
+        type=int,
+        metavar="N",
+        help="split over N GPUs (heads, inner widths, vocabulary; two all-reduces per layer "
+        "over the profile's interconnect); J per token summed over the GPUs",
+    )
 
 
 def _regime(args: argparse.Namespace):
@@ -116,7 +123,8 @@ def _run_lm(args: argparse.Namespace, console: Console) -> int:
     config = lm_for_pricing(args.model)
     if args.json:
         check_writable_file(args.json, "--json")
-    stored = {k: getattr(args, k) for k in ("weights_dtype", "group_size", "kv_dtype")}
+    keys = ("weights_dtype", "group_size", "kv_dtype", "tensor_parallel")
+    stored = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     lm = profile_lm(config, regime, args.hardware, args.dtype, name=args.model, **stored)
     console.print(lm_layer_table(lm, top=args.top))
     console.print(lm_summary_line(lm), soft_wrap=True)
@@ -150,7 +158,7 @@ def _run_profile(args: argparse.Namespace, console: Console) -> int:
                 "regime flags set the shapes (--phase, --workload)"
             )
         return _run_lm(args, console)
-    lm_only = ("phase", "workload", "weights_dtype", "group_size", "kv_dtype")
+    lm_only = ("phase", "workload", "weights_dtype", "group_size", "kv_dtype", "tensor_parallel")
     given = ["--" + k.replace("_", "-") for k in lm_only if getattr(args, k)]
     if given:
         raise ConfigError(

@@ -19,6 +19,7 @@ __all__ = [
     "BUILTIN_PROFILES",
     "DTYPES",
     "HardwareProfile",
+    "Interconnect",
     "PowerRange",
     "builtin_summaries",
     "load_hardware",
@@ -44,6 +45,16 @@ class PowerRange:
 
     idle_w: float
     max_w: float
+
+
+@dataclass(frozen=True)
+class Interconnect:
+    """The link between GPUs that tensor parallelism sums hidden states over: bytes per second
+    each GPU sends, energy per byte moved, and the fixed latency of one all-reduce."""
+
+    bandwidth: float
+    pj_per_byte: float
+    latency_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,8 @@ class HardwareProfile:
             once per forward, in the total and in no layer (fitted by calibration; 0 = none).
         active_w: watts above idle while a kernel runs (clocks and rails up), charged over op
             time on top of ``static_w`` (fitted by calibration; 0 = none).
+        interconnect: the GPU-to-GPU link (``interconnect: {bandwidth, pj_per_byte,
+            latency_s}``) that tensor-parallel pricing sends all-reduces over (None: none).
         power: the device's declared power range (``power_w: {idle, max}`` in the file); a
             fitted profile may never imply more than its maximum (None: not declared).
         runtime: how the runtime runs kernels: fusion, occupancy, per-kernel efficiency and
@@ -101,6 +114,7 @@ class HardwareProfile:
     active_w: float = 0.0
     runtime: KernelTiming = field(default_factory=KernelTiming)
     power: PowerRange | None = None
+    interconnect: Interconnect | None = None
     sparse_kernels: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
     assumptions: tuple[str, ...] = ()
@@ -240,6 +254,24 @@ def _power(data: Any, origin: str) -> PowerRange | None:
     return PowerRange(idle, top)
 
 
+def _interconnect(data: Any, origin: str) -> Interconnect | None:
+    """``interconnect: {bandwidth, pj_per_byte, latency_s}`` as an :class:`Interconnect`."""
+    if data is None:
+        return None
+    try:
+        link = Interconnect(
+            float(data["bandwidth"]), float(data["pj_per_byte"]), float(data.get("latency_s", 0))
+        )
+    except (TypeError, KeyError, ValueError):
+        link = None
+    if link is None or link.bandwidth <= 0 or link.pj_per_byte < 0 or link.latency_s < 0:
+        raise ConfigError(
+            f"hardware profile {origin}: interconnect must be {{bandwidth: B/s > 0, "
+            f"pj_per_byte: >= 0, latency_s: >= 0}}, got {data!r}"
+        )
+    return link
+
+
 def _patterns(values, origin: str) -> tuple[str, ...]:
     """``sparse_kernels`` as ``("2:4", ...)``; anything else is one line naming the field."""
     out = []
@@ -277,6 +309,7 @@ def _build(data: dict, origin: str) -> HardwareProfile:
         active_w=float(data.get("active_w", 0.0)),
         runtime=parse_runtime(data.get("runtime"), origin),
         power=_power(data.get("power_w"), origin),
+        interconnect=_interconnect(data.get("interconnect"), origin),
         sparse_kernels=_patterns(data.get("sparse_kernels") or [], origin),
         sources=tuple(str(s) for s in data["sources"]),
         assumptions=tuple(str(s) for s in data.get("assumptions") or ()),

@@ -26,10 +26,12 @@ from typing import Any
 from torch import nn
 
 from energyprune.energy.hardware.profile import HardwareProfile, load_hardware
+from energyprune.energy.lm.layer_split import LayerSplit, split
 from energyprune.energy.lm.regimes import Decode, Prefill, Regime, Workload, touched_experts
 from energyprune.energy.lm.serving import Serving, quantised
-from energyprune.energy.pricing.estimates import EnergyProfile, OpEnergy, estimate
-from energyprune.energy.pricing.features import itemsize, price_dtype
+from energyprune.energy.lm.tensor_parallel import one_gpu, over_gpus
+from energyprune.energy.pricing.estimates import EnergyProfile, estimate
+from energyprune.energy.pricing.features import itemsize
 from energyprune.energy.tracing.tracer import Trace, trace
 from energyprune.errors import ConfigError
 from energyprune.options import build
@@ -44,32 +46,6 @@ __all__ = [
     "nm_weights",
     "profile_lm",
 ]
-
-_ROLE_FIELD = {"param": "weight_bytes", "kv": "kv_bytes"}  # anything else: activations
-
-
-@dataclass(frozen=True)
-class LayerSplit:
-    """One module's share of a token's estimated cost (FLOPs = 2 per MAC)."""
-
-    name: str
-    type: str
-    flops: float = 0.0
-    weight_bytes: float = 0.0
-    kv_bytes: float = 0.0
-    activation_bytes: float = 0.0
-    compute_j: float = 0.0
-    memory_j: float = 0.0
-    static_j: float = 0.0
-    overhead_j: float = 0.0
-    seconds: float = 0.0
-
-    @property
-    def energy_j(self) -> float:
-        return self.compute_j + self.memory_j + self.static_j + self.overhead_j
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "energy_j": self.energy_j}
 
 
 @dataclass(frozen=True)
@@ -194,7 +170,6 @@ def nm_weights(model: nn.Module, patterns: Iterable[str]) -> dict[str, tuple[int
 def _sparse_kernels(tr: Trace, sparse: dict[str, tuple[int, int]]) -> Trace:
     """Ops against N:M-sparse weights as the runtime's N:M kernels run them: n/m of the MACs,
     and n/m of the weight bytes plus the index metadata (log2(m) bits per kept value)."""
-    from energyprune.energy.pricing.features import itemsize
 
     records = []
     for r in tr.records:
@@ -231,22 +206,6 @@ def _as_model(model_or_config: Any) -> tuple[nn.Module, str]:
     return hf.build_hf(model_or_config), type(model_or_config).__name__.removesuffix("Config")
 
 
-def _split(weighted: Iterable[tuple[OpEnergy, float]], hw: HardwareProfile, dtype, types):
-    rows: dict[str, dict[str, float]] = {}
-    for op, weight in weighted:
-        row = rows.setdefault(op.record.module or "(root)", {})
-        row["flops"] = row.get("flops", 0.0) + 2 * op.record.macs * weight
-        for o in op.record.operands:
-            key = _ROLE_FIELD.get(o.role, "activation_bytes")
-            nbytes = o.numel * itemsize(price_dtype(o.dtype, dtype))
-            if o.role == "param" and hw.zero_skipping:
-                nbytes *= o.density
-            row[key] = row.get(key, 0.0) + nbytes * weight
-        for key in ("compute_j", "memory_j", "static_j", "overhead_j", "seconds"):
-            row[key] = row.get(key, 0.0) + getattr(op, key) * weight
-    return tuple(LayerSplit(name, types.get(name, "?"), **row) for name, row in rows.items())
-
-
 @dataclass(frozen=True)
 class TracedPass:
     """One forward pass of a regime, traced (MoE rule applied); ``share`` = count / tokens,
@@ -277,6 +236,18 @@ def lm_traces(model: nn.Module, regime: Regime) -> list[TracedPass]:
             tr = _touched(tr, *moe, tokens=step.tokens)
         out.append(TracedPass(p.phase, p.batch, p.length, p.count, p.count / regime.tokens, tr))
     return out
+
+
+def _moe_info(moe: tuple[int, int] | None) -> dict[str, Any] | None:
+    """How a mixture of experts was priced (None for a dense model)."""
+    if not moe:
+        return None
+    return {
+        "experts": moe[0],
+        "top_k": moe[1],
+        "rule": "compute: top-k active experts "
+        "per token; weight bytes: E(1-(1-k/E)^T) experts touched by T tokens",
+    }
 
 
 def as_meta_model(model_or_config: Any) -> tuple[nn.Module, str]:
@@ -316,6 +287,8 @@ def profile_lm(
     if hw.sparse_kernels and isinstance(model_or_config, nn.Module):
         sparse = nm_weights(model_or_config, hw.sparse_kernels)
     model, default_name = _as_model(model_or_config)
+    if stored.tensor_parallel > 1:
+        model = one_gpu(model, stored.tensor_parallel)
     from energyprune.models.hf import moe_experts
 
     moe = moe_experts(model.config)
@@ -330,15 +303,16 @@ def profile_lm(
             uncosted[op] = uncosted.get(op, 0) + n
     tr = traced.trace
     types = {m: info.type for m, info in tr.modules.items()} | {"(root)": type(model).__name__}
-    layers = _split(weighted, hw, dtype, types)
-    moe_info = None
-    if moe:
-        moe_info = {
-            "experts": moe[0],
-            "top_k": moe[1],
-            "rule": "compute: top-k active experts "
-            "per token; weight bytes: E(1-(1-k/E)^T) experts touched by T tokens",
-        }
+    layers = split(weighted, hw, dtype, types)
+    if stored.tensor_parallel > 1:
+        layers = over_gpus(
+            layers,
+            model,
+            lm_traces(model, regime),
+            hw,
+            passes[0].profile.dtype,
+            stored.tensor_parallel,
+        )
     return LMProfile(
         model=name or default_name,
         hardware=hw.name,
@@ -349,7 +323,7 @@ def profile_lm(
         seconds=sum(layer.seconds for layer in layers),
         layers=layers,
         passes=tuple(passes),
-        moe=moe_info,
+        moe=_moe_info(moe),
         serving=stored,
         uncosted_ops=uncosted,
         wall_s=time.perf_counter() - start,

@@ -29,16 +29,20 @@ UNQUANTISED = ("lm_head", "embed_tokens")
 class Serving:
     """What a serving stack stores: the decoder's linear weights as ``weights_dtype`` (None: as
     the model is) with one scale per ``group_size`` input weights (None: per output channel),
-    and the KV cache as ``kv_dtype`` (one scale per head and token)."""
+    and the KV cache as ``kv_dtype`` (one scale per head and token), over ``tensor_parallel``
+    GPUs (:mod:`energyprune.energy.lm.tensor_parallel`)."""
 
     weights_dtype: str | None = None
     group_size: int | None = None
     kv_dtype: str | None = None
+    tensor_parallel: int = 1
 
     def __post_init__(self) -> None:
         for flag, value in (("--weights-dtype", self.weights_dtype), ("--kv-dtype", self.kv_dtype)):
             if value is not None and value not in BITS:
                 raise ConfigError(f"{flag} must be one of {', '.join(BITS)}, got {value!r}")
+        if not isinstance(self.tensor_parallel, int) or self.tensor_parallel < 1:
+            raise ConfigError(f"--tensor-parallel must be >= 1, got {self.tensor_parallel!r}")
         if self.group_size is not None and (self.group_size < 1 or self.weights_dtype is None):
             raise ConfigError(
                 f"--group-size {self.group_size} needs --weights-dtype and must be >= 1"
@@ -57,7 +61,9 @@ class Serving:
             parts.append(f"{self.weights_dtype} weights ({group})")
         if self.kv_dtype:
             parts.append(f"{self.kv_dtype} KV cache")
-        return ", ".join(parts) or "weights and KV cache as the model stores them"
+        if self.tensor_parallel > 1:
+            parts.append(f"tensor parallel over {self.tensor_parallel} GPUs")
+        return ", ".join(parts) or "weights and KV cache as the model stores them, one GPU"
 
 
 def _decoder_linear(tr: Trace, module: str) -> bool:
