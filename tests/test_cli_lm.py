@@ -83,3 +83,13 @@ def test_profile_prices_a_served_model_over_gpus_with_int4_weights(capsys):
                  "--group-size", "32", "--top", "1"]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert "int4 weights (group 32), tensor parallel over 3 GPUs" in out
+
+
+def test_the_summary_and_json_name_the_runtime_dtype_and_calibration(tmp_path, capsys):
+    out = tmp_path / "lm.json"
+    assert main(["profile", HF, "--top", "1", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "h100-sxm (uncalibrated), bf16, eager (one kernel launch per op)" in printed
+    data = json.loads(out.read_text())
+    assert data["runtime"].startswith("eager") and data["calibration"] == "uncalibrated"
+    assert data["dtype"] == "bf16"

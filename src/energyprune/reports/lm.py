@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from energyprune.energy.lm.layer_split import SUMMED
 from energyprune.energy.lm.per_token import LMProfile
 from energyprune.reports.report import fmt_count, fmt_joules
 
@@ -76,16 +77,7 @@ class _Sum:
     """The per-token totals, shaped like a row."""
 
     def __init__(self, lm: LMProfile) -> None:
-        for name in (
-            "flops",
-            "weight_bytes",
-            "kv_bytes",
-            "activation_bytes",
-            "compute_j",
-            "memory_j",
-            "static_j",
-            "seconds",
-        ):
+        for name in (*SUMMED, "seconds"):
             setattr(self, name, lm.total(name))
         self.energy_j = lm.energy_j
 
@@ -103,7 +95,8 @@ def lm_summary_line(lm: LMProfile) -> str:
         f"estimated energy {fmt_joules(lm.energy_j)} per {lm.regime.basis} "
         f"(compute {fmt_joules(lm.total('compute_j'))}, memory {fmt_joules(lm.total('memory_j'))}"
         f", static {fmt_joules(lm.total('static_j'))}){timing} · {regime_text(lm)} · profile "
-        f"{lm.hardware}, {lm.dtype}, {lm.serving.describe()}{moe} · profiled in {lm.wall_s:.2f} s"
+        f"{lm.hardware} ({lm.calibration}), {lm.dtype}, {lm.runtime}, {lm.serving.describe()}"
+        f"{moe} · profiled in {lm.wall_s:.2f} s"
     )
 
 

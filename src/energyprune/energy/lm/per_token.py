@@ -26,7 +26,7 @@ from typing import Any
 from torch import nn
 
 from energyprune.energy.hardware.profile import HardwareProfile, load_hardware
-from energyprune.energy.lm.layer_split import LayerSplit, split
+from energyprune.energy.lm.layer_split import SUMMED, LayerSplit, split
 from energyprune.energy.lm.regimes import Decode, Prefill, Regime, Workload, touched_experts
 from energyprune.energy.lm.serving import Serving, quantised
 from energyprune.energy.lm.tensor_parallel import one_gpu, over_gpus
@@ -35,6 +35,10 @@ from energyprune.energy.pricing.features import itemsize
 from energyprune.energy.tracing.tracer import Trace, trace
 from energyprune.errors import ConfigError
 from energyprune.options import build
+
+#: how kernels are launched in the priced pass: every aten op is its own kernel and launch (a
+#: serving stack's CUDA graphs and fused kernels are not priced yet: an upper bound on launches)
+RUNTIME = "eager (one kernel launch per op)"
 
 __all__ = [
     "LMPass",
@@ -91,6 +95,8 @@ class LMProfile:
     passes: tuple[LMPass, ...]
     moe: dict[str, Any] | None = None
     serving: Serving = field(default_factory=Serving)
+    calibration: str = "uncalibrated"  # or what the profile was fitted to
+    runtime: str = RUNTIME
     uncosted_ops: dict[str, int] = field(default_factory=dict)
     wall_s: float = 0.0
     estimated: bool = True
@@ -100,16 +106,7 @@ class LMProfile:
         return sum(getattr(layer, name) for layer in self.layers)
 
     def to_dict(self) -> dict[str, Any]:
-        sums = (
-            "flops",
-            "weight_bytes",
-            "kv_bytes",
-            "activation_bytes",
-            "compute_j",
-            "memory_j",
-            "static_j",
-            "overhead_j",
-        )
+        sums = SUMMED
         return {
             "model": self.model,
             "hardware": self.hardware,
@@ -126,6 +123,8 @@ class LMProfile:
             "layers": [layer.to_dict() for layer in self.layers],
             "passes": [p.to_dict() for p in self.passes],
             "moe": self.moe,
+            "runtime": self.runtime,
+            "calibration": self.calibration,
             "serving": {**dataclasses.asdict(self.serving), "stored": self.serving.describe()},
             "uncosted_ops": dict(self.uncosted_ops),
             "wall_s": self.wall_s,
@@ -238,6 +237,14 @@ def lm_traces(model: nn.Module, regime: Regime) -> list[TracedPass]:
     return out
 
 
+def _calibration(hw: HardwareProfile) -> str:
+    """Whether the profile was fitted to measurements, and to which."""
+    fit = hw.calibration
+    if not fit:
+        return "uncalibrated"
+    return f"calibrated on {fit.get('device', 'a device')} ({fit.get('n_train', '?')} rows)"
+
+
 def _moe_info(moe: tuple[int, int] | None) -> dict[str, Any] | None:
     """How a mixture of experts was priced (None for a dense model)."""
     if not moe:
@@ -325,6 +332,7 @@ def profile_lm(
         passes=tuple(passes),
         moe=_moe_info(moe),
         serving=stored,
+        calibration=_calibration(hw),
         uncosted_ops=uncosted,
         wall_s=time.perf_counter() - start,
     )

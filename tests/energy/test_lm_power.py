@@ -1,0 +1,27 @@
+"""A GPU profile never implies a power its board cannot draw: per-token energy over per-token
+device time lies between the board's idle power and its TDP, in decode at batch 1, 8 and 512
+(issue 36). The configs are public dimensions (benchmarks/configs/SOURCES.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("transformers")
+
+from energyprune.energy.hardware.profile import load_hardware
+from energyprune.energy.lm.per_token import profile_lm
+from energyprune.energy.lm.regimes import Decode
+
+CONFIGS = Path(__file__).resolve().parents[2] / "benchmarks" / "configs"
+
+
+@pytest.mark.parametrize("hardware", ["h100-sxm", "a100-sxm"])
+@pytest.mark.parametrize("config", ["smollm2-135m.json", "llama-3.1-8b.json"])
+def test_implied_power_per_gpu_lies_between_idle_and_tdp(hardware, config):
+    hw = load_hardware(hardware)
+    for batch in (1, 8, 512):
+        lm = profile_lm(f"hf:{CONFIGS / config}", Decode(batch, 1024), hw)
+        watts = lm.energy_j / lm.seconds
+        assert hw.power.idle_w <= watts <= hw.power.max_w, (batch, watts)
