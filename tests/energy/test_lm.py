@@ -292,3 +292,19 @@ def test_tensor_parallel_must_divide_the_heads():
         profile_lm(_config("llama"), Decode(1, 8), "h100-sxm", tensor_parallel=3)
     with pytest.raises(ConfigError, match="declares no interconnect"):
         profile_lm(_config("llama"), Decode(1, 8), "horowitz-45nm", tensor_parallel=2)
+
+
+def test_static_energy_splits_into_idle_and_busy_power(tmp_path):
+    """Energy = idle power x wall time + busy (active) power x kernel time + FLOPs and bytes:
+    with 73.5 W idle and 120 W busy, 120 / 193.5 of the time-driven energy is busy power."""
+    import dataclasses
+
+    from energyprune.energy.hardware.profile import load_hardware
+
+    hw = dataclasses.replace(load_hardware("h100-sxm"), active_w=120.0)
+    lm = profile_lm(_config("llama"), Decode(2, 32), hw)
+    split = lm.to_dict()["per_token"]
+    assert split["busy_j"] == pytest.approx(lm.seconds * 120.0, rel=1e-9)
+    assert split["idle_j"] == pytest.approx(lm.seconds * 73.5, rel=1e-9)
+    parts = split["idle_j"] + split["busy_j"] + split["compute_j"] + split["memory_j"]
+    assert parts + split["overhead_j"] == pytest.approx(lm.energy_j, rel=1e-9)

@@ -82,6 +82,14 @@ class _Sum:
         self.energy_j = lm.energy_j
 
 
+def _busy(lm: LMProfile) -> str:
+    """How much of the static energy is the board idling and how much is busy power."""
+    split = lm.power_split()
+    if not split["busy_j"]:
+        return ""
+    return f": idle {fmt_joules(split['idle_j'])} + busy {fmt_joules(split['busy_j'])}"
+
+
 def lm_summary_line(lm: LMProfile) -> str:
     """Energy (and time) per token, labelled as an estimate with its regime and profile."""
     timing = ""
@@ -94,9 +102,9 @@ def lm_summary_line(lm: LMProfile) -> str:
     return (
         f"estimated energy {fmt_joules(lm.energy_j)} per {lm.regime.basis} "
         f"(compute {fmt_joules(lm.total('compute_j'))}, memory {fmt_joules(lm.total('memory_j'))}"
-        f", static {fmt_joules(lm.total('static_j'))}){timing} · {regime_text(lm)} · profile "
-        f"{lm.hardware} ({lm.calibration}), {lm.dtype}, {lm.runtime}, {lm.serving.describe()}"
-        f"{moe} · profiled in {lm.wall_s:.2f} s"
+        f", static {fmt_joules(lm.total('static_j'))}{_busy(lm)}){timing} · {regime_text(lm)}"
+        f" · profile {lm.hardware} ({lm.calibration}), {lm.dtype}, {lm.runtime}, "
+        f"{lm.serving.describe()}{moe} · profiled in {lm.wall_s:.2f} s"
     )
 
 

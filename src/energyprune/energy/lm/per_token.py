@@ -96,6 +96,7 @@ class LMProfile:
     moe: dict[str, Any] | None = None
     serving: Serving = field(default_factory=Serving)
     calibration: str = "uncalibrated"  # or what the profile was fitted to
+    busy_share: float = 0.0  # of static_j, the share drawn above idle while kernels run
     runtime: str = RUNTIME
     uncosted_ops: dict[str, int] = field(default_factory=dict)
     wall_s: float = 0.0
@@ -104,6 +105,17 @@ class LMProfile:
     def total(self, name: str) -> float:
         """A per-token sum over layers (``"flops"``, ``"kv_bytes"``, ``"compute_j"``...)."""
         return sum(getattr(layer, name) for layer in self.layers)
+
+    def power_split(self) -> dict[str, float]:
+        """Per token: static energy as the idle board over the wall time, and busy power (the
+        profile's ``active_w``) over the kernels' time, beside FLOP and byte energy."""
+        static = self.total("static_j")
+        return {
+            "idle_j": static * (1 - self.busy_share),
+            "busy_j": static * self.busy_share,
+            "compute_j": self.total("compute_j"),
+            "memory_j": self.total("memory_j"),
+        }
 
     def to_dict(self) -> dict[str, Any]:
         sums = SUMMED
@@ -119,6 +131,7 @@ class LMProfile:
                 "seconds": self.seconds,
                 "basis": self.regime.basis,
                 **{k: self.total(k) for k in sums},
+                **self.power_split(),
             },
             "layers": [layer.to_dict() for layer in self.layers],
             "passes": [p.to_dict() for p in self.passes],
@@ -333,6 +346,7 @@ def profile_lm(
         moe=_moe_info(moe),
         serving=stored,
         calibration=_calibration(hw),
+        busy_share=hw.active_w / (hw.static_w + hw.active_w) if hw.static_w + hw.active_w else 0.0,
         uncosted_ops=uncosted,
         wall_s=time.perf_counter() - start,
     )
