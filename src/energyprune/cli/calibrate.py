@@ -104,9 +104,12 @@ def _live(args: argparse.Namespace, progress):
 
 def _fit_settings(args: argparse.Namespace) -> dict:
     """The FitSpec fields the command line sets (checked once, by FitSpec)."""
-    keys = ("name", "heldout", "seed", "split")
-    fields = ("name", "heldout_fraction", "seed", "split")
-    return {field: getattr(args, key) for field, key in zip(fields, keys, strict=True)}
+    return {
+        "name": args.name,
+        "heldout_fraction": args.heldout,
+        "seed": args.seed,
+        "split": args.split,
+    }
 
 
 def _fitted_column(args: argparse.Namespace) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy.optimize import lsq_linear, minimize, nnls
+from scipy.optimize import lsq_linear, minimize
 
 from energyprune.energy.calibration.power_limits import PowerLimits
 from energyprune.energy.calibration.split import SPLITS, folds
@@ -109,20 +109,16 @@ def energy_columns(
 def solve(
     x: np.ndarray,
     y: np.ndarray,
-    columns: Sequence[Column] | None = None,
+    columns: Sequence[Column],
     shrink: float = 0.0,
     limits: PowerLimits | None = None,
 ) -> np.ndarray:
-    """Least squares on relative error, ``x @ c ≈ y``: non-negative and unbounded above without
-    ``columns``; else within each column's bounds, pulled toward its base by ``shrink`` and
-    held to ``limits`` (``g @ c <= h``: power)."""
+    """Least squares on relative error, ``x @ c ≈ y``, within each column's bounds, pulled
+    toward its base by ``shrink`` and held to ``limits`` (``g @ c <= h``: power)."""
     rows = x / y[:, None]
     norms = np.linalg.norm(rows, axis=0)
     norms[norms == 0] = 1.0
     a, b = rows / norms, np.ones_like(y)
-    if columns is None:
-        solution, _ = nnls(a, b)
-        return solution / norms
     lo = np.array([c.lo for c in columns]) * norms
     hi = np.array([c.hi for c in columns]) * norms
     pulled = [j for j, c in enumerate(columns) if c.base > 0 and shrink > 0]

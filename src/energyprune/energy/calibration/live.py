@@ -28,7 +28,12 @@ from energyprune.energy.calibration.fit import (
     write_back,
 )
 from energyprune.energy.calibration.observations import CalibrationResult, Observation
-from energyprune.energy.calibration.report import fidelity_report, split_report, summary
+from energyprune.energy.calibration.report import (
+    fidelity_report,
+    on_both_splits,
+    split_report,
+    summary,
+)
 from energyprune.energy.calibration.split import split
 from energyprune.energy.hardware.profile import HardwareProfile, load_hardware
 from energyprune.energy.pricing.features import variant_features
@@ -259,9 +264,7 @@ def fit_observations(
         report["shrink_cv_error"] = solved.cv_error
         return fitted, report
 
-    fitted, report = judged(spec.split)
-    other = "random" if spec.split == "group" else "group"
-    report[f"{other}_split"] = summary(judged(other)[1]) if len(set(families)) > 1 else None
+    fitted, report = on_both_splits(judged, spec.split, families)
     report.update({"base_profile": base.name, "quantity": "joules per sample", **context})
     return CalibrationResult(replace(fitted, calibration=summary(report)), report)
 

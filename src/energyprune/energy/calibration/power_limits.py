@@ -72,6 +72,13 @@ def _kernels(ops: Sequence[PricedOp], hw: HardwareProfile) -> list[tuple[Counter
     return kernels
 
 
+def _rows(hw: HardwareProfile, spec: str, names: Sequence[str], powers: Sequence[str]):
+    """One row per kernel of probe ``spec`` priced on ``hw``'s time terms: the implied power
+    per unit of each coefficient (a feature's amount per second; 1 for each power)."""
+    kernels = _kernels(_probe_ops(spec, hw), hw)
+    return np.array([[a.get(n, 0.0) / s for n in names] + [1.0] * len(powers) for a, s in kernels])
+
+
 def power_limits(
     timed: HardwareProfile, names: Sequence[str], powers: Sequence[str]
 ) -> PowerLimits | None:
@@ -79,28 +86,17 @@ def power_limits(
     the declared maximum. None when the profile declares none."""
     if timed.power is None or not timed.timed:
         return None
-    rows = []
-    for spec in PROBES:
-        for amounts, seconds in _kernels(_probe_ops(spec, timed), timed):
-            rows.append([amounts.get(n, 0.0) / seconds for n in names] + [1.0] * len(powers))
-    g = np.array(rows)
-    return PowerLimits(g, np.full(len(rows), timed.power.max_w * 1e12))
+    g = np.vstack([_rows(timed, spec, names, powers) for spec in PROBES])
+    return PowerLimits(g, np.full(len(g), timed.power.max_w * 1e12))
 
 
 def implied_peaks(hw: HardwareProfile) -> dict[str, float]:
     """The hungriest kernel's implied watts on each probe network under ``hw`` (a fitted
-    profile's report carries them; the fit keeps them within the declared maximum)."""
+    profile's report carries them; the fit keeps them within the declared maximum): the
+    limits' rows times the profile's coefficients."""
     if not hw.timed:
         return {}
-    peaks = {}
-    for spec in PROBES:
-        kernels = _kernels(_probe_ops(spec, hw), hw)
-        coef = hw.coefficients()
-        watts = [
-            sum(coef.get(k, 0.0) * v for k, v in amounts.items()) * 1e-12 / s
-            + hw.static_w
-            + hw.active_w
-            for amounts, s in kernels
-        ]
-        peaks[spec] = max(watts)
-    return peaks
+    coef = hw.coefficients()
+    names, powers = sorted(coef), ("static_w", "active_w")
+    c = np.array([coef[n] for n in names] + [getattr(hw, p) * 1e12 for p in powers])
+    return {spec: float(np.max(_rows(hw, spec, names, powers) @ c)) * 1e-12 for spec in PROBES}

@@ -4,7 +4,7 @@ uncalibrated base, on the same rows; and the figures a profile carries."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -12,8 +12,9 @@ import numpy as np
 from energyprune.energy.calibration.fidelity import fidelity, n_close_pairs
 from energyprune.energy.calibration.observations import Observation
 from energyprune.energy.calibration.split import Split
+from energyprune.energy.hardware.profile import HardwareProfile
 
-__all__ = ["SUMMARY_KEYS", "fidelity_report", "split_report", "summary"]
+__all__ = ["SUMMARY_KEYS", "fidelity_report", "on_both_splits", "split_report", "summary"]
 
 SUMMARY_KEYS = (
     "pairwise_agreement",
@@ -37,6 +38,19 @@ SUMMARY_KEYS = (
 def summary(report: dict[str, Any]) -> dict[str, Any]:
     """The headline fidelity figures a fitted profile carries (they travel in its YAML)."""
     return {k: report[k] for k in SUMMARY_KEYS if k in report}
+
+
+def on_both_splits(
+    judge: Callable[[str], tuple[HardwareProfile, dict[str, Any]]],
+    how: str,
+    families: Sequence[str],
+) -> tuple[HardwareProfile, dict[str, Any]]:
+    """``judge(how)`` (a fit on one split and its report), with the headline figures of the
+    same fit on the other split beside it (None where the rows are one family)."""
+    fitted, report = judge(how)
+    other = "random" if how == "group" else "group"
+    report[f"{other}_split"] = summary(judge(other)[1]) if len(set(families)) > 1 else None
+    return fitted, report
 
 
 def split_report(split: Split, how: str) -> dict[str, Any]:

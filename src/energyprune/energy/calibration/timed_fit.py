@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -46,7 +47,12 @@ from energyprune.energy.calibration.fit import (
 )
 from energyprune.energy.calibration.observations import CalibrationResult, Observation
 from energyprune.energy.calibration.power_limits import implied_peaks, power_limits
-from energyprune.energy.calibration.report import fidelity_report, split_report, summary
+from energyprune.energy.calibration.report import (
+    fidelity_report,
+    on_both_splits,
+    split_report,
+    summary,
+)
 from energyprune.energy.calibration.split import Split, folds, split
 from energyprune.energy.calibration.time_terms import OpArrays, TimedRow, TimeTerms, fit_terms
 from energyprune.energy.hardware.profile import HardwareProfile
@@ -153,6 +159,16 @@ def fit_time(
     return TimeFit(terms, _time_error(rows, hw, terms, train, log=False), names)
 
 
+def _energy_row(row: TimedRow, names: Sequence[str], timed: HardwareProfile) -> list[float]:
+    """One row of the energy design: its features per sample, then its predicted seconds per
+    sample (static power's column) and its kernels' seconds (active power's)."""
+    features, kernels = row.features(), kernel_seconds(row, timed)
+    return [features.get(c, 0.0) for c in names] + [
+        (kernels + timed.forward_s) / row.batch,
+        kernels / row.batch,
+    ]
+
+
 def fit_timed_profile(
     base: HardwareProfile,
     rows: Sequence[TimedRow],
@@ -173,16 +189,7 @@ def fit_timed_profile(
     coef = base.coefficients()
     names = sorted({k for i in train for k, v in rows[i].features().items() if v} & set(coef))
     columns = energy_columns(timed, names, spec.energy_factor, POWERS)  # its launch times
-    x = np.array(
-        [
-            [r.features().get(c, 0.0) for c in names]
-            + [
-                (kernel_seconds(r, timed) + timed.forward_s) / r.batch,
-                kernel_seconds(r, timed) / r.batch,
-            ]
-            for r in rows
-        ]
-    )
+    x = np.array([_energy_row(r, names, timed) for r in rows])
     y = np.array([r.joules for r in rows]) / 1e-12
     limits = power_limits(timed, names, POWERS)
     solved = fit_energy(x, y, columns, families, train, spec, limits)
@@ -206,10 +213,8 @@ def fit_timed_observations(
     if len(rows) < 6:
         raise ConfigError(f"fitting time needs at least 6 measured rows, got {len(rows)}")
     families = [o.family for o in observations]
-    fitted, report = _judged(base, observations, rows, spec, spec.split)
-    other = "random" if spec.split == "group" else "group"
-    if len(set(families)) > 1:
-        report[f"{other}_split"] = summary(_judged(base, observations, rows, spec, other)[1])
+    judge = partial(_judged, base, observations, rows, spec)
+    fitted, report = on_both_splits(judge, spec.split, families)
     report.update(context)
     return CalibrationResult(replace(fitted, calibration=summary(report)), report)
 

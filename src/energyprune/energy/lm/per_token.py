@@ -308,12 +308,13 @@ def profile_lm(
         sparse = nm_weights(model_or_config, hw.sparse_kernels)
     model, default_name = _as_model(model_or_config)
     if stored.tensor_parallel > 1:
-        model = one_gpu(model, stored.tensor_parallel)
+        model = one_gpu(model, stored.tensor_parallel, not isinstance(model_or_config, nn.Module))
     from energyprune.models.hf import moe_experts
 
     moe = moe_experts(model.config)
     passes, weighted, uncosted = [], [], {}
-    for traced in lm_traces(model, regime):
+    traced_passes = lm_traces(model, regime)
+    for traced in traced_passes:
         tr = _sparse_kernels(traced.trace, sparse) if sparse else traced.trace
         tr = quantised(tr, stored, dtype) if stored != Serving() else tr
         prof = estimate(tr, hw, dtype, model_name=name or default_name)
@@ -325,14 +326,8 @@ def profile_lm(
     types = {m: info.type for m, info in tr.modules.items()} | {"(root)": type(model).__name__}
     layers = split(weighted, hw, dtype, types)
     if stored.tensor_parallel > 1:
-        layers = over_gpus(
-            layers,
-            model,
-            lm_traces(model, regime),
-            hw,
-            passes[0].profile.dtype,
-            stored.tensor_parallel,
-        )
+        gpus, priced = stored.tensor_parallel, passes[0].profile.dtype
+        layers = over_gpus(layers, model, traced_passes, hw, priced, gpus)
     return LMProfile(
         model=name or default_name,
         hardware=hw.name,

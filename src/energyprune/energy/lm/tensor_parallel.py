@@ -78,12 +78,13 @@ def all_reduce(
     return AllReduce(gpus, sent, seconds, sent * link.pj_per_byte * 1e-12)
 
 
-def one_gpu(model: nn.Module, n: int) -> nn.Module:
-    """The shard one of ``n`` tensor-parallel GPUs holds, from the model's config (a model
-    whose widths differ from its config, a pruned one, cannot be split by it)."""
+def one_gpu(model: nn.Module, n: int, from_config: bool) -> nn.Module:
+    """The shard one of ``n`` tensor-parallel GPUs holds, from the model's config. A model the
+    caller gave (``from_config`` False) is checked against its config first: one whose widths
+    differ from it, a pruned one, cannot be split by it."""
     from energyprune.models import hf
 
-    whole = hf.build_hf(model.config)
+    whole = model if from_config else hf.build_hf(model.config)
     if sum(p.numel() for p in whole.parameters()) != sum(p.numel() for p in model.parameters()):
         raise ConfigError(
             "tensor-parallel pricing splits a model by its config, and this model's widths "
