@@ -89,7 +89,11 @@ def test_the_summary_and_json_name_the_runtime_dtype_and_calibration(tmp_path, c
     out = tmp_path / "lm.json"
     assert main(["profile", HF, "--top", "1", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "h100-sxm (uncalibrated), bf16, eager (one kernel launch per op)" in printed
+    assert "h100-sxm (uncalibrated), bf16, graphs (CUDA graphs, 9 fused kernels" in printed
     data = json.loads(out.read_text())
-    assert data["runtime"].startswith("eager") and data["calibration"] == "uncalibrated"
+    assert data["runtime"].startswith("graphs") and data["calibration"] == "uncalibrated"
     assert data["dtype"] == "bf16"
+    assert main(["profile", HF, "--top", "1", "--runtime", "eager"]) == 0
+    assert "eager (one kernel launch per aten op)" in capsys.readouterr().out
+    assert main(["profile", "resnet20", "--runtime", "eager"]) == 2
+    assert "--runtime: these flags price language models" in capsys.readouterr().err

@@ -275,8 +275,9 @@ def test_tensor_parallel_2_shards_bytes_and_flops_and_doubles_static_power():
     one = profile_lm(config, Decode(batch, 64), "h100-sxm")
     two = profile_lm(config, Decode(batch, 64), "h100-sxm", tensor_parallel=2)
     assert two.passes[0].profile.total.macs * 2 == one.passes[0].profile.total.macs
-    # per token: the norms, the gathered embedding rows and RoPE's fp32 frequencies
-    replicated = ((2 * LAYERS + 1) * D * BF16 + batch * D * BF16 + HEAD_DIM // 2 * 4) / batch
+    # per token: the norms and the gathered embedding rows (RoPE's cos/sin are a table lookup
+    # inside the fused RoPE kernel, energy/lm/graphs.py)
+    replicated = ((2 * LAYERS + 1) * D * BF16 + batch * D * BF16) / batch
     assert two.total("weight_bytes") == pytest.approx(one.total("weight_bytes") + replicated)
     static_w = 73.5  # h100-sxm, from its datasheet idle; no active power
     assert one.total("static_j") == pytest.approx(static_w * one.seconds, rel=1e-9)
@@ -308,3 +309,24 @@ def test_static_energy_splits_into_idle_and_busy_power(tmp_path):
     assert split["idle_j"] == pytest.approx(lm.seconds * 73.5, rel=1e-9)
     parts = split["idle_j"] + split["busy_j"] + split["compute_j"] + split["memory_j"]
     assert parts + split["overhead_j"] == pytest.approx(lm.energy_j, rel=1e-9)
+
+
+def test_expert_parallel_2_halves_the_experts_and_the_batch_each_gpu_holds():
+    """By hand: each of 2 GPUs holds E/2 experts and serves half the requests with whole
+    attention, so the MACs per token are the whole model's less half the router's; two
+    all-to-alls per MoE layer send each token's hidden state to its top-k experts, half of them
+    on the other GPU."""
+    config, batch = _config("qwen3_moe"), 4
+    one = profile_lm(config, Decode(batch, 64), "h100-sxm")
+    two = profile_lm(config, Decode(batch, 64), "h100-sxm", expert_parallel=2)
+    router = LAYERS * D * EXPERTS
+    macs = lambda lm: lm.passes[0].profile.total.macs / lm.passes[0].batch  # noqa: E731
+    assert two.passes[0].batch == batch // 2
+    assert macs(two) == macs(one) - router / 2
+    comm = next(layer for layer in two.layers if layer.name == "(all-to-all)")
+    assert comm.activation_bytes == pytest.approx(2 * LAYERS * TOP_K * D * BF16 / 2)
+    assert "expert parallel over 2 GPUs" in two.to_dict()["serving"]["stored"]
+    with pytest.raises(ConfigError, match="has none"):
+        profile_lm(_config("llama"), Decode(2, 8), "h100-sxm", expert_parallel=2)
+    with pytest.raises(ConfigError, match="must be a multiple of 2"):
+        profile_lm(config, Decode(3, 8), "h100-sxm", expert_parallel=2)

@@ -28,18 +28,19 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report", metavar="PATH", help="fidelity report JSON (default: beside --out)")
     p.add_argument(
         "--base",
-        help="profile whose structure is refitted (default gpu-generic; h100-sxm for "
-        "joules_per_token)",
+        help="profile whose structure is refitted (default gpu-generic; h100-sxm-datasheet "
+        "for joules_per_token)",
     )
     p.add_argument("--name", help="name of the fitted profile")
     p.add_argument("--heldout", type=float, default=0.25, help="share of rows held out")
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out split")
     p.add_argument(
         "--split",
-        choices=("group", "random"),
+        choices=("group", "random", "each"),
         default="group",
         help="hold out whole families (a model, a block family: the default, which measures "
-        "transfer) or rows at random (interpolation); the report shows both",
+        "transfer) or rows at random (interpolation); the report shows both. each (per-token "
+        "tables): every model held out in turn, the profile fitted on all rows",
     )
     table = p.add_argument_group("from a table (--from)")
     table.add_argument(
@@ -132,7 +133,7 @@ def _from_tokens(args: argparse.Namespace, progress):
 
     return calibrate_lm_from(
         args.source,
-        base=args.base or "h100-sxm",
+        base=args.base or "h100-sxm-datasheet",
         skip_bad=args.skip_bad,
         progress=progress,
         **_fit_settings(args),
@@ -244,17 +245,24 @@ def _time_summary(rep: dict, console: Console) -> None:
 
 
 def _token_summary(rep: dict, console: Console) -> None:
+    itl = rep["itl_mape"]
+    latency = f" · inter-token latency {100 * itl:.1f} %" if itl is not None else ""
     console.print(
-        f"held-out MAPE of J/token: fitted {100 * rep['mape']:.1f} % · {rep['baseline']}: "
-        f"{100 * rep['baseline_mape']:.1f} % · {rep['base_profile']} uncalibrated "
-        f"{100 * rep['base_mape']:.1f} % · ordering agreement {rep['pairwise_agreement']:.3f}",
+        f"held-out MAPE of J/token: fitted {100 * rep['mape']:.1f} %{latency} · "
+        f"{rep['baseline']}: {100 * rep['baseline_mape']:.1f} % · {rep['base_profile']} "
+        f"uncalibrated {100 * rep['base_mape']:.1f} % · Spearman {rep['spearman']:.3f}",
         soft_wrap=True,
     )
+    for model, e in rep["by_model"].items():
+        itl = f", latency {100 * e['itl_mape']:.1f} %" if e["itl_mape"] is not None else ""
+        console.print(
+            f"  held out {model}: J/token {100 * e['mape']:.1f} %{itl} ({e['n_rows']} rows)"
+        )
     console.print(
         f"fitted: {rep['compute_efficiency']:.0%} of peak FLOP/s, {rep['bandwidth_efficiency']:.0%}"
-        f" of peak bandwidth, static {rep['static_w']:.1f} W · {rep['n_train']} train / "
-        f"{rep['n_heldout']} held out · {rep['device']}",
+        f" of peak bandwidth, kernel floor {rep['graph_kernel_s'] * 1e6:.2f} us, "
+        f"{rep['graph_step_s'] * 1e3:.2f} ms per step, static {rep['static_w']:.1f} W, busy "
+        f"{rep['active_w']:.1f} W · {rep['n_train']} train / {rep['n_heldout']} held out · "
+        f"{rep['device']}",
         soft_wrap=True,
     )
-    if rep.get("bad_rows"):
-        console.print(f"skipped {len(rep['bad_rows'])} bad row(s), listed in the report")

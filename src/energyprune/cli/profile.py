@@ -100,6 +100,19 @@ def _add_regime_args(p: argparse.ArgumentParser) -> None:
         help="split over N GPUs (heads, inner widths, vocabulary; two all-reduces per layer "
         "over the profile's interconnect); J per token summed over the GPUs",
     )
+    g.add_argument(
+        "--expert-parallel",
+        type=int,
+        metavar="N",
+        help="mixtures of experts: E/N experts per GPU, attention data-parallel over N GPUs "
+        "(B/N requests each), two all-to-alls per MoE layer; J per token summed over the GPUs",
+    )
+    g.add_argument(
+        "--runtime",
+        choices=("graphs", "eager"),
+        help="how the server runs kernels: graphs (default: CUDA graphs, 9 fused kernels per "
+        "decoder layer) or eager (one kernel and launch per aten op)",
+    )
 
 
 def _regime(args: argparse.Namespace):
@@ -123,7 +136,10 @@ def _run_lm(args: argparse.Namespace, console: Console) -> int:
     config = lm_for_pricing(args.model)
     if args.json:
         check_writable_file(args.json, "--json")
-    keys = ("weights_dtype", "group_size", "kv_dtype", "tensor_parallel")
+    keys = (
+        *("weights_dtype", "group_size", "kv_dtype", "tensor_parallel", "expert_parallel"),
+        "runtime",
+    )
     stored = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     lm = profile_lm(config, regime, args.hardware, args.dtype, name=args.model, **stored)
     console.print(lm_layer_table(lm, top=args.top))
@@ -138,6 +154,22 @@ def _run_lm(args: argparse.Namespace, console: Console) -> int:
         atomic_write_text(args.json, lm.to_json() + "\n")
         console.print(f"wrote {args.json}")
     return 0
+
+
+#: flags that only price language models
+_LM_ONLY = (
+    *("phase", "workload", "weights_dtype", "group_size", "kv_dtype", "tensor_parallel"),
+    *("expert_parallel", "runtime"),
+)
+
+
+def _refuse_lm_flags(args: argparse.Namespace) -> None:
+    given = ["--" + k.replace("_", "-") for k in _LM_ONLY if getattr(args, k)]
+    if given:
+        raise ConfigError(
+            f"{given[0]}: these flags price language models: pass MODEL as a built-in LM "
+            "(smollm2-135m) or hf:PATH (a config.json or a folder holding one)"
+        )
 
 
 def _run_profile(args: argparse.Namespace, console: Console) -> int:
@@ -158,13 +190,7 @@ def _run_profile(args: argparse.Namespace, console: Console) -> int:
                 "regime flags set the shapes (--phase, --workload)"
             )
         return _run_lm(args, console)
-    lm_only = ("phase", "workload", "weights_dtype", "group_size", "kv_dtype", "tensor_parallel")
-    given = ["--" + k.replace("_", "-") for k in lm_only if getattr(args, k)]
-    if given:
-        raise ConfigError(
-            f"{given[0]}: these flags price language models: pass MODEL as a built-in LM "
-            "(smollm2-135m) or hf:PATH (a config.json or a folder holding one)"
-        )
+    _refuse_lm_flags(args)
     built, shape = load_model(args)  # and a misspelled model before the tracer is imported
     from energyprune.energy.pricing.estimates import EnergyProfile, profile
     from energyprune.reports.plots import plot_layer_energy

@@ -96,7 +96,7 @@ def lm_summary_line(lm: LMProfile) -> str:
     if lm.seconds:
         timing = (
             f" · {lm.seconds * 1e3:.3f} ms of device time per token "
-            f"({1 / lm.seconds:,.0f} tokens/s, roofline lower bound)"
+            f"({1 / lm.seconds:,.0f} tokens/s as priced)"
         )
     moe = f" · MoE: {lm.moe['rule']}" if lm.moe else ""
     return (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import yaml
@@ -64,6 +65,8 @@ def profile_to_yaml(result: CalibrationResult) -> str:
         )
     if hw.power is not None:
         data["power_w"] = {"idle": hw.power.idle_w, "max": hw.power.max_w}
+    if hw.interconnect is not None:
+        data["interconnect"] = dataclasses.asdict(hw.interconnect)
     return yaml.safe_dump(data, sort_keys=False, width=100)
 
 
@@ -101,9 +104,12 @@ def _timed(head: str, rep: dict) -> str:
 
 def _per_token(head: str, rep: dict) -> str:
     return (
-        f"{head}, with static power as the coefficient of roofline time and the compute and "
-        f"bandwidth efficiencies ({rep['compute_efficiency']:.1%}, "
-        f"{rep['bandwidth_efficiency']:.1%} of the base's peaks) searched on a grid and refined."
+        f"{head}; static power is the coefficient of wall time and busy power of kernel time. "
+        "First the serving runtime's time terms were fitted to measured inter-token latency "
+        f"({rep['compute_efficiency']:.1%} and {rep['bandwidth_efficiency']:.1%} of the base's "
+        f"peaks, {rep['graph_kernel_s'] * 1e6:.2f} us per fused kernel at least, "
+        f"{rep['graph_step_s'] * 1e3:.2f} ms of host time per step), and no training pass may "
+        "imply more than the board's maximum power: energy/calibration/per_token.py."
     )
 
 

@@ -17,7 +17,7 @@ from energyprune.errors import ConfigError
 
 __all__ = ["SPLITS", "Split", "folds", "split"]
 
-SPLITS = ("group", "random")
+SPLITS = ("group", "random", "each")  # each: every family held out in turn (per-token fits)
 MIN_HELD = 2
 
 
@@ -39,6 +39,10 @@ def split(families: Sequence[str], fraction: float, seed: int, by: str = "group"
         random.Random(seed).shuffle(order)
         held = sorted(order[: max(MIN_HELD, round(fraction * n))])
         return Split(tuple(held), tuple(sorted(set(range(n)) - set(held))))
+    if by == "each":
+        raise ConfigError(
+            "split each (every family held out in turn) is for per-token tables; use group"
+        )
     if by != "group":
         raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {by!r}")
     names = sorted(set(families))

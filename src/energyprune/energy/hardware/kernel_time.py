@@ -15,6 +15,9 @@ Four terms, each off by default, so a profile without a ``runtime:`` section pri
   group's weights once per map, whatever the map's size.
 - **Per-kind launch time** (``launch_s``: op kind → seconds). For example, a layout copy (a
   channel shuffle) is a TensorRT shuffle layer, far dearer than a conv's launch.
+- **Graph kernel floor and step time** (``graph_kernel_s``, ``graph_step_s``): the shortest a
+  fused kernel runs when a serving stack replays CUDA graphs, and the host's time between two
+  replays (language models' ``graphs`` runtime, :mod:`energyprune.energy.lm.graphs`).
 
 :func:`op_timing` reads what these terms need from a traced op, and :func:`fused_ops` finds the
 epilogues. Both pricing (:mod:`energyprune.energy.pricing.estimates`) and calibration use them, so
@@ -70,6 +73,8 @@ class KernelTiming:
     efficiency: dict[str, float] = field(default_factory=dict)
     grouped_weight_flops: float = 0.0
     launch_s: dict[str, float] = field(default_factory=dict)
+    graph_kernel_s: float = 0.0  # the shortest a fused kernel of a CUDA graph runs
+    graph_step_s: float = 0.0  # host time between two graph replays (scheduling, sampling)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -78,6 +83,8 @@ class KernelTiming:
             "efficiency": dict(self.efficiency),
             "grouped_weight_flops": self.grouped_weight_flops,
             "launch_s": dict(self.launch_s),
+            "graph_kernel_s": self.graph_kernel_s,
+            "graph_step_s": self.graph_step_s,
         }
 
 
@@ -176,7 +183,7 @@ def parse_runtime(data: Any, origin: str) -> KernelTiming:
         raise ConfigError(f"hardware profile {origin}: runtime.efficiency values must be > 0")
     scalars = {
         k: _number(data.get(k, 0.0), k, origin)
-        for k in ("occupancy_outputs", "grouped_weight_flops")
+        for k in ("occupancy_outputs", "grouped_weight_flops", "graph_kernel_s", "graph_step_s")
     }
     return KernelTiming(
         fuse_epilogues=bool(data.get("fuse_epilogues", False)),

@@ -15,30 +15,34 @@ grouped kernel is handed.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
 from energyprune.energy.hardware.profile import HardwareProfile, load_hardware
-from energyprune.energy.lm.layer_split import SUMMED, LayerSplit, split
+from energyprune.energy.lm.expert_parallel import all_to_all, expert_shard, per_gpu_regime
+from energyprune.energy.lm.graphs import GRAPHS, RUNTIMES, graph_ops
+from energyprune.energy.lm.layer_split import LayerSplit, split
 from energyprune.energy.lm.regimes import Decode, Prefill, Regime, Workload, touched_experts
+from energyprune.energy.lm.result import LMPass, LMProfile
 from energyprune.energy.lm.serving import Serving, quantised
 from energyprune.energy.lm.tensor_parallel import one_gpu, over_gpus
-from energyprune.energy.pricing.estimates import EnergyProfile, estimate
+from energyprune.energy.pricing.estimates import (
+    EnergyProfile,
+    Totals,
+    estimate,
+    layer_totals,
+    with_forward,
+)
 from energyprune.energy.pricing.features import itemsize
 from energyprune.energy.tracing.tracer import Trace, trace
 from energyprune.errors import ConfigError
 from energyprune.options import build
-
-#: how kernels are launched in the priced pass: every aten op is its own kernel and launch (a
-#: serving stack's CUDA graphs and fused kernels are not priced yet: an upper bound on launches)
-RUNTIME = "eager (one kernel launch per op)"
 
 __all__ = [
     "LMPass",
@@ -49,102 +53,8 @@ __all__ = [
     "lm_traces",
     "nm_weights",
     "profile_lm",
+    "served",
 ]
-
-
-@dataclass(frozen=True)
-class LMPass:
-    """One traced forward pass of a regime and how many times the regime runs it."""
-
-    phase: str
-    batch: int
-    length: int  # prompt tokens (prefill) or cached tokens (decode)
-    count: float
-    profile: EnergyProfile = field(repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        key = "prompt" if self.phase == "prefill" else "context"
-        total = self.profile.total
-        return {
-            "phase": self.phase,
-            "batch": self.batch,
-            key: self.length,
-            "count": self.count,
-            "energy_j": total.energy_j,
-            "seconds": total.seconds,
-        }
-
-
-@dataclass(frozen=True)
-class LMProfile:
-    """Estimated energy per token of a language model in one regime. Never a measurement.
-
-    ``energy_j``/``seconds`` are per token of ``regime.basis``; ``seconds`` is device time per
-    token (the inverse of throughput), 0 under profiles without rates. ``layers`` split one
-    token's cost by module and sum to it.
-    """
-
-    model: str
-    hardware: str
-    hardware_source: str
-    dtype: str
-    regime: Regime
-    energy_j: float
-    seconds: float
-    layers: tuple[LayerSplit, ...]
-    passes: tuple[LMPass, ...]
-    moe: dict[str, Any] | None = None
-    serving: Serving = field(default_factory=Serving)
-    calibration: str = "uncalibrated"  # or what the profile was fitted to
-    busy_share: float = 0.0  # of static_j, the share drawn above idle while kernels run
-    runtime: str = RUNTIME
-    uncosted_ops: dict[str, int] = field(default_factory=dict)
-    wall_s: float = 0.0
-    estimated: bool = True
-
-    def total(self, name: str) -> float:
-        """A per-token sum over layers (``"flops"``, ``"kv_bytes"``, ``"compute_j"``...)."""
-        return sum(getattr(layer, name) for layer in self.layers)
-
-    def power_split(self) -> dict[str, float]:
-        """Per token: static energy as the idle board over the wall time, and busy power (the
-        profile's ``active_w``) over the kernels' time, beside FLOP and byte energy."""
-        static = self.total("static_j")
-        return {
-            "idle_j": static * (1 - self.busy_share),
-            "busy_j": static * self.busy_share,
-            "compute_j": self.total("compute_j"),
-            "memory_j": self.total("memory_j"),
-        }
-
-    def to_dict(self) -> dict[str, Any]:
-        sums = SUMMED
-        return {
-            "model": self.model,
-            "hardware": self.hardware,
-            "hardware_source": self.hardware_source,
-            "dtype": self.dtype,
-            "estimated": self.estimated,
-            "regime": self.regime.to_dict(),
-            "per_token": {
-                "energy_j": self.energy_j,
-                "seconds": self.seconds,
-                "basis": self.regime.basis,
-                **{k: self.total(k) for k in sums},
-                **self.power_split(),
-            },
-            "layers": [layer.to_dict() for layer in self.layers],
-            "passes": [p.to_dict() for p in self.passes],
-            "moe": self.moe,
-            "runtime": self.runtime,
-            "calibration": self.calibration,
-            "serving": {**dataclasses.asdict(self.serving), "stored": self.serving.describe()},
-            "uncosted_ops": dict(self.uncosted_ops),
-            "wall_s": self.wall_s,
-        }
-
-    def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
 
 
 def _touched(tr: Trace, experts: int, top_k: int, tokens: int) -> Trace:
@@ -250,6 +160,48 @@ def lm_traces(model: nn.Module, regime: Regime) -> list[TracedPass]:
     return out
 
 
+def _as_graphs(prof: EnergyProfile, tr: Trace, hw: HardwareProfile, dtype) -> EnergyProfile:
+    """One pass priced eagerly, re-priced as a serving stack's fused kernels run it."""
+    ops = graph_ops(prof.ops, tr, hw, dtype)
+    total = with_forward(Totals.of(ops, tr.params), hw)
+    return dataclasses.replace(prof, ops=ops, total=total, layers=layer_totals(tr, ops))
+
+
+def served(model: nn.Module, regime: Regime, stored: Serving, from_config: bool = True):
+    """The model one GPU runs and the share of the regime it serves (the whole regime under
+    tensor parallelism; 1/N of the requests under expert parallelism)."""
+    if stored.tensor_parallel > 1:
+        return one_gpu(model, stored.tensor_parallel, from_config), regime
+    if stored.expert_parallel > 1:
+        n = stored.expert_parallel
+        return expert_shard(model, n), per_gpu_regime(regime, n)
+    return model, regime
+
+
+def _served_layers(layers, model, traced, hw: HardwareProfile, priced: str, stored: Serving):
+    """One GPU's rows as the served model pays them: over tensor-parallel GPUs, with the
+    collectives, and the host's time between graph replays."""
+    if stored.tensor_parallel > 1:
+        layers = over_gpus(layers, model, traced, hw, priced, stored.tensor_parallel)
+    if stored.expert_parallel > 1:
+        comm = all_to_all(hw, stored.expert_parallel, traced, model.config, itemsize(priced))
+        layers = (*layers, comm)
+    if stored.runtime == GRAPHS:
+        layers = (*layers, *_step_overhead(hw, traced, stored.tensor_parallel))
+    return layers
+
+
+def _step_overhead(hw: HardwareProfile, traced: list[TracedPass], gpus: int) -> tuple:
+    """The host's time between two graph replays (scheduling, sampling: the profile's
+    ``runtime.graph_step_s``) in every pass, at idle power on every GPU; none when it is 0."""
+    seconds = sum(t.share for t in traced) * hw.runtime.graph_step_s
+    if not seconds:
+        return ()
+    return (
+        LayerSplit("(per step)", "Runtime", static_j=gpus * hw.static_w * seconds, seconds=seconds),
+    )
+
+
 def _calibration(hw: HardwareProfile) -> str:
     """Whether the profile was fitted to measurements, and to which."""
     fit = hw.calibration
@@ -307,17 +259,19 @@ def profile_lm(
     if hw.sparse_kernels and isinstance(model_or_config, nn.Module):
         sparse = nm_weights(model_or_config, hw.sparse_kernels)
     model, default_name = _as_model(model_or_config)
-    if stored.tensor_parallel > 1:
-        model = one_gpu(model, stored.tensor_parallel, not isinstance(model_or_config, nn.Module))
+    whole = model.config
+    model, per_gpu = served(model, regime, stored, not isinstance(model_or_config, nn.Module))
     from energyprune.models.hf import moe_experts
 
-    moe = moe_experts(model.config)
+    moe = moe_experts(whole)
     passes, weighted, uncosted = [], [], {}
-    traced_passes = lm_traces(model, regime)
+    traced_passes = lm_traces(model, per_gpu)
     for traced in traced_passes:
         tr = _sparse_kernels(traced.trace, sparse) if sparse else traced.trace
         tr = quantised(tr, stored, dtype) if stored != Serving() else tr
         prof = estimate(tr, hw, dtype, model_name=name or default_name)
+        if stored.runtime == GRAPHS:
+            prof = _as_graphs(prof, tr, hw, dtype)
         passes.append(LMPass(traced.phase, traced.batch, traced.length, traced.count, prof))
         weighted += [(op, traced.share) for op in prof.ops]
         for op, n in prof.uncosted_ops.items():
@@ -325,9 +279,7 @@ def profile_lm(
     tr = traced.trace
     types = {m: info.type for m, info in tr.modules.items()} | {"(root)": type(model).__name__}
     layers = split(weighted, hw, dtype, types)
-    if stored.tensor_parallel > 1:
-        gpus, priced = stored.tensor_parallel, passes[0].profile.dtype
-        layers = over_gpus(layers, model, traced_passes, hw, priced, gpus)
+    layers = _served_layers(layers, model, traced_passes, hw, passes[0].profile.dtype, stored)
     return LMProfile(
         model=name or default_name,
         hardware=hw.name,
@@ -341,6 +293,7 @@ def profile_lm(
         moe=_moe_info(moe),
         serving=stored,
         calibration=_calibration(hw),
+        runtime=RUNTIMES[stored.runtime],
         busy_share=hw.active_w / (hw.static_w + hw.active_w) if hw.static_w + hw.active_w else 0.0,
         uncosted_ops=uncosted,
         wall_s=time.perf_counter() - start,

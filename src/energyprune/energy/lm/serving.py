@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from energyprune.energy.lm.graphs import GRAPHS, RUNTIMES
 from energyprune.energy.pricing.features import itemsize, price_dtype
 from energyprune.energy.tracing.tracer import Trace
 from energyprune.errors import ConfigError
@@ -30,19 +31,36 @@ class Serving:
     """What a serving stack stores: the decoder's linear weights as ``weights_dtype`` (None: as
     the model is) with one scale per ``group_size`` input weights (None: per output channel),
     and the KV cache as ``kv_dtype`` (one scale per head and token), over ``tensor_parallel``
-    GPUs (:mod:`energyprune.energy.lm.tensor_parallel`)."""
+    GPUs (:mod:`energyprune.energy.lm.tensor_parallel`) or its experts over ``expert_parallel``
+    GPUs (:mod:`energyprune.energy.lm.expert_parallel`), its kernels run as ``runtime``
+    (:mod:`energyprune.energy.lm.graphs`: ``graphs``, a serving stack's fused kernels, or
+    ``eager``, one kernel per aten op)."""
 
     weights_dtype: str | None = None
     group_size: int | None = None
     kv_dtype: str | None = None
     tensor_parallel: int = 1
+    runtime: str = GRAPHS
+    expert_parallel: int = 1
 
     def __post_init__(self) -> None:
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(
+                f"--runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}"
+            )
         for flag, value in (("--weights-dtype", self.weights_dtype), ("--kv-dtype", self.kv_dtype)):
             if value is not None and value not in BITS:
                 raise ConfigError(f"{flag} must be one of {', '.join(BITS)}, got {value!r}")
-        if not isinstance(self.tensor_parallel, int) or self.tensor_parallel < 1:
-            raise ConfigError(f"--tensor-parallel must be >= 1, got {self.tensor_parallel!r}")
+        for flag, n in (
+            ("--tensor-parallel", self.tensor_parallel),
+            ("--expert-parallel", self.expert_parallel),
+        ):
+            if not isinstance(n, int) or n < 1:
+                raise ConfigError(f"{flag} must be >= 1, got {n!r}")
+        if self.tensor_parallel > 1 and self.expert_parallel > 1:
+            raise ConfigError(
+                "--tensor-parallel with --expert-parallel is not priced yet: pick one"
+            )
         if self.group_size is not None and (self.group_size < 1 or self.weights_dtype is None):
             raise ConfigError(
                 f"--group-size {self.group_size} needs --weights-dtype and must be >= 1"
@@ -63,6 +81,8 @@ class Serving:
             parts.append(f"{self.kv_dtype} KV cache")
         if self.tensor_parallel > 1:
             parts.append(f"tensor parallel over {self.tensor_parallel} GPUs")
+        if self.expert_parallel > 1:
+            parts.append(f"expert parallel over {self.expert_parallel} GPUs")
         return ", ".join(parts) or "weights and KV cache as the model stores them, one GPU"
 
 

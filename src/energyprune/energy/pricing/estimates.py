@@ -43,6 +43,7 @@ __all__ = [
     "OpEnergy",
     "Totals",
     "estimate",
+    "layer_totals",
     "price_op",
     "profile",
     "with_forward",
@@ -200,7 +201,8 @@ def price_op(
     )
 
 
-def _layers(tr: Trace, ops: Iterable[OpEnergy]) -> tuple[LayerEnergy, ...]:
+def layer_totals(tr: Trace, ops: Iterable[OpEnergy]) -> tuple[LayerEnergy, ...]:
+    """Priced ops summed per module (parameter owners that ran nothing included)."""
     by_module: dict[str, list[OpEnergy]] = {}
     for op in ops:
         by_module.setdefault(op.record.module, []).append(op)
@@ -262,7 +264,7 @@ def estimate(
         price_op(r, hw, coef, layer_dtypes.get(r.module, dtype), i in fused)
         for i, r in enumerate(tr.records)
     )
-    layers = _layers(tr, ops)
+    layers = layer_totals(tr, ops)
     total = with_forward(Totals.of(ops, tr.params), hw)
     priced = dtype or next((op.dtype for op in ops if op.record.macs), "fp32")
     return EnergyProfile(
