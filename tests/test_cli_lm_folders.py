@@ -50,11 +50,12 @@ def test_profile_measure_and_export_take_the_folder_prune_wrote(pruned, capsys, 
     priced = json.loads((tmp_path / "p.json").read_text())
     report = json.loads((out / "report.json").read_text())
     assert priced["hardware"] == "h100-sxm" and priced["per_token"]["energy_j"] > 0
-    assert main(["measure", str(out), "--no-meter", "--device", "cpu", "--seq-len", "8",
+    assert main(["measure", str(out), "--no-meter", "--device", "cpu", "--context", "8",
                  "--seconds", "0.01", "--windows", "2", "--warmup", "0", "--idle", "0",
                  "--json", str(tmp_path / "m.json")]) == 0  # fmt: skip
     measured = json.loads((tmp_path / "m.json").read_text())
-    assert measured["input_shape"] == [1, 8] and measured["measured"] is False
+    assert measured["context"] == 8 and measured["batch"] == 1 and measured["measured"] is False
+    assert measured["weights"].startswith("weights from")
     assert main(["export", str(out), "--onnx", str(tmp_path / "lm.onnx"), "--seq-len", "8"]) == 0
     assert (tmp_path / "lm.onnx").stat().st_size > 0
     assert report["dense_j_per_token"] > 0

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from energyprune.energy.hardware.profile import BUILTIN_PROFILES, HardwareProfile, load_hardware
     from energyprune.energy.lm.per_token import LMProfile, profile_lm
     from energyprune.energy.lm.regimes import Decode, Prefill, Workload
+    from energyprune.energy.measurement.lm_decode import LMMeasurement, LMSetting, measure_lm
     from energyprune.energy.measurement.meters import EnergyMeter, Meter
     from energyprune.energy.measurement.protocol import (
         Measurement,
@@ -76,6 +77,9 @@ _EXPORTS = {
     "Protocol": "energyprune.energy.measurement.protocol",
     "MeasurementProtocol": "energyprune.energy.measurement.protocol",
     "measure": "energyprune.energy.measurement.protocol",
+    "LMMeasurement": "energyprune.energy.measurement.lm_decode",
+    "LMSetting": "energyprune.energy.measurement.lm_decode",
+    "measure_lm": "energyprune.energy.measurement.lm_decode",
     "EnergyMeter": "energyprune.energy.measurement.meters",
     "Meter": "energyprune.energy.measurement.meters",
     "EnergyProfile": "energyprune.energy.pricing.estimates",
@@ -115,7 +119,9 @@ __all__ = [
     "EnergyProfile",
     "EnergyPruneError",
     "HardwareProfile",
+    "LMMeasurement",
     "LMProfile",
+    "LMSetting",
     "LayerEnergy",
     "Measurement",
     "MeasurementProtocol",
@@ -145,6 +151,7 @@ __all__ = [
     "load_quantized",
     "load_weights",
     "measure",
+    "measure_lm",
     "plot_layer_energy",
     "profile",
     "profile_lm",

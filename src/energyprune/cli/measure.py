@@ -11,6 +11,7 @@ import torch
 from rich.console import Console
 
 from energyprune.cli.common import add_model_args, load_source, shape_error, verdict_colour
+from energyprune.cli.measure_lm import add_lm_args, is_measured_lm, refuse_lm_flags, run_lm
 from energyprune.cli.progress import status
 from energyprune.errors import ConfigError, EnergyPruneError
 from energyprune.files import atomic_write_text
@@ -28,10 +29,13 @@ def add_measure(sub: argparse._SubParsersAction) -> None:
         "rails, through Zeus) and latency, following docs/measurement.md. Without a meter the "
         "result says measured: false and carries the labelled estimate; latency is always "
         "measured. MODEL may be a folder written by `prune --out` or `quantize --out`; an int8 "
-        "folder is measured against its float twin.",
+        "folder is measured against its float twin. A language model is measured per token: "
+        "a decode step at a fixed context (or a prefill) in a static KV cache.",
         epilog="examples:\n  energyprune measure resnet56 --device cuda --batch-size 1024 "
         "--dtype fp16 --channels-last\n  energyprune measure resnet20 --device cpu --json m.json\n"
-        "  energyprune measure out/int8 --device cpu --compile --batch-size 64",
+        "  energyprune measure out/int8 --device cpu --compile --batch-size 64\n"
+        "  energyprune measure smollm2-135m --phase decode --batch 4 --context 1024\n"
+        "  energyprune measure hf:llama/config.json --device cuda --batch 64 --cuda-graph",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_args(p, folders=True)
@@ -39,7 +43,11 @@ def add_measure(sub: argparse._SubParsersAction) -> None:
         "--device",
         help="cpu, cuda or cuda:N (default: cuda when available; cpu for an int8 folder)",
     )
-    p.add_argument("--batch-size", type=int, help="batch size (default: the input shape's)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="batch size (default: the input shape's); for a language model, --batch",
+    )
     p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="cast model and input")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format")
     p.add_argument("--cuda-graph", action="store_true", help="replay a captured CUDA graph")
@@ -56,12 +64,7 @@ def add_measure(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--idle", type=float, default=2.0, help="idle-power window (s)")
     p.add_argument("--no-meter", action="store_true", help="latency only; energy is estimated")
     p.add_argument("--json", metavar="PATH", help="write the measurement as JSON")
-    p.add_argument(
-        "--seq-len",
-        type=int,
-        default=128,
-        help="language models: tokens per sequence of the measured forward pass (128)",
-    )
+    add_lm_args(p)
     p.set_defaults(run=_run_measure)
 
 
@@ -69,8 +72,9 @@ def _run_measure(args: argparse.Namespace, console: Console) -> int:
     from energyprune.energy.measurement.protocol import measure  # lazily: --help is fast
     from energyprune.reports.report import measurement_table
 
-    if _is_lm_with_weights(args.model):
-        return _measure_lm(args, console, protocol_of(args))
+    if is_measured_lm(args.model):
+        return run_lm(args, console, protocol_of(args))
+    refuse_lm_flags(args)
     model, name, shape, plan = load_source(args)
     if plan is not None:
         name = f"{name} ({Path(args.model).name})"
@@ -190,58 +194,3 @@ def protocol_of(args: argparse.Namespace):
     return MeasurementProtocol(
         min_window_s=args.seconds, windows=args.windows, warmup_s=args.warmup, idle_s=args.idle
     )
-
-
-def _is_lm_with_weights(spec: str) -> bool:
-    """A built-in LM or a language-model folder (``hf:`` configs alone have no weights)."""
-    from energyprune.models.lms import BUILTIN_LMS, lm_folder
-
-    return spec in BUILTIN_LMS or lm_folder(spec) is not None
-
-
-def _measure_lm(args: argparse.Namespace, console: Console, protocol) -> int:
-    """One forward pass over ``--batch-size`` sequences of ``--seq-len`` tokens, no cache: a
-    prompt pass, not decode (``energyprune profile`` prices decode per token)."""
-    from energyprune.energy.measurement.protocol import measure
-    from energyprune.pruning.lm_export import LogitsOnly, open_lm
-    from energyprune.reports.report import measurement_table
-
-    idle = {
-        "--channels-last": args.channels_last,
-        "--int8": args.int8,
-        "--weights": args.weights,
-        "--input-shape": args.input_shape,
-    }
-    for flag, given in idle.items():
-        if given:
-            raise ConfigError(
-                f"{flag} is not for language models: drop it (--seq-len and --batch-size "
-                "set the input)"
-            )
-    batch = args.batch_size or 1
-    if batch < 1 or args.seq_len < 1:
-        raise ConfigError(f"--batch-size and --seq-len must be >= 1, got {batch}, {args.seq_len}")
-    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    loaded = open_lm(args.model)
-    model = LogitsOnly(loaded.model).eval()
-    ids = torch.zeros(batch, args.seq_len, dtype=torch.long)
-    name = f"{args.model} ({batch} x {args.seq_len} tokens, one pass, no cache)"
-    with status(console, f"measuring {name}") as update:
-        result = measure(
-            model,
-            ids,
-            device=args.device,
-            meter=None if args.no_meter else "auto",
-            dtype=args.dtype,
-            cuda_graph=args.cuda_graph,
-            compile=args.compile,
-            hardware="h100-sxm",
-            protocol=protocol,
-            progress=lambda stage: update(f"measuring {name}: {stage}"),
-        )
-    console.print(measurement_table(result, name))
-    if args.json:
-        row = {"model": args.model, "input_shape": [batch, args.seq_len], "tokens": True}
-        atomic_write_text(args.json, json.dumps({**row, **result.to_dict()}, indent=2) + "\n")
-        console.print(f"wrote {args.json}")
-    return 0

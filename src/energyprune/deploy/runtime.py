@@ -17,7 +17,7 @@ from energyprune.errors import ConfigError
 from energyprune.models.layers import TORCH_DTYPES
 from energyprune.models.placement import to_model
 
-__all__ = ["Deployment", "compile_for_inference", "prepare"]
+__all__ = ["Deployment", "capture_cuda_graph", "compile_for_inference", "prepare"]
 
 
 @dataclass(frozen=True)
@@ -94,8 +94,13 @@ def prepare(
     def step() -> object:
         return model(x)
 
-    if not cuda_graph:
-        return step, sync
+    return (capture_cuda_graph(step) if cuda_graph else step), sync
+
+
+def capture_cuda_graph(step: Callable[[], object]) -> Callable[[], object]:
+    """``step`` captured as one CUDA graph, after three warm-up runs on a side stream (lazy
+    allocations and autotuning stay out of the graph); returns the graph's replay. The step
+    must keep its tensors at fixed addresses (static inputs, a static KV cache)."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
@@ -104,5 +109,5 @@ def prepare(
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     with torch.no_grad(), torch.cuda.graph(graph):
-        model(x)
-    return graph.replay, sync
+        step()
+    return graph.replay

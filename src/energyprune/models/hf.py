@@ -12,7 +12,8 @@ import copy
 import inspect
 import json
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,9 @@ from energyprune.models.placement import placement
 __all__ = [
     "HF_PREFIX",
     "LMStep",
+    "ServedStep",
     "build_hf",
+    "cache_rewinder",
     "config_dtype",
     "decode_step",
     "hf_path",
@@ -37,7 +40,9 @@ __all__ = [
     "prefill_step",
     "read_hf_config",
     "require_transformers",
+    "served_step",
     "sliding_windows",
+    "token_ids",
 ]
 
 HF_PREFIX = "hf:"
@@ -116,8 +121,12 @@ def moe_experts(config: Any) -> tuple[int, int] | None:
     return (int(experts), int(top_k)) if experts and top_k else None
 
 
-def build_hf(config: Any, dtype: torch.dtype | None = None) -> nn.Module:
-    """A causal LM of ``config`` on the meta device, in eval mode (no memory, no values)."""
+def build_hf(
+    config: Any, dtype: torch.dtype | None = None, *, seed: int | None = None
+) -> nn.Module:
+    """A causal LM of ``config`` on the meta device, in eval mode (no memory, no values); with
+    ``seed``, on the CPU with random weights drawn from that seed (something to run and time
+    when only a config is at hand; the global random state is left as it was)."""
     transformers = require_transformers()
     mapping = transformers.models.auto.modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
     if config.model_type not in mapping:
@@ -133,7 +142,12 @@ def build_hf(config: Any, dtype: torch.dtype | None = None) -> nn.Module:
         (a for a in _ATTENTION if a == "eager" or getattr(model_class, f"_supports_{a}", False)),
         "eager",
     )
-    with torch.device("meta"):
+    if seed is None:
+        with torch.device("meta"):
+            model = transformers.AutoModelForCausalLM.from_config(config, **options)
+        return model.eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
         model = transformers.AutoModelForCausalLM.from_config(config, **options)
     return model.eval()
 
@@ -251,3 +265,86 @@ def decode_step(model: nn.Module, batch: int, context: int) -> LMStep:
         "use_cache": True,
     }
     return LMStep(inputs, tensors, batch)
+
+
+def token_ids(
+    model: nn.Module, batch: int, length: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Random token ids ``(batch, length)`` below the model's vocabulary, drawn on the CPU (the
+    same ids on every device) and placed on the model's device. Zeros would read one row of
+    the embedding, which no server does."""
+    vocab = model.get_input_embeddings().num_embeddings
+    ids = torch.randint(vocab, (batch, length), generator=generator)
+    return ids.to(placement(model).device)
+
+
+def cache_rewinder(cache: Any) -> Callable[[], None]:
+    """A function putting the cache's write position back where it is now. transformers 5.x
+    static layers count the tokens written (``cumulative_length``) and write, and place the
+    next token, there; rewinding after each pass makes every pass the same one. Releases that
+    place tokens by ``cache_position`` have nothing to rewind. The restore is a device copy,
+    so it can run inside a CUDA graph."""
+    saved = []
+    for layer in getattr(cache, "layers", ()):
+        length = getattr(layer, "cumulative_length", None)
+        if isinstance(length, torch.Tensor):
+            saved.append((layer, length.clone(), getattr(layer, "cumulative_length_int", None)))
+
+    def rewind() -> None:
+        for layer, length, as_int in saved:
+            layer.cumulative_length.copy_(length)
+            if as_int is not None:
+                layer.cumulative_length_int = as_int
+
+    return rewind
+
+
+@dataclass(frozen=True)
+class ServedStep:
+    """A pass a server repeats, ready to run: :meth:`run` is one forward pass that then rewinds
+    the cache, so every run is the same steady-state pass. ``prompt_ids`` are the tokens the
+    cache holds (decode)."""
+
+    step: LMStep
+    model: nn.Module
+    rewind: Callable[[], None]
+    prompt_ids: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def run(self) -> Any:
+        out = self.model(**self.step.inputs)
+        self.rewind()
+        return out
+
+
+def served_step(
+    model: nn.Module, phase: str, batch: int, length: int, *, seed: int = 0
+) -> ServedStep:
+    """The pass a server runs, on the model's device and dtype, from random ids (``seed``).
+
+    ``prefill``: ``batch`` prompts of ``length`` tokens written into an empty static cache.
+    ``decode``: a static cache of ``length + 1`` slots, filled by a real prefill of ``length``
+    tokens; each run writes one new token per sequence at position ``length`` (the same slot
+    every time), so it is a decode step at context ``length``.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    if phase == "prefill":
+        step = prefill_step(model, batch, length)
+        inputs = {**step.inputs, "input_ids": token_ids(model, batch, length, generator)}
+        rewind = cache_rewinder(step.inputs[_cache_arg(model)])
+        return ServedStep(replace(step, inputs=inputs), model, rewind)
+    if phase != "decode":
+        raise ConfigError(f"a served pass is a prefill or a decode step, not {phase!r}")
+    step = decode_step(model, batch, length)
+    cache = step.inputs[_cache_arg(model)]
+    prompt = token_ids(model, batch, length, generator)
+    with torch.no_grad():
+        model(
+            input_ids=prompt,
+            **{_cache_arg(model): cache},
+            cache_position=torch.arange(length, device=prompt.device),
+            use_cache=True,
+            logits_to_keep=1,
+        )
+    inputs = {**step.inputs, "input_ids": token_ids(model, batch, 1, generator)}
+    return ServedStep(replace(step, inputs=inputs), model, cache_rewinder(cache), prompt)

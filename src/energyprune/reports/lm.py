@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from rich.table import Table
 
 from energyprune.energy.lm.layer_split import SUMMED
 from energyprune.energy.lm.per_token import LMProfile
+from energyprune.energy.measurement.noise import TOO_NOISY
 from energyprune.reports.report import fmt_count, fmt_joules
+
+if TYPE_CHECKING:
+    from energyprune.energy.measurement.lm_decode import LMMeasurement
 
 __all__ = [
     "describe_lm_cuts",
     "describe_lm_plan",
     "lm_front_table",
     "lm_layer_table",
+    "lm_measurement_table",
     "lm_prune_markdown",
     "lm_run_lines",
     "lm_summary_line",
@@ -226,4 +233,52 @@ def lm_front_table(result) -> Table:
             f"{t['values']['perplexity']:.2f}",
             f"{t['values']['energy_j']:.4g}",
         )
+    return table
+
+
+def lm_measurement_table(m: LMMeasurement, model: str, estimate: dict[str, Any] | None) -> Table:
+    """A measured phase: what one step was, tokens/s and step latency (always measured), and
+    J per token only when a meter was read; an estimate is a separate row, labelled so."""
+    s, r = m.setting, m.result
+    kind = f"measured ({r.backend})" if r.measured else "energy NOT measured — no meter"
+    what = (
+        f"decode, batch {s.batch} at context {s.length}"
+        if s.phase == "decode"
+        else f"prefill, batch {s.batch} x {s.length} prompt tokens"
+    )
+    title = f"{model}: {what}, on {r.device} ({s.device}, {r.dtype}): {kind}"
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    graph = ", one CUDA graph" if s.cuda_graph else ""
+    table.add_row("one step", f"{s.tokens_per_step} {s.basis}s (static KV cache{graph})")
+    table.add_row("throughput (measured)", f"{m.tokens_per_s:,.1f} tokens/s")
+    lat = r.latency_ms
+    table.add_row("step latency p50 / p95 (measured)", f"{lat['p50']:.3f} / {lat['p95']:.3f} ms")
+    if r.measured and r.joules_per_sample is not None:
+        w = r.windows
+        table.add_row(
+            f"energy per {s.basis} (gross, median)", fmt_joules(r.joules_per_sample["median"])
+        )
+        table.add_row("  IQR over windows", fmt_joules(r.joules_per_sample["iqr"]))
+        if r.active_joules_per_sample is not None:
+            table.add_row("  idle-subtracted", fmt_joules(r.active_joules_per_sample))
+        idle = "not read" if r.idle_power_w is None else f"{r.idle_power_w:.1f} W"
+        table.add_row("power (median) / idle", f"{r.power_w:.1f} W / {idle}")
+        table.add_row("windows", f"{len(w)} × {w[0].seconds:.2f} s, {w[0].iterations} steps each")
+    else:
+        table.add_row(f"energy per {s.basis}", f"not measured ({r.unavailable_reason})")
+    if estimate is not None:
+        table.add_row(
+            f"ESTIMATED energy per {s.basis} ({estimate['hardware']}, not this device)",
+            fmt_joules(estimate["joules_per_token"]),
+        )
+    noise = r.noise or {}
+    load = noise.get("other_load_cores")
+    spread = f"{noise.get('spread', 0):.1%} IQR/median over windows"
+    table.add_row(
+        "spread / other load", spread + (f", {load:.1f} cores" if load is not None else "")
+    )
+    if r.noisy:
+        table.add_row("[yellow]noisy[/]", f"[yellow]{r.noisy}: {TOO_NOISY}[/]")
     return table

@@ -15,7 +15,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,7 +25,7 @@ from torch import nn
 from energyprune.deploy.runtime import Deployment, prepare
 from energyprune.energy.measurement.meters import Meter, cpu_name, open_meter
 from energyprune.energy.measurement.noise import Noise, iqr_fraction, other_load
-from energyprune.energy.quantity import Measured
+from energyprune.energy.measurement.results import Measurement, Window
 from energyprune.energy.tracing.tensors import dtype_name
 from energyprune.errors import ConfigError, MeterError, MeterUnavailableError
 from energyprune.options import build
@@ -33,7 +33,15 @@ from energyprune.options import build
 if TYPE_CHECKING:
     from energyprune.energy.pricing.estimates import EnergyProfile
 
-__all__ = ["Measurement", "MeasurementProtocol", "Protocol", "Window", "measure", "run_protocol"]
+__all__ = [
+    "Measurement",
+    "MeasurementProtocol",
+    "Protocol",
+    "Window",
+    "measure",
+    "measure_step",
+    "run_protocol",
+]
 
 
 @dataclass(frozen=True)
@@ -67,73 +75,6 @@ class MeasurementProtocol:
     def to_dict(self) -> dict[str, float]:
         """The settings a report records (not the clock)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.compare}
-
-
-@dataclass(frozen=True)
-class Window:
-    """One metered window: joules over seconds for ``iterations`` forward passes."""
-
-    joules: float
-    seconds: float
-    iterations: int
-    samples: int
-
-    @property
-    def joules_per_sample(self) -> float:
-        return self.joules / self.samples
-
-    @property
-    def power_w(self) -> float:
-        return self.joules / self.seconds
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """Energy and latency of one configuration. ``measured`` says whether a meter was read.
-
-    When ``measured`` is False, every joule field is None and ``estimate`` holds the energy
-    model's figure, labelled with its hardware profile; latency is always measured.
-    """
-
-    measured: bool
-    backend: str
-    device: str
-    batch_size: int
-    dtype: str
-    joules_per_sample: dict[str, float] | None
-    active_joules_per_sample: float | None
-    latency_ms: dict[str, float]
-    throughput_sps: float
-    power_w: float | None
-    idle_power_w: float | None
-    windows: tuple[Window, ...]
-    settings: dict[str, Any] = field(default_factory=dict)
-    environment: dict[str, Any] = field(default_factory=dict)
-    unavailable_reason: str | None = None
-    estimate: dict[str, Any] | None = None
-    noise: dict[str, Any] | None = None  # Noise.to_dict(): spread, other load, noisy, reason
-
-    @property
-    def noisy(self) -> str | None:
-        """Why this reading cannot be trusted (energy/measurement/noise.py), or None."""
-        return (self.noise or {}).get("reason")
-
-    @property
-    def energy(self) -> Measured | None:
-        """Gross joules per sample as a typed measurement (median over windows, IQR spread);
-        None when no meter was read."""
-        if not self.measured or self.joules_per_sample is None:
-            return None
-        jps = self.joules_per_sample
-        return Measured(jps["median"], self.backend, len(self.windows), jps["iqr"], "gross")
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["windows"] = [
-            {**asdict(w), "joules_per_sample": w.joules_per_sample, "power_w": w.power_w}
-            for w in self.windows
-        ]
-        return data
 
 
 @dataclass(frozen=True)
@@ -292,25 +233,54 @@ def measure(
         layers = dict.fromkeys(int8_layers, "int8")
         estimate = _estimate(model, example_inputs, hardware, setup.dtype, layers, estimated)
     step, sync = prepare(model, example_inputs, setup)
+    result = measure_step(
+        step,
+        samples_per_step=example_inputs.shape[0],
+        meter=meter,
+        unavailable_reason=reason,
+        protocol=protocol,
+        sync=sync,
+        deployment=replace(setup, dtype=setup.dtype or dtype_name(example_inputs.dtype)),
+        progress=progress,
+    )
+    levers = {"channels_last": setup.channels_last, "cuda_graph": setup.cuda_graph}
+    levers.update(compile=setup.compile, int8_layers=int8_layers)
+    return replace(result, settings={**levers, **result.settings}, estimate=estimate)
+
+
+def measure_step(
+    step: Callable[[], object],
+    *,
+    samples_per_step: int,
+    meter: Meter | str | None = "auto",
+    unavailable_reason: str | None = None,
+    protocol: MeasurementProtocol = MeasurementProtocol(),
+    sync: Callable[[], None] = lambda: None,
+    deployment: Deployment | None = None,
+    progress: Callable[[str], None] = lambda message: None,
+) -> Measurement:
+    """Measure any prepared, synchronisable step (a forward pass, an LM decode step) under the
+    protocol: one code path for every model, so every figure means the same.
+
+    ``samples_per_step`` is the unit joules are divided by (images; tokens for an LM);
+    ``unavailable_reason`` says why ``meter`` is None when the caller already tried one.
+    ``deployment`` names the device and dtype the step runs in (default: CPU). The result's
+    ``batch_size`` is ``samples_per_step`` and it carries no estimate.
+    """
+    deployment = deployment or Deployment()
+    meter, reason = _open(meter, deployment.device)
     with other_load() as load:
         run = run_protocol(
             step,
-            samples_per_step=example_inputs.shape[0],
+            samples_per_step=samples_per_step,
             meter=meter,
             protocol=protocol,
             sync=sync,
             progress=progress,
         )
-    settings = {
-        "channels_last": setup.channels_last,
-        "cuda_graph": setup.cuda_graph,
-        "compile": setup.compile,
-        "int8_layers": int8_layers,
-        **protocol.to_dict(),
-        "iterations_per_window": run.iterations,
-    }
-    source = _Source(meter, reason, setup, load.cores)
-    return _summarise(run, source, example_inputs, estimate, settings)
+    settings = {**protocol.to_dict(), "iterations_per_window": run.iterations}
+    source = _Source(meter, unavailable_reason or reason, deployment, load.cores)
+    return _summarise(run, source, samples_per_step, settings)
 
 
 @dataclass(frozen=True)
@@ -344,7 +314,7 @@ def _estimate(model, example, hardware, dtype, layer_dtypes, estimated) -> dict[
     return {"estimated": True, "hardware": prof.hardware, "joules_per_sample": joules}
 
 
-def _summarise(run: _Run, source: _Source, example, estimate, settings) -> Measurement:
+def _summarise(run: _Run, source: _Source, samples_per_step: int, settings) -> Measurement:
     meter, load = source.meter, source.load
     device, dtype = source.deployment.device, source.deployment.dtype
     latencies_ms = np.array(run.latencies_s) * 1e3
@@ -367,8 +337,8 @@ def _summarise(run: _Run, source: _Source, example, estimate, settings) -> Measu
         measured=measured,
         backend=meter.backend if measured else "estimate",
         device=meter.device if measured else _environment(device, None)["device_name"],
-        batch_size=int(example.shape[0]),
-        dtype=dtype or dtype_name(example.dtype),
+        batch_size=int(samples_per_step),
+        dtype=dtype or "as loaded",
         joules_per_sample=spread,
         active_joules_per_sample=active,
         latency_ms={
@@ -382,6 +352,5 @@ def _summarise(run: _Run, source: _Source, example, estimate, settings) -> Measu
         settings=settings,
         environment=_environment(device, meter),
         unavailable_reason=source.reason,
-        estimate=estimate,
         noise=noise.to_dict(),
     )
