@@ -71,7 +71,7 @@ def token_table(measured: Path, out: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--measured", default=str(MEASURED))
-    parser.add_argument("--table", default="benchmarks/results/qwen3-h100-tokens.csv")
+    parser.add_argument("--table", default="benchmarks/results/mlenergy-h100-qwen3-tokens.csv")
     parser.add_argument("--out", default="benchmarks/results/h100-sxm-calibrated.yaml")
     parser.add_argument("--report", default="benchmarks/results/calibrate_h100_llm.json")
     args = parser.parse_args(argv)
@@ -88,8 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         progress=lambda done, total, model: print(f"{done}/{total} {Path(model).name}", end="\r"),
     )
     result.report.update(
-        provenance=provenance(),
-        command="python benchmarks/calibrate_h100_llm.py",
+        provenance(__file__, argv),
         table=f"{Path(args.measured).name} ({n} runs) as {args.table}",
         prompt_assumption=PROMPT,
         wall_s=time.perf_counter() - start,

@@ -1,12 +1,13 @@
-"""Estimated energy per token of public LLM configs on the shipped h100-sxm profile.
+"""Estimated energy per token and decode step time of public LLM configs on the shipped
+h100-sxm profile (calibrated to measured H100 vLLM runs of the Qwen3 family).
 
-Every figure is an ESTIMATE (uncalibrated datasheet profile), never a measurement. Each model
-runs in a fresh process, so its peak memory is its own; wall time is per regime (tracing and
-pricing, the process's imports excluded). The configs in benchmarks/configs/ hold public
-dimensions; benchmarks/configs/SOURCES.md says where each came from.
-
-The ML.ENERGY readings printed beside ours are measurements (vLLM on one H100, Zeus), quoted
-as a reading: nothing here is tuned to them.
+Every figure is an ESTIMATE, never a measurement: the profile, its calibration and the regime
+are named in the JSON. Models served on several GPUs are priced tensor-parallel
+(``profile_lm(..., tensor_parallel=G)``), J per token summed over the GPUs. The implied power
+per GPU (J per token / seconds per token / G) must lie between the board's idle power and its
+TDP. Each model runs in a fresh process, so its peak memory is its own; wall time is per
+regime (tracing and pricing, the process's imports excluded). The configs in
+benchmarks/configs/ hold public dimensions (benchmarks/configs/SOURCES.md).
 
     python benchmarks/llm_energy.py --out benchmarks/results/llm_energy.json
 """
@@ -25,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from provenance import provenance
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
-#: model → (config file, GPUs it is served on: J/token per GPU = total / GPUs, to first order)
+#: model → (config file, GPUs it is served on, tensor-parallel)
 MODELS = {
     "Llama-3.1-8B": ("llama-3.1-8b.json", 1),
     "Llama-3.1-70B": ("llama-3.1-70b.json", 4),
@@ -34,6 +35,7 @@ MODELS = {
     "Mistral-7B-v0.3": ("mistral-7b-v0.3.json", 1),
     "Mixtral-8x7B": ("mixtral-8x7b.json", 1),
     "SmolLM2-135M": ("smollm2-135m.json", 1),
+    "Llama-3.2-1B": ("llama-3.2-1b.json", 1),
 }
 REGIMES = {
     "decode b1": ("decode", 1, 1024),
@@ -48,24 +50,34 @@ MLENERGY = {("Llama-3.1-8B", "decode b8"): 0.46, ("Llama-3.1-8B", "decode b512")
 
 def _one(model: str, hardware: str) -> dict:
     """Every regime of one model, in this process (run as a child)."""
+    from energyprune.energy.hardware.profile import load_hardware
     from energyprune.energy.lm.per_token import profile_lm
     from energyprune.energy.lm.regimes import Decode, Prefill
 
     file, gpus = MODELS[model]
+    hw = load_hardware(hardware)
     rows = {}
     for name, (phase, batch, length) in REGIMES.items():
         regime = Decode(batch, length) if phase == "decode" else Prefill(batch, length)
         start = time.perf_counter()
-        lm = profile_lm(f"hf:{CONFIGS / file}", regime, hardware)
+        lm = profile_lm(f"hf:{CONFIGS / file}", regime, hw, tensor_parallel=gpus)
         rows[name] = {
             "j_per_token": lm.energy_j,
-            "j_per_token_per_gpu": lm.energy_j / gpus,
             "s_per_token": lm.seconds,
+            "step_ms": lm.seconds * regime.tokens * 1e3,
+            "power_per_gpu_w": lm.energy_j / lm.seconds / gpus,
             "static_share": lm.total("static_j") / lm.energy_j,
             "wall_s": time.perf_counter() - start,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         }
-    return {"gpus": gpus, "config": f"benchmarks/configs/{file}", "regimes": rows}
+    return {
+        "gpus": gpus,
+        "config": f"benchmarks/configs/{file}",
+        "runtime": lm.runtime,
+        "calibration": lm.calibration,
+        "power_w": {"idle": hw.power.idle_w, "max": hw.power.max_w},
+        "regimes": rows,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,20 +107,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _markdown(models: dict) -> str:
-    head = "| model | " + " | ".join(REGIMES) + " | slowest regime, peak memory |"
-    lines = [head, "|" + "---|" * (len(REGIMES) + 2)]
+    head = (
+        "| model (GPUs) | " + " | ".join(REGIMES) + " | W per GPU | slowest regime, peak memory |"
+    )
+    lines = [head, "|" + "---|" * (len(REGIMES) + 3)]
     for model, data in models.items():
         cells = []
         for name in REGIMES:
             row = data["regimes"][name]
-            cell = f"{row['j_per_token_per_gpu']:.4g}"
+            cell = f"{row['j_per_token']:.4g} J, {row['step_ms']:.3g} ms"
             if (model, name) in MLENERGY:
-                cell += f" (ML.ENERGY {MLENERGY[model, name]})"
+                cell += f" (ML.ENERGY {MLENERGY[model, name]} J)"
             cells.append(cell)
+        watts = [r["power_per_gpu_w"] for r in data["regimes"].values()]
         slowest = max(r["wall_s"] for r in data["regimes"].values())
         peak = max(r["peak_rss_mb"] for r in data["regimes"].values())
-        label = model + (f" (per GPU of {data['gpus']})" if data["gpus"] > 1 else "")
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {slowest:.1f} s, {peak:.0f} MB |")
+        label = f"{model} ({data['gpus']})"
+        lines.append(
+            f"| {label} | " + " | ".join(cells) + f" | {min(watts):.0f}-{max(watts):.0f} | "
+            f"{slowest:.1f} s, {peak:.0f} MB |"
+        )
     return "\n".join(lines)
 
 

@@ -99,10 +99,13 @@ def test_the_summary_and_json_name_the_runtime_dtype_and_calibration(tmp_path, c
     out = tmp_path / "lm.json"
     assert main(["profile", HF, "--top", "1", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "h100-sxm (uncalibrated), bf16, graphs (CUDA graphs, 9 fused kernels" in printed
+    assert "h100-sxm (calibrated on NVIDIA H100 80GB HBM3" in printed
+    assert "bf16, graphs (CUDA graphs, 9 fused kernels" in printed
     data = json.loads(out.read_text())
-    assert data["runtime"].startswith("graphs") and data["calibration"] == "uncalibrated"
+    assert data["runtime"].startswith("graphs") and data["calibration"].startswith("calibrated")
     assert data["dtype"] == "bf16"
+    assert main(["profile", HF, "--top", "1", "--hardware", "h100-sxm-datasheet"]) == 0
+    assert "h100-sxm-datasheet (uncalibrated), bf16" in capsys.readouterr().out
     assert main(["profile", HF, "--top", "1", "--runtime", "eager"]) == 0
     assert "eager (one kernel launch per aten op)" in capsys.readouterr().out
     assert main(["profile", "resnet20", "--runtime", "eager"]) == 2

@@ -155,8 +155,9 @@ def test_a_sliding_window_caps_the_cache_a_decode_step_reads():
 
 def test_decode_energy_per_token_falls_with_batch_and_rises_with_context():
     config = _config("llama")
-    by_batch = [profile_lm(config, Decode(b, 64), "h100-sxm").energy_j for b in (1, 4, 16)]
-    by_context = [profile_lm(config, Decode(4, c), "h100-sxm").energy_j for c in (16, 256, 1024)]
+    hw = "h100-sxm-datasheet"
+    by_batch = [profile_lm(config, Decode(b, 64), hw).energy_j for b in (1, 4, 16)]
+    by_context = [profile_lm(config, Decode(4, c), hw).energy_j for c in (16, 256, 1024)]
     assert by_batch[0] > by_batch[1] > by_batch[2]
     assert by_context[0] < by_context[1] < by_context[2]
 
@@ -180,8 +181,8 @@ def test_a_workload_costs_its_prefill_plus_output_minus_one_decode_steps():
 
 def test_one_output_token_costs_exactly_one_prefill():
     config = _config("qwen3")
-    one = profile_lm(config, Workload(prompt=12, output=1, batch=3), "h100-sxm")
-    prefill = profile_lm(config, Prefill(3, 12), "h100-sxm")
+    one = profile_lm(config, Workload(prompt=12, output=1, batch=3), "h100-sxm-datasheet")
+    prefill = profile_lm(config, Prefill(3, 12), "h100-sxm-datasheet")
     assert [p.phase for p in one.passes] == ["prefill"]
     assert one.energy_j == pytest.approx(prefill.energy_j * 12, rel=1e-12)  # J per output token
 
@@ -196,7 +197,7 @@ def test_a_sliding_window_request_is_priced_exactly_across_its_window():
 
 
 def test_layers_sum_to_the_per_token_figure_and_the_json_has_the_split():
-    lm = profile_lm(_config("llama"), Decode(2, 16), "h100-sxm")
+    lm = profile_lm(_config("llama"), Decode(2, 16), "h100-sxm-datasheet")
     data = lm.to_dict()
     assert data["estimated"] is True
     layers = sum(r["energy_j"] for r in data["layers"])
@@ -212,8 +213,8 @@ def test_layers_sum_to_the_per_token_figure_and_the_json_has_the_split():
 def test_a_real_model_is_priced_by_its_shapes_like_its_config():
     config = _config("llama")
     real = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).eval()
-    a = profile_lm(real, Decode(2, 16), "h100-sxm")
-    b = profile_lm(config, Decode(2, 16), "h100-sxm")
+    a = profile_lm(real, Decode(2, 16), "h100-sxm-datasheet")
+    b = profile_lm(config, Decode(2, 16), "h100-sxm-datasheet")
     assert a.energy_j == pytest.approx(b.energy_j, rel=1e-9)
     assert not any(p.is_meta for p in real.parameters())  # the user's model is left alone
 
@@ -272,14 +273,14 @@ def test_tensor_parallel_2_shards_bytes_and_flops_and_doubles_static_power():
     """By hand: every GPU holds half the heads, inner width and vocabulary (so half the MACs),
     replicates the norms and its gathered embedding rows, and draws its own static power."""
     config, batch = _config("llama"), 4
-    one = profile_lm(config, Decode(batch, 64), "h100-sxm")
-    two = profile_lm(config, Decode(batch, 64), "h100-sxm", tensor_parallel=2)
+    one = profile_lm(config, Decode(batch, 64), "h100-sxm-datasheet")
+    two = profile_lm(config, Decode(batch, 64), "h100-sxm-datasheet", tensor_parallel=2)
     assert two.passes[0].profile.total.macs * 2 == one.passes[0].profile.total.macs
     # per token: the norms and the gathered embedding rows (RoPE's cos/sin are a table lookup
     # inside the fused RoPE kernel, energy/lm/graphs.py)
     replicated = ((2 * LAYERS + 1) * D * BF16 + batch * D * BF16) / batch
     assert two.total("weight_bytes") == pytest.approx(one.total("weight_bytes") + replicated)
-    static_w = 73.5  # h100-sxm, from its datasheet idle; no active power
+    static_w = 73.5  # h100-sxm-datasheet: its measured idle; no active power
     assert one.total("static_j") == pytest.approx(static_w * one.seconds, rel=1e-9)
     assert two.total("static_j") == pytest.approx(2 * static_w * two.seconds, rel=1e-9)
     comm = next(layer for layer in two.layers if layer.name == "(all-reduce)")
@@ -290,7 +291,7 @@ def test_tensor_parallel_2_shards_bytes_and_flops_and_doubles_static_power():
 
 def test_tensor_parallel_must_divide_the_heads():
     with pytest.raises(ConfigError, match="--tensor-parallel 3 must divide the model's 8"):
-        profile_lm(_config("llama"), Decode(1, 8), "h100-sxm", tensor_parallel=3)
+        profile_lm(_config("llama"), Decode(1, 8), "h100-sxm-datasheet", tensor_parallel=3)
     with pytest.raises(ConfigError, match="declares no interconnect"):
         profile_lm(_config("llama"), Decode(1, 8), "horowitz-45nm", tensor_parallel=2)
 
@@ -302,7 +303,7 @@ def test_static_energy_splits_into_idle_and_busy_power(tmp_path):
 
     from energyprune.energy.hardware.profile import load_hardware
 
-    hw = dataclasses.replace(load_hardware("h100-sxm"), active_w=120.0)
+    hw = dataclasses.replace(load_hardware("h100-sxm-datasheet"), active_w=120.0)
     lm = profile_lm(_config("llama"), Decode(2, 32), hw)
     split = lm.to_dict()["per_token"]
     assert split["busy_j"] == pytest.approx(lm.seconds * 120.0, rel=1e-9)
@@ -317,8 +318,8 @@ def test_expert_parallel_2_halves_the_experts_and_the_batch_each_gpu_holds():
     all-to-alls per MoE layer send each token's hidden state to its top-k experts, half of them
     on the other GPU."""
     config, batch = _config("qwen3_moe"), 4
-    one = profile_lm(config, Decode(batch, 64), "h100-sxm")
-    two = profile_lm(config, Decode(batch, 64), "h100-sxm", expert_parallel=2)
+    one = profile_lm(config, Decode(batch, 64), "h100-sxm-datasheet")
+    two = profile_lm(config, Decode(batch, 64), "h100-sxm-datasheet", expert_parallel=2)
     router = LAYERS * D * EXPERTS
     macs = lambda lm: lm.passes[0].profile.total.macs / lm.passes[0].batch  # noqa: E731
     assert two.passes[0].batch == batch // 2
@@ -327,6 +328,6 @@ def test_expert_parallel_2_halves_the_experts_and_the_batch_each_gpu_holds():
     assert comm.activation_bytes == pytest.approx(2 * LAYERS * TOP_K * D * BF16 / 2)
     assert "expert parallel over 2 GPUs" in two.to_dict()["serving"]["stored"]
     with pytest.raises(ConfigError, match="has none"):
-        profile_lm(_config("llama"), Decode(2, 8), "h100-sxm", expert_parallel=2)
+        profile_lm(_config("llama"), Decode(2, 8), "h100-sxm-datasheet", expert_parallel=2)
     with pytest.raises(ConfigError, match="must be a multiple of 2"):
-        profile_lm(config, Decode(3, 8), "h100-sxm", expert_parallel=2)
+        profile_lm(config, Decode(3, 8), "h100-sxm-datasheet", expert_parallel=2)

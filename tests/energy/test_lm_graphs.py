@@ -21,6 +21,7 @@ from energyprune.energy.lm.regimes import Decode  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[2] / "benchmarks" / "configs"
 LAYERS = 2
+HW = "h100-sxm-datasheet"  # the 2 us floor these hand counts use
 LAYER_KERNELS = {
     "input_layernorm",
     "self_attn.qkv",
@@ -52,7 +53,7 @@ def _tiny(dtype: str = "bfloat16", family: str = "llama"):
 def test_each_decoder_layer_runs_nine_fused_kernels(family):
     model, _ = as_meta_model(_tiny(family=family))
     tr = lm_traces(model, Decode(1, 16))[0].trace
-    names = [k.name for k in kernels(tr, load_hardware("h100-sxm"), None)]
+    names = [k.name for k in kernels(tr, load_hardware("h100-sxm-datasheet"), None)]
     for layer in range(LAYERS):
         prefix = f"model.layers.{layer}."
         assert {n.removeprefix(prefix) for n in names if n.startswith(prefix)} == LAYER_KERNELS
@@ -62,12 +63,12 @@ def test_each_decoder_layer_runs_nine_fused_kernels(family):
         "lm_head",
     ]
     # the residual adds run inside the norm kernels; casts and integer bookkeeping run nowhere
-    members = {i for k in kernels(tr, load_hardware("h100-sxm"), None) for i in k.members}
+    members = {i for k in kernels(tr, load_hardware("h100-sxm-datasheet"), None) for i in k.members}
     assert all(tr.records[i].op != "aten._to_copy.default" for i in members)
 
 
 def test_a_floor_bound_step_takes_one_floor_per_kernel():
-    hw = load_hardware("h100-sxm")
+    hw = load_hardware("h100-sxm-datasheet")
     floor = hw.runtime.graph_kernel_s
     assert floor == pytest.approx(2e-6)
     lm = profile_lm(_tiny(), Decode(1, 16), hw)
@@ -83,15 +84,13 @@ def test_a_bf16_config_never_prices_above_the_fp32_model_of_its_shape():
     """Casts inside a fused kernel cost nothing, so halving the bytes can only save."""
     for config in ("smollm2-135m.json", "llama-3.2-1b.json"):
         spec = CONFIGS / config
-        bf16 = profile_lm(f"hf:{spec}", Decode(1, 512), "h100-sxm")
+        bf16 = profile_lm(f"hf:{spec}", Decode(1, 512), "h100-sxm-datasheet")
         model, _ = as_meta_model(f"hf:{spec}")
-        fp32 = profile_lm(model.float(), Decode(1, 512), "h100-sxm")
+        fp32 = profile_lm(model.float(), Decode(1, 512), "h100-sxm-datasheet")
         assert (bf16.dtype, fp32.dtype) == ("bf16", "fp32")
         assert bf16.energy_j <= fp32.energy_j, config
     for batch in (1, 8, 64):
-        bf16, fp32 = (
-            profile_lm(_tiny(d), Decode(batch, 64), "h100-sxm") for d in ("bfloat16", "float32")
-        )
+        bf16, fp32 = (profile_lm(_tiny(d), Decode(batch, 64), HW) for d in ("bfloat16", "float32"))
         assert bf16.energy_j <= fp32.energy_j, batch
 
 
@@ -99,7 +98,7 @@ def test_a_llama_3_2_1b_shape_prices_above_smollm2_at_batch_1():
     """Eager pricing had it backwards (SmolLM2's 30 layers launch more ops): decode at batch 1
     reads weights, and the 1B model has nine times SmolLM2's."""
     small, big = (
-        profile_lm(f"hf:{CONFIGS / c}", Decode(1, 1024), "h100-sxm")
+        profile_lm(f"hf:{CONFIGS / c}", Decode(1, 1024), "h100-sxm-datasheet")
         for c in ("smollm2-135m.json", "llama-3.2-1b.json")
     )
     assert big.energy_j > small.energy_j

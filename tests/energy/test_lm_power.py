@@ -17,7 +17,7 @@ from energyprune.energy.lm.regimes import Decode
 CONFIGS = Path(__file__).resolve().parents[2] / "benchmarks" / "configs"
 
 
-@pytest.mark.parametrize("hardware", ["h100-sxm", "a100-sxm"])
+@pytest.mark.parametrize("hardware", ["h100-sxm", "h100-sxm-datasheet", "a100-sxm"])
 @pytest.mark.parametrize("config", ["smollm2-135m.json", "llama-3.1-8b.json"])
 def test_implied_power_per_gpu_lies_between_idle_and_tdp(hardware, config):
     hw = load_hardware(hardware)

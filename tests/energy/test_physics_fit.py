@@ -24,7 +24,7 @@ from energyprune.energy.pricing.features import op_amounts
 from energyprune.energy.pricing.power import implied_power
 from energyprune.models.zoo import build_model
 
-BASE = load_hardware("h100-sxm")
+BASE = load_hardware("h100-sxm-datasheet")
 #: a device whose time terms sit between the fit's grid points (logspace, 25 per decade x 3)
 TRUTH = dataclasses.replace(
     BASE,

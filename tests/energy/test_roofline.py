@@ -79,7 +79,7 @@ def test_a_timed_profile_needs_a_peak_for_every_dtype_it_runs():
 
 
 def test_the_h100_profile_is_timed_and_cites_its_figures():
-    hw = load_hardware("h100-sxm")
+    hw = load_hardware("h100-sxm-datasheet")
     assert hw.timed and hw.static_w == 73.5 and hw.bandwidth == {"dram": 3.35e12}
     assert hw.peak_flops["bf16"] == 989.4e12 and len(hw.sources) >= 3
     assert "UNCALIBRATED" in hw.description
@@ -95,7 +95,7 @@ def test_a_model_built_on_the_meta_device_prices_like_the_real_one():
     real = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8))
     with torch.device("meta"):
         meta = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8))
-    a = profile(real, torch.randn(4, 32), "h100-sxm", shapes_only=True)
-    b = profile(meta, torch.randn(4, 32, device="meta"), "h100-sxm", shapes_only=True)
+    a = profile(real, torch.randn(4, 32), "h100-sxm-datasheet", shapes_only=True)
+    b = profile(meta, torch.randn(4, 32, device="meta"), "h100-sxm-datasheet", shapes_only=True)
     assert (a.total.macs, a.total.bytes) == (b.total.macs, b.total.bytes)
     assert b.total.energy_j == pytest.approx(a.total.energy_j)

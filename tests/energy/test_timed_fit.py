@@ -23,7 +23,7 @@ from energyprune.energy.pricing.estimates import profile
 from energyprune.energy.pricing.features import op_amounts
 from energyprune.models.zoo import build_model
 
-BASE = load_hardware("h100-sxm")
+BASE = load_hardware("h100-sxm-datasheet")
 TRUTH = dataclasses.replace(
     BASE,
     name="truth",

@@ -22,8 +22,9 @@ from energyprune.models.zoo import build_model
 GOLDEN = Path(__file__).parent / "data" / "zoo_estimates.json"
 MODELS = {"resnet20": None, "vgg16_bn": None, "digits_cnn": None,
           "mobilenet_v2": (1, 3, 224, 224), "resnet18": (1, 3, 224, 224)}  # fmt: skip
-#: the profiles that existed then (later ones have no figures to keep)
-PROFILES = ("a100-sxm", "eyeriss-65nm", "gpu-generic", "h100-sxm", "h100-sxm-2of4",
+#: the profiles that existed then (later ones have no figures to keep); h100-sxm was then
+#: the datasheet profile, kept as h100-sxm-datasheet when h100-sxm was calibrated (issue 36)
+PROFILES = ("a100-sxm", "eyeriss-65nm", "gpu-generic", "h100-sxm-datasheet", "h100-sxm-2of4",
             "horowitz-45nm")  # fmt: skip
 
 

@@ -27,6 +27,7 @@ def profile_to_yaml(result: CalibrationResult) -> str:
     quantity = rep.get("quantity", "joules per sample")
     data = {
         "name": hw.name,
+        "summary": f"{hw.name}: calibrated to {rep['measured_with']} ({rep['device']})",
         "description": (
             f"Calibrated on {rep['device']} ({rep['date']}) by `energyprune calibrate` from "
             f"{rep['n_train']} measured rows; fitted to {quantity}."
@@ -74,6 +75,8 @@ def _split_words(rep: dict) -> str:
     """How the held-out rows were chosen, in words."""
     if rep.get("split") == "random":
         return "rows at random"
+    if rep.get("split") == "each":
+        return "each of " + ", ".join(rep.get("heldout_families") or []) + " in turn"
     families = rep.get("heldout_families") or []
     return f"{len(families)} whole families: {', '.join(families[:6])}" + (
         ", ..." if len(families) > 6 else ""

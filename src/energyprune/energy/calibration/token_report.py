@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -73,18 +74,23 @@ def _errors(pred: np.ndarray, itl: np.ndarray, arrays, idx: Sequence[int]) -> di
     }
 
 
+def _name(model: str) -> str:
+    """A model's short name: its config file's stem (hf:path/qwen3-8b.json -> qwen3-8b)."""
+    return Path(model.removeprefix("hf:")).stem
+
+
 def _by_model(arrays, held: Sequence[int], energy, itl) -> dict[str, dict[str, Any]]:
     out = {}
     for family in sorted({arrays[i].row.family for i in held}):
         rows = [i for i in held if arrays[i].row.family == family]
-        out[family.rpartition("/")[2]] = _errors(energy, itl, arrays, rows)
+        out[_name(family)] = _errors(energy, itl, arrays, rows)
     return out
 
 
 def _row(a: RowArrays, i: int, held: set[int], predicted: dict[str, np.ndarray]) -> dict:
     r = a.row
     return {
-        "model": r.model.rpartition("/")[2],
+        "model": _name(r.model),
         **r.regime.to_dict(),
         "tensor_parallel": r.tensor_parallel,
         "expert_parallel": r.expert_parallel,
@@ -113,7 +119,7 @@ def token_report(
         "quantity": "joules per output token and inter-token latency",
         "fitted_column": "joules_per_token",
         "split": spec.split,
-        "heldout_families": [f.rpartition("/")[2] for f in cut.held_families],
+        "heldout_families": [_name(f) for f in cut.held_families],
         **_errors(energy, itl, arrays, held),
         "pairwise_agreement": pairwise_agreement(energy[held], y[held], groups[held]),
         "baseline": BASELINE,
