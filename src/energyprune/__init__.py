@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from energyprune.pipeline.recover import distillation_loss, recalibrate_bn
     from energyprune.pruning.apply import PruneResult
     from energyprune.pruning.export import export_onnx, load, save
+    from energyprune.pruning.gguf_export import GGUFSummary, write_gguf
     from energyprune.pruning.lm_export import load_lm, save_lm
     from energyprune.pruning.plan import PruningPlan
     from energyprune.pruning.spec import PruneSpec
@@ -103,6 +104,8 @@ _EXPORTS = {
     "prune": "energyprune.pipeline.entry",
     "export_onnx": "energyprune.pruning.export",
     "load": "energyprune.pruning.export",
+    "GGUFSummary": "energyprune.pruning.gguf_export",
+    "write_gguf": "energyprune.pruning.gguf_export",
     "load_lm": "energyprune.pruning.lm_export",
     "save_lm": "energyprune.pruning.lm_export",
     "save": "energyprune.pruning.export",
@@ -118,6 +121,7 @@ __all__ = [
     "EnergyMeter",
     "EnergyProfile",
     "EnergyPruneError",
+    "GGUFSummary",
     "HardwareProfile",
     "LMMeasurement",
     "LMProfile",
@@ -163,6 +167,7 @@ __all__ = [
     "save_lm",
     "save_quantized",
     "trace",
+    "write_gguf",
 ]
 
 

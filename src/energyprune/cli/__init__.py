@@ -47,7 +47,7 @@ _OUTPUTS: dict[str, tuple[tuple[str, str, str], ...]] = {
     "calibrate": (("out", "--out", "file"), ("report", "--report", "file")),
     "profile": (("json", "--json", "file"), ("plot", "--plot", "file")),
     "measure": (("json", "--json", "file"),),
-    "export": (("onnx", "--onnx", "file"),),
+    "export": (("onnx", "--onnx", "file"), ("out", "--out", "file")),
 }
 
 
