@@ -40,8 +40,23 @@ def test_prune_an_lm_end_to_end(tmp_path, capsys, tiny_lm):
     assert report["energy_ratio"] <= 0.701 and report["estimated"] is True
     assert report["regime"]["context"] == 128 and report["ppl_after_cut"]["windows"] == 4
     assert "ppl after recovery" in (out / "report.md").read_text()
-    if report["from_pretrained"] == "yes":
-        transformers.LlamaForCausalLM.from_pretrained(out / "model")
+
+
+def test_the_out_folder_is_the_model_that_from_pretrained_loads(tmp_path, tiny_lm):
+    """Depth cuts keep every layer's widths, so DIR loads with from_pretrained as it is, the
+    reports beside the weights, and scores the perplexity the run reported for its model."""
+    from energyprune.pipeline.text import load_text, perplexity
+
+    argv = _argv(tmp_path, "--lm-method", "depth", "--regime", "decode:batch=1,context=128")
+    assert main(argv) == 0
+    out = tmp_path / "out"
+    report = json.loads((out / "report.json").read_text())
+    assert report["from_pretrained"] == "yes" and (out / "report.md").is_file()
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    assert loaded.config.num_hidden_layers < 4  # the cut, not the dense model
+    data = load_text(f"text:{tmp_path / 'text.txt'}", CharTokenizer(), 32)
+    ppl = perplexity(loaded, data.eval, limit=4).value
+    assert ppl == pytest.approx(report["ppl_after_recovery"]["ppl"], rel=1e-5)
 
 
 def test_a_failed_guardrail_exits_1(tmp_path, capsys, tiny_lm, monkeypatch):

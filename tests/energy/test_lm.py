@@ -271,18 +271,25 @@ def test_serving_settings_are_checked():
 
 def test_tensor_parallel_2_shards_bytes_and_flops_and_doubles_static_power():
     """By hand: every GPU holds half the heads, inner width and vocabulary (so half the MACs),
-    replicates the norms and its gathered embedding rows, and draws its own static power."""
+    replicates the norms and its gathered embedding rows, and draws its own static and busy
+    power (73.5 W idle + 120 W busy here) over the same wall time."""
+    import dataclasses
+
+    from energyprune.energy.hardware.profile import load_hardware
+
+    hw = dataclasses.replace(load_hardware("h100-sxm-datasheet"), active_w=120.0)
     config, batch = _config("llama"), 4
-    one = profile_lm(config, Decode(batch, 64), "h100-sxm-datasheet")
-    two = profile_lm(config, Decode(batch, 64), "h100-sxm-datasheet", tensor_parallel=2)
+    one = profile_lm(config, Decode(batch, 64), hw)
+    two = profile_lm(config, Decode(batch, 64), hw, tensor_parallel=2)
     assert two.passes[0].profile.total.macs * 2 == one.passes[0].profile.total.macs
     # per token: the norms and the gathered embedding rows (RoPE's cos/sin are a table lookup
     # inside the fused RoPE kernel, energy/lm/graphs.py)
     replicated = ((2 * LAYERS + 1) * D * BF16 + batch * D * BF16) / batch
     assert two.total("weight_bytes") == pytest.approx(one.total("weight_bytes") + replicated)
-    static_w = 73.5  # h100-sxm-datasheet: its measured idle; no active power
-    assert one.total("static_j") == pytest.approx(static_w * one.seconds, rel=1e-9)
-    assert two.total("static_j") == pytest.approx(2 * static_w * two.seconds, rel=1e-9)
+    watts = 73.5 + 120.0  # h100-sxm-datasheet's measured idle + the busy power set above
+    assert one.total("static_j") == pytest.approx(watts * one.seconds, rel=1e-9)
+    assert two.total("static_j") == pytest.approx(2 * watts * two.seconds, rel=1e-9)
+    assert two.power_split()["busy_j"] == pytest.approx(2 * 120.0 * two.seconds, rel=1e-9)
     comm = next(layer for layer in two.layers if layer.name == "(all-reduce)")
     # 2 all-reduces per layer; a ring of 2 sends half the hidden state from each GPU: D elements
     assert comm.activation_bytes == pytest.approx(2 * LAYERS * 2 * batch * D * BF16 / batch)

@@ -17,11 +17,21 @@ from energyprune.energy.lm.regimes import Decode
 CONFIGS = Path(__file__).resolve().parents[2] / "benchmarks" / "configs"
 
 
-@pytest.mark.parametrize("hardware", ["h100-sxm", "h100-sxm-datasheet", "a100-sxm"])
-@pytest.mark.parametrize("config", ["smollm2-135m.json", "llama-3.1-8b.json"])
-def test_implied_power_per_gpu_lies_between_idle_and_tdp(hardware, config):
+def _check(hardware: str, config: str) -> None:
     hw = load_hardware(hardware)
     for batch in (1, 8, 512):
         lm = profile_lm(f"hf:{CONFIGS / config}", Decode(batch, 1024), hw)
         watts = lm.energy_j / lm.seconds
         assert hw.power.idle_w <= watts <= hw.power.max_w, (batch, watts)
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in CONFIGS.glob("*.json")))
+def test_the_calibrated_h100_implies_a_power_its_board_can_draw(config):
+    """Every benchmark config on h100-sxm, the profile with fitted busy power."""
+    _check("h100-sxm", config)
+
+
+@pytest.mark.parametrize("hardware", ["h100-sxm-datasheet", "a100-sxm"])
+@pytest.mark.parametrize("config", ["smollm2-135m.json", "llama-3.1-8b.json"])
+def test_implied_power_per_gpu_lies_between_idle_and_tdp(hardware, config):
+    _check(hardware, config)

@@ -88,3 +88,31 @@ def test_bad_sparsity_and_patterns_are_refused():
     with pytest.raises(ConfigError, match="sparse_kernels"):
         _patterns(["4:2"], "x")
     assert dataclasses.replace(hw, sparse_kernels=("2:4",)).sparse_kernels == ("2:4",)
+
+
+def test_layers_are_pruned_in_order_on_the_activations_of_the_pruned_layers_before():
+    """By hand: prune layer 0 on the dense activations, then score layer 1 on the activations
+    of that pruned model; the result must equal wanda_prune's, and differ from scoring every
+    layer on the dense model at once (one shot)."""
+    from energyprune.pruning.decoder import input_sq_norms
+
+    def prune(layer, norms_of):
+        lins = [m for m in layer.modules() if isinstance(m, torch.nn.Linear)]
+        for lin, sq in zip(lins, norms_of(lins), strict=True):
+            score = lin.weight.abs() * sq.sqrt()
+            drop = score.topk(lin.in_features // 2, dim=1, largest=False).indices
+            lin.weight.data.scatter_(1, drop, 0.0)
+
+    by_hand, one_shot, sequential = _llama(), _llama(), _llama()
+    wanda_prune(sequential, [IDS], sparsity=0.5)
+    with torch.no_grad():
+        for layer in decoder_layers(by_hand):  # in order, on the model pruned so far
+            prune(layer, lambda lins: input_sq_norms(by_hand, lins, [IDS]))
+        dense = _llama()
+        for layer, twin in zip(decoder_layers(one_shot), decoder_layers(dense), strict=True):
+            twins = [m for m in twin.modules() if isinstance(m, torch.nn.Linear)]
+            prune(layer, lambda lins, t=twins: input_sq_norms(dense, t, [IDS]))
+    pairs = list(zip(_decoder_linears(by_hand), _decoder_linears(sequential), strict=True))
+    assert all(torch.equal(a.weight != 0, b.weight != 0) for a, b in pairs)
+    later = zip(_decoder_linears(one_shot)[7:], _decoder_linears(sequential)[7:], strict=True)
+    assert any(not torch.equal(a.weight != 0, b.weight != 0) for a, b in later)

@@ -244,13 +244,17 @@ def _time_summary(rep: dict, console: Console) -> None:
         )
 
 
+def _fixed(value: float | None) -> str:
+    return "n/a (too few rows)" if value is None else f"{value:.3f}"
+
+
 def _token_summary(rep: dict, console: Console) -> None:
     itl = rep["itl_mape"]
     latency = f" · inter-token latency {100 * itl:.1f} %" if itl is not None else ""
     console.print(
         f"held-out MAPE of J/token: fitted {100 * rep['mape']:.1f} %{latency} · "
         f"{rep['baseline']}: {100 * rep['baseline_mape']:.1f} % · {rep['base_profile']} "
-        f"uncalibrated {100 * rep['base_mape']:.1f} % · Spearman {rep['spearman']:.3f}",
+        f"uncalibrated {100 * rep['base_mape']:.1f} % · Spearman {_fixed(rep['spearman'])}",
         soft_wrap=True,
     )
     for model, e in rep["by_model"].items():
@@ -266,3 +270,5 @@ def _token_summary(rep: dict, console: Console) -> None:
         f"{rep['device']}",
         soft_wrap=True,
     )
+    if rep.get("bad_rows"):
+        console.print(f"skipped {len(rep['bad_rows'])} bad row(s), listed in the report")

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from energyprune.cli.progress import status
 from energyprune.errors import ConfigError, EnergyPruneError
-from energyprune.files import atomic_write_text
+from energyprune.files import atomic_write_text, check_writable_file
 
 if TYPE_CHECKING:
     from torch import nn
@@ -97,7 +97,7 @@ def lm_setting(args: argparse.Namespace) -> LMSetting:
     length = args.context if phase == "decode" else args.prompt
     return LMSetting(
         phase=phase,
-        batch=args.batch if args.batch is not None else (args.batch_size or 1),
+        batch=next((b for b in (args.batch, args.batch_size) if b is not None), 1),
         length=1024 if length is None else length,
         device=args.device or _default_device(),
         dtype=args.dtype,
@@ -135,6 +135,8 @@ def run_lm(args: argparse.Namespace, console: Console, protocol: MeasurementProt
     from energyprune.reports.lm import lm_measurement_table
 
     setting = lm_setting(args)
+    if args.json:
+        check_writable_file(args.json, "--json")
     with status(console, f"loading {args.model}"):
         model, weights = load_lm_to_measure(args.model)
     console.print(f"weights: {weights}")

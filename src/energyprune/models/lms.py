@@ -142,7 +142,8 @@ def _plain_fp32(model: nn.Module) -> None:
 
 def lm_folder(spec: str) -> Path | None:
     """The Hugging Face folder a model spec names, else None: ``hf:DIR`` or ``DIR`` holding a
-    ``config.json``, or a run folder of ``energyprune prune --out`` (its ``model/``)."""
+    ``config.json`` (a run folder of ``energyprune prune --out`` is one), or an older run folder
+    that kept the model in ``model/``."""
     path = Path(spec.removeprefix(HF_PREFIX)).expanduser()
     for folder in (path, path / "model"):
         if (folder / "config.json").is_file():

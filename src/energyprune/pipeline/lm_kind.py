@@ -79,7 +79,8 @@ class DecoderLM:
 
     @property
     def validation(self) -> str:
-        return f"{self.data.eval_path} ({self.options.eval_windows} windows)"
+        span = self.data.eval_span or self.data.eval_path
+        return f"{span} ({self.options.eval_windows} windows)"
 
     def price(self, model: nn.Module) -> float:
         return profile_lm(model, self.regime, self.options.hardware).energy_j
@@ -247,13 +248,14 @@ class DecoderLM:
         return report["ppl_after_recovery"]["ppl"]
 
     def write(self, result: Any, out: Path, dense: nn.Module) -> None:
-        """``out/model`` (a Hugging Face folder, ``plan.json`` when widths differ per layer),
-        report.json and report.md."""
+        """``out`` itself as the model folder (a Hugging Face folder: ``from_pretrained(out)``
+        loads uniform widths; ``plan.json`` when they differ per layer), with report.json and
+        report.md beside the weights."""
         from energyprune.pruning.lm_export import save_lm
         from energyprune.reports.lm import lm_prune_markdown
 
         report = result.report
-        why_not = save_lm(result.model, out / "model", self.tokenizer)
+        why_not = save_lm(result.model, out, self.tokenizer)
         report["from_pretrained"] = "yes" if why_not is None else f"no: {why_not}"
         atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
         atomic_write_text(out / "report.md", lm_prune_markdown(report))

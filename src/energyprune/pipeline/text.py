@@ -2,9 +2,11 @@
 
 ``--data text:TRAIN[,EVAL]`` tokenises each file with the model's tokenizer, joins it into one
 stream (as published perplexities do) and cuts it into non-overlapping windows of ``seq_len``
-tokens. The model only ever sees batches of windows, never the whole text at once. Perplexity
-is exp(mean next-token cross-entropy) over the first ``windows`` windows, the same windows for
-every model compared, and the count is part of the result.
+tokens. With one file, its last ``HELDOUT`` of windows are evaluation windows and the rest
+calibrate and train: the two never overlap, and ``TextData.eval_span`` says which tokens were
+evaluated. The model only ever sees batches of windows, never the whole text at once.
+Perplexity is exp(mean next-token cross-entropy) over the first ``windows`` evaluation windows,
+the same windows for every model compared, and the count is part of the result.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ __all__ = [
 ]
 
 PREFIX = "text:"
+#: with one file, the share of its windows (its tail) held out for evaluation
+HELDOUT = 0.2
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class TextData:
     seq_len: int
     train_path: str
     eval_path: str
+    eval_span: str = ""  # which tokens the evaluation windows are, in words
 
     def batches(self, split: str, batch_size: int, limit: int | None = None) -> Iterator:
         """Batches of windows of ``split`` ("train" or "eval"), in order, the first ``limit``."""
@@ -83,14 +88,26 @@ def read_windows(path: str, tokenizer: Any, seq_len: int) -> torch.Tensor:
 
 
 def load_text(spec: str, tokenizer: Any, seq_len: int = 512) -> TextData:
+    """The windows of ``text:TRAIN[,EVAL]``; one file: its tail evaluates, the rest trains."""
     train_path, eval_path = text_data_spec(spec)
-    return TextData(
-        read_windows(train_path, tokenizer, seq_len),
-        read_windows(eval_path, tokenizer, seq_len),
-        seq_len,
-        train_path,
-        eval_path,
+    train = read_windows(train_path, tokenizer, seq_len)
+    if eval_path != train_path:
+        evaluation = read_windows(eval_path, tokenizer, seq_len)
+        span = f"{eval_path}, tokens 0-{evaluation.numel():,}"
+        return TextData(train, evaluation, seq_len, train_path, eval_path, span)
+    n = len(train)
+    held = max(1, round(HELDOUT * n))
+    if n - held < 1:
+        raise ConfigError(
+            f"{train_path} holds {n} window(s) of {seq_len} tokens: one file needs at least 2 "
+            "(training windows and a held-out tail); pass text:TRAIN,EVAL or a smaller --seq-len"
+        )
+    start = (n - held) * seq_len
+    span = (
+        f"{eval_path}, tokens {start:,}-{n * seq_len:,} (its last {held} windows, held out: "
+        f"training and calibration use tokens 0-{start:,})"
     )
+    return TextData(train[: n - held], train[n - held :], seq_len, train_path, eval_path, span)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 calibration activations, no retraining. A weight's score is |W_ij| x ||X_j||_2 (its input
 channel's activation norm on calibration text), compared within its output row: the lowest
 ``sparsity`` of each row (unstructured), or all but the best N of every M consecutive inputs (N:M)
-become zero. The LM head and embeddings are left dense, as in the paper.
+become zero. The LM head and embeddings are left dense, as in the paper. Layers are pruned in
+order, as the paper does: each layer's activations come from the model whose earlier layers are
+already pruned (one pass of the calibration windows per layer).
 
 What it saves depends on the runtime: nothing on a profile without sparse kernels (the zeros
 are multiplied and moved like any weight), and on a profile that declares ``sparse_kernels:
@@ -46,27 +48,33 @@ def wanda_prune(
         raise ConfigError(f"sparsity must be in (0, 1), got {sparsity}")
     if nm is not None and not 0 < nm[0] < nm[1]:
         raise ConfigError(f"N:M needs 0 < N < M (N kept of every M), got {nm[0]}:{nm[1]}")
-    named = _linears(model)
-    norms = input_sq_norms(model, [lin for _, lin in named], batches)
+    batches = list(batches)  # every layer reads them again
     done = {}
-    for (name, lin), sq in zip(named, norms, strict=True):
-        w = lin.weight
-        score = w.abs().float() * sq.to(w.device).sqrt()
-        if nm is None:
-            k = int(w.shape[1] * sparsity)
-            drop = score.topk(k, dim=1, largest=False).indices
-            mask = torch.ones_like(w, dtype=torch.bool).scatter_(1, drop, False)
-        else:
-            n, m = nm
-            if w.shape[1] % m:
-                continue  # an input width N:M kernels cannot tile stays dense
-            groups = score.view(w.shape[0], -1, m)
-            drop = groups.topk(m - n, dim=2, largest=False).indices
-            mask = torch.ones_like(groups, dtype=torch.bool).scatter_(2, drop, False)
-            mask = mask.view_as(w)
-        w.mul_(mask)
-        done[name] = 1 - float(mask.float().mean())
+    for layer in range(len(decoder_layers(model))):
+        named = [(n, lin) for n, lin in _linears(model) if n.startswith(f"model.layers.{layer}.")]
+        norms = input_sq_norms(model, [lin for _, lin in named], batches)
+        for (name, lin), sq in zip(named, norms, strict=True):
+            mask = _mask(lin.weight, sq, sparsity, nm)
+            if mask is not None:
+                lin.weight.mul_(mask)
+                done[name] = 1 - float(mask.float().mean())
     return done
+
+
+def _mask(w: torch.Tensor, sq: torch.Tensor, sparsity: float, nm) -> torch.Tensor | None:
+    """The weights Wanda keeps (None: an input width N:M kernels cannot tile stays dense)."""
+    score = w.abs().float() * sq.to(w.device).sqrt()
+    if nm is None:
+        k = int(w.shape[1] * sparsity)
+        drop = score.topk(k, dim=1, largest=False).indices
+        return torch.ones_like(w, dtype=torch.bool).scatter_(1, drop, False)
+    n, m = nm
+    if w.shape[1] % m:
+        return None
+    groups = score.view(w.shape[0], -1, m)
+    drop = groups.topk(m - n, dim=2, largest=False).indices
+    mask = torch.ones_like(groups, dtype=torch.bool).scatter_(2, drop, False)
+    return mask.view_as(w)
 
 
 def is_nm_sparse(weight: torch.Tensor, n: int = 2, m: int = 4) -> bool:

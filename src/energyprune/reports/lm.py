@@ -136,7 +136,8 @@ def lm_prune_markdown(report: dict) -> str:
         "",
         f"Weights: {report['weights']}. Energy is **estimated** on `{report['hardware']}` per "
         f"{r['basis']} in {r['phase']} ({where}); perplexity is measured on the first "
-        f"{ppl['windows']} windows of {ppl['seq_len']} tokens of the evaluation text.",
+        f"{ppl['windows']} windows of {ppl['seq_len']} tokens of the evaluation text: "
+        f"{report.get('validation', 'the evaluation file')}.",
         "",
         "| model | J/token ratio | est. J/token | params | ppl after cut | ppl after recovery |",
         "|---|---|---|---|---|---|",
@@ -208,8 +209,7 @@ def lm_run_lines(report: dict, out) -> list[str]:
     ]
     plan = ", plan.json" if str(report.get("from_pretrained", "")).startswith("no") else ""
     lines.append(
-        f"wrote {out}/model/ (config.json, model.safetensors{plan}, tokenizer), report.json, "
-        "report.md"
+        f"wrote {out}/ (config.json, model.safetensors{plan}, tokenizer, report.json, report.md)"
     )
     return lines
 

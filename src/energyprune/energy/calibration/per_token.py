@@ -71,13 +71,19 @@ class TokenFit:
     solved: EnergySolve
 
 
+def _snap(seconds: float) -> float:
+    """A time term the fit drove to its bound of 0 (under a nanosecond) is 0."""
+    return seconds if seconds >= 1e-9 else 0.0
+
+
 def _itl_terms(arrays: Sequence[RowArrays], train: Sequence[int], base: TimeTerms) -> TimeTerms:
     """Time terms by least squares on log(predicted / measured latency) over ``train``."""
     rows = [arrays[i] for i in train if arrays[i].row.itl_s]
     measured = np.log([a.row.itl_s for a in rows])
 
     def terms(z: np.ndarray) -> TimeTerms:
-        return TimeTerms(math.exp(z[0]), math.exp(z[1]), float(z[2]) * 1e-6, float(z[3]) * 1e-3)
+        floor, step = _snap(float(z[2]) * 1e-6), _snap(float(z[3]) * 1e-3)
+        return TimeTerms(math.exp(z[0]), math.exp(z[1]), floor, step)
 
     def residual(z: np.ndarray) -> np.ndarray:
         t = terms(z)
@@ -137,7 +143,8 @@ def _energy(arrays, train, t: TimeTerms, hw: HardwareProfile, spec: FitSpec) -> 
         columns[-2] = replace(columns[-2], lo=idle * (1 - IDLE_SPREAD), hi=idle * (1 + IDLE_SPREAD))
     design = [arrays[i].design(names, t) for i in range(len(arrays))]
     x = np.array([d[0] for d in design])
-    y = np.array([(a.row.joules - d[1]) * 1e12 for a, d in zip(arrays, design, strict=True)])
+    fixed = [d[1] + _unfitted(a, names, hw) for a, d in zip(arrays, design, strict=True)]
+    y = np.array([(a.row.joules - f) * 1e12 for a, f in zip(arrays, fixed, strict=True)])
     families = [a.row.family for a in arrays]
     limits = _limits(arrays, train, names, t, hw)
     return TokenFit(t, names, fit_energy(x, y, columns, families, train, spec, limits))
@@ -154,13 +161,25 @@ def fit_rows(arrays: Sequence[RowArrays], train: Sequence[int], hw: HardwareProf
     return _energy(arrays, train, terms, hw, spec)
 
 
+def _unfitted(a: RowArrays, names: Sequence[str], hw: HardwareProfile) -> float:
+    """J/token of the row's features the fit did not see, at the base's coefficients (as the
+    written profile keeps them)."""
+    coef = hw.coefficients()
+    return a.gpus * sum(
+        p.share * v * coef[k] * 1e-12
+        for p in a.passes
+        for k, v in p.features.items()
+        if k in coef and k not in names
+    )
+
+
 def predict(arrays: Sequence[RowArrays], idx: Sequence[int], hw: HardwareProfile, fit: TokenFit):
-    """J/token of rows ``idx`` under a fit."""
+    """J/token of rows ``idx`` under a fit, as the profile it writes prices them."""
     c = fit.solved.solution
     out = []
     for i in idx:
         x, link = arrays[i].design(fit.names, fit.terms)
-        out.append(float(x @ c) * 1e-12 + link)
+        out.append(float(x @ c) * 1e-12 + link + _unfitted(arrays[i], fit.names, hw))
     return np.array(out)
 
 

@@ -27,10 +27,18 @@ from energyprune.errors import ConfigError
 __all__ = ["all_to_all", "expert_shard", "per_gpu_regime"]
 
 
-def expert_shard(model: nn.Module, n: int) -> nn.Module:
-    """The model one of ``n`` expert-parallel GPUs runs: every expert stack / n."""
+def expert_shard(model: nn.Module, n: int, from_config: bool = True) -> nn.Module:
+    """The model one of ``n`` expert-parallel GPUs runs: every expert stack / n. A model the
+    caller gave (``from_config`` False) must have its config's widths (not a pruned one)."""
     from energyprune.models import hf
 
+    if not from_config:
+        whole = hf.build_hf(model.config)
+        if sum(p.numel() for p in whole.parameters()) != sum(p.numel() for p in model.parameters()):
+            raise ConfigError(
+                "expert-parallel pricing splits a model by its config, and this model's widths "
+                "differ from it (a pruned model): price it on one GPU"
+            )
     config = copy.deepcopy(model.config)
     text = config.get_text_config(decoder=True)
     moe = hf.moe_experts(text)

@@ -52,7 +52,9 @@ _FREE_OPS = frozenset({"aten._to_copy.default", "aten.clone.default", "aten.copy
 _INTEGER = frozenset({"int64", "int32", "int16", "int8", "bool"})
 _MERGED = {"q_proj": "qkv", "k_proj": "qkv", "v_proj": "qkv", "gate_proj": "gate_up"}
 _MERGED["up_proj"] = "gate_up"
-_ATTENTION_CORE = frozenset({"attention", "matmul", "softmax"})
+_FFN = ("MLP", "Experts")  # feed-forward modules whose own ops and activation fuse
+_ATTENTION_CORE = frozenset({"attention", "matmul"})  # kinds; softmax by its op name
+_SOFTMAX = ("aten._softmax", "aten.softmax")
 
 
 @dataclass(frozen=True)
@@ -94,12 +96,13 @@ def _key(record: OpRecord, types: dict[str, str]) -> str | None:
     if kind == "Linear" and leaf in _MERGED:
         return f"{_parent(module)}.{_MERGED[leaf]}"
     if kind.endswith("Attention"):
-        return f"{module}.{'attn' if record.kind in _ATTENTION_CORE else 'rope'}"
+        core = record.kind in _ATTENTION_CORE or record.op.startswith(_SOFTMAX)
+        return f"{module}.{'attn' if core else 'rope'}"
     if types.get(_parent(module), "").endswith("Attention") and kind.endswith("Norm"):
         return f"{_parent(module)}.rope"  # q_norm / k_norm: fused with RoPE
-    if kind.endswith("MLP"):
+    if kind.endswith(_FFN):
         return f"{module}.act"  # the MLP's own gate x up product
-    if types.get(_parent(module), "").endswith("MLP") and kind != "Linear":
+    if types.get(_parent(module), "").endswith(_FFN) and kind != "Linear":
         return f"{_parent(module)}.act"  # its activation function
     return module
 

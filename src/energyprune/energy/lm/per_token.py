@@ -174,7 +174,7 @@ def served(model: nn.Module, regime: Regime, stored: Serving, from_config: bool 
         return one_gpu(model, stored.tensor_parallel, from_config), regime
     if stored.expert_parallel > 1:
         n = stored.expert_parallel
-        return expert_shard(model, n), per_gpu_regime(regime, n)
+        return expert_shard(model, n, from_config), per_gpu_regime(regime, n)
     return model, regime
 
 
@@ -185,10 +185,17 @@ def _served_layers(layers, model, traced, hw: HardwareProfile, priced: str, stor
         layers = over_gpus(layers, model, traced, hw, priced, stored.tensor_parallel)
     if stored.expert_parallel > 1:
         comm = all_to_all(hw, stored.expert_parallel, traced, model.config, itemsize(priced))
-        layers = (*layers, comm)
+        layers = _system_seconds((*layers, comm), stored.expert_parallel)
     if stored.runtime == GRAPHS:
-        layers = (*layers, *_step_overhead(hw, traced, stored.tensor_parallel))
+        step = _step_overhead(hw, traced, stored.tensor_parallel)
+        layers = (*layers, *_system_seconds(step, stored.expert_parallel))
     return layers
+
+
+def _system_seconds(layers, n: int) -> tuple[LayerSplit, ...]:
+    """Seconds per token of the whole system: n GPUs each serve 1/n of the tokens at once (one
+    GPU's seconds per token of its own batch / n); energy stays summed over them."""
+    return tuple(dataclasses.replace(layer, seconds=layer.seconds / n) for layer in layers)
 
 
 def _step_overhead(hw: HardwareProfile, traced: list[TracedPass], gpus: int) -> tuple:

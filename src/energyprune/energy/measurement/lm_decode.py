@@ -131,6 +131,8 @@ class LMMeasurement:
             "tokens_per_step": s.tokens_per_step,
             "tokens_per_s": self.tokens_per_s,
             "step_latency_ms": r.latency_ms,
+            # a decode step is the time between two tokens: the per-token table's itl_ms
+            "itl_ms": r.latency_ms.get("p50") if s.phase == "decode" else None,
             "measured": measured,
             "joules_per_token": self.joules_per_token,
             "joules_per_token_spread": r.joules_per_sample,
