@@ -254,6 +254,27 @@ def test_int4_weights_read_half_a_byte_per_weight_plus_their_scales():
     assert q.to_dict()["serving"]["stored"] == "int4 weights (group 32)"
 
 
+def test_bits_chosen_per_layer_price_each_layer_as_stored():
+    """By hand: layer 0 in int8 (per channel: 1 byte + 2 bytes per in_features row scale) and
+    layer 1 in int4 with groups of 32 save exactly their own layers' bytes; the rest stays."""
+    config = _config("llama")
+    dense = profile_lm(config, Decode(1, 16))
+    layers = (("model.layers.0", "int8"), ("model.layers.1", "int4"))
+    q = profile_lm(config, Decode(1, 16), layer_weights=layers, group_size=32)
+    # one layer's linear weights: q, k, v, gate, up (from D), o (from the heads), down
+    n = D * HEADS * HEAD_DIM + 2 * D * KV * HEAD_DIM + 2 * D * INTER + HEADS * HEAD_DIM * D
+    n += INTER * D  # 28,672
+    int8, int4 = n * (1 + 2 / 32), n * (0.5 + 2 / 32)  # groups of 32 for both layers
+    saved = 2 * n * BF16 - int8 - int4  # 68,096 bytes
+    assert dense.total("weight_bytes") - q.total("weight_bytes") == pytest.approx(saved, rel=1e-6)
+    by_layer = {row.name: row.weight_bytes for row in q.layers}
+    assert by_layer["model.layers.0.mlp.down_proj"] == pytest.approx(INTER * D * (1 + 2 / 32))
+    assert by_layer["model.layers.1.mlp.down_proj"] == pytest.approx(INTER * D * (0.5 + 2 / 32))
+    assert "model.layers.1: int4" in q.to_dict()["serving"]["stored"]
+    with pytest.raises(ConfigError, match="must be stored as one of"):
+        profile_lm(config, Decode(1, 16), layer_weights=(("model.layers.0", "int3"),))
+
+
 def test_an_fp8_kv_cache_reads_one_byte_per_element():
     config = _config("llama")
     dense = profile_lm(config, Decode(4, 64))

@@ -42,8 +42,17 @@ class Serving:
     tensor_parallel: int = 1
     runtime: str = GRAPHS
     expert_parallel: int = 1
+    #: per-layer storage that overrides ``weights_dtype``: (module prefix, dtype) pairs, e.g.
+    #: (("model.layers.0", "int8"), ("model.layers.5", "int4")): bits chosen layer by layer
+    layer_weights: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
+        for prefix, value in self.layer_weights:
+            if value not in BITS:
+                raise ConfigError(
+                    f"layer_weights: {prefix} must be stored as one of {', '.join(BITS)}, "
+                    f"got {value!r}"
+                )
         if self.runtime not in RUNTIMES:
             raise ConfigError(
                 f"--runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}"
@@ -61,22 +70,32 @@ class Serving:
             raise ConfigError(
                 "--tensor-parallel with --expert-parallel is not priced yet: pick one"
             )
-        if self.group_size is not None and (self.group_size < 1 or self.weights_dtype is None):
+        quantised = self.weights_dtype is not None or self.layer_weights
+        if self.group_size is not None and (self.group_size < 1 or not quantised):
             raise ConfigError(
                 f"--group-size {self.group_size} needs --weights-dtype and must be >= 1"
             )
 
-    def weight_bytes(self, in_features: int) -> float:
+    def stored_as(self, module: str) -> str | None:
+        """How the weights of ``module`` (a decoder linear) are stored: its layer's choice (the
+        longest matching prefix), else ``weights_dtype``."""
+        hits = [(p, d) for p, d in self.layer_weights if module == p or module.startswith(p + ".")]
+        return max(hits, key=lambda hit: len(hit[0]))[1] if hits else self.weights_dtype
+
+    def weight_bytes(self, in_features: int, dtype: str | None = None) -> float:
         """Bytes one stored weight costs, its share of the scales included."""
         group = self.group_size or in_features
-        return BITS[str(self.weights_dtype)] / 8 + SCALE_BYTES / group
+        return BITS[str(dtype or self.weights_dtype)] / 8 + SCALE_BYTES / group
 
     def describe(self) -> str:
         """One phrase: what is stored how (for the printed summary and the JSON)."""
         parts = []
+        group = f"group {self.group_size}" if self.group_size else "per channel"
         if self.weights_dtype:
-            group = f"group {self.group_size}" if self.group_size else "per channel"
             parts.append(f"{self.weights_dtype} weights ({group})")
+        if self.layer_weights:
+            chosen = ", ".join(f"{p}: {d}" for p, d in self.layer_weights)
+            parts.append(f"weights per layer ({group}): {chosen}")
         if self.kv_dtype:
             parts.append(f"{self.kv_dtype} KV cache")
         if self.tensor_parallel > 1:
@@ -100,10 +119,11 @@ def quantised(tr: Trace, serving: Serving, dtype: str | None) -> Trace:
         for o in r.operands:
             priced = itemsize(price_dtype(o.dtype, dtype))
             quantise = o.role == "param" and str(o.name).endswith(".weight")
-            if serving.weights_dtype and quantise and _decoder_linear(tr, r.module):
+            bits = serving.stored_as(r.module) if quantise else None
+            if bits and _decoder_linear(tr, r.module):
                 # the weight is the last argument, transposed: (in_features, out_features)
                 in_features = r.input_shapes[-1][0] if r.input_shapes else 1
-                stored = o.numel * serving.weight_bytes(in_features)
+                stored = o.numel * serving.weight_bytes(in_features, bits)
                 o, extra = dataclasses.replace(o, numel=round(stored / priced)), extra + o.numel
             elif serving.kv_dtype and o.role == "kv":
                 stored = o.numel * BITS[serving.kv_dtype] / 8
