@@ -35,7 +35,8 @@ def add_lm_args(p: argparse.ArgumentParser) -> None:
         default="energy",
         choices=LM_METHOD_NAMES,
         help="energy: heads, MLP channels and layers by importance per J/token (default); "
-        "depth / width: one kind only; torch-pruning: uniform width; wanda-*: sparsity",
+        "depth / width: one kind only; torch-pruning: Torch-Pruning's LLM recipe (hidden size, "
+        "MLP and heads at one ratio); wanda-*: sparsity",
     )
     g.add_argument(
         "--finetune-steps", type=int, help="distillation optimiser steps per pruning step (200)"

@@ -1,9 +1,10 @@
 """The cut methods of a decoder LM: how a model is cut to a J/token target (the LM kind's
 ``step`` calls one). ``energy`` (the default) mixes heads, MLP channels and layers by measured
 importance per joule and keeps the best of several budget-meeting plans; ``depth``, ``width``,
-``torch-pruning`` and the Wanda sparsity arms are the baselines. Every method takes
-``(dense, data, scores, price, cfg, on_probe)`` and returns an :class:`LMCut`; ``cfg`` is the
-LM options (:class:`~energyprune.pipeline.lm_prune.LMPruneConfig`).
+``torch-pruning`` (Torch-Pruning's own LLM recipe) and the Wanda sparsity arms are the
+baselines. Every method takes ``(dense, data, scores, price, cfg, on_probe)`` and returns an
+:class:`LMCut`; ``cfg`` is the LM options
+(:class:`~energyprune.pipeline.lm_prune.LMPruneConfig`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from energyprune.pipeline.lm_kind import BUDGET_SLACK
 from energyprune.pipeline.recover import state_digest
 from energyprune.pipeline.text import TextData, perplexity
 from energyprune.pruning.decoder import block_influence, group_importance
@@ -26,12 +28,11 @@ from energyprune.pruning.lm_allocate import (
     LMPlan,
     LMScores,
     cut_to_budget,
-    magnitude_scores,
     mlp_scores,
     priced_plan,
-    uniform_width,
 )
 from energyprune.pruning.lm_sensitivity import Sensitivity, greedy_layers, loss_sensitivity
+from energyprune.pruning.tp_llm import tp_llm_to_budget
 from energyprune.pruning.wanda import wanda_prune
 
 __all__ = ["ENERGY_CANDIDATES", "GREEDY", "METHODS", "LMCut", "calibration_scores"]
@@ -155,11 +156,12 @@ def _greedy(dense, data, measured: LMScores, one_shot: LMPlan, cfg, on_probe) ->
     return LMPlan(drop=greedy_layers(dense, windows, count, shortlist, on_probe))
 
 
-def _uniform(dense, data, scores, price, cfg, on_probe=None):
-    model, plan, ratio = uniform_width(
-        dense, magnitude_scores(dense), cfg.target_energy, price, cfg.round_to
-    )
-    return LMCut(model, {"uniform": True, **plan.to_dict()}, ratio)
+def _torch_pruning(dense, data, scores, price, cfg, on_probe=None):
+    """Torch-Pruning's own LLM recipe (:mod:`energyprune.pruning.tp_llm`: MetaPruner, L2 group
+    magnitude, heads and hidden size pruned, ``round_to=4``) at the smallest pruning ratio that
+    meets the budget; ``met: False`` in the plan when even the largest ratio tried does not."""
+    cut = tp_llm_to_budget(dense, data.train[:1], cfg.target_energy, price, BUDGET_SLACK)
+    return LMCut(cut.model, cut.plan, cut.energy_ratio)
 
 
 def _wanda(sparsity: float, nm: tuple[int, int] | None) -> Method:
@@ -182,7 +184,7 @@ METHODS: dict[str, Method] = {
     "energy": _energy,
     "depth": _structured(("layer",), measured=False),  # ShortGPT: block influence
     "width": _structured(("mlp", "heads"), measured=True),
-    "torch-pruning": _uniform,
+    "torch-pruning": _torch_pruning,
     "wanda-50": _wanda(0.5, None),
     "wanda-2:4": _wanda(0.5, (2, 4)),
 }

@@ -55,7 +55,6 @@ __all__ = [
     "magnitude_scores",
     "mlp_scores",
     "priced_plan",
-    "uniform_width",
     "unit_cuts",
 ]
 
@@ -319,38 +318,3 @@ def cut_to_budget(
             return model, plan, ratio
         ask *= (1 - target) / max(1 - ratio, 1e-3)  # the estimate fell short by this much
     return model, plan, ratio
-
-
-def uniform_width(
-    dense: nn.Module,
-    scores: LMScores,
-    target: float,
-    price: Callable[[nn.Module], LMProfile],
-    round_to: int = 32,
-) -> tuple[nn.Module, LMPlan, float]:
-    """Torch-Pruning's LLM recipe: the same share of MLP channels and query heads from every
-    layer, the least important first, bisected on the share until the priced ratio meets
-    ``target`` (or the widest cut, when it cannot)."""
-    layers, attns = decoder_layers(dense), attention_layers(dense)
-    chunks = layers[0].mlp.down_proj.in_features // round_to - 1
-    heads = attns[0].group_size - 1
-    dense_j = price(dense).energy_j
-
-    def cut(k: int) -> tuple[nn.Module, LMPlan, float]:
-        per_group = round(k / max(chunks, 1) * heads)
-        plan = LMPlan(
-            dict.fromkeys(range(len(layers)), k), dict.fromkeys(range(len(layers)), per_group)
-        )
-        model, ratio = priced_plan(dense, plan, scores, round_to, price, dense_j)
-        return model, plan, ratio
-
-    low, high = 0, chunks
-    best = cut(high)
-    while low < high:  # the smallest k that meets the target
-        mid = (low + high) // 2
-        found = cut(mid)
-        if found[2] <= target + 1e-3:
-            best, high = found, mid
-        else:
-            low = mid + 1
-    return best

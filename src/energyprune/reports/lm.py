@@ -171,7 +171,7 @@ def _layers(per_layer: dict) -> str:
 
 def describe_lm_plan(plan: dict) -> str:
     """A method's cut in words: layers dropped, MLP chunks and query heads cut per layer,
-    sparsity, and which of the energy criterion's plans was kept."""
+    sparsity, Torch-Pruning's recipe, and which of the energy criterion's plans was kept."""
     said = []
     if plan.get("drop_layers"):
         said.append(f"drops decoder layers {', '.join(map(str, plan['drop_layers']))}")
@@ -181,9 +181,25 @@ def describe_lm_plan(plan: dict) -> str:
         said.append(f"cuts query heads per KV group: {_layers(plan['query_heads_per_group_cut'])}")
     if plan.get("wanda"):
         said.append(f"Wanda {plan['wanda']} sparsity in {plan['layers']} linear layers")
+    if plan.get("recipe"):
+        said.append(_recipe(plan))
     if plan.get("chosen"):
         said.append(f"plan kept: {plan['chosen']}")
     return "; ".join(said) or "nothing cut"
+
+
+def _recipe(plan: dict) -> str:
+    """Torch-Pruning's LLM recipe: its ratio, the widths left, and whether the budget held."""
+    said = (
+        f"{plan['recipe']} at pruning ratio {plan['pruning_ratio']:.3f}: hidden size "
+        f"{plan['hidden_size']}, MLP width {plan['intermediate_size']}, "
+        f"{plan['num_attention_heads']} query heads over {plan['num_key_value_heads']} KV heads"
+    )
+    if str(plan.get("heads", "")).startswith("kept"):
+        said += f" (heads {plan['heads']})"
+    if plan.get("met", True):
+        return said
+    return f"{said} (the budget is out of its reach: {plan['reached']:.3f} of dense J/token)"
 
 
 def describe_lm_cuts(report: dict) -> str:
