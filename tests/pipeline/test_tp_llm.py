@@ -12,10 +12,10 @@ pytest.importorskip("torch_pruning")
 
 from energyprune.energy.lm.per_token import profile_lm  # noqa: E402
 from energyprune.energy.lm.regimes import Prefill  # noqa: E402
-from energyprune.pipeline.lm_kind import BUDGET_SLACK  # noqa: E402
 from energyprune.pipeline.lm_prune import METHODS, LMPruneConfig  # noqa: E402
 from energyprune.pipeline.text import TextData  # noqa: E402
 from energyprune.pruning.decoder import attention_layers  # noqa: E402
+from energyprune.pruning.lm_allocate import BUDGET_SLACK  # noqa: E402
 from energyprune.pruning.lm_export import load_lm, save_lm  # noqa: E402
 from energyprune.pruning.tp_llm import RECIPE, max_head_ratio, tp_llm_prune  # noqa: E402
 from energyprune.reports.lm import describe_lm_plan  # noqa: E402

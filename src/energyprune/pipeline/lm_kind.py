@@ -24,11 +24,11 @@ from energyprune.pipeline.config import RunConfig
 from energyprune.pipeline.finetune import DuringTraining, OnBatch, StopFlag, TrainConfig, finetune
 from energyprune.pipeline.kind import PerplexityRise, StepOutcome, StepTarget
 from energyprune.pipeline.text import TextData, next_token_loss, perplexity, train_loader
+from energyprune.pruning.lm_allocate import BUDGET_SLACK
 
 __all__ = ["CUTS_FILE", "DecoderLM", "LMPlanLog"]
 
 CUTS_FILE = "cuts.json"  # the run's cuts, step by step, beside a checkpoint's weights
-BUDGET_SLACK = 1e-3  # of dense J/token: what lm_allocate.cut_to_budget accepts over a target
 
 
 @dataclass

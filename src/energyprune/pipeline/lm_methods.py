@@ -19,12 +19,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from energyprune.pipeline.lm_kind import BUDGET_SLACK
 from energyprune.pipeline.recover import state_digest
 from energyprune.pipeline.text import TextData, perplexity
 from energyprune.pruning.decoder import block_influence, group_importance
 from energyprune.pruning.lm_allocate import (
     ALL_KINDS,
+    BUDGET_SLACK,
     LMPlan,
     LMScores,
     cut_to_budget,

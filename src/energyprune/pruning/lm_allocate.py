@@ -46,6 +46,7 @@ from energyprune.pruning.hf_config import sync_config
 from energyprune.pruning.lm_sensitivity import Sensitivity
 
 __all__ = [
+    "BUDGET_SLACK",
     "Cut",
     "LMPlan",
     "LMScores",
@@ -57,6 +58,9 @@ __all__ = [
     "priced_plan",
     "unit_cuts",
 ]
+
+#: of dense J/token: how far over a target a cut may price and still meet it
+BUDGET_SLACK = 1e-3
 
 
 @dataclass(frozen=True)
@@ -314,7 +318,7 @@ def cut_to_budget(
     for _ in range(tries):
         plan = allocate(cuts, ask)
         model, ratio = priced_plan(dense, plan, scores, round_to, price, lm.energy_j)
-        if ratio <= target + 1e-3:
+        if ratio <= target + BUDGET_SLACK:
             return model, plan, ratio
         ask *= (1 - target) / max(1 - ratio, 1e-3)  # the estimate fell short by this much
     return model, plan, ratio
