@@ -30,7 +30,7 @@ from energyprune.energy.lm.graphs import GRAPHS, RUNTIMES, graph_ops
 from energyprune.energy.lm.layer_split import LayerSplit, split
 from energyprune.energy.lm.regimes import Decode, Prefill, Regime, Workload, touched_experts
 from energyprune.energy.lm.result import LMPass, LMProfile
-from energyprune.energy.lm.serving import Serving, quantised
+from energyprune.energy.lm.serving import Serving, layer_bits_of, quantised
 from energyprune.energy.lm.tensor_parallel import one_gpu, over_gpus
 from energyprune.energy.pricing.estimates import (
     EnergyProfile,
@@ -209,6 +209,18 @@ def _step_overhead(hw: HardwareProfile, traced: list[TracedPass], gpus: int) -> 
     )
 
 
+def _as_stored(model_or_config: Any, stored: Serving) -> Serving:
+    """``stored``, with the per-layer bits a model quantised layer by layer records in its
+    config (unless the caller chose layers)."""
+    if not isinstance(model_or_config, nn.Module) or stored.layer_weights:
+        return stored
+    group, layers = layer_bits_of(model_or_config.config)
+    if not layers:
+        return stored
+    group = stored.group_size or group
+    return dataclasses.replace(stored, layer_weights=layers, group_size=group)
+
+
 def _calibration(hw: HardwareProfile) -> str:
     """Whether the profile was fitted to measurements, and to which."""
     fit = hw.calibration
@@ -257,9 +269,12 @@ def profile_lm(
         dtype: price floating tensors as this dtype (default: the model's).
         serving / settings: how the server stores weights and the KV cache
             (:class:`~energyprune.energy.lm.serving.Serving`: ``weights_dtype``,
-            ``group_size``, ``kv_dtype``), given whole or as keywords.
+            ``group_size``, ``kv_dtype``, ``layer_weights``...), given whole or as keywords.
+            A model quantised layer by layer (its config records ``energyprune_weight_bits``)
+            is priced as stored unless ``layer_weights`` is given.
     """
     stored = build(Serving, serving, **settings) if settings else serving or Serving()
+    stored = _as_stored(model_or_config, stored)
     start = time.perf_counter()
     hw = load_hardware(hardware)
     sparse = {}  # weights the runtime's N:M kernels run sparse (read before the meta twin)

@@ -18,12 +18,15 @@ from energyprune.energy.pricing.features import itemsize, price_dtype
 from energyprune.energy.tracing.tracer import Trace
 from energyprune.errors import ConfigError
 
-__all__ = ["BITS", "Serving", "quantised"]
+__all__ = ["BITS", "BITS_KEY", "Serving", "layer_bits_of", "quantised"]
 
 #: bits per stored value of each quantised format
 BITS = {"int8": 8, "fp8": 8, "int4": 4}
 SCALE_BYTES = 2  # one bf16 scale per group (or per output channel)
 UNQUANTISED = ("lm_head", "embed_tokens")
+#: the config field a model quantised layer by layer records its storage in:
+#: {"group_size": G, "layers": {"model.layers.3": "int4", ...}}
+BITS_KEY = "energyprune_weight_bits"
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,16 @@ class Serving:
         if self.expert_parallel > 1:
             parts.append(f"expert parallel over {self.expert_parallel} GPUs")
         return ", ".join(parts) or "weights and KV cache as the model stores them, one GPU"
+
+
+def layer_bits_of(config) -> tuple[int | None, tuple[tuple[str, str], ...]]:
+    """The group size and (layer prefix, dtype) pairs a model's config records (none: as the
+    model is): a model quantised layer by layer is priced as it is stored."""
+    value = getattr(config, BITS_KEY, None)
+    if not isinstance(value, dict):
+        return None, ()
+    layers = value.get("layers") or {}
+    return value.get("group_size"), tuple(sorted((str(k), str(v)) for k, v in layers.items()))
 
 
 def _decoder_linear(tr: Trace, module: str) -> bool:
