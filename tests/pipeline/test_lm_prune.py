@@ -65,8 +65,10 @@ def _identity_layer(model, i: int):
 
 
 def test_depth_drops_a_layer_that_does_nothing_first():
+    """On the datasheet profile one layer of four meets 0.85 (the calibrated h100-sxm adds the
+    host's time per step, which no layer drop saves, so there it takes two)."""
     cfg = LMPruneConfig(target_energy=0.85, finetune_steps=0, calib_windows=4, eval_windows=4,
-                        round_to=16, method="depth")  # fmt: skip
+                        round_to=16, method="depth", hardware="h100-sxm-datasheet")  # fmt: skip
     result = prune_lm(_identity_layer(_llama(), 2), _data(), REGIME, cfg)
     assert result.plan["drop_layers"] == [2]
 

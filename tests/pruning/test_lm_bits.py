@@ -25,11 +25,12 @@ def test_a_group_holds_at_most_its_format_s_levels_and_rounds_to_nearest():
         q = fake_quantise(w, dtype)
         groups = q.view(8, 4, GROUP)
         assert all(len(g.unique()) <= levels for g in groups.reshape(-1, GROUP))
-        # symmetric, one step per group: the group's largest |w| over half the integer range
-        # (127.5 for int8, 7.5 for int4); rounding to nearest moves a weight by <= half a step
-        step = w.view(8, 4, GROUP).abs().amax(dim=2, keepdim=True) / ((levels - 1) / 2)
+        # symmetric absmax, one step per group: the group's largest |w| over the largest
+        # positive integer (127, 7); rounding to nearest moves a weight by <= half a step
+        step = w.view(8, 4, GROUP).abs().amax(dim=2, keepdim=True) / (levels // 2 - 1)
         assert ((groups - w.view(8, 4, GROUP)).abs() <= step / 2 + 1e-6).all()
         assert (((groups / step) - (groups / step).round()).abs() < 1e-3).all()  # on the grid
+        assert torch.equal(fake_quantise(q, dtype), q)  # rounding twice is rounding once
     assert (fake_quantise(w, "int8") - w).abs().mean() < (fake_quantise(w, "int4") - w).abs().mean()
     with pytest.raises(ConfigError, match="not whole groups of 32"):
         fake_quantise(torch.randn(4, 40), "int4")
@@ -61,3 +62,65 @@ def test_quantised_layers_are_recorded_priced_as_stored_and_saved(tmp_path):
     )
     with pytest.raises(ConfigError, match="layer 9 does not exist"):
         quantise_layers(model, {9: "int4"})
+
+
+def test_bit_cuts_go_int8_then_int4_and_never_on_a_dropped_layer():
+    from energyprune.pruning.lm_allocate import Cut, allocate
+
+    cuts = [
+        Cut("int4", 0, 0.0, 1.0),  # cheapest per joule, but layer 0 holds no int8 yet
+        Cut("int8", 0, 0.1, 1.0),
+        Cut("layer", 1, 0.2, 5.0),
+        Cut("int8", 1, 0.3, 1.0),  # layer 1 is dropped by then
+        Cut("int8", 2, 5.0, 1.0),
+    ]
+    plan = allocate(cuts, saving_j=6.0)
+    assert plan.bits == {0: "int8"} and plan.drop == [1]
+    assert plan.to_dict()["weight_bits"] == {0: "int8"}
+    assert allocate(cuts, saving_j=100.0).bits == {0: "int8", 2: "int8"}
+
+
+def _trained_llama(windows: torch.Tensor):
+    """A tiny Llama that has learned the stream (each token the previous one + 1): dropping its
+    layers costs loss, rounding its weights to int8 barely does (a random model's loss is
+    ln 64 whatever is cut, so no criterion can tell plans apart on it)."""
+    model = tiny_llama(4)
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(60):
+        ids = windows[torch.randint(0, len(windows), (8,))]
+        logits = model(input_ids=ids).logits[:, :-1]
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 64), ids[:, 1:].reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def test_energy_plus_bits_stores_layers_as_int_and_trains_on_their_grids():
+    """Priced where bytes cost energy (horowitz-45nm: DRAM per byte), the prune + bits arm
+    keeps a plan with stored bits, meets the budget when re-priced, and after recovery every
+    stored weight is still on its grid."""
+    from energyprune.energy.lm.serving import layer_bits_of
+    from energyprune.pipeline.lm_prune import LMPruneConfig, prune_lm
+    from energyprune.pipeline.text import TextData
+    from energyprune.pruning.decoder import decoder_layers
+
+    g = torch.Generator().manual_seed(0)
+    windows = (torch.randint(0, 64, (40, 1), generator=g) + torch.arange(32)) % 64
+    data = TextData(windows[:32], windows[32:], 32, "train", "eval")
+    regime = Decode(1, 64)
+    cfg = LMPruneConfig(target_energy=0.7, hardware="horowitz-45nm", finetune_steps=3,
+                        lr=1e-3, calib_windows=2, eval_windows=2, round_to=32,
+                        method="energy+bits")  # fmt: skip
+    dense = _trained_llama(windows[:32])
+    result = prune_lm(dense, data, regime, cfg)
+    _, stored = layer_bits_of(result.model.config)
+    assert stored, "no layer was stored in fewer bits"
+    ratio = (profile_lm(result.model, regime, cfg.hardware).energy_j
+             / profile_lm(dense, regime, cfg.hardware).energy_j)  # fmt: skip
+    assert ratio <= 0.7 + 1e-3
+    layers = decoder_layers(result.model)
+    for prefix, dtype in stored:
+        w = layers[int(prefix.rsplit(".", 1)[1])].mlp.down_proj.weight
+        assert torch.equal(fake_quantise(w, dtype), w)  # on the grid after training steps

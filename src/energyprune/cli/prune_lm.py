@@ -15,7 +15,9 @@ __all__ = ["LM_METHOD_NAMES", "add_lm_args", "is_lm_request", "run_lm_prune"]
 
 #: the LM cut methods (pipeline.lm_prune.METHODS, whose import this parser must not pay for;
 #: tests/test_cli_lm_prune.py ties the two together)
-LM_METHOD_NAMES = ("energy", "depth", "width", "torch-pruning", "wanda-50", "wanda-2:4")
+LM_METHOD_NAMES = (
+    *("energy", "energy+bits", "depth", "width", "torch-pruning", "wanda-50", "wanda-2:4"),
+)
 
 
 def add_lm_args(p: argparse.ArgumentParser) -> None:
@@ -35,8 +37,9 @@ def add_lm_args(p: argparse.ArgumentParser) -> None:
         default="energy",
         choices=LM_METHOD_NAMES,
         help="energy: heads, MLP channels and layers by importance per J/token (default); "
-        "depth / width: one kind only; torch-pruning: Torch-Pruning's LLM recipe (hidden size, "
-        "MLP and heads at one ratio); wanda-*: sparsity",
+        "energy+bits: the same with int8 / int4 weights chosen per layer (perplexity on "
+        "dequantised weights); depth / width: one kind only; torch-pruning: Torch-Pruning's "
+        "LLM recipe (hidden size, MLP and heads at one ratio); wanda-*: sparsity",
     )
     g.add_argument(
         "--finetune-steps", type=int, help="distillation optimiser steps per pruning step (200)"

@@ -18,6 +18,7 @@ from torch import nn
 
 from energyprune.energy.lm.per_token import profile_lm
 from energyprune.energy.lm.regimes import Regime
+from energyprune.energy.lm.serving import layer_bits_of
 from energyprune.errors import ConfigError
 from energyprune.files import atomic_write_text, read_text
 from energyprune.pipeline.config import RunConfig
@@ -25,6 +26,7 @@ from energyprune.pipeline.finetune import DuringTraining, OnBatch, StopFlag, Tra
 from energyprune.pipeline.kind import PerplexityRise, StepOutcome, StepTarget
 from energyprune.pipeline.text import TextData, next_token_loss, perplexity, train_loader
 from energyprune.pruning.lm_allocate import BUDGET_SLACK
+from energyprune.pruning.lm_bits import requantise
 
 __all__ = ["CUTS_FILE", "DecoderLM", "LMPlanLog"]
 
@@ -156,11 +158,14 @@ class DecoderLM:
         on_batch: OnBatch,
     ) -> bool:
         masks = _masks(model, plan)
+        stored = bool(layer_bits_of(model.config)[1])  # layers kept on their int grids
 
         def remask(m: nn.Module) -> None:
             params = dict(m.named_parameters())
             for name, mask in masks.items():
                 params[name].mul_(mask)
+            if stored:
+                requantise(m)
 
         return finetune(
             model,
@@ -170,7 +175,7 @@ class DecoderLM:
             teacher=teacher,
             stop=stop,
             on_batch=on_batch,
-            during=DuringTraining(after_step=remask if masks else None),
+            during=DuringTraining(after_step=remask if masks or stored else None),
         )
 
     def merge(self, plan: LMPlanLog | None, step: LMPlanLog) -> LMPlanLog:

@@ -31,6 +31,7 @@ from energyprune.pruning.lm_allocate import (
     mlp_scores,
     priced_plan,
 )
+from energyprune.pruning.lm_bits import BITS_KINDS, bits_sensitivity
 from energyprune.pruning.lm_sensitivity import Sensitivity, greedy_layers, loss_sensitivity
 from energyprune.pruning.tp_llm import tp_llm_to_budget
 from energyprune.pruning.wanda import wanda_prune
@@ -103,15 +104,28 @@ ENERGY_CANDIDATES = {
 }
 
 
-def _energy(dense, data, scores, price, cfg, on_probe=None):
+#: the prune + bits arm's further candidates: int8 / int4 weights chosen layer by layer
+BITS_CANDIDATES = {
+    "heads, channels, layers and bits (measured loss)": (True, (*ALL_KINDS, *BITS_KINDS)),
+    "layers and bits (measured loss)": (True, ("layer", *BITS_KINDS)),
+    "bits (measured loss)": (True, BITS_KINDS),
+}
+
+
+def _energy(dense, data, scores, price, cfg, on_probe=None, bits: bool = False):
     """The energy criterion: a plan per candidate, each cut to the budget by least importance
     per joule, plus SLEB-style greedy layer removal re-measured each round; the one that meets
     the budget with the least calibration loss (on ``calib_windows`` windows) is kept, because
-    importance adds up only roughly."""
+    importance adds up only roughly. ``bits``: weight formats chosen per layer are cuts too."""
     measured = replace(scores, measured=_probe(dense, data, scores, cfg, on_probe))
+    candidates = dict(ENERGY_CANDIDATES)
+    if bits:
+        probe = _mean_loss(data.train[: cfg.probe_windows])
+        measured = replace(measured, bits=bits_sensitivity(dense, probe, on_probe))
+        candidates |= BITS_CANDIDATES
     loss = _mean_loss(data.train[: cfg.calib_windows])
     found: dict[str, _BudgetPlan] = {}
-    for name, (use_measured, kinds) in ENERGY_CANDIDATES.items():
+    for name, (use_measured, kinds) in candidates.items():
         given = measured if use_measured else scores
         model, plan, ratio = cut_to_budget(
             dense, given, cfg.target_energy, price, cfg.round_to, kinds=kinds
@@ -128,9 +142,15 @@ def _energy(dense, data, scores, price, cfg, on_probe=None):
         "chosen": best,
         "candidates": compared,
         "importance": f"calibration loss rise ({cfg.probe_windows} windows)",
-        "sensitivity": measured.measured.to_dict(),
+        "sensitivity": measured.measured.to_dict() | ({"bits": measured.bits} if bits else {}),
     }
     return LMCut(kept.model, plan, kept.ratio)
+
+
+def _energy_bits(dense, data, scores, price, cfg, on_probe=None):
+    """The energy criterion with int8 / int4 weights as cuts beside heads, channels and
+    layers (perplexity then measured on dequantised weights: pruning/lm_bits.py)."""
+    return _energy(dense, data, scores, price, cfg, on_probe, bits=True)
 
 
 @dataclass(frozen=True)
@@ -182,6 +202,7 @@ def _wanda(sparsity: float, nm: tuple[int, int] | None) -> Method:
 #: arm name → how it cuts (``cfg.target_energy`` is the budget of the structured ones)
 METHODS: dict[str, Method] = {
     "energy": _energy,
+    "energy+bits": _energy_bits,
     "depth": _structured(("layer",), measured=False),  # ShortGPT: block influence
     "width": _structured(("mlp", "heads"), measured=True),
     "torch-pruning": _torch_pruning,

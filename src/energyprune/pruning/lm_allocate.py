@@ -26,6 +26,7 @@ head from every KV group, GQA-aware), ``layer`` (a whole decoder layer).
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -33,6 +34,7 @@ import torch
 from torch import nn
 
 from energyprune.energy.lm.per_token import LMProfile, profile_lm
+from energyprune.errors import ConfigError
 from energyprune.pruning.decoder import (
     attention_layers,
     decoder_layers,
@@ -43,6 +45,7 @@ from energyprune.pruning.decoder import (
     wanda_columns,
 )
 from energyprune.pruning.hf_config import sync_config
+from energyprune.pruning.lm_bits import BITS_KINDS, bits_savings, quantisable, quantise_layers
 from energyprune.pruning.lm_sensitivity import Sensitivity
 
 __all__ = [
@@ -72,11 +75,12 @@ class LMScores:
     mlp: list[torch.Tensor]
     heads: list[torch.Tensor]
     measured: Sensitivity | None = None  # calibration-loss probes; see the module docstring
+    bits: dict[str, list[float]] | None = None  # loss rise of each layer stored as int8 / int4
 
 
 @dataclass(frozen=True)
 class Cut:
-    kind: str  # "mlp", "heads" or "layer"
+    kind: str  # "mlp", "heads", "layer", or a weight format ("int8", "int4")
     layer: int
     importance: float
     joules: float  # estimated J/token saved
@@ -90,13 +94,15 @@ class LMPlan:
     mlp_cut: dict[int, int] = field(default_factory=dict)
     heads_cut: dict[int, int] = field(default_factory=dict)
     drop: list[int] = field(default_factory=list)
+    bits: dict[int, str] = field(default_factory=dict)  # layer -> weight format
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "mlp_chunks_cut": self.mlp_cut,
             "query_heads_per_group_cut": self.heads_cut,
             "drop_layers": sorted(self.drop),
         }
+        return out | ({"weight_bits": self.bits} if self.bits else {})
 
 
 def mlp_scores(model: nn.Module, batches: Iterable[torch.Tensor]) -> list[torch.Tensor]:
@@ -129,7 +135,7 @@ def _sum(joules: dict[str, float], prefix: str) -> float:
     return sum(j for name, j in joules.items() if name == prefix or name.startswith(prefix + "."))
 
 
-ALL_KINDS = ("mlp", "heads", "layer")
+ALL_KINDS = ("mlp", "heads", "layer")  # structural cuts; BITS_KINDS add weight formats
 
 
 Price = Callable[[nn.Module], LMProfile]
@@ -152,9 +158,27 @@ def unit_cuts(
 ) -> list[Cut]:
     """Every unit cut of ``kinds`` with its importance and estimated J/token saved (width
     cuts re-priced with ``price``, by default as ``lm`` was priced)."""
-    widths = tuple(k for k in kinds if k != "layer")
-    saved = _width_savings(model, lm, scores, round_to, widths, price or _same_pricing(lm))
-    return [c for c in _unit_cuts(model, lm, scores, round_to, saved) if c.kind in kinds]
+    price = price or _same_pricing(lm)
+    widths = tuple(k for k in kinds if k in ("mlp", "heads"))
+    saved = _width_savings(model, lm, scores, round_to, widths, price)
+    cuts = [c for c in _unit_cuts(model, lm, scores, round_to, saved) if c.kind in kinds]
+    if any(k in BITS_KINDS for k in kinds):
+        cuts += _bits_cuts(model, lm, scores, price)
+    return cuts
+
+
+def _bits_cuts(model: nn.Module, lm: LMProfile, scores: LMScores, price: Price) -> list[Cut]:
+    """Each layer stored as int8, then as int4 (its importance and saving beyond int8's)."""
+    if scores.bits is None:
+        raise ConfigError("bit cuts need measured loss rises (LMScores.bits)")
+    saved = bits_savings(model, lm, price)
+    int8, int4 = scores.bits["int8"], scores.bits["int4"]
+    cuts = []
+    for i in range(len(int8)):
+        if math.isfinite(int8[i]):
+            cuts.append(Cut("int8", i, max(int8[i], 0.0), saved["int8", i]))
+            cuts.append(Cut("int4", i, max(int4[i] - int8[i], 0.0), saved["int4", i]))
+    return cuts
 
 
 def _unit_plans(model: nn.Module, round_to: int, kinds: tuple[str, ...]) -> dict[str, LMPlan]:
@@ -254,6 +278,11 @@ def allocate(cuts: list[Cut], saving_j: float) -> LMPlan:
         cut = cuts[k]
         if cut.layer in plan.drop:
             continue
+        if cut.kind in BITS_KINDS:
+            if _store(plan, cut):
+                counted[cut.layer] = counted.get(cut.layer, 0.0) + cut.joules
+                saved += cut.joules
+            continue
         if cut.kind == "layer":
             if len(plan.drop) + 1 >= layers:  # one decoder layer always stays
                 continue
@@ -267,6 +296,15 @@ def allocate(cuts: list[Cut], saving_j: float) -> LMPlan:
         if layer not in plan.drop:
             (plan.mlp_cut if kind == "mlp" else plan.heads_cut)[layer] = n
     return plan
+
+
+def _store(plan: LMPlan, cut: Cut) -> bool:
+    """Take a bit cut: int8 first, int4 only over int8 (a format out of order is passed)."""
+    previous = BITS_KINDS.index(cut.kind) - 1
+    if plan.bits.get(cut.layer) != (BITS_KINDS[previous] if previous >= 0 else None):
+        return False
+    plan.bits[cut.layer] = cut.kind
+    return True
 
 
 def apply_plan(model: nn.Module, plan: LMPlan, scores: LMScores, round_to: int = 32) -> None:
@@ -284,6 +322,12 @@ def apply_plan(model: nn.Module, plan: LMPlan, scores: LMScores, round_to: int =
             prune_query_heads(attn, attn.group_size - removed, scores.heads[i])
     if plan.drop:
         drop_layers(model, plan.drop)
+    kept = [i for i in range(len(decoder_layers(model)) + len(plan.drop)) if i not in plan.drop]
+    layers = decoder_layers(model)
+    stored = {kept.index(i): dtype for i, dtype in plan.bits.items() if i in kept}
+    stored = {i: dtype for i, dtype in stored.items() if quantisable(layers[i])}
+    if stored:  # the layers' indices after the drop
+        quantise_layers(model, stored)
     sync_config(model)
 
 

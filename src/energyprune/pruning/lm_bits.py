@@ -1,11 +1,12 @@
 """Bits as a cut: a decoder layer's linear weights stored as int8 or int4, chosen per layer.
 
 A layer quantised here is rounded as a weight-only serving kernel stores it: round-to-nearest
-with one symmetric scale per group of :data:`GROUP` input weights, computed by torchao's affine
-quantisation primitives (``choose_qparams_affine`` / ``quantize_affine`` /
-``dequantize_affine``). The model keeps the dequantised values in its own dtype, so perplexity
-is measured on **dequantised weights** (the rounding is the stored one; an int kernel computes
-the same products up to its accumulation order). Which layers hold which bits travels in the
+with one symmetric absmax scale per group of :data:`GROUP` input weights, through torchao's
+affine quantisation primitives (``quantize_affine`` / ``dequantize_affine``). The model keeps
+the dequantised values in its own dtype, so perplexity is measured on **dequantised weights**
+(the rounding is the stored one; an int kernel computes the same products up to its
+accumulation order). Recovery trains the stored model: after every step the stored layers are
+rounded back onto their grids (:func:`requantise`). Which layers hold which bits travels in the
 model's config (:data:`~energyprune.energy.lm.serving.BITS_KEY`), and
 :func:`energyprune.profile_lm` prices those layers at their stored bytes plus scales and a
 dequantising op per weight (:class:`~energyprune.energy.lm.serving.Serving`).
@@ -13,16 +14,28 @@ dequantising op per weight (:class:`~energyprune.energy.lm.serving.Serving`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
 
+from energyprune.energy.lm.result import LMProfile
 from energyprune.energy.lm.serving import BITS_KEY, layer_bits_of
 from energyprune.errors import ConfigError
 from energyprune.pruning.decoder import decoder_layers
 
-__all__ = ["GROUP", "LAYER_BITS", "fake_quantise", "quantise_layers"]
+__all__ = [
+    "BITS_KINDS",
+    "GROUP",
+    "LAYER_BITS",
+    "bits_savings",
+    "bits_sensitivity",
+    "fake_quantise",
+    "quantisable",
+    "quantise_layers",
+    "requantise",
+]
 
 #: input weights per scale
 GROUP = 32
@@ -31,14 +44,11 @@ LAYER_BITS = {"int8": (-128, 127), "int4": (-8, 7)}
 
 
 def fake_quantise(weight: torch.Tensor, dtype: str, group: int = GROUP) -> torch.Tensor:
-    """``weight`` rounded as ``dtype`` stores it (symmetric, one scale per ``group`` inputs of a
-    row), returned dequantised in the weight's dtype."""
-    from torchao.quantization.quant_primitives import (
-        MappingType,
-        choose_qparams_affine,
-        dequantize_affine,
-        quantize_affine,
-    )
+    """``weight`` rounded as ``dtype`` stores it, returned dequantised in the weight's dtype:
+    symmetric absmax, one scale per ``group`` inputs of a row (the group's largest |w| maps to
+    the format's largest positive integer, as llama.cpp's Q8_0 does), so rounding twice is
+    rounding once."""
+    from torchao.quantization.quant_primitives import dequantize_affine, quantize_affine
 
     if dtype not in LAYER_BITS:
         raise ConfigError(f"layer bits must be one of {', '.join(LAYER_BITS)}, got {dtype!r}")
@@ -50,9 +60,9 @@ def fake_quantise(weight: torch.Tensor, dtype: str, group: int = GROUP) -> torch
     lo, hi = LAYER_BITS[dtype]
     w = weight.detach().float()
     block = (1, group)
-    scale, zero = choose_qparams_affine(
-        w, MappingType.SYMMETRIC, block, torch.int8, quant_min=lo, quant_max=hi
-    )
+    amax = w.view(w.shape[0], -1, group).abs().amax(dim=2)
+    scale = (amax / hi).clamp(min=torch.finfo(torch.float32).tiny)
+    zero = torch.zeros_like(scale, dtype=torch.int32)  # symmetric
     q = quantize_affine(w, block, scale, zero, torch.int8, quant_min=lo, quant_max=hi)
     out = dequantize_affine(q, block, scale, zero, torch.int8, lo, hi, output_dtype=torch.float32)
     return out.to(weight.dtype)
@@ -72,3 +82,84 @@ def quantise_layers(model: nn.Module, bits: Mapping[int, str], group: int = GROU
     _, recorded = layer_bits_of(model.config)
     layers = dict(recorded) | {f"model.layers.{i}": dtype for i, dtype in bits.items()}
     setattr(model.config, BITS_KEY, {"group_size": group, "layers": layers})
+
+
+#: the bit cuts a layer can take, in order (int4 goes further than int8)
+BITS_KINDS = ("int8", "int4")
+
+
+def _linears(layer: nn.Module) -> list[nn.Linear]:
+    return [m for m in layer.modules() if isinstance(m, nn.Linear)]
+
+
+def quantisable(layer: nn.Module, group: int = GROUP) -> bool:
+    """Whether every linear weight of ``layer`` has rows of whole groups."""
+    return all(m.in_features % group == 0 for m in _linears(layer))
+
+
+@torch.no_grad()
+def bits_sensitivity(
+    model: nn.Module, loss: Callable[[nn.Module], float], on_probe=None
+) -> dict[str, list[float]]:
+    """Calibration-loss rise of storing each decoder layer alone as int8 and as int4
+    (``model``'s weights are restored after each probe); inf where it cannot be stored so."""
+    base = loss(model)
+    layers = decoder_layers(model)
+    found: dict[str, list[float]] = {dtype: [] for dtype in BITS_KINDS}
+    for i, layer in enumerate(layers):
+        linears = _linears(layer)
+        kept = [m.weight.detach().clone() for m in linears]
+        for dtype in BITS_KINDS:
+            if not quantisable(layer):
+                found[dtype].append(math.inf)
+                continue
+            for m in linears:
+                m.weight.copy_(fake_quantise(m.weight, dtype))
+            found[dtype].append(loss(model) - base)
+            for m, w in zip(linears, kept, strict=True):
+                m.weight.copy_(w)
+        if on_probe:
+            on_probe(i + 1, len(layers))
+    return found
+
+
+def _layer_joules(lm: LMProfile, n: int) -> list[float]:
+    return [
+        sum(row.energy_j for row in lm.layers if row.name.startswith(f"model.layers.{i}."))
+        for i in range(n)
+    ]
+
+
+def bits_savings(
+    model: nn.Module, lm: LMProfile, price: Callable[[nn.Module], LMProfile]
+) -> dict[tuple[str, int], float]:
+    """(format, layer) -> J/token saved by storing that layer so, beyond the format before it
+    (int4's is what it saves over int8): one pricing per format, every layer recorded so
+    (layers price independently), read back layer by layer."""
+    from energyprune.models.hf import meta_twin
+
+    n = len(decoder_layers(model))
+    before, saved = _layer_joules(lm, n), {}
+    previous = [0.0] * n
+    for dtype in BITS_KINDS:
+        twin = meta_twin(model)  # shapes only, its own config: the model is left alone
+        layers = {f"model.layers.{i}": dtype for i in range(n)}
+        setattr(twin.config, BITS_KEY, {"group_size": GROUP, "layers": layers})
+        after = _layer_joules(price(twin), n)
+        for i in range(n):
+            total = max(before[i] - after[i], 0.0)
+            saved[dtype, i] = max(total - previous[i], 0.0)
+            previous[i] = total
+    return saved
+
+
+@torch.no_grad()
+def requantise(model: nn.Module) -> bool:
+    """Round the layers the config records back onto their formats' grids (after a training
+    step: recovery then trains the stored model, not a float one); False when none are."""
+    group, recorded = layer_bits_of(model.config)
+    layers = decoder_layers(model)
+    for prefix, dtype in recorded:
+        for m in _linears(layers[int(prefix.rsplit(".", 1)[1])]):
+            m.weight.copy_(fake_quantise(m.weight, dtype, group or GROUP))
+    return bool(recorded)
