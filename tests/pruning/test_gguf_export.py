@@ -246,3 +246,23 @@ def test_cli_refuses_a_qwen3_folder_before_loading_it(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "supports Llama-architecture models (LlamaForCausalLM) today" in err
     assert err.count("\n") == 1 and not (tmp_path / "q.gguf").exists()
+
+
+def test_layers_the_plan_stored_in_fewer_bits_keep_their_own_format(tmp_path):
+    """A layer stored as int4 (energy+bits) is written Q4_0 and reads back as the weights the
+    run evaluated, up to Q4_0's fp16 scales (the plan rounds on Q4_0's grid); the rest take
+    --bits."""
+    pytest.importorskip("torchao")
+    from energyprune.pruning.lm_bits import quantise_layers
+
+    model = tiny_llama(2)
+    quantise_layers(model, {0: "int4"})
+    write_gguf(model, tmp_path / "m.gguf", bits=16)
+    tensors = {t.name: t for t in gguf.GGUFReader(tmp_path / "m.gguf").tensors}
+    assert tensors["blk.0.ffn_down.weight"].tensor_type.name == "Q4_0"
+    assert tensors["blk.0.attn_output.weight"].tensor_type.name == "Q4_0"
+    assert tensors["blk.1.ffn_down.weight"].tensor_type.name == "F16"
+    down = tensors["blk.0.ffn_down.weight"]
+    w = model.model.layers[0].mlp.down_proj.weight.detach()
+    read = torch.from_numpy(gguf.quants.dequantize(down.data, down.tensor_type)).reshape(w.shape)
+    assert (read - w).abs().max() <= 1e-3 * w.abs().max()  # fp16 scales: 2^-11 relative

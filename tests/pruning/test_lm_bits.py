@@ -25,10 +25,12 @@ def test_a_group_holds_at_most_its_format_s_levels_and_rounds_to_nearest():
         q = fake_quantise(w, dtype)
         groups = q.view(8, 4, GROUP)
         assert all(len(g.unique()) <= levels for g in groups.reshape(-1, GROUP))
-        # symmetric absmax, one step per group: the group's largest |w| over the largest
-        # positive integer (127, 7); rounding to nearest moves a weight by <= half a step
-        step = w.view(8, 4, GROUP).abs().amax(dim=2, keepdim=True) / (levels // 2 - 1)
-        assert ((groups - w.view(8, 4, GROUP)).abs() <= step / 2 + 1e-6).all()
+        # one step per group: its largest |w| over 127 (Q8_0) or over 8 (Q4_0, that weight
+        # exactly -8 steps); rounding to nearest moves a weight by <= half a step, except
+        # Q4_0's far side, which stops at +7 steps (up to one step)
+        step = w.view(8, 4, GROUP).abs().amax(dim=2, keepdim=True) / (127 if levels == 256 else 8)
+        bound = step / 2 if levels == 256 else step
+        assert ((groups - w.view(8, 4, GROUP)).abs() <= bound + 1e-6).all()
         assert (((groups / step) - (groups / step).round()).abs() < 1e-3).all()  # on the grid
         assert torch.equal(fake_quantise(q, dtype), q)  # rounding twice is rounding once
     assert (fake_quantise(w, "int8") - w).abs().mean() < (fake_quantise(w, "int4") - w).abs().mean()

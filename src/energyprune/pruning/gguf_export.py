@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from energyprune.energy.lm.serving import layer_bits_of
 from energyprune.errors import ConfigError, first_line
 from energyprune.files import atomic_path, check_writable_file
 from energyprune.pruning.hf_config import config_widths
@@ -229,6 +230,22 @@ def _layer_widths(model: nn.Module) -> dict[str, list[int]]:
     return {**widths, "head_dim": found["head_dim"]}
 
 
+#: a stored layer's format (energyprune_weight_bits) -> the GGUF bits that hold it exactly
+_STORED_BITS = {"int8": 8, "fp8": 8, "int4": 4}
+
+
+def _tensor_bits(model: nn.Module, tensors, bits: int) -> dict[str, int]:
+    """GGUF bits per tensor: a layer the plan stored in fewer bits keeps its own (as
+    evaluated); every other tensor takes ``bits``."""
+    _, stored = layer_bits_of(model.config)
+    by_block = {f"blk.{prefix.rsplit('.', 1)[1]}.": _STORED_BITS[d] for prefix, d in stored}
+    out = {}
+    for name, _ in tensors:
+        block = next((b for b in by_block if name.startswith(b)), None)
+        out[name] = by_block[block] if block else bits
+    return out
+
+
 def write_gguf(
     model: nn.Module,
     path: str | os.PathLike[str],
@@ -236,7 +253,8 @@ def write_gguf(
     tokenizer: Any = None,
 ) -> GGUFSummary:
     """Write ``model`` (a LlamaForCausalLM, widths per layer allowed) to ``path`` as GGUF with
-    2-D weights in ``bits`` (16: F16, 8: Q8_0, 4: Q4_0) and, when ``tokenizer`` (a folder with
+    2-D weights in ``bits`` (16: F16, 8: Q8_0, 4: Q4_0; a layer the plan stored as int8 or
+    int4 keeps Q8_0 or Q4_0) and, when ``tokenizer`` (a folder with
     ``tokenizer.json``, or a tokenizer with ``save_pretrained``) is a byte-level BPE, the
     tokenizer metadata llama.cpp needs. The path is checked before anything is written."""
     check_gguf_bits(bits)
@@ -251,7 +269,10 @@ def write_gguf(
         writer = gguf.GGUFWriter(tmp, arch)
         _metadata(writer, gguf, config, widths, bits)
         described, notes = _add_tokenizer(writer, gguf, tokenizer, int(config.vocab_size))
-        fallback = [name for name, w in tensors if not _add_tensor(writer, gguf, name, w, bits)]
+        per_tensor = _tensor_bits(model, tensors, bits)
+        fallback = [
+            name for name, w in tensors if not _add_tensor(writer, gguf, name, w, per_tensor[name])
+        ]
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()

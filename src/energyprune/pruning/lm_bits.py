@@ -1,9 +1,10 @@
 """Bits as a cut: a decoder layer's linear weights stored as int8 or int4, chosen per layer.
 
 A layer quantised here is rounded as a weight-only serving kernel stores it: round-to-nearest
-with one symmetric absmax scale per group of :data:`GROUP` input weights, through torchao's
-affine quantisation primitives (``quantize_affine`` / ``dequantize_affine``). The model keeps
-the dequantised values in its own dtype, so perplexity is measured on **dequantised weights**
+with one scale per group of :data:`GROUP` input weights on llama.cpp's Q8_0 / Q4_0 grids,
+through torchao's affine quantisation primitives (``quantize_affine`` /
+``dequantize_affine``). The model keeps the dequantised values in its own dtype, so perplexity
+is measured on **dequantised weights**
 (the rounding is the stored one; an int kernel computes the same products up to its
 accumulation order). Recovery trains the stored model: after every step the stored layers are
 rounded back onto their grids (:func:`requantise`). Which layers hold which bits travels in the
@@ -44,10 +45,10 @@ LAYER_BITS = {"int8": (-128, 127), "int4": (-8, 7)}
 
 
 def fake_quantise(weight: torch.Tensor, dtype: str, group: int = GROUP) -> torch.Tensor:
-    """``weight`` rounded as ``dtype`` stores it, returned dequantised in the weight's dtype:
-    symmetric absmax, one scale per ``group`` inputs of a row (the group's largest |w| maps to
-    the format's largest positive integer, as llama.cpp's Q8_0 does), so rounding twice is
-    rounding once."""
+    """``weight`` rounded as ``dtype`` stores it, returned dequantised in the weight's dtype: one
+    scale per ``group`` inputs of a row, on llama.cpp's grids (Q8_0: the group's largest |w| is
+    127 steps; Q4_0: it is -8 steps, its sign kept), so a GGUF export stores these values (up to
+    its fp16 scales) and rounding twice is rounding once."""
     from torchao.quantization.quant_primitives import dequantize_affine, quantize_affine
 
     if dtype not in LAYER_BITS:
@@ -60,8 +61,14 @@ def fake_quantise(weight: torch.Tensor, dtype: str, group: int = GROUP) -> torch
     lo, hi = LAYER_BITS[dtype]
     w = weight.detach().float()
     block = (1, group)
-    amax = w.view(w.shape[0], -1, group).abs().amax(dim=2)
-    scale = (amax / hi).clamp(min=torch.finfo(torch.float32).tiny)
+    groups = w.view(w.shape[0], -1, group)
+    if dtype == "int4":  # llama.cpp's Q4_0: the largest |w|, sign kept, is exactly -8 steps
+        peak = groups.gather(2, groups.abs().argmax(dim=2, keepdim=True)).squeeze(2)
+        scale = peak / lo
+    else:  # Q8_0: the largest |w| is 127 steps
+        scale = groups.abs().amax(dim=2) / hi
+    tiny = torch.finfo(torch.float32).tiny
+    scale = torch.where(scale.abs() < tiny, torch.full_like(scale, tiny), scale)
     zero = torch.zeros_like(scale, dtype=torch.int32)  # symmetric
     q = quantize_affine(w, block, scale, zero, torch.int8, quant_min=lo, quant_max=hi)
     out = dequantize_affine(q, block, scale, zero, torch.int8, lo, hi, output_dtype=torch.float32)
