@@ -25,9 +25,14 @@ def _check(hardware: str, config: str) -> None:
         assert hw.power.idle_w <= watts <= hw.power.max_w, (batch, watts)
 
 
-@pytest.mark.parametrize("config", sorted(p.name for p in CONFIGS.glob("*.json")))
+#: the 70B is served over 4 GPUs: benchmarks/llm_energy.py prices it so and reports its power
+#: per GPU (docs/benchmarks.md); one GPU's worth of it would add 12 s here
+SERVED_ON_ONE = sorted(p.name for p in CONFIGS.glob("*.json") if p.name != "llama-3.1-70b.json")
+
+
+@pytest.mark.parametrize("config", SERVED_ON_ONE)
 def test_the_calibrated_h100_implies_a_power_its_board_can_draw(config):
-    """Every benchmark config on h100-sxm, the profile with fitted busy power."""
+    """Every benchmark config served on one GPU, on h100-sxm (the profile with busy power)."""
     _check("h100-sxm", config)
 
 
