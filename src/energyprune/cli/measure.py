@@ -70,7 +70,7 @@ def add_measure(sub: argparse._SubParsersAction) -> None:
 
 def _run_measure(args: argparse.Namespace, console: Console) -> int:
     from energyprune.energy.measurement.protocol import measure  # lazily: --help is fast
-    from energyprune.reports.report import measurement_table
+    from energyprune.reports.measured import measurement_table
 
     if is_measured_lm(args.model):
         return run_lm(args, console, protocol_of(args))

@@ -45,7 +45,7 @@ from energyprune.pruning.decoder import (
     wanda_columns,
 )
 from energyprune.pruning.hf_config import sync_config
-from energyprune.pruning.lm_bits import BITS_KINDS, bits_savings, quantisable, quantise_layers
+from energyprune.pruning.lm_bits import BITS_KINDS, quantisable, quantise_layers, stored_twin
 from energyprune.pruning.lm_sensitivity import Sensitivity
 
 __all__ = [
@@ -167,11 +167,27 @@ def unit_cuts(
     return cuts
 
 
+def _bits_savings(model: nn.Module, lm: LMProfile, price: Price) -> dict[tuple[str, int], float]:
+    """(format, layer) -> J/token storing that layer so saves beyond the format before it
+    (int4's over int8's), re-priced as width cuts are: one twin per format with every layer
+    stored so (layers price independently), each layer credited with its own modules."""
+    before, saved = _module_joules(lm), {}
+    layers = [f"model.layers.{i}" for i in range(len(decoder_layers(model)))]
+    previous = dict.fromkeys(layers, 0.0)
+    for dtype in BITS_KINDS:
+        after = _module_joules(price(stored_twin(model, dtype)))
+        for i, base in enumerate(layers):
+            total = max(_sum(before, base) - _sum(after, base), 0.0)
+            saved[dtype, i] = max(total - previous[base], 0.0)
+            previous[base] = total
+    return saved
+
+
 def _bits_cuts(model: nn.Module, lm: LMProfile, scores: LMScores, price: Price) -> list[Cut]:
     """Each layer stored as int8, then as int4 (its importance and saving beyond int8's)."""
     if scores.bits is None:
         raise ConfigError("bit cuts need measured loss rises (LMScores.bits)")
-    saved = bits_savings(model, lm, price)
+    saved = _bits_savings(model, lm, price)
     int8, int4 = scores.bits["int8"], scores.bits["int4"]
     cuts = []
     for i in range(len(int8)):

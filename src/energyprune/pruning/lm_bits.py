@@ -21,7 +21,6 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 
-from energyprune.energy.lm.result import LMProfile
 from energyprune.energy.lm.serving import BITS_KEY, layer_bits_of
 from energyprune.errors import ConfigError
 from energyprune.pruning.decoder import decoder_layers
@@ -30,12 +29,12 @@ __all__ = [
     "BITS_KINDS",
     "GROUP",
     "LAYER_BITS",
-    "bits_savings",
     "bits_sensitivity",
     "fake_quantise",
     "quantisable",
     "quantise_layers",
     "requantise",
+    "stored_twin",
 ]
 
 #: input weights per scale
@@ -87,8 +86,7 @@ def quantise_layers(model: nn.Module, bits: Mapping[int, str], group: int = GROU
             if isinstance(module, nn.Linear):
                 module.weight.copy_(fake_quantise(module.weight, dtype, group))
     _, recorded = layer_bits_of(model.config)
-    layers = dict(recorded) | {f"model.layers.{i}": dtype for i, dtype in bits.items()}
-    setattr(model.config, BITS_KEY, {"group_size": group, "layers": layers})
+    _record(model.config, dict(recorded) | {f"model.layers.{i}": d for i, d in bits.items()}, group)
 
 
 #: the bit cuts a layer can take, in order (int4 goes further than int8)
@@ -130,34 +128,20 @@ def bits_sensitivity(
     return found
 
 
-def _layer_joules(lm: LMProfile, n: int) -> list[float]:
-    return [
-        sum(row.energy_j for row in lm.layers if row.name.startswith(f"model.layers.{i}."))
-        for i in range(n)
-    ]
-
-
-def bits_savings(
-    model: nn.Module, lm: LMProfile, price: Callable[[nn.Module], LMProfile]
-) -> dict[tuple[str, int], float]:
-    """(format, layer) -> J/token saved by storing that layer so, beyond the format before it
-    (int4's is what it saves over int8): one pricing per format, every layer recorded so
-    (layers price independently), read back layer by layer."""
+def stored_twin(model: nn.Module, dtype: str) -> nn.Module:
+    """A shapes-only twin of ``model`` whose every decoder layer is recorded as stored in
+    ``dtype`` (to price it so; ``model`` is left alone)."""
     from energyprune.models.hf import meta_twin
 
-    n = len(decoder_layers(model))
-    before, saved = _layer_joules(lm, n), {}
-    previous = [0.0] * n
-    for dtype in BITS_KINDS:
-        twin = meta_twin(model)  # shapes only, its own config: the model is left alone
-        layers = {f"model.layers.{i}": dtype for i in range(n)}
-        setattr(twin.config, BITS_KEY, {"group_size": GROUP, "layers": layers})
-        after = _layer_joules(price(twin), n)
-        for i in range(n):
-            total = max(before[i] - after[i], 0.0)
-            saved[dtype, i] = max(total - previous[i], 0.0)
-            previous[i] = total
-    return saved
+    twin = meta_twin(model)
+    layers = {f"model.layers.{i}": dtype for i in range(len(decoder_layers(model)))}
+    _record(twin.config, layers, GROUP)
+    return twin
+
+
+def _record(config, layers: Mapping[str, str], group: int) -> None:
+    """Write which layers are stored how into ``config`` (what pricing reads)."""
+    setattr(config, BITS_KEY, {"group_size": group, "layers": dict(layers)})
 
 
 @torch.no_grad()

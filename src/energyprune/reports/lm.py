@@ -8,7 +8,7 @@ from rich.table import Table
 
 from energyprune.energy.lm.layer_split import SUMMED
 from energyprune.energy.lm.per_token import LMProfile
-from energyprune.energy.measurement.noise import TOO_NOISY
+from energyprune.reports.measured import add_noise_rows
 from energyprune.reports.report import fmt_count, fmt_joules
 
 if TYPE_CHECKING:
@@ -289,12 +289,5 @@ def lm_measurement_table(m: LMMeasurement, model: str, estimate: dict[str, Any] 
             f"ESTIMATED energy per {s.basis} ({estimate['hardware']}, not this device)",
             fmt_joules(estimate["joules_per_token"]),
         )
-    noise = r.noise or {}
-    load = noise.get("other_load_cores")
-    spread = f"{noise.get('spread', 0):.1%} IQR/median over windows"
-    table.add_row(
-        "spread / other load", spread + (f", {load:.1f} cores" if load is not None else "")
-    )
-    if r.noisy:
-        table.add_row("[yellow]noisy[/]", f"[yellow]{r.noisy}: {TOO_NOISY}[/]")
+    add_noise_rows(table, r)
     return table

@@ -9,7 +9,6 @@ from rich.table import Table
 from energyprune.energy.measurement.noise import TOO_NOISY
 
 if TYPE_CHECKING:
-    from energyprune.energy.measurement.protocol import Measurement
     from energyprune.energy.pricing.estimates import EnergyProfile
 
 __all__ = [
@@ -21,7 +20,6 @@ __all__ = [
     "int8_table",
     "latency_change",
     "layer_table",
-    "measurement_table",
     "noisy_reason",
     "run_markdown",
     "run_table",
@@ -96,52 +94,6 @@ def summary_line(prof: EnergyProfile) -> str:
         f" · profile {prof.hardware}, {prof.dtype}, input {'x'.join(map(str, prof.input_shape))}"
         f" · profiled in {prof.wall_s:.2f} s"
     )
-
-
-def measurement_table(m: Measurement, model: str) -> Table:
-    """Key/value table of a measurement; an unmetered result shows the labelled estimate."""
-    kind = f"measured ({m.backend})" if m.measured else "NOT measured — no meter"
-    table = Table(title=f"{model} on {m.device}: {kind}", title_justify="left", show_header=False)
-    table.add_column("quantity")
-    table.add_column("value", justify="right")
-    table.add_row("batch size / dtype", f"{m.batch_size} / {m.dtype}")
-    if m.measured and m.joules_per_sample is not None:
-        windows = m.windows
-        table.add_row(
-            "energy per sample (gross, median)", fmt_joules(m.joules_per_sample["median"])
-        )
-        table.add_row("  IQR over windows", fmt_joules(m.joules_per_sample["iqr"]))
-        if m.active_joules_per_sample is not None:
-            table.add_row(
-                "energy per sample (idle-subtracted)", fmt_joules(m.active_joules_per_sample)
-            )
-        table.add_row(
-            "power (median) / idle power", f"{m.power_w:.1f} W / {m.idle_power_w or 0:.1f} W"
-        )
-        table.add_row(
-            "windows",
-            f"{len(windows)} × {windows[0].seconds:.2f} s, {windows[0].iterations} iterations each",
-        )
-    else:
-        table.add_row("meter", m.unavailable_reason or "none")
-        if m.estimate:
-            table.add_row(
-                f"ESTIMATED energy per sample ({m.estimate['hardware']})",
-                fmt_joules(m.estimate["joules_per_sample"]),
-            )
-    table.add_row(
-        "latency p50 / p95 (measured)", f"{m.latency_ms['p50']:.3f} / {m.latency_ms['p95']:.3f} ms"
-    )
-    table.add_row("throughput (measured)", f"{m.throughput_sps:,.1f} samples/s")
-    noise = m.noise or {}
-    load = noise.get("other_load_cores")
-    spread = f"{noise.get('spread', 0):.1%} IQR/median over windows"
-    table.add_row(
-        "spread / other load", spread + (f", {load:.1f} cores" if load is not None else "")
-    )
-    if m.noisy:
-        table.add_row("[yellow]noisy[/]", f"[yellow]{m.noisy}: {TOO_NOISY}[/]")
-    return table
 
 
 def comparison_table(before: EnergyProfile, after: EnergyProfile) -> Table:

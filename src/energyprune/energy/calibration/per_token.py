@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,6 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from energyprune.energy.calibration.fit import (
-    EnergySolve,
     FitSpec,
     energy_columns,
     fit_energy,
@@ -44,7 +43,14 @@ from energyprune.energy.calibration.power_limits import PowerLimits
 from energyprune.energy.calibration.split import Split, split
 from energyprune.energy.calibration.tables import BadRow
 from energyprune.energy.calibration.token_report import token_report
-from energyprune.energy.calibration.token_rows import RowArrays, TimeTerms, row_arrays
+from energyprune.energy.calibration.token_rows import (
+    RowArrays,
+    TimeTerms,
+    TokenFit,
+    predict,
+    row_arrays,
+    unfitted,
+)
 from energyprune.energy.calibration.token_table import TokenRow, read_token_table
 from energyprune.energy.hardware.profile import HardwareProfile, load_hardware
 from energyprune.errors import ConfigError, EnergyPruneError
@@ -60,15 +66,6 @@ POWERS = ("static_w", "active_w")
 #: reads 71-76 W): wall time and kernel time differ only by the host's step, so idle power is
 #: taken as measured, not fitted against busy power
 IDLE_SPREAD = 0.05
-
-
-@dataclass(frozen=True)
-class TokenFit:
-    """A fit: its time terms, the coefficients it fitted (names), and the energy solve."""
-
-    terms: TimeTerms
-    names: tuple[str, ...]
-    solved: EnergySolve
 
 
 def _snap(seconds: float) -> float:
@@ -143,7 +140,7 @@ def _energy(arrays, train, t: TimeTerms, hw: HardwareProfile, spec: FitSpec) -> 
         columns[-2] = replace(columns[-2], lo=idle * (1 - IDLE_SPREAD), hi=idle * (1 + IDLE_SPREAD))
     design = [arrays[i].design(names, t) for i in range(len(arrays))]
     x = np.array([d[0] for d in design])
-    fixed = [d[1] + _unfitted(a, names, hw) for a, d in zip(arrays, design, strict=True)]
+    fixed = [d[1] + unfitted(a, names, hw) for a, d in zip(arrays, design, strict=True)]
     y = np.array([(a.row.joules - f) * 1e12 for a, f in zip(arrays, fixed, strict=True)])
     families = [a.row.family for a in arrays]
     limits = _limits(arrays, train, names, t, hw)
@@ -152,35 +149,13 @@ def _energy(arrays, train, t: TimeTerms, hw: HardwareProfile, spec: FitSpec) -> 
 
 def fit_rows(arrays: Sequence[RowArrays], train: Sequence[int], hw: HardwareProfile, spec: FitSpec):
     """Stage 1 (time) then stage 2 (energy) on the ``train`` rows only."""
-    base = TimeTerms(1.0, 1.0, hw.runtime.graph_kernel_s, hw.runtime.graph_step_s)
+    base = TimeTerms.of(hw)
     timed = sum(1 for i in train if arrays[i].row.itl_s)
     if timed >= 3:
         terms = _itl_terms(arrays, train, base)
     else:
         terms = _energy_terms(arrays, train, base, hw, spec)
     return _energy(arrays, train, terms, hw, spec)
-
-
-def _unfitted(a: RowArrays, names: Sequence[str], hw: HardwareProfile) -> float:
-    """J/token of the row's features the fit did not see, at the base's coefficients (as the
-    written profile keeps them)."""
-    coef = hw.coefficients()
-    return a.gpus * sum(
-        p.share * v * coef[k] * 1e-12
-        for p in a.passes
-        for k, v in p.features.items()
-        if k in coef and k not in names
-    )
-
-
-def predict(arrays: Sequence[RowArrays], idx: Sequence[int], hw: HardwareProfile, fit: TokenFit):
-    """J/token of rows ``idx`` under a fit, as the profile it writes prices them."""
-    c = fit.solved.solution
-    out = []
-    for i in idx:
-        x, link = arrays[i].design(fit.names, fit.terms)
-        out.append(float(x @ c) * 1e-12 + link + _unfitted(arrays[i], fit.names, hw))
-    return np.array(out)
 
 
 def fitted_profile(hw: HardwareProfile, fit: TokenFit, name: str) -> HardwareProfile:

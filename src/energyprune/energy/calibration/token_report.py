@@ -12,10 +12,10 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from energyprune.energy.calibration.fidelity import mape, pairwise_agreement
-from energyprune.energy.calibration.fit import FitSpec
+from energyprune.energy.calibration.fit import EnergySolve, FitSpec
 from energyprune.energy.calibration.split import Split
 from energyprune.energy.calibration.tables import BadRow
-from energyprune.energy.calibration.token_rows import RowArrays, TimeTerms
+from energyprune.energy.calibration.token_rows import RowArrays, TimeTerms, TokenFit, predict
 from energyprune.energy.hardware.profile import HardwareProfile
 
 __all__ = ["BASELINE", "token_report"]
@@ -48,17 +48,11 @@ def _baseline_held(arrays, cut: Split, each: bool) -> np.ndarray:
 
 
 def _base(arrays: Sequence[RowArrays], hw: HardwareProfile) -> tuple[np.ndarray, np.ndarray]:
-    """J/token and latency under the uncalibrated base."""
-    t = TimeTerms(1.0, 1.0, hw.runtime.graph_kernel_s, hw.runtime.graph_step_s)
-    coef = hw.coefficients()
-    energy, itl = [], []
-    for a in arrays:
-        names = sorted({k for p in a.passes for k in p.features} & set(coef))
-        x, link = a.design(names, t)
-        c = np.array([coef[n] for n in names] + [hw.static_w * 1e12, hw.active_w * 1e12])
-        energy.append(float(x @ c) * 1e-12 + link)
-        itl.append(a.itl(t))
-    return np.array(energy), np.array(itl)
+    """J/token and latency under the uncalibrated base: a fit that fitted nothing."""
+    t = TimeTerms.of(hw)
+    powers = np.array([hw.static_w, hw.active_w]) * 1e12
+    energy = predict(arrays, range(len(arrays)), hw, TokenFit(t, (), EnergySolve(powers, 0.0, {})))
+    return energy, np.array([a.itl(t) for a in arrays])
 
 
 def _errors(pred: np.ndarray, itl: np.ndarray, arrays, idx: Sequence[int]) -> dict[str, Any]:

@@ -20,17 +20,26 @@ from typing import Any
 
 import numpy as np
 
+from energyprune.energy.calibration.fit import EnergySolve
 from energyprune.energy.calibration.token_table import TokenRow
 from energyprune.energy.hardware.profile import HardwareProfile
 from energyprune.energy.lm.expert_parallel import all_to_all
 from energyprune.energy.lm.graphs import kernels
 from energyprune.energy.lm.per_token import TracedPass, lm_traces, served
 from energyprune.energy.lm.serving import Serving
-from energyprune.energy.lm.tensor_parallel import all_reduce
+from energyprune.energy.lm.tensor_parallel import pass_all_reduce
 from energyprune.energy.pricing.features import itemsize, op_features
 from energyprune.models.layers import TORCH_DTYPES
 
-__all__ = ["PassArrays", "RowArrays", "TimeTerms", "row_arrays"]
+__all__ = [
+    "PassArrays",
+    "RowArrays",
+    "TimeTerms",
+    "TokenFit",
+    "predict",
+    "row_arrays",
+    "unfitted",
+]
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,11 @@ class TimeTerms:
     bandwidth_efficiency: float = 1.0
     kernel_floor_s: float = 0.0
     step_s: float = 0.0
+
+    @classmethod
+    def of(cls, hw: HardwareProfile) -> TimeTerms:
+        """The profile's own terms: its peaks as they are, its kernel floor and step time."""
+        return cls(1.0, 1.0, hw.runtime.graph_kernel_s, hw.runtime.graph_step_s)
 
 
 @dataclass(frozen=True)
@@ -72,7 +86,6 @@ class RowArrays:
     row: TokenRow
     gpus: int  # GPUs that each pay a whole token's share (tensor parallel)
     passes: tuple[PassArrays, ...]
-    flops: float
     active_params: float
 
     def itl(self, t: TimeTerms) -> float:
@@ -98,10 +111,7 @@ def _collectives(row: TokenRow, model, traced: TracedPass, hw: HardwareProfile, 
     """(seconds, link joules) of one pass's all-reduces or all-to-alls, as profile_lm adds."""
     single = TracedPass(traced.phase, traced.batch, traced.length, traced.count, 1.0, traced.trace)
     if row.tensor_parallel > 1:
-        text = model.config.get_text_config(decoder=True)
-        tokens = traced.batch * (traced.length if traced.phase == "prefill" else 1)
-        elements, count = tokens * text.hidden_size, 2 * text.num_hidden_layers
-        link = all_reduce(hw, row.tensor_parallel, elements, itemsize(dtype), count)
+        link = pass_all_reduce(hw, model, single, dtype, row.tensor_parallel)
         return link.seconds, link.energy_j
     if row.expert_parallel > 1:
         comm = all_to_all(hw, row.expert_parallel, [single], model.config, itemsize(dtype))
@@ -128,7 +138,7 @@ def row_arrays(row: TokenRow, hw: HardwareProfile, models: dict[Any, Any]) -> Ro
         models[key] = build_hf(read_hf_config(row.model), TORCH_DTYPES[row.dtype])
     stored = Serving(tensor_parallel=row.tensor_parallel, expert_parallel=row.expert_parallel)
     model, regime = served(models[key], row.regime, stored)
-    passes, flops = [], 0.0
+    passes = []
     for traced in lm_traces(model, regime):
         ks = kernels(traced.trace, hw, None)
         members = [i for k in ks for i in k.members]
@@ -144,9 +154,8 @@ def row_arrays(row: TokenRow, hw: HardwareProfile, models: dict[Any, Any]) -> Ro
                 comm_j,
             )
         )
-        flops += 2 * sum(r.macs for r in traced.trace.records) * traced.share
     gpus = row.tensor_parallel
-    return RowArrays(row, gpus, tuple(passes), flops * gpus, _active_params(models[key]))
+    return RowArrays(row, gpus, tuple(passes), _active_params(models[key]))
 
 
 def _active_params(model) -> float:
@@ -158,3 +167,34 @@ def _active_params(model) -> float:
         share = moe[1] / moe[0] if moe and p.dim() == 3 else 1.0  # an expert stack
         total += p.numel() * share
     return total
+
+
+@dataclass(frozen=True)
+class TokenFit:
+    """A fit: its time terms, the coefficients it fitted (names), and the energy solve."""
+
+    terms: TimeTerms
+    names: tuple[str, ...]
+    solved: EnergySolve
+
+
+def unfitted(a: RowArrays, names: Sequence[str], hw: HardwareProfile) -> float:
+    """J/token of the row's features the fit did not see, at the base's coefficients (as the
+    written profile keeps them)."""
+    coef = hw.coefficients()
+    return a.gpus * sum(
+        p.share * v * coef[k] * 1e-12
+        for p in a.passes
+        for k, v in p.features.items()
+        if k in coef and k not in names
+    )
+
+
+def predict(arrays: Sequence[RowArrays], idx: Sequence[int], hw: HardwareProfile, fit: TokenFit):
+    """J/token of rows ``idx`` under a fit, as the profile it writes prices them."""
+    c = fit.solved.solution
+    out = []
+    for i in idx:
+        x, link = arrays[i].design(fit.names, fit.terms)
+        out.append(float(x @ c) * 1e-12 + link + unfitted(arrays[i], fit.names, hw))
+    return np.array(out)

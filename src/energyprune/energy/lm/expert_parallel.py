@@ -22,6 +22,7 @@ from torch import nn
 from energyprune.energy.hardware.profile import HardwareProfile
 from energyprune.energy.lm.layer_split import LayerSplit
 from energyprune.energy.lm.regimes import Regime
+from energyprune.energy.lm.tensor_parallel import check_whole, interconnect
 from energyprune.errors import ConfigError
 
 __all__ = ["all_to_all", "expert_shard", "per_gpu_regime"]
@@ -33,12 +34,7 @@ def expert_shard(model: nn.Module, n: int, from_config: bool = True) -> nn.Modul
     from energyprune.models import hf
 
     if not from_config:
-        whole = hf.build_hf(model.config)
-        if sum(p.numel() for p in whole.parameters()) != sum(p.numel() for p in model.parameters()):
-            raise ConfigError(
-                "expert-parallel pricing splits a model by its config, and this model's widths "
-                "differ from it (a pruned model): price it on one GPU"
-            )
+        check_whole(model, "expert")
     config = copy.deepcopy(model.config)
     text = config.get_text_config(decoder=True)
     moe = hf.moe_experts(text)
@@ -70,12 +66,7 @@ def all_to_all(hw: HardwareProfile, n: int, traced: Any, config: Any, itemsize: 
     """The dispatch and combine of every MoE layer, per token, as one GPU pays them."""
     from energyprune.models import hf
 
-    link = hw.interconnect
-    if link is None:
-        raise ConfigError(
-            f"profile {hw.name} declares no interconnect: expert parallelism needs its "
-            "bandwidth and pJ per byte (interconnect: {bandwidth, pj_per_byte, latency_s})"
-        )
+    link = interconnect(hw, "expert")
     text = config.get_text_config(decoder=True)
     top_k = hf.moe_experts(text)[1]
     sent = seconds = 0.0

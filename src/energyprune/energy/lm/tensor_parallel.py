@@ -19,12 +19,21 @@ from typing import Any
 
 from torch import nn
 
-from energyprune.energy.hardware.profile import HardwareProfile
+from energyprune.energy.hardware.profile import HardwareProfile, Interconnect
 from energyprune.energy.lm.layer_split import SUMMED, LayerSplit
 from energyprune.energy.pricing.features import itemsize
 from energyprune.errors import ConfigError
 
-__all__ = ["AllReduce", "all_reduce", "one_gpu", "over_gpus", "shard_config"]
+__all__ = [
+    "AllReduce",
+    "all_reduce",
+    "check_whole",
+    "interconnect",
+    "one_gpu",
+    "over_gpus",
+    "pass_all_reduce",
+    "shard_config",
+]
 
 
 def _text(config: Any) -> Any:
@@ -60,18 +69,45 @@ class AllReduce:
     energy_j: float
 
 
+def interconnect(hw: HardwareProfile, parallelism: str) -> Interconnect:
+    """The profile's link between GPUs, which ``parallelism`` ("tensor", "expert") needs."""
+    if hw.interconnect is None:
+        raise ConfigError(
+            f"profile {hw.name} declares no interconnect: {parallelism} parallelism needs its "
+            "bandwidth and pJ per byte (interconnect: {bandwidth, pj_per_byte, latency_s})"
+        )
+    return hw.interconnect
+
+
+def check_whole(model: nn.Module, parallelism: str) -> None:
+    """A model the caller gave must have its config's widths: pricing over GPUs splits the
+    config, so a pruned model cannot be split by it."""
+    from energyprune.models import hf
+
+    whole = hf.build_hf(model.config)
+    if sum(p.numel() for p in whole.parameters()) != sum(p.numel() for p in model.parameters()):
+        raise ConfigError(
+            f"{parallelism}-parallel pricing splits a model by its config, and this model's "
+            "widths differ from it (a pruned model): price it on one GPU"
+        )
+
+
+def pass_all_reduce(hw: HardwareProfile, model: nn.Module, t: Any, dtype: str, n: int):
+    """The all-reduces of one traced pass (two per decoder layer of its hidden states),
+    weighted by the pass's share of a token."""
+    text = _text(model.config)
+    tokens = t.batch * (t.length if t.phase == "prefill" else 1)
+    count = 2 * text.num_hidden_layers * t.share
+    return all_reduce(hw, n, tokens * text.hidden_size, itemsize(dtype), count)
+
+
 def all_reduce(
     hw: HardwareProfile, gpus: int, elements: float, itemsize: int, count: float
 ) -> AllReduce:
     """``count`` all-reduces (two per decoder layer, times a pass's share of one token) of
     ``elements`` hidden-state elements each (the pass's tokens × hidden size), ring over
     ``gpus`` GPUs."""
-    link = hw.interconnect
-    if link is None:
-        raise ConfigError(
-            f"profile {hw.name} declares no interconnect: tensor parallelism needs its "
-            "bandwidth and pJ per byte (interconnect: {bandwidth, pj_per_byte, latency_s})"
-        )
+    link = interconnect(hw, "tensor")
     per_gpu = 2 * (gpus - 1) / gpus * elements * itemsize
     seconds = count * (link.latency_s + per_gpu / link.bandwidth)
     sent = count * per_gpu * gpus
@@ -84,32 +120,18 @@ def one_gpu(model: nn.Module, n: int, from_config: bool) -> nn.Module:
     differ from it, a pruned one, cannot be split by it."""
     from energyprune.models import hf
 
-    whole = model if from_config else hf.build_hf(model.config)
-    if sum(p.numel() for p in whole.parameters()) != sum(p.numel() for p in model.parameters()):
-        raise ConfigError(
-            "tensor-parallel pricing splits a model by its config, and this model's widths "
-            "differ from it (a pruned model): price it on one GPU"
-        )
+    if not from_config:
+        check_whole(model, "tensor")
     return hf.build_hf(shard_config(model.config, n))
 
 
 def over_gpus(layers, model, traced, hw, dtype: str, n: int) -> tuple[LayerSplit, ...]:
     """One GPU's split, times ``n`` GPUs (wall time stays one GPU's), and the all-reduces: two
     per decoder layer of every pass's hidden states."""
-    text = model.config.get_text_config(decoder=True)
     scaled = tuple(
         dataclasses.replace(layer, **{k: getattr(layer, k) * n for k in SUMMED}) for layer in layers
     )
-    links = [
-        all_reduce(
-            hw,
-            n,
-            t.batch * (t.length if t.phase == "prefill" else 1) * text.hidden_size,
-            itemsize(dtype),
-            2 * text.num_hidden_layers * t.share,
-        )
-        for t in traced
-    ]
+    links = [pass_all_reduce(hw, model, t, dtype, n) for t in traced]
     seconds = sum(link.seconds for link in links)
     comm = LayerSplit(
         "(all-reduce)",
