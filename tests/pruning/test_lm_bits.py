@@ -126,3 +126,19 @@ def test_energy_plus_bits_stores_layers_as_int_and_trains_on_their_grids():
     for prefix, dtype in stored:
         w = layers[int(prefix.rsplit(".", 1)[1])].mlp.down_proj.weight
         assert torch.equal(fake_quantise(w, dtype), w)  # on the grid after training steps
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int4"])
+def test_the_uniform_arms_store_every_layer_and_leave_the_dense_model_alone(dtype):
+    from energyprune.pipeline.lm_methods import METHODS
+
+    dense = tiny_llama(3)
+    before = dense(input_ids=IDS).logits
+
+    def price(m):
+        return profile_lm(m, Decode(1, 64), "h100-sxm")
+
+    cut = METHODS[dtype](dense, None, None, price, None)
+    assert cut.plan["weight_bits"] == {0: dtype, 1: dtype, 2: dtype}
+    assert 0 < cut.ratio < 1 and torch.equal(dense(input_ids=IDS).logits, before)
+    assert not hasattr(dense.config, "energyprune_weight_bits")

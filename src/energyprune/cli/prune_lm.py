@@ -17,6 +17,7 @@ __all__ = ["LM_METHOD_NAMES", "add_lm_args", "is_lm_request", "run_lm_prune"]
 #: tests/test_cli_lm_prune.py ties the two together)
 LM_METHOD_NAMES = (
     *("energy", "energy+bits", "depth", "width", "torch-pruning", "wanda-50", "wanda-2:4"),
+    *("int8", "int4"),
 )
 
 
@@ -39,7 +40,8 @@ def add_lm_args(p: argparse.ArgumentParser) -> None:
         help="energy: heads, MLP channels and layers by importance per J/token (default); "
         "energy+bits: the same with int8 / int4 weights chosen per layer (perplexity on "
         "dequantised weights); depth / width: one kind only; torch-pruning: Torch-Pruning's "
-        "LLM recipe (hidden size, MLP and heads at one ratio); wanda-*: sparsity",
+        "LLM recipe (hidden size, MLP and heads at one ratio); wanda-*: sparsity; int8 / int4: "
+        "every decoder layer's weights stored so (the format's one point, whatever the target)",
     )
     g.add_argument(
         "--finetune-steps", type=int, help="distillation optimiser steps per pruning step (200)"

@@ -94,7 +94,12 @@ def _add_lm_args(p: argparse.ArgumentParser) -> None:
     """The language-model search's own settings (refused for an image model)."""
     g = p.add_argument_group("language models (smollm2-135m, hf:DIR; --data text:)")
     g.add_argument("--regime", default="decode:batch=1,context=1024", help="as for prune")
-    g.add_argument("--methods", default="energy,depth,width", help="cut methods searched")
+    g.add_argument(
+        "--methods",
+        default="energy,energy+bits,depth,width",
+        help="cut methods searched: the front spans layers (depth), width, both (energy) and "
+        "int8 / int4 weights and KV cache (energy+bits)",
+    )
     g.add_argument("--finetune-steps", type=int, default=20, help="proxy distillation steps (20)")
     g.add_argument("--seq-len", type=int, default=512, help="tokens per text window (512)")
     g.add_argument("--eval-windows", type=int, default=20, help="perplexity windows (20)")

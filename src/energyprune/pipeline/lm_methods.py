@@ -21,7 +21,7 @@ from torch import nn
 
 from energyprune.pipeline.recover import state_digest
 from energyprune.pipeline.text import TextData, perplexity
-from energyprune.pruning.decoder import block_influence, group_importance
+from energyprune.pruning.decoder import block_influence, decoder_layers, group_importance
 from energyprune.pruning.lm_allocate import (
     ALL_KINDS,
     BUDGET_SLACK,
@@ -31,8 +31,10 @@ from energyprune.pruning.lm_allocate import (
     mlp_scores,
     priced_plan,
 )
-from energyprune.pruning.lm_bits import BITS_KINDS, bits_sensitivity
+from energyprune.pruning.lm_bits import bits_sensitivity, quantisable, quantise_layers
+from energyprune.pruning.lm_kv import kv_sensitivity
 from energyprune.pruning.lm_sensitivity import Sensitivity, greedy_layers, loss_sensitivity
+from energyprune.pruning.lm_storage import STORAGE_KINDS
 from energyprune.pruning.tp_llm import tp_llm_to_budget
 from energyprune.pruning.wanda import wanda_prune
 
@@ -104,11 +106,12 @@ ENERGY_CANDIDATES = {
 }
 
 
-#: the prune + bits arm's further candidates: int8 / int4 weights chosen layer by layer
+#: the prune + bits arm's further candidates: int8 / int4 weights chosen layer by layer, and
+#: the KV cache's dtype
 BITS_CANDIDATES = {
-    "heads, channels, layers and bits (measured loss)": (True, (*ALL_KINDS, *BITS_KINDS)),
-    "layers and bits (measured loss)": (True, ("layer", *BITS_KINDS)),
-    "bits (measured loss)": (True, BITS_KINDS),
+    "heads, channels, layers, bits and KV (measured loss)": (True, (*ALL_KINDS, *STORAGE_KINDS)),
+    "layers, bits and KV (measured loss)": (True, ("layer", *STORAGE_KINDS)),
+    "bits and KV (measured loss)": (True, STORAGE_KINDS),
 }
 
 
@@ -121,7 +124,11 @@ def _energy(dense, data, scores, price, cfg, on_probe=None, bits: bool = False):
     candidates = dict(ENERGY_CANDIDATES)
     if bits:
         probe = _mean_loss(data.train[: cfg.probe_windows])
-        measured = replace(measured, bits=bits_sensitivity(dense, probe, on_probe))
+        measured = replace(
+            measured,
+            bits=bits_sensitivity(dense, probe, on_probe),
+            kv=kv_sensitivity(dense, probe),
+        )
         candidates |= BITS_CANDIDATES
     loss = _mean_loss(data.train[: cfg.calib_windows])
     found: dict[str, _BudgetPlan] = {}
@@ -142,14 +149,16 @@ def _energy(dense, data, scores, price, cfg, on_probe=None, bits: bool = False):
         "chosen": best,
         "candidates": compared,
         "importance": f"calibration loss rise ({cfg.probe_windows} windows)",
-        "sensitivity": measured.measured.to_dict() | ({"bits": measured.bits} if bits else {}),
+        "sensitivity": measured.measured.to_dict()
+        | ({"bits": measured.bits, "kv": measured.kv} if bits else {}),
     }
     return LMCut(kept.model, plan, kept.ratio)
 
 
 def _energy_bits(dense, data, scores, price, cfg, on_probe=None):
-    """The energy criterion with int8 / int4 weights as cuts beside heads, channels and
-    layers (perplexity then measured on dequantised weights: pruning/lm_bits.py)."""
+    """The energy criterion with int8 / int4 weights per layer and the KV cache's dtype as cuts
+    beside heads, channels and layers (perplexity then measured on dequantised weights and
+    rounded K and V: pruning/lm_bits.py, pruning/lm_kv.py)."""
     return _energy(dense, data, scores, price, cfg, on_probe, bits=True)
 
 
@@ -199,6 +208,21 @@ def _wanda(sparsity: float, nm: tuple[int, int] | None) -> Method:
     return method
 
 
+def _uniform_bits(dtype: str) -> Method:
+    """Every decoder layer's weights stored as ``dtype`` (the budget is not consulted: the
+    arm is the format's one point, priced as it is stored)."""
+
+    def method(dense, data, scores, price, cfg, on_probe=None):
+        model = copy.deepcopy(dense)
+        layers = decoder_layers(model)
+        stored = {i: dtype for i, layer in enumerate(layers) if quantisable(layer)}
+        quantise_layers(model, stored)
+        ratio = price(model).energy_j / price(dense).energy_j
+        return LMCut(model, {"weight_bits": stored, "layers_stored": len(stored)}, ratio)
+
+    return method
+
+
 #: arm name → how it cuts (``cfg.target_energy`` is the budget of the structured ones)
 METHODS: dict[str, Method] = {
     "energy": _energy,
@@ -208,6 +232,8 @@ METHODS: dict[str, Method] = {
     "torch-pruning": _torch_pruning,
     "wanda-50": _wanda(0.5, None),
     "wanda-2:4": _wanda(0.5, (2, 4)),
+    "int8": _uniform_bits("int8"),
+    "int4": _uniform_bits("int4"),
 }
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from energyprune.energy.lm.serving import layer_bits_of
+from energyprune.energy.lm.serving import kv_dtype_of, layer_bits_of
 from energyprune.errors import ConfigError, first_line
 from energyprune.files import atomic_path, check_writable_file
 from energyprune.pruning.hf_config import config_widths
@@ -280,6 +280,13 @@ def write_gguf(
     if fallback:
         named = ", ".join(fallback[:3]) + (", ..." if len(fallback) > 3 else "")
         notes.append(f"{len(fallback)} matrices kept F16, rows not a multiple of {_BLOCK}: {named}")
+    kv = kv_dtype_of(model.config)
+    if kv:  # a runtime setting: GGUF has no field for it
+        cache = {"int8": "q8_0", "int4": "q4_0"}.get(kv, kv)
+        notes.append(
+            f"the plan stores the KV cache as {kv}, which a GGUF cannot carry: serve with "
+            f"--cache-type-k {cache} --cache-type-v {cache} -fa"
+        )
     return GGUFSummary(
         path=target,
         size_bytes=target.stat().st_size,

@@ -20,21 +20,20 @@ influence times its Wanda share of its kind in the layer, times the kind's share
 layer's parameters (a neutral prior between attention and MLP).
 
 Kinds: ``mlp`` (``round_to`` channels of gate, up and down together), ``heads`` (one query
-head from every KV group, GQA-aware), ``layer`` (a whole decoder layer).
+head from every KV group, GQA-aware), ``layer`` (a whole decoder layer), and storage
+(:mod:`.lm_storage`: a layer's weights as ``int8`` / ``int4``, the KV cache as ``kv-int8`` /
+``kv-int4``), whose importance is the measured loss rise of storing so.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from energyprune.energy.lm.per_token import LMProfile, profile_lm
-from energyprune.errors import ConfigError
 from energyprune.pruning.decoder import (
     attention_layers,
     decoder_layers,
@@ -45,8 +44,10 @@ from energyprune.pruning.decoder import (
     wanda_columns,
 )
 from energyprune.pruning.hf_config import sync_config
-from energyprune.pruning.lm_bits import BITS_KINDS, quantisable, quantise_layers, stored_twin
-from energyprune.pruning.lm_sensitivity import Sensitivity
+from energyprune.pruning.lm_bits import BITS_KINDS, quantisable, quantise_layers
+from energyprune.pruning.lm_kv import KV_KINDS, round_kv
+from energyprune.pruning.lm_plan import Cut, LMPlan, LMScores, Price, module_joules, prefix_joules
+from energyprune.pruning.lm_storage import STORAGE_KINDS, bits_cuts, kv_cuts, take_storage
 
 __all__ = [
     "BUDGET_SLACK",
@@ -64,45 +65,6 @@ __all__ = [
 
 #: of dense J/token: how far over a target a cut may price and still meet it
 BUDGET_SLACK = 1e-3
-
-
-@dataclass(frozen=True)
-class LMScores:
-    """Calibration scores: block influence per layer, Wanda scores per MLP channel and per
-    query head, per layer."""
-
-    influence: list[float]
-    mlp: list[torch.Tensor]
-    heads: list[torch.Tensor]
-    measured: Sensitivity | None = None  # calibration-loss probes; see the module docstring
-    bits: dict[str, list[float]] | None = None  # loss rise of each layer stored as int8 / int4
-
-
-@dataclass(frozen=True)
-class Cut:
-    kind: str  # "mlp", "heads", "layer", or a weight format ("int8", "int4")
-    layer: int
-    importance: float
-    joules: float  # estimated J/token saved
-
-
-@dataclass
-class LMPlan:
-    """What to cut, per layer: MLP chunks of ``round_to`` channels and query heads per KV group
-    to remove, and the layers to drop."""
-
-    mlp_cut: dict[int, int] = field(default_factory=dict)
-    heads_cut: dict[int, int] = field(default_factory=dict)
-    drop: list[int] = field(default_factory=list)
-    bits: dict[int, str] = field(default_factory=dict)  # layer -> weight format
-
-    def to_dict(self) -> dict:
-        out = {
-            "mlp_chunks_cut": self.mlp_cut,
-            "query_heads_per_group_cut": self.heads_cut,
-            "drop_layers": sorted(self.drop),
-        }
-        return out | ({"weight_bits": self.bits} if self.bits else {})
 
 
 def mlp_scores(model: nn.Module, batches: Iterable[torch.Tensor]) -> list[torch.Tensor]:
@@ -127,18 +89,7 @@ def magnitude_scores(model: nn.Module) -> LMScores:
     return LMScores([1.0] * len(mlp), mlp, heads)
 
 
-def _module_joules(lm: LMProfile) -> dict[str, float]:
-    return {layer.name: layer.energy_j for layer in lm.layers}
-
-
-def _sum(joules: dict[str, float], prefix: str) -> float:
-    return sum(j for name, j in joules.items() if name == prefix or name.startswith(prefix + "."))
-
-
-ALL_KINDS = ("mlp", "heads", "layer")  # structural cuts; BITS_KINDS add weight formats
-
-
-Price = Callable[[nn.Module], LMProfile]
+ALL_KINDS = ("mlp", "heads", "layer")  # structural cuts; STORAGE_KINDS add formats
 
 
 def _same_pricing(lm: LMProfile) -> Price:
@@ -163,37 +114,9 @@ def unit_cuts(
     saved = _width_savings(model, lm, scores, round_to, widths, price)
     cuts = [c for c in _unit_cuts(model, lm, scores, round_to, saved) if c.kind in kinds]
     if any(k in BITS_KINDS for k in kinds):
-        cuts += _bits_cuts(model, lm, scores, price)
-    return cuts
-
-
-def _bits_savings(model: nn.Module, lm: LMProfile, price: Price) -> dict[tuple[str, int], float]:
-    """(format, layer) -> J/token storing that layer so saves beyond the format before it
-    (int4's over int8's), re-priced as width cuts are: one twin per format with every layer
-    stored so (layers price independently), each layer credited with its own modules."""
-    before, saved = _module_joules(lm), {}
-    layers = [f"model.layers.{i}" for i in range(len(decoder_layers(model)))]
-    previous = dict.fromkeys(layers, 0.0)
-    for dtype in BITS_KINDS:
-        after = _module_joules(price(stored_twin(model, dtype)))
-        for i, base in enumerate(layers):
-            total = max(_sum(before, base) - _sum(after, base), 0.0)
-            saved[dtype, i] = max(total - previous[base], 0.0)
-            previous[base] = total
-    return saved
-
-
-def _bits_cuts(model: nn.Module, lm: LMProfile, scores: LMScores, price: Price) -> list[Cut]:
-    """Each layer stored as int8, then as int4 (its importance and saving beyond int8's)."""
-    if scores.bits is None:
-        raise ConfigError("bit cuts need measured loss rises (LMScores.bits)")
-    saved = _bits_savings(model, lm, price)
-    int8, int4 = scores.bits["int8"], scores.bits["int4"]
-    cuts = []
-    for i in range(len(int8)):
-        if math.isfinite(int8[i]):
-            cuts.append(Cut("int8", i, max(int8[i], 0.0), saved["int8", i]))
-            cuts.append(Cut("int4", i, max(int4[i] - int8[i], 0.0), saved["int4", i]))
+        cuts += bits_cuts(model, lm, scores, price)
+    if any(k in KV_KINDS for k in kinds):
+        cuts += kv_cuts(model, lm, scores, price)
     return cuts
 
 
@@ -224,15 +147,15 @@ def _width_savings(
     """(kind, layer) -> J/token one unit cut of that kind saves in that layer, re-priced: the
     layer's own modules before, minus after, in a copy cut once in every layer (layers price
     independently, so one pricing per kind serves them all)."""
-    before = _module_joules(lm)
+    before = module_joules(lm)
     saved: dict[tuple[str, int], float] = {}
     for kind, plan in _unit_plans(model, round_to, kinds).items():
         cut = copy.deepcopy(model)
         apply_plan(cut, plan, scores, round_to)
-        after = _module_joules(price(cut))
+        after = module_joules(price(cut))
         for i in {**plan.mlp_cut, **plan.heads_cut}:
             base = f"model.layers.{i}"
-            saved[kind, i] = max(_sum(before, base) - _sum(after, base), 0.0)
+            saved[kind, i] = max(prefix_joules(before, base) - prefix_joules(after, base), 0.0)
     return saved
 
 
@@ -249,7 +172,7 @@ def _unit_cuts(
     round_to: int,
     width_j: dict[tuple[str, int], float],
 ) -> list[Cut]:
-    joules = _module_joules(lm)
+    joules = module_joules(lm)
     measured = scores.measured
     cuts: list[Cut] = []
     for i, (layer, attn) in enumerate(
@@ -272,7 +195,7 @@ def _unit_cuts(
             total, head_total = float(ranked.sum()) or 1.0, float(per_group.sum()) or 1.0
             mlp_costs = [layer_cost * share["mlp"] * c / total for c in chunks]
             head_costs = [layer_cost * share["heads"] * p / head_total for p in parts]
-        cuts.append(Cut("layer", i, layer_cost, _sum(joules, base)))
+        cuts.append(Cut("layer", i, layer_cost, prefix_joules(joules, base)))
         mlp_j, head_j = width_j.get(("mlp", i), 0.0), width_j.get(("heads", i), 0.0)
         cuts += [Cut("mlp", i, cost, mlp_j) for cost in mlp_costs]  # keep at least one chunk
         cuts += [Cut("heads", i, cost, head_j) for cost in head_costs]
@@ -286,7 +209,7 @@ def allocate(cuts: list[Cut], saving_j: float) -> LMPlan:
     plan, saved = LMPlan(), 0.0
     taken: dict[tuple[str, int], int] = {}
     counted: dict[int, float] = {}  # joules of width cuts already counted, per layer
-    layers = len({c.layer for c in cuts})
+    layers = len({c.layer for c in cuts if c.layer >= 0})
     order = sorted(range(len(cuts)), key=lambda k: cuts[k].importance / max(cuts[k].joules, 1e-18))
     for k in order:
         if saved >= saving_j:
@@ -294,8 +217,8 @@ def allocate(cuts: list[Cut], saving_j: float) -> LMPlan:
         cut = cuts[k]
         if cut.layer in plan.drop:
             continue
-        if cut.kind in BITS_KINDS:
-            if _store(plan, cut):
+        if cut.kind in STORAGE_KINDS:
+            if take_storage(plan, cut):
                 counted[cut.layer] = counted.get(cut.layer, 0.0) + cut.joules
                 saved += cut.joules
             continue
@@ -312,15 +235,6 @@ def allocate(cuts: list[Cut], saving_j: float) -> LMPlan:
         if layer not in plan.drop:
             (plan.mlp_cut if kind == "mlp" else plan.heads_cut)[layer] = n
     return plan
-
-
-def _store(plan: LMPlan, cut: Cut) -> bool:
-    """Take a bit cut: int8 first, int4 only over int8 (a format out of order is passed)."""
-    previous = BITS_KINDS.index(cut.kind) - 1
-    if plan.bits.get(cut.layer) != (BITS_KINDS[previous] if previous >= 0 else None):
-        return False
-    plan.bits[cut.layer] = cut.kind
-    return True
 
 
 def apply_plan(model: nn.Module, plan: LMPlan, scores: LMScores, round_to: int = 32) -> None:
@@ -344,6 +258,8 @@ def apply_plan(model: nn.Module, plan: LMPlan, scores: LMScores, round_to: int =
     stored = {i: dtype for i, dtype in stored.items() if quantisable(layers[i])}
     if stored:  # the layers' indices after the drop
         quantise_layers(model, stored)
+    if plan.kv:
+        round_kv(model, plan.kv)
     sync_config(model)
 
 

@@ -23,6 +23,7 @@ from energyprune.files import atomic_write_text, read_text
 from energyprune.models.zoo import read_state_dict
 from energyprune.pruning.decoder import attention_layers, decoder_layers, resize_layer
 from energyprune.pruning.hf_config import PER_LAYER, config_widths, sync_config
+from energyprune.pruning.lm_kv import round_kv
 
 __all__ = ["LM_PLAN", "LogitsOnly", "lm_for_pricing", "load_lm", "open_lm", "save_lm"]
 
@@ -103,7 +104,8 @@ def _plan(path: Path) -> dict[str, list[int]]:
 
 def load_lm(folder: str | os.PathLike[str]) -> nn.Module:
     """A saved pruned LM: ``from_pretrained`` when its widths are uniform, else the config
-    built, every layer shrunk to ``plan.json``'s widths and the safetensors loaded strictly."""
+    built, every layer shrunk to ``plan.json``'s widths and the safetensors loaded strictly; K
+    and V rounded as the config records the cache stored (:mod:`.lm_kv`)."""
     from energyprune.models.hf import require_transformers
 
     transformers = require_transformers()
@@ -111,7 +113,9 @@ def load_lm(folder: str | os.PathLike[str]) -> nn.Module:
     if not (path / "config.json").is_file():
         raise ConfigError(f"{path} has no config.json: pass a folder written by save_lm")
     if not (path / LM_PLAN).is_file():
-        return transformers.AutoModelForCausalLM.from_pretrained(path).eval()
+        model = transformers.AutoModelForCausalLM.from_pretrained(path).eval()
+        round_kv(model)  # a KV cache the plan stores quantised is rounded again
+        return model
     widths = _plan(path / LM_PLAN)
     config = transformers.AutoConfig.from_pretrained(path)
     model = transformers.AutoModelForCausalLM.from_config(config)
@@ -125,6 +129,7 @@ def load_lm(folder: str | os.PathLike[str]) -> nn.Module:
         resize_layer(layer, attn, {k: v[i] for k, v in widths.items() if k != "head_dim"})
     _load_state(model, path)
     sync_config(model)
+    round_kv(model)
     return model.eval()
 
 

@@ -30,7 +30,7 @@ from energyprune.energy.lm.graphs import GRAPHS, RUNTIMES, graph_ops
 from energyprune.energy.lm.layer_split import LayerSplit, split
 from energyprune.energy.lm.regimes import Decode, Prefill, Regime, Workload, touched_experts
 from energyprune.energy.lm.result import LMPass, LMProfile
-from energyprune.energy.lm.serving import Serving, layer_bits_of, quantised
+from energyprune.energy.lm.serving import Serving, kv_dtype_of, layer_bits_of, quantised
 from energyprune.energy.lm.tensor_parallel import one_gpu, over_gpus
 from energyprune.energy.pricing.estimates import (
     EnergyProfile,
@@ -210,12 +210,16 @@ def _step_overhead(hw: HardwareProfile, traced: list[TracedPass], gpus: int) -> 
 
 
 def _as_stored(model_or_config: Any, stored: Serving) -> Serving:
-    """``stored``, with the per-layer bits a model quantised layer by layer records in its
-    config (unless the caller chose layers)."""
-    if not isinstance(model_or_config, nn.Module) or stored.layer_weights:
+    """``stored``, with the per-layer bits and KV-cache dtype a model quantised by a plan
+    records in its config (unless the caller chose them)."""
+    if not isinstance(model_or_config, nn.Module):
         return stored
-    group, layers = layer_bits_of(model_or_config.config)
-    if not layers:
+    config = model_or_config.config
+    kv = stored.kv_dtype or kv_dtype_of(config)
+    if kv != stored.kv_dtype:
+        stored = dataclasses.replace(stored, kv_dtype=kv)
+    group, layers = layer_bits_of(config)
+    if not layers or stored.layer_weights:
         return stored
     group = stored.group_size or group
     return dataclasses.replace(stored, layer_weights=layers, group_size=group)

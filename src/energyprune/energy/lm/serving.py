@@ -18,7 +18,7 @@ from energyprune.energy.pricing.features import itemsize, price_dtype
 from energyprune.energy.tracing.tracer import Trace
 from energyprune.errors import ConfigError
 
-__all__ = ["BITS", "BITS_KEY", "Serving", "layer_bits_of", "quantised"]
+__all__ = ["BITS", "BITS_KEY", "KV_KEY", "Serving", "kv_dtype_of", "layer_bits_of", "quantised"]
 
 #: bits per stored value of each quantised format
 BITS = {"int8": 8, "fp8": 8, "int4": 4}
@@ -27,6 +27,8 @@ UNQUANTISED = ("lm_head", "embed_tokens")
 #: the config field a model quantised layer by layer records its storage in:
 #: {"group_size": G, "layers": {"model.layers.3": "int4", ...}}
 BITS_KEY = "energyprune_weight_bits"
+#: the config field a model whose KV cache is stored quantised records it in: {"dtype": "int8"}
+KV_KEY = "energyprune_kv_cache"
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,13 @@ def layer_bits_of(config) -> tuple[int | None, tuple[tuple[str, str], ...]]:
         return None, ()
     layers = value.get("layers") or {}
     return value.get("group_size"), tuple(sorted((str(k), str(v)) for k, v in layers.items()))
+
+
+def kv_dtype_of(config) -> str | None:
+    """The KV-cache dtype a model's config records (None: as the model computes it)."""
+    value = getattr(config, KV_KEY, None)
+    dtype = value.get("dtype") if isinstance(value, dict) else None
+    return str(dtype) if dtype else None
 
 
 def _decoder_linear(tr: Trace, module: str) -> bool:
