@@ -80,6 +80,8 @@ def test_bit_cuts_go_int8_then_int4_and_never_on_a_dropped_layer():
     assert plan.bits == {0: "int8"} and plan.drop == [1]
     assert plan.to_dict()["weight_bits"] == {0: "int8"}
     assert allocate(cuts, saving_j=100.0).bits == {0: "int8", 2: "int8"}
+    stored_first = [Cut("int8", 1, 0.0, 1.0), Cut("layer", 1, 0.1, 5.0), Cut("layer", 0, 9.0, 1.0)]
+    assert allocate(stored_first, saving_j=6.0).bits == {}  # the layer went after all
 
 
 def _trained_llama(windows: torch.Tensor):

@@ -234,6 +234,7 @@ def allocate(cuts: list[Cut], saving_j: float) -> LMPlan:
     for (kind, layer), n in taken.items():
         if layer not in plan.drop:
             (plan.mlp_cut if kind == "mlp" else plan.heads_cut)[layer] = n
+    plan.bits = {i: dtype for i, dtype in plan.bits.items() if i not in plan.drop}
     return plan
 
 
