@@ -24,6 +24,7 @@ from torch import nn
 from energyprune.energy.pricing.rescale import Resize
 from energyprune.energy.tracing.tensors import as_call
 from energyprune.errors import ConfigError
+from energyprune.pruning.index_sets import list_groups
 from energyprune.pruning.tracing import (
     PRUNABLE,
     TRACE_SECONDS,
@@ -217,7 +218,7 @@ class Structure:
         for module in graph.module2node:
             if isinstance(module, nn.Module):
                 self._graph_of[module] = graph
-        for group in graph.get_all_groups(ignored_layers=self.ignored, root_module_types=PRUNABLE):
+        for group in list_groups(graph, self.ignored, PRUNABLE):
             if any(is_opaque(item.dep.target.module) for item in group):
                 continue  # reaches into a block traced only as a whole: its widths stay
             root_module = group[0].dep.target.module

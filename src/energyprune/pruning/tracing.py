@@ -2,14 +2,16 @@
 
 Torch-Pruning's tracer follows every tensor through reshapes. Some architectures defeat it:
 channel shuffle (ShuffleNet) views channels as ``(groups, c/groups)`` and transposes them, so
-the tracer divides by zero; shifted-window attention (Swin, MaxViT) reshapes every window into
-the batch, and the index sets the tracer carries grow until grouping takes minutes. Neither is
-a bug we can fix from outside, but both models are made of small parts that trace well (a
-branch of convolutions, an MLP). When the whole model does not trace within the time limit,
-we trace its largest parts that do, each on the inputs it received in one forward pass, and
-prune only channels internal to a part: its outputs keep their width, so the shuffle or the
-window attention around it sees the same shapes. Every internal group is checked once on a
-copy of its part (remove one unit, run, compare output shapes) before it is offered.
+the tracer divides by zero; in Swin's window attention the tracer misreads a view as a flatten
+on a loop, so a group's index set grows without end (index_sets.py: stopped the moment a set
+outgrows every tensor dimension, and such blocks found by a dry run on meta tensors before the
+per-part pass). Neither is a bug we can fix from outside, but both models are made of small
+parts that trace well (a branch of convolutions, an MLP). When the whole model does not trace
+within the time limit (or its sets grow without bound), we trace its largest parts that do,
+each on the inputs it received in one forward pass, and prune only channels internal to a
+part: its outputs keep their width, so the shuffle or the window attention around it sees the
+same shapes. Every internal group is checked once on a copy of its part (remove one unit, run,
+compare output shapes) before it is offered.
 
 The model around the parts is traced too, with each part and each block that holds parts
 stood in for by one opaque node (:func:`trace_around`): that finds the channels between
@@ -32,6 +34,7 @@ import torch_pruning as tp
 from torch import nn
 
 from energyprune.energy.tracing.tensors import as_call, tensors_in
+from energyprune.pruning.index_sets import UnboundedGroup, list_groups, on_meta
 
 __all__ = [
     "PART_SECONDS",
@@ -43,6 +46,7 @@ __all__ = [
     "is_opaque",
     "trace_around",
     "trace_parts",
+    "unbounded_parts",
 ]
 
 # limits in CPU seconds of this process (see deadline)
@@ -94,15 +98,32 @@ def build_graph(
 ) -> tp.DependencyGraph:
     """Torch-Pruning's dependency graph of ``module`` called as ``module(*args, **kwargs)``.
     Its tracer follows autograd, so grad mode is on whatever the caller's (``prune`` called
-    inside ``torch.no_grad()`` would otherwise find no dependencies)."""
-    with torch.enable_grad():
-        return tp.DependencyGraph().build_dependency(
-            module,
-            example_inputs=(args, kwargs),
-            forward_fn=lambda m, inputs: m(*inputs[0], **inputs[1]),
-            customized_pruners=customized,
-            verbose=False,
-        )
+    inside ``torch.no_grad()`` would otherwise find no dependencies). The graph also gets
+    ``longest_dim``, the longest dimension of any tensor the trace saw (see index_sets.py)."""
+    sizes = [_longest(t) for t in (*module.parameters(), *module.buffers(), *tensors_in(args))]
+    sizes += [_longest(t) for t in tensors_in(kwargs)]
+
+    def record(mod, inputs, out):
+        sizes.extend(_longest(t) for t in tensors_in((inputs, out)))
+
+    hook = nn.modules.module.register_module_forward_hook(record)
+    try:
+        with torch.enable_grad():
+            graph = tp.DependencyGraph().build_dependency(
+                module,
+                example_inputs=(args, kwargs),
+                forward_fn=lambda m, inputs: m(*inputs[0], **inputs[1]),
+                customized_pruners=customized,
+                verbose=False,
+            )
+    finally:
+        hook.remove()
+    graph.longest_dim = max(sizes, default=0)
+    return graph
+
+
+def _longest(t: torch.Tensor) -> int:
+    return max(t.shape, default=1)
 
 
 @dataclass
@@ -181,6 +202,7 @@ def trace_parts(
     inputs = _recorded_inputs(model, example_inputs)
     modules = dict(model.named_modules())
     parts: list[Part] = []
+    unbounded = set() if names is not None else unbounded_parts(model, inputs, seconds)
 
     # a replay names parts that traced before: a busy machine must not make them fail now
     limit = seconds if names is None else max(seconds, TRACE_SECONDS)
@@ -201,7 +223,7 @@ def trace_parts(
     def visit(name: str, module: nn.Module) -> None:
         for child_name, child in module.named_children():
             full = f"{name}.{child_name}" if name else child_name
-            if _prunable_count(child) >= 2 and not attempt(full):
+            if _prunable_count(child) >= 2 and (full in unbounded or not attempt(full)):
                 visit(full, child)
 
     if names is None:
@@ -210,6 +232,39 @@ def trace_parts(
         for name in names:
             attempt(name)
     return parts
+
+
+def unbounded_parts(
+    model: nn.Module, inputs: dict[str, tuple[tuple, dict]], seconds: float = PART_SECONDS
+) -> set[str]:
+    """The submodules whose groups grow without bound (see index_sets.py), found by tracing
+    on meta tensors in the order the per-part pass visits them, before it starts: a dry run
+    costs no arithmetic, so a Swin block is known in milliseconds, not traced for real."""
+    meta, calls = on_meta(model, inputs)
+    modules = dict(meta.named_modules())
+    found: set[str] = set()
+
+    def traces(name: str) -> bool:
+        if name not in calls:
+            return False
+        try:
+            with deadline(seconds):
+                list_groups(build_graph(modules[name], *calls[name]), [], PRUNABLE)
+        except UnboundedGroup:
+            found.add(name)
+            return False
+        except (Exception, TraceTimeout):  # the real attempt decides; its children may not
+            return False
+        return True
+
+    def visit(name: str, module: nn.Module) -> None:  # as trace_parts visits
+        for child_name, child in module.named_children():
+            full = f"{name}.{child_name}" if name else child_name
+            if _prunable_count(child) >= 2 and not traces(full):
+                visit(full, child)
+
+    visit("", meta)
+    return found
 
 
 class _Cut(torch.autograd.Function):
