@@ -114,8 +114,8 @@ class Progress:
             self._line(now, f"{where} · epoch done in {clock_text(elapsed)}")
         elif i == 0 and epoch == 0:  # a fine-tune began
             self._line(now, f"{where} · started")
-        elif self._last is None or now - self._last >= self.every_s:
-            eta = elapsed / i * (n - i - 1)
+        elif i > 0 and (self._last is None or now - self._last >= self.every_s):
+            eta = elapsed / i * (n - i - 1)  # an epoch's first batch has no pace yet
             self._line(now, f"{where} · {clock_text(elapsed)} elapsed · ETA {clock_text(eta)}")
 
     def on_items(self, done: int, total: int, what: str) -> None:
