@@ -137,5 +137,9 @@ def test_every_method_yields_a_model_that_runs_with_valid_heads(method):
         assert result.energy_ratio == pytest.approx(1.0)
     elif method in ("width", "torch-pruning"):  # at batch 1 launches dominate: widths may not
         assert result.energy_ratio < 1.0  # reach the budget, but they never cost more
+    elif method in ("int8", "int4"):  # the format's one point, whatever the budget
+        assert config.energyprune_weight_bits["layers"]
+        assert set(config.energyprune_weight_bits["layers"].values()) == {method}
+        assert result.energy_ratio < 1.0
     else:
         assert result.energy_ratio <= 0.8 + 1e-3
