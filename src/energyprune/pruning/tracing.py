@@ -220,14 +220,8 @@ def trace_parts(
         parts.append(part)
         return True
 
-    def visit(name: str, module: nn.Module) -> None:
-        for child_name, child in module.named_children():
-            full = f"{name}.{child_name}" if name else child_name
-            if _prunable_count(child) >= 2 and (full in unbounded or not attempt(full)):
-                visit(full, child)
-
     if names is None:
-        visit("", model)
+        _largest_parts(model, lambda name: name not in unbounded and attempt(name))
     else:
         for name in names:
             attempt(name)
@@ -257,14 +251,21 @@ def unbounded_parts(
             return False
         return True
 
-    def visit(name: str, module: nn.Module) -> None:  # as trace_parts visits
+    _largest_parts(meta, traces)  # in the order the per-part pass visits them
+    return found
+
+
+def _largest_parts(model: nn.Module, takes: Callable[[str], bool]) -> None:
+    """Offer each submodule with two prunable layers or more to ``takes``, outermost first;
+    where it is not taken, offer its children instead."""
+
+    def visit(name: str, module: nn.Module) -> None:
         for child_name, child in module.named_children():
             full = f"{name}.{child_name}" if name else child_name
-            if _prunable_count(child) >= 2 and not traces(full):
+            if _prunable_count(child) >= 2 and not takes(full):
                 visit(full, child)
 
-    visit("", meta)
-    return found
+    visit("", model)
 
 
 class _Cut(torch.autograd.Function):
