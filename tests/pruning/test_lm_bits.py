@@ -130,6 +130,39 @@ def test_energy_plus_bits_stores_layers_as_int_and_trains_on_their_grids():
         assert torch.equal(fake_quantise(w, dtype), w)  # on the grid after training steps
 
 
+def test_updates_smaller_than_a_grid_step_add_up_and_the_result_is_on_the_grid():
+    """Quantisation-aware recovery, by hand: row 0's first group of layer 0's down_proj holds
+    -0.8 (its Q4_0 peak: one step is 0.8 / 8 = 0.1) and zeros. Twelve SGD steps of 0.01 on
+    weight [0, 1] move its float master to 0.12, which rounds to one step, 0.1. Rounding after
+    every step instead would put it back on 0 each time (0.01 is a tenth of a step)."""
+    from energyprune.pruning.lm_bits import trained_on_grid
+
+    model = tiny_llama(2)
+    linear = model.model.layers[0].mlp.down_proj
+    with torch.no_grad():
+        linear.weight[0, :GROUP] = 0.0
+        linear.weight[0, 0] = -0.8
+    quantise_layers(model, {0: "int4"})
+    before = model(input_ids=IDS).logits
+    with trained_on_grid(model) as any_stored:
+        assert any_stored
+        assert torch.equal(model(input_ids=IDS).logits, before)  # forward as stored
+        master = linear.parametrizations.weight.original
+        opt = torch.optim.SGD([master], lr=0.01)
+        for _ in range(12):
+            opt.zero_grad()
+            (-linear.weight[0, 1]).backward()  # the straight-through gradient reaches it
+            opt.step()
+        assert master[0, 1].item() == pytest.approx(0.12, abs=1e-6)
+        assert linear.weight[0, 1].item() == pytest.approx(0.1, abs=1e-6)  # what forward uses
+    assert not torch.nn.utils.parametrize.is_parametrized(linear)  # a plain weight again
+    assert linear.weight[0, 1].item() == pytest.approx(0.1, abs=1e-6)
+    assert linear.weight[0, 0].item() == pytest.approx(-0.8, abs=1e-6)
+    assert torch.equal(fake_quantise(linear.weight, "int4"), linear.weight)
+    with trained_on_grid(tiny_llama(2)) as any_stored:
+        assert not any_stored  # nothing recorded, nothing changed
+
+
 @pytest.mark.parametrize("dtype", ["int8", "int4"])
 def test_the_uniform_arms_store_every_layer_and_leave_the_dense_model_alone(dtype):
     from energyprune.pipeline.lm_methods import METHODS

@@ -18,7 +18,6 @@ from torch import nn
 
 from energyprune.energy.lm.per_token import profile_lm
 from energyprune.energy.lm.regimes import Regime
-from energyprune.energy.lm.serving import layer_bits_of
 from energyprune.errors import ConfigError
 from energyprune.files import atomic_write_text, read_text
 from energyprune.pipeline.config import RunConfig
@@ -26,7 +25,7 @@ from energyprune.pipeline.finetune import DuringTraining, OnBatch, StopFlag, Tra
 from energyprune.pipeline.kind import PerplexityRise, StepOutcome, StepTarget
 from energyprune.pipeline.text import TextData, next_token_loss, perplexity, train_loader
 from energyprune.pruning.lm_allocate import BUDGET_SLACK
-from energyprune.pruning.lm_bits import requantise
+from energyprune.pruning.lm_bits import trained_on_grid
 
 __all__ = ["CUTS_FILE", "DecoderLM", "LMPlanLog"]
 
@@ -52,12 +51,13 @@ def _params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _masks(model: nn.Module, plan: LMPlanLog | None) -> dict[str, torch.Tensor]:
-    """Keep-masks of the sparse weights: their zeros now are the cut ones."""
+def _masks(model: nn.Module, plan: LMPlanLog | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The sparse weights with their keep-masks (their zeros now are the cut ones); the weight
+    tensors themselves, so a stored layer's float master is masked under its parametrisation."""
     if plan is None or not plan.sparse_weights:
-        return {}
+        return []
     params = dict(model.named_parameters())
-    return {name: params[name] != 0 for name in plan.sparse_weights}
+    return [(params[name], params[name] != 0) for name in plan.sparse_weights]
 
 
 @dataclass
@@ -158,25 +158,22 @@ class DecoderLM:
         on_batch: OnBatch,
     ) -> bool:
         masks = _masks(model, plan)
-        stored = bool(layer_bits_of(model.config)[1])  # layers kept on their int grids
 
         def remask(m: nn.Module) -> None:
-            params = dict(m.named_parameters())
-            for name, mask in masks.items():
-                params[name].mul_(mask)
-            if stored:
-                requantise(m)
+            for weight, mask in masks:
+                weight.mul_(mask)
 
-        return finetune(
-            model,
-            train_loader(self.data, self.options.batch_size),
-            train,
-            loss=next_token_loss,
-            teacher=teacher,
-            stop=stop,
-            on_batch=on_batch,
-            during=DuringTraining(after_step=remask if masks or stored else None),
-        )
+        with trained_on_grid(model):  # stored layers train quantisation-aware
+            return finetune(
+                model,
+                train_loader(self.data, self.options.batch_size),
+                train,
+                loss=next_token_loss,
+                teacher=teacher,
+                stop=stop,
+                on_batch=on_batch,
+                during=DuringTraining(after_step=remask if masks else None),
+            )
 
     def merge(self, plan: LMPlanLog | None, step: LMPlanLog) -> LMPlanLog:
         if plan is None:

@@ -6,8 +6,10 @@ through torchao's affine quantisation primitives (``quantize_affine`` /
 ``dequantize_affine``). The model keeps the dequantised values in its own dtype, so perplexity
 is measured on **dequantised weights**
 (the rounding is the stored one; an int kernel computes the same products up to its
-accumulation order). Recovery trains the stored model: after every step the stored layers are
-rounded back onto their grids (:func:`requantise`). Which layers hold which bits travels in the
+accumulation order). Recovery trains the stored model quantisation-aware (:func:`trained_on_grid`):
+float master weights are updated, every forward uses their rounding (straight-through gradient),
+and the last rounding is what is kept, so updates smaller than one grid step add up instead of
+being rounded away after each step. Which layers hold which bits travels in the
 model's config (:data:`~energyprune.energy.lm.serving.BITS_KEY`), and
 :func:`energyprune.profile_lm` prices those layers at their stored bytes plus scales and a
 dequantising op per weight (:class:`~energyprune.energy.lm.serving.Serving`).
@@ -16,7 +18,8 @@ dequantising op per weight (:class:`~energyprune.energy.lm.serving.Serving`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -33,8 +36,8 @@ __all__ = [
     "fake_quantise",
     "quantisable",
     "quantise_layers",
-    "requantise",
     "stored_twin",
+    "trained_on_grid",
 ]
 
 #: input weights per scale
@@ -144,13 +147,36 @@ def _record(config, layers: Mapping[str, str], group: int) -> None:
     setattr(config, BITS_KEY, {"group_size": group, "layers": dict(layers)})
 
 
-@torch.no_grad()
-def requantise(model: nn.Module) -> bool:
-    """Round the layers the config records back onto their formats' grids (after a training
-    step: recovery then trains the stored model, not a float one); False when none are."""
+class _OnGrid(nn.Module):
+    """A weight's parametrisation: its stored rounding forward, the identity backward."""
+
+    def __init__(self, dtype: str, group: int) -> None:
+        super().__init__()
+        self.dtype, self.group = dtype, group
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight + (fake_quantise(weight, self.dtype, self.group) - weight).detach()
+
+
+@contextmanager
+def trained_on_grid(model: nn.Module) -> Iterator[bool]:
+    """Train ``model``'s stored layers quantisation-aware inside the block (yields whether any
+    are): their linear weights become float masters whose rounding every forward uses, with a
+    straight-through gradient. On leaving, each weight is its masters' rounding again (on its
+    grid). Build the optimiser inside the block: the masters are new parameters."""
+    from torch.nn.utils import parametrize
+
     group, recorded = layer_bits_of(model.config)
     layers = decoder_layers(model)
-    for prefix, dtype in recorded:
-        for m in _linears(layers[int(prefix.rsplit(".", 1)[1])]):
-            m.weight.copy_(fake_quantise(m.weight, dtype, group or GROUP))
-    return bool(recorded)
+    linears = [
+        (m, dtype)
+        for prefix, dtype in recorded
+        for m in _linears(layers[int(prefix.rsplit(".", 1)[1])])
+    ]
+    for m, dtype in linears:
+        parametrize.register_parametrization(m, "weight", _OnGrid(dtype, group or GROUP))
+    try:
+        yield bool(linears)
+    finally:
+        for m, _ in linears:
+            parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
