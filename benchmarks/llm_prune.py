@@ -9,7 +9,8 @@ tokens took 2.6 s and the plan came to about 2-3.7 hours (3 if the energy arms a
 0.5); ``--seq-len 128`` about 1-1.9 hours. ``--threads 1`` when another job shares the CPU:
 two jobs with two threads each on two cores ran 5-10x slower. Rerun the same command to
 continue a run that was cut off: the JSON is written after every arm, and arms already in it
-with the same settings are skipped.
+with the same settings are skipped (``--redo ARMS`` runs those arms again, after a change to
+them). Every row carries the commit and date it was run at.
 
 The model: ``make llm`` (SmolLM2-135M-Instruct, dequantised from a 4-bit GGUF to fp32),
 calibrated and distilled on WikiText-2 validation windows, perplexity on the first
@@ -46,7 +47,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from provenance import provenance
+from provenance import commit, provenance
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "wikitext-2"
 HARDWARE = "h100-sxm"
@@ -166,7 +167,13 @@ def _row(bench: Bench, arm: str, result, ratio, start: float) -> dict[str, Any]:
         "hardware": bench.config(arm, 0.5).hardware,
         "plan": result.plan,
         "wall_s": time.perf_counter() - start,
+        **_when(),
     }
+
+
+def _when() -> dict[str, str]:
+    """The commit and date a row was run at (rows of one JSON may come from several runs)."""
+    return {"commit": commit(), "date": time.strftime("%Y-%m-%d")}
 
 
 def run_dense(bench: Bench) -> dict[str, Any]:
@@ -188,6 +195,7 @@ def run_dense(bench: Bench) -> dict[str, Any]:
         "hardware": HARDWARE,
         "plan": {},
         "wall_s": time.perf_counter() - start,
+        **_when(),
     }
 
 
@@ -287,8 +295,10 @@ def runs_view(bench: Bench) -> list[dict[str, Any]]:
     return runs
 
 
-def load_done(path: Path, settings: dict[str, int]) -> tuple[dict, dict]:
-    """The shared arms and budget rows already in ``path``, when it has the same settings."""
+def load_done(path: Path, settings: dict[str, int], redo: set[str]) -> tuple[dict, dict]:
+    """The shared arms and budget rows already in ``path``, when it has the same settings
+    (less the arms in ``redo``). A row from before rows carried their commit gets the file's,
+    marked as such."""
     if not path.is_file():
         return {}, {}
     try:
@@ -296,13 +306,15 @@ def load_done(path: Path, settings: dict[str, int]) -> tuple[dict, dict]:
         if old.get("settings") != settings:
             print(f"{path} holds other settings ({old.get('settings')}): starting afresh")
             return {}, {}
+        before = {"commit": f"{old['commit']} or earlier (the file's)", "date": old["date"]}
         rows = {
-            (run["regime_name"], run["budget"], row["arm"]): row
+            (run["regime_name"], run["budget"], row["arm"]): before | row
             for run in old["runs"]
             for row in run["arms"]
-            if not row["shared"]
+            if not row["shared"] and row["arm"] not in redo
         }
-        return dict(old["shared_arms"]), rows
+        shared = {k: before | row for k, row in old["shared_arms"].items() if k not in redo}
+        return shared, rows
     except (ValueError, KeyError, TypeError) as e:
         print(f"{path} cannot be resumed ({type(e).__name__}: {e}): starting afresh")
         return {}, {}
@@ -459,6 +471,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--calib-windows", type=int, default=16)
     parser.add_argument("--regimes", default=",".join(BATCHES), help="decode batch sizes")
     parser.add_argument("--arms", default=",".join(ARMS))
+    parser.add_argument("--redo", default="", help="arms to run again though already done")
     parser.add_argument("--out", default="benchmarks/results/llm_prune.json")
     parser.add_argument(
         "--threads", type=int, help="torch threads (1 when another job shares the CPU)"
@@ -466,8 +479,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    for flag, given, known in (("--arms", args.arms, ARMS), ("--regimes", args.regimes, BATCHES)):
-        unknown = sorted(set(given.split(",")) - set(known))
+    flags = (("--arms", args.arms, ARMS), ("--regimes", args.regimes, BATCHES))
+    for flag, given, known in (*flags, ("--redo", args.redo, ARMS)):
+        unknown = sorted(set(given.split(",")) - set(known) - {""})
         if unknown:
             parser.error(f"{flag}: unknown {', '.join(unknown)}; choose from {', '.join(known)}")
     return args
@@ -509,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     out = Path(args.out)
     bench = setup(args, argv)
-    bench.shared, bench.rows = load_done(out, bench.settings)
+    bench.shared, bench.rows = load_done(out, bench.settings, set(args.redo.split(",")) - {""})
     bench.time_plan = time_plan(bench, *measure_speed(bench))
     print(json.dumps(bench.time_plan, indent=2), flush=True)
     if bench.time_plan["estimated_minutes"]["at most"] > LIMIT_MINUTES:

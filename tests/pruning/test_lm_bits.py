@@ -177,3 +177,36 @@ def test_the_uniform_arms_store_every_layer_and_leave_the_dense_model_alone(dtyp
     assert cut.plan["weight_bits"] == {0: dtype, 1: dtype, 2: dtype}
     assert 0 < cut.ratio < 1 and torch.equal(dense(input_ids=IDS).logits, before)
     assert not hasattr(dense.config, "energyprune_weight_bits")
+
+
+def test_storage_first_leaves_fewer_layers_of_the_greedy_order_to_drop():
+    """Every layer as int8 weights, then the shortest prefix of the greedy order that meets
+    0.2 (priced where bytes cost energy): that prefix meets, one layer fewer does not, and
+    without the storage more layers of the same order would have to go."""
+    from types import SimpleNamespace
+
+    from energyprune.pipeline.lm_methods import stored_greedy
+    from energyprune.pruning.lm_allocate import BUDGET_SLACK, LMPlan, priced_plan
+
+    dense, order = tiny_llama(6), [5, 2, 4, 1, 3]
+    cfg = SimpleNamespace(target_energy=0.2, round_to=32)
+
+    def price(m):
+        return profile_lm(m, Decode(1, 64), "horowitz-45nm")
+
+    def ratio(plan: LMPlan) -> float:
+        return priced_plan(dense, plan, None, 32, price, price(dense).energy_j)[1]
+
+    _, plan, got = stored_greedy(dense, order, ("int8", None), None, cfg, price)
+    k = len(plan.drop)
+    assert plan.drop == order[:k] and 1 <= k < len(order)
+    assert plan.bits == {i: "int8" for i in range(6) if i not in order[:k]}
+    assert got == pytest.approx(ratio(plan)) and got <= 0.2 + BUDGET_SLACK
+    fewer = LMPlan(
+        drop=order[: k - 1], bits={i: "int8" for i in range(6) if i not in order[: k - 1]}
+    )
+    assert ratio(fewer) > 0.2 + BUDGET_SLACK
+    unstored = next(
+        n for n in range(len(order) + 1) if ratio(LMPlan(drop=order[:n])) <= 0.2 + BUDGET_SLACK
+    )
+    assert unstored > k

@@ -31,14 +31,19 @@ from energyprune.pruning.lm_allocate import (
     mlp_scores,
     priced_plan,
 )
-from energyprune.pruning.lm_bits import bits_sensitivity, quantisable, quantise_layers
-from energyprune.pruning.lm_kv import kv_sensitivity
+from energyprune.pruning.lm_bits import (
+    BITS_KINDS,
+    bits_sensitivity,
+    quantisable,
+    quantise_layers,
+)
+from energyprune.pruning.lm_kv import KV_KINDS, kv_roundable, kv_sensitivity
 from energyprune.pruning.lm_sensitivity import Sensitivity, greedy_layers, loss_sensitivity
 from energyprune.pruning.lm_storage import STORAGE_KINDS
 from energyprune.pruning.tp_llm import tp_llm_to_budget
 from energyprune.pruning.wanda import wanda_prune
 
-__all__ = ["ENERGY_CANDIDATES", "GREEDY", "METHODS", "LMCut", "calibration_scores"]
+__all__ = ["ENERGY_CANDIDATES", "GREEDY", "METHODS", "LMCut", "calibration_scores", "stored_greedy"]
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,9 @@ def _energy(dense, data, scores, price, cfg, on_probe=None, bits: bool = False):
     greedy = _greedy(dense, data, measured, found["layers (measured loss)"].plan, cfg, on_probe)
     model, ratio = priced_plan(dense, greedy, scores, cfg.round_to, price, price(dense).energy_j)
     found[GREEDY] = _BudgetPlan(model, greedy, ratio, loss(model))
+    for storage in _storages(dense) if bits else ():
+        model, plan, ratio = stored_greedy(dense, greedy.drop, storage, scores, cfg, price)
+        found[_stored_name(storage)] = _BudgetPlan(model, plan, ratio, loss(model))
     best = min(found, key=lambda k: (found[k].ratio > cfg.target_energy + 1e-3, found[k].loss))
     kept = found[best]
     compared = {k: {"energy_ratio": c.ratio, "calib_loss": c.loss} for k, c in found.items()}
@@ -183,6 +191,39 @@ def _greedy(dense, data, measured: LMScores, one_shot: LMPlan, cfg, on_probe) ->
     shortlist = sorted(range(len(rises)), key=rises.__getitem__)[: count + 5]
     windows = _mean_loss(data.train[: cfg.probe_windows])
     return LMPlan(drop=greedy_layers(dense, windows, count, shortlist, on_probe))
+
+
+def _storages(dense: nn.Module) -> list[tuple[str, str | None]]:
+    """The uniform storages the greedy layer order is cut again under: each weight format,
+    with the KV cache as the model keeps it or in each KV format (where the model allows)."""
+    kvs = (None, *KV_KINDS.values()) if kv_roundable(dense) else (None,)
+    some = any(quantisable(layer) for layer in decoder_layers(dense))
+    return [(w, kv) for w in BITS_KINDS for kv in kvs] if some else []
+
+
+def _stored_name(storage: tuple[str, str | None]) -> str:
+    weights, kv = storage
+    return f"{weights} weights{f', {kv} KV' if kv else ''}, then layers (greedy order)"
+
+
+def stored_greedy(dense, order: list[int], storage, scores, cfg, price):
+    """Every layer stored as ``storage`` (weights, KV), then the fewest layers of the greedy
+    ``order`` dropped that meet the budget (a prefix of it: greedy picks one layer per round,
+    so this is greedy with a smaller count). Storage saves bytes, so fewer layers go."""
+    weights, kv = storage
+    layers, dense_j = decoder_layers(dense), price(dense).energy_j
+
+    def cut(k: int) -> tuple[nn.Module, LMPlan, float]:
+        kept = {i: weights for i, x in enumerate(layers) if i not in order[:k] and quantisable(x)}
+        plan = LMPlan(drop=list(order[:k]), bits=kept, kv=kv)
+        model, ratio = priced_plan(dense, plan, scores, cfg.round_to, price, dense_j)
+        return model, plan, ratio
+
+    lo, hi = 0, len(order)  # ratio falls as k grows: the least k that meets, by bisection
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if cut(mid)[2] <= cfg.target_energy + BUDGET_SLACK else (mid + 1, hi)
+    return cut(lo)
 
 
 def _torch_pruning(dense, data, scores, price, cfg, on_probe=None):
