@@ -13,7 +13,8 @@ import torch
 
 
 def commit() -> str:
-    """The checkout's short commit, ``+dirty`` when tracked files differ from it."""
+    """The checkout's short commit, ``+dirty`` when tracked files other than the results
+    differ from it (a resumable benchmark rewrites its own JSON as it goes)."""
     root = Path(__file__).resolve().parents[1]
 
     def git(*args: str) -> str:
@@ -21,7 +22,8 @@ def commit() -> str:
         return done.stdout.strip() if done.returncode == 0 else ""
 
     head = git("rev-parse", "--short", "HEAD") or "unknown"
-    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    changed = git("status", "--porcelain", "-uno", "--", ".", ":!benchmarks/results")
+    return head + ("+dirty" if changed else "")
 
 
 def provenance(script: str, argv: list[str] | None, device: str = "cpu") -> dict[str, str]:
