@@ -164,12 +164,18 @@ class LMStep:
 
 def meta_twin(model: nn.Module) -> nn.Module:
     """``model`` with every parameter and buffer on the meta device (same shapes, no memory,
-    no values): a decode step at batch 512 and a long context then allocates nothing."""
+    no values): a decode step at batch 512 and a long context then allocates nothing. A tensor
+    subclass (torchao's quantised weights) becomes a plain tensor of its shape and dtype, so
+    its dequantising ops are not traced: how a layer is stored is priced from the config."""
     if all(t.is_meta for t in [*model.parameters(), *model.buffers()]):
         return model
     memo: dict[int, Any] = {}
     for t in [*model.parameters(), *model.buffers()]:
-        meta = t.detach().to("meta")
+        data = t.detach()
+        plain = type(data) is torch.Tensor
+        meta = (
+            data.to("meta") if plain else torch.empty(data.shape, dtype=data.dtype, device="meta")
+        )
         memo[id(t)] = nn.Parameter(meta, t.requires_grad) if isinstance(t, nn.Parameter) else meta
     return copy.deepcopy(model, memo).eval()
 

@@ -36,6 +36,7 @@ __all__ = [
     "fake_quantise",
     "quantisable",
     "quantise_layers",
+    "stored_groups",
     "stored_twin",
     "trained_on_grid",
 ]
@@ -47,11 +48,27 @@ LAYER_BITS = {"int8": (-128, 127), "int4": (-8, 7)}
 
 
 def fake_quantise(weight: torch.Tensor, dtype: str, group: int = GROUP) -> torch.Tensor:
-    """``weight`` rounded as ``dtype`` stores it, returned dequantised in the weight's dtype: one
-    scale per ``group`` inputs of a row, on llama.cpp's grids (Q8_0: the group's largest |w| is
-    127 steps; Q4_0: it is -8 steps, its sign kept), so a GGUF export stores these values (up to
-    its fp16 scales) and rounding twice is rounding once."""
-    from torchao.quantization.quant_primitives import dequantize_affine, quantize_affine
+    """``weight`` rounded as ``dtype`` stores it, returned dequantised in the weight's dtype
+    (:func:`stored_groups`' integers times their scales), so a GGUF export stores these values
+    (up to its fp16 scales) and rounding twice is rounding once."""
+    from torchao.quantization.quant_primitives import dequantize_affine
+
+    q, scale = stored_groups(weight, dtype, group)
+    lo, hi = LAYER_BITS[dtype]
+    zero = torch.zeros_like(scale, dtype=torch.int32)
+    out = dequantize_affine(
+        q, (1, group), scale, zero, torch.int8, lo, hi, output_dtype=torch.float32
+    )
+    return out.to(weight.dtype)
+
+
+def stored_groups(
+    weight: torch.Tensor, dtype: str, group: int = GROUP
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The integers (int8, one per weight) and float32 scales (one per ``group`` inputs of a
+    row) that ``dtype`` stores ``weight`` as, on llama.cpp's grids: Q8_0's step is the group's
+    largest |w| over 127; Q4_0's largest |w|, its sign kept, is exactly -8 steps."""
+    from torchao.quantization.quant_primitives import quantize_affine
 
     if dtype not in LAYER_BITS:
         raise ConfigError(f"layer bits must be one of {', '.join(LAYER_BITS)}, got {dtype!r}")
@@ -62,7 +79,6 @@ def fake_quantise(weight: torch.Tensor, dtype: str, group: int = GROUP) -> torch
         )
     lo, hi = LAYER_BITS[dtype]
     w = weight.detach().float()
-    block = (1, group)
     groups = w.view(w.shape[0], -1, group)
     if dtype == "int4":  # llama.cpp's Q4_0: the largest |w|, sign kept, is exactly -8 steps
         peak = groups.gather(2, groups.abs().argmax(dim=2, keepdim=True)).squeeze(2)
@@ -72,9 +88,8 @@ def fake_quantise(weight: torch.Tensor, dtype: str, group: int = GROUP) -> torch
     tiny = torch.finfo(torch.float32).tiny
     scale = torch.where(scale.abs() < tiny, torch.full_like(scale, tiny), scale)
     zero = torch.zeros_like(scale, dtype=torch.int32)  # symmetric
-    q = quantize_affine(w, block, scale, zero, torch.int8, quant_min=lo, quant_max=hi)
-    out = dequantize_affine(q, block, scale, zero, torch.int8, lo, hi, output_dtype=torch.float32)
-    return out.to(weight.dtype)
+    q = quantize_affine(w, (1, group), scale, zero, torch.int8, quant_min=lo, quant_max=hi)
+    return q, scale
 
 
 @torch.no_grad()

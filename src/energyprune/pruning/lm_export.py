@@ -1,7 +1,9 @@
 """Save and load pruned decoder LMs so that the ecosystem can read them.
 
 Widths shared by every layer fit a Hugging Face config: the folder (``config.json``,
-``model.safetensors``, tokenizer files) loads with ``AutoModelForCausalLM.from_pretrained``.
+``model.safetensors``, tokenizer files) loads with ``AutoModelForCausalLM.from_pretrained``;
+layers stored as int8 / int4 are written as torchao tensors that it loads quantised
+(:mod:`.lm_torchao`).
 Widths that differ per layer do not: Llama's and Qwen3's configs hold one width per field, and
 their classes do not build layers from transformers' ``per_layer_config``. Such a folder also
 gets ``plan.json``, the widths of every layer, which :func:`load_lm` replays: it builds the
@@ -18,12 +20,14 @@ from typing import Any
 
 from torch import nn
 
+from energyprune.energy.lm.serving import layer_bits_of
 from energyprune.errors import ConfigError, first_line
 from energyprune.files import atomic_write_text, read_text
 from energyprune.models.zoo import read_state_dict
 from energyprune.pruning.decoder import attention_layers, decoder_layers, resize_layer
 from energyprune.pruning.hf_config import PER_LAYER, config_widths, sync_config
 from energyprune.pruning.lm_kv import round_kv
+from energyprune.pruning.lm_torchao import float_weights, save_torchao
 
 __all__ = ["LM_PLAN", "LogitsOnly", "lm_for_pricing", "load_lm", "open_lm", "save_lm"]
 
@@ -42,8 +46,13 @@ def save_lm(model: nn.Module, folder: str | os.PathLike[str], tokenizer: Any = N
     if unsaid is not None:
         per_layer["num_attention_heads"] = config_widths(model)["num_attention_heads"]
         config.num_attention_heads = unsaid
+    stored = bool(layer_bits_of(config)[1])
     try:
-        model.save_pretrained(out)  # safetensors
+        if stored and not per_layer and unsaid is None:  # from_pretrained loads it quantised
+            out.mkdir(parents=True, exist_ok=True)
+            save_torchao(model, out)
+        else:
+            model.save_pretrained(out)  # safetensors
     finally:
         config.num_attention_heads = heads
     if tokenizer is not None:
@@ -114,6 +123,7 @@ def load_lm(folder: str | os.PathLike[str]) -> nn.Module:
         raise ConfigError(f"{path} has no config.json: pass a folder written by save_lm")
     if not (path / LM_PLAN).is_file():
         model = transformers.AutoModelForCausalLM.from_pretrained(path).eval()
+        float_weights(model)  # torchao-stored layers as floats on their grids
         round_kv(model)  # a KV cache the plan stores quantised is rounded again
         return model
     widths = _plan(path / LM_PLAN)
