@@ -71,7 +71,7 @@ def test_search_a_language_model_through_the_one_loop(pruned, capsys, tmp_path):
     root, _ = pruned
     text = root / "text.txt"
     argv = ["search", f"hf:{root / 'dense'}", "--data", f"text:{text}", "--trials", "3",
-            "--methods", "depth,width", "--target-range", "0.6:0.9", "--seq-len", "32",
+            "--methods", "depth,width,energy+bits", "--target-range", "0.6:0.9", "--seq-len", "32",
             "--eval-windows", "4", "--calib-windows", "4", "--finetune-steps", "1",
             "--out", str(tmp_path / "s")]  # fmt: skip
     assert main(argv) == 0
@@ -80,6 +80,8 @@ def test_search_a_language_model_through_the_one_loop(pruned, capsys, tmp_path):
     front = json.loads((tmp_path / "s" / "pareto.json").read_text())
     assert front["objectives"] == ["perplexity", "energy"] and len(front["trials"]) == 3
     assert any(t["pareto"] for t in front["trials"]) and front["knee"] is not None
+    tried = [t["params"]["method"] for t in sorted(front["trials"], key=lambda t: t["number"])]
+    assert tried == ["depth", "width", "energy+bits"]  # every choice once, in order, first
     assert (tmp_path / "s" / "trial-0" / "checkpoint.json").is_file()  # the one loop's
     assert (tmp_path / "s" / "pareto.png").stat().st_size > 0
     bad = ["search", "digits_cnn", "--regime", "decode:batch=2,context=8", "--out", str(tmp_path)]

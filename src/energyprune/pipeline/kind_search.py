@@ -70,6 +70,9 @@ def search_kind(
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our lines say what each trial did
     study = open_study(url, how.study_name, objectives, ["fp32"], how.seed, how.trials)
     hooks = Hooks(log=log, on_batch=on_batch)
+    if not study.trials:  # a new study tries every choice once before the sampler picks
+        for value in list(how.choice_values)[: how.trials]:
+            study.enqueue_trial({how.choice_name: value})
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
         target = trial.suggest_float("target_energy", lo, hi)
