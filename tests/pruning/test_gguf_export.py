@@ -4,6 +4,8 @@ a BPE tokenizer round-trips; other architectures and bad --bits are one line (ex
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 import torch
 
@@ -198,7 +200,8 @@ def test_cli_writes_uniform_and_per_layer_gguf(tmp_path, capsys):
         == 0
     )
     printed = capsys.readouterr().out
-    assert f"wrote {out}" in printed and "Q4_0" in printed and "widths uniform" in printed
+    assert f"wrote {out}" in printed and "widths uniform" in printed
+    assert "21 tensors: 16 Q4_0 + 5 F32" in printed  # 2 x 7 matrices, embedding, output head
     assert "llama.cpp needs" in printed  # the character tokenizer is no byte-level BPE
     _pruned(tmp_path)
     out = tmp_path / "cut.gguf"
@@ -257,8 +260,11 @@ def test_layers_the_plan_stored_in_fewer_bits_keep_their_own_format(tmp_path):
 
     model = tiny_llama(2)
     quantise_layers(model, {0: "int4"})
-    write_gguf(model, tmp_path / "m.gguf", bits=16)
+    summary = write_gguf(model, tmp_path / "m.gguf", bits=16)
     tensors = {t.name: t for t in gguf.GGUFReader(tmp_path / "m.gguf").tensors}
+    read_formats = Counter(t.tensor_type.name for t in tensors.values())
+    assert summary.formats == dict(read_formats)  # what the export says it wrote, it wrote
+    assert summary.formats["Q4_0"] == 7 and summary.formats["F32"] == 5  # layer 0; the norms
     assert tensors["blk.0.ffn_down.weight"].tensor_type.name == "Q4_0"
     assert tensors["blk.0.attn_output.weight"].tensor_type.name == "Q4_0"
     assert tensors["blk.1.ffn_down.weight"].tensor_type.name == "F16"

@@ -93,7 +93,6 @@ def _export_lm(args: argparse.Namespace, folder, path: str, console: Console) ->
 def _export_gguf(args: argparse.Namespace, folder, path: str, console: Console) -> int:
     from energyprune.models.hf import read_hf_config
     from energyprune.pruning.gguf_export import (
-        GGUF_BITS,
         check_gguf_bits,
         check_gguf_config,
         require_gguf,
@@ -113,8 +112,9 @@ def _export_gguf(args: argparse.Namespace, folder, path: str, console: Console) 
     size = summary.size_bytes / 2**20
     size_text = f"{size:.1f} MiB" if size >= 1 else f"{summary.size_bytes / 1024:.0f} KiB"
     console.print(
-        f"wrote {summary.path} ({size_text}, {GGUF_BITS[bits]} weight matrices, "
-        f"{summary.tensors} tensors, {len(summary.widths['feed_forward_length'])} layers)"
+        f"wrote {summary.path} ({size_text}, {summary.tensors} tensors: "
+        f"{' + '.join(f'{n} {fmt}' for fmt, n in summary.formats.items())}; "
+        f"{len(summary.widths['feed_forward_length'])} layers)"
     )
     how = "per layer (arrays, architecture deci)" if summary.per_layer else "uniform"
     widths = ", ".join(f"{key} {_widths(values)}" for key, values in summary.widths.items())

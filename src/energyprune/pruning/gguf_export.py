@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,7 @@ class GGUFSummary:
     widths: dict[str, list[int]]  # llama.cpp key → width of each layer
     per_layer: bool  # widths differ per layer: written as arrays
     tensors: int
+    formats: dict[str, int] = field(default_factory=dict)  # GGUF type -> tensors written so
     f16_fallback: list[str] = field(default_factory=list)  # rows not a multiple of 32
     tokenizer: str | None = None  # what tokenizer metadata went in; None: none
     notes: list[str] = field(default_factory=list)
@@ -180,18 +182,21 @@ def _tensors(model: nn.Module, head_dim: int) -> list[tuple[str, torch.Tensor]]:
     return found
 
 
-def _add_tensor(writer: Any, gguf: Any, name: str, w: torch.Tensor, bits: int) -> bool:
-    """Add one tensor; False when a matrix had to fall back to F16 (rows not whole blocks)."""
-    array = w.numpy()
+def _format(w: torch.Tensor, bits: int) -> str:
+    """How one tensor is written: vectors F32; a matrix in its bits' format, F16 where its
+    rows are not whole blocks."""
     if w.ndim < 2:
-        writer.add_tensor(name, array.astype("float32"))
-        return True
-    if bits == 16 or w.shape[-1] % _BLOCK:
-        writer.add_tensor(name, array.astype("float16"))
-        return bits == 16
-    qtype = getattr(gguf.GGMLQuantizationType, GGUF_BITS[bits])
+        return "F32"
+    return "F16" if bits == 16 or w.shape[-1] % _BLOCK else GGUF_BITS[bits]
+
+
+def _add_tensor(writer: Any, gguf: Any, name: str, w: torch.Tensor, fmt: str) -> None:
+    array = w.numpy()
+    if fmt in ("F32", "F16"):
+        writer.add_tensor(name, array.astype("float32" if fmt == "F32" else "float16"))
+        return
+    qtype = getattr(gguf.GGMLQuantizationType, fmt)
     writer.add_tensor(name, gguf.quants.quantize(array, qtype), raw_dtype=qtype)
-    return True
 
 
 def _metadata(writer: Any, gguf: Any, config: Any, widths: dict[str, list[int]], bits: int) -> None:
@@ -270,13 +275,14 @@ def write_gguf(
         _metadata(writer, gguf, config, widths, bits)
         described, notes = _add_tokenizer(writer, gguf, tokenizer, int(config.vocab_size))
         per_tensor = _tensor_bits(model, tensors, bits)
-        fallback = [
-            name for name, w in tensors if not _add_tensor(writer, gguf, name, w, per_tensor[name])
-        ]
+        formats = {name: _format(w, per_tensor[name]) for name, w in tensors}
+        for name, w in tensors:
+            _add_tensor(writer, gguf, name, w, formats[name])
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
+    fallback = [n for n, _ in tensors if formats[n] == "F16" and per_tensor[n] != 16]
     if fallback:
         named = ", ".join(fallback[:3]) + (", ..." if len(fallback) > 3 else "")
         notes.append(f"{len(fallback)} matrices kept F16, rows not a multiple of {_BLOCK}: {named}")
@@ -295,6 +301,7 @@ def write_gguf(
         widths={k: v for k, v in widths.items() if k != "head_dim"},
         per_layer=per_layer,
         tensors=len(tensors),
+        formats=dict(Counter(formats.values()).most_common()),
         f16_fallback=fallback,
         tokenizer=described,
         notes=notes,
