@@ -26,10 +26,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from energyprune.energy.lm.serving import kv_dtype_of, layer_bits_of
+from energyprune.energy.lm.serving import kv_dtype_of
 from energyprune.errors import ConfigError, first_line
 from energyprune.files import atomic_path, check_writable_file
 from energyprune.pruning.hf_config import config_widths
+from energyprune.pruning.lm_bits import stored_layers
 
 __all__ = [
     "GGUF_BITS",
@@ -242,8 +243,7 @@ _STORED_BITS = {"int8": 8, "fp8": 8, "int4": 4}
 def _tensor_bits(model: nn.Module, tensors, bits: int) -> dict[str, int]:
     """GGUF bits per tensor: a layer the plan stored in fewer bits keeps its own (as
     evaluated); every other tensor takes ``bits``."""
-    _, stored = layer_bits_of(model.config)
-    by_block = {f"blk.{prefix.rsplit('.', 1)[1]}.": _STORED_BITS[d] for prefix, d in stored}
+    by_block = {f"blk.{i}.": _STORED_BITS[d] for i, d in stored_layers(model)[1]}
     out = {}
     for name, _ in tensors:
         block = next((b for b in by_block if name.startswith(b)), None)

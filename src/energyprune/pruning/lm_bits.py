@@ -37,6 +37,7 @@ __all__ = [
     "quantisable",
     "quantise_layers",
     "stored_groups",
+    "stored_layers",
     "stored_twin",
     "trained_on_grid",
 ]
@@ -157,6 +158,12 @@ def stored_twin(model: nn.Module, dtype: str) -> nn.Module:
     return twin
 
 
+def stored_layers(model: nn.Module) -> tuple[int, list[tuple[int, str]]]:
+    """The group size and each (decoder layer index, weight format) the config records."""
+    group, recorded = layer_bits_of(model.config)
+    return group or GROUP, [(int(prefix.rsplit(".", 1)[1]), dtype) for prefix, dtype in recorded]
+
+
 def _record(config, layers: Mapping[str, str], group: int) -> None:
     """Write which layers are stored how into ``config`` (what pricing reads)."""
     setattr(config, BITS_KEY, {"group_size": group, "layers": dict(layers)})
@@ -181,15 +188,11 @@ def trained_on_grid(model: nn.Module) -> Iterator[bool]:
     grid). Build the optimiser inside the block: the masters are new parameters."""
     from torch.nn.utils import parametrize
 
-    group, recorded = layer_bits_of(model.config)
+    group, stored = stored_layers(model)
     layers = decoder_layers(model)
-    linears = [
-        (m, dtype)
-        for prefix, dtype in recorded
-        for m in _linears(layers[int(prefix.rsplit(".", 1)[1])])
-    ]
+    linears = [(m, dtype) for i, dtype in stored for m in _linears(layers[i])]
     for m, dtype in linears:
-        parametrize.register_parametrization(m, "weight", _OnGrid(dtype, group or GROUP))
+        parametrize.register_parametrization(m, "weight", _OnGrid(dtype, group))
     try:
         yield bool(linears)
     finally:

@@ -22,7 +22,7 @@ from torch import nn
 
 from energyprune.energy.lm.serving import layer_bits_of
 from energyprune.pruning.decoder import decoder_layers
-from energyprune.pruning.lm_bits import GROUP, stored_groups
+from energyprune.pruning.lm_bits import stored_groups, stored_layers
 
 __all__ = ["float_weights", "save_torchao"]
 
@@ -54,24 +54,23 @@ def save_torchao(model: nn.Module, out: Path) -> None:
     from energyprune.models.hf import require_transformers
 
     transformers = require_transformers()
-    group, recorded = layer_bits_of(model.config)
-    group = group or GROUP
-    config = transformers.TorchAoConfig(quant_type=_fqn_config(recorded, group))
+    _, recorded = layer_bits_of(model.config)
+    config = transformers.TorchAoConfig(quant_type=_fqn_config(recorded, stored_layers(model)[0]))
     with tempfile.TemporaryDirectory(dir=out) as floats:
         model.save_pretrained(floats)
         quantised = transformers.AutoModelForCausalLM.from_pretrained(
             floats, quantization_config=config
         )
-        _set_ours(quantised, model, recorded, group)
+        _set_ours(quantised, model)
         quantised.save_pretrained(out)
 
 
 @torch.no_grad()
-def _set_ours(quantised: nn.Module, model: nn.Module, recorded, group: int) -> None:
+def _set_ours(quantised: nn.Module, model: nn.Module) -> None:
     """Put ``model``'s integers and scales into ``quantised``'s torchao weights."""
     ours, theirs = decoder_layers(model), decoder_layers(quantised)
-    for prefix, dtype in recorded:
-        i = int(prefix.rsplit(".", 1)[1])
+    group, stored = stored_layers(model)
+    for i, dtype in stored:
         for name, module in ours[i].named_modules():
             if isinstance(module, nn.Linear):
                 weight = theirs[i].get_submodule(name).weight
