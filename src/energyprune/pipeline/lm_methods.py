@@ -219,11 +219,15 @@ def stored_greedy(dense, order: list[int], storage, scores, cfg, price):
         model, ratio = priced_plan(dense, plan, scores, cfg.round_to, price, dense_j)
         return model, plan, ratio
 
-    lo, hi = 0, len(order)  # ratio falls as k grows: the least k that meets, by bisection
+    lo, hi, met = 0, len(order), None  # ratio falls as k grows: the least k that meets
     while lo < hi:
         mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if cut(mid)[2] <= cfg.target_energy + BUDGET_SLACK else (mid + 1, hi)
-    return cut(lo)
+        tried = cut(mid)
+        if tried[2] <= cfg.target_energy + BUDGET_SLACK:
+            hi, met = mid, tried  # the last cut that met is the one at the final bound
+        else:
+            lo = mid + 1
+    return met or cut(lo)
 
 
 def _torch_pruning(dense, data, scores, price, cfg, on_probe=None):
